@@ -1,0 +1,53 @@
+// The one extension module, golden_kernels._C: runtime queries and settings,
+// then each op's bindings (registered by the op's own binding file).
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <stdexcept>
+
+#include "../cpu/isa.h"
+#include "../cpu/parallel.h"
+#include "backend.h"
+
+namespace golden::bindings {
+void register_convert(py::module_& m);
+void register_rms_norm(py::module_& m);
+}  // namespace golden::bindings
+
+PYBIND11_MODULE(_C, m) {
+  namespace py = pybind11;
+  using namespace golden;
+  m.doc() = "golden_kernels native extension: batch-invariant, device-invariant kernels";
+
+  py::register_exception_translator([](std::exception_ptr error) {
+    try {
+      if (error) std::rethrow_exception(error);
+    } catch (const std::invalid_argument& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    }
+  });
+
+  m.def("compiled_backends", &bindings::compiled_backends);
+  m.def("available_backends", &bindings::available_backends);
+  m.def("cpu_isa", [] { return cpu::isa_name(cpu::active_isa()); },
+        "The instruction set the 'cpu' backend runs (scalar, avx2 or avx512).");
+  m.def("set_cpu_isa", [](const std::string& name) { cpu::set_isa(name.c_str()); }, py::arg("name"));
+  m.def("cpu_isa_supported",
+        [](const std::string& name) {
+          for (cpu::Isa isa : {cpu::Isa::scalar, cpu::Isa::avx2, cpu::Isa::avx512}) {
+            if (name == cpu::isa_name(isa)) return cpu::isa_supported(isa);
+          }
+          throw std::invalid_argument("unknown CPU instruction set '" + name + "'; valid choices: scalar, avx2, avx512");
+        },
+        py::arg("name"));
+  m.def("num_threads", &cpu::num_threads);
+  m.def("set_num_threads",
+        [](int n) {
+          if (n < 0) throw std::invalid_argument("num_threads must be >= 0 (0 restores the default)");
+          cpu::set_num_threads(n);
+        },
+        py::arg("n"));
+
+  bindings::register_convert(m);
+  bindings::register_rms_norm(m);
+}

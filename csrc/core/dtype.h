@@ -1,0 +1,102 @@
+// The storage types of the library and the one rounding rule for every
+// narrowing conversion: fp32 -> bf16 / fp16, round to nearest, ties to even,
+// done with integer operations so the result never depends on the caller's
+// floating-point environment (rounding mode, FTZ/DAZ) or on the device.
+//
+// NaN policy (both 16-bit types): the sign and the leading payload bits are
+// kept and the quiet bit is set, as x86 and IEEE 754 recommend; a NaN never
+// becomes an infinity.
+#pragma once
+
+#include <cstdint>
+
+#include "platform.h"
+#include "types.h"
+
+GOLDEN_CORE_BEGIN
+
+GOLDEN_INLINE float to_float(float x) { return x; }
+
+GOLDEN_INLINE float to_float(bf16 x) {
+  return bits_float(static_cast<std::uint32_t>(x.bits) << 16);
+}
+
+GOLDEN_INLINE float to_float(f16 x) {
+  const std::uint32_t h = x.bits;
+  const std::uint32_t sign = (h & 0x8000u) << 16;
+  const std::uint32_t exponent = (h >> 10) & 0x1Fu;
+  const std::uint32_t mantissa = h & 0x3FFu;
+  if (exponent == 0x1Fu) return bits_float(sign | 0x7F800000u | (mantissa << 13));
+  if (exponent != 0) return bits_float(sign | ((exponent + 112u) << 23) | (mantissa << 13));
+  // Zero or subnormal: mantissa * 2^-24 is exact in fp32 (a normal number).
+  const float magnitude = static_cast<float>(mantissa) * 0x1p-24f;
+  return bits_float(sign | float_bits(magnitude));
+}
+
+GOLDEN_INLINE bf16 bf16_from_float(float f) {
+  const std::uint32_t u = float_bits(f);
+  const bool is_nan = (u & 0x7FFFFFFFu) > 0x7F800000u;
+  // Adding 0x7FFF plus the lowest kept bit rounds to nearest even; a carry
+  // into the exponent is the correct rounding up (to infinity at the top).
+  const std::uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  const std::uint32_t quiet_nan = (u >> 16) | 0x0040u;
+  return bf16{static_cast<std::uint16_t>(is_nan ? quiet_nan : rounded)};
+}
+
+GOLDEN_INLINE f16 f16_from_float(float f) {
+  const std::uint32_t u = float_bits(f);
+  const std::uint32_t sign = (u >> 16) & 0x8000u;
+  const std::uint32_t magnitude = u & 0x7FFFFFFFu;
+
+  constexpr std::uint32_t kInfinity = 0x7F800000u;
+  constexpr std::uint32_t kRoundsToF16Infinity = 0x477FF000u;  // 65520.0f
+  constexpr std::uint32_t kSmallestF16Normal = 0x38800000u;    // 2^-14
+  constexpr std::uint32_t kExponentRebias = (127u - 15u) << 23;
+
+  const std::uint32_t nan = 0x7E00u | ((magnitude >> 13) & 0x3FFu);
+  // Normal range: drop 13 mantissa bits with round to nearest even; the carry
+  // of a round-up moves into the exponent, which is the right answer.
+  const std::uint32_t normal =
+      (magnitude + 0xFFFu + ((magnitude >> 13) & 1u) - kExponentRebias) >> 13;
+  // Subnormal range: the result counts units of 2^-24. Shift the 24-bit
+  // significand right and round the dropped bits to nearest even by hand.
+  const std::uint32_t significand = (magnitude & 0x7FFFFFu) | 0x800000u;
+  const std::int32_t exponent = static_cast<std::int32_t>(magnitude >> 23);
+  const std::int32_t raw_shift = 126 - exponent;  // >= 14 below 2^-14
+  const std::uint32_t shift = static_cast<std::uint32_t>(raw_shift > 31 ? 31 : raw_shift);
+  const std::uint32_t quotient = significand >> shift;
+  const std::uint32_t remainder = significand & ((1u << shift) - 1u);
+  const std::uint32_t half = 1u << (shift - 1u);
+  const bool round_up = remainder > half || (remainder == half && (quotient & 1u));
+  const std::uint32_t subnormal = quotient + (round_up ? 1u : 0u);
+
+  std::uint32_t result = subnormal;
+  if (magnitude >= kSmallestF16Normal) result = normal;
+  if (magnitude >= kRoundsToF16Infinity) result = 0x7C00u;
+  if (magnitude > kInfinity) result = nan;
+  return f16{static_cast<std::uint16_t>(sign | result)};
+}
+
+// from_float<T>: the narrowing conversion for each storage type.
+template <class T>
+GOLDEN_INLINE T from_float(float f);
+template <>
+GOLDEN_INLINE float from_float<float>(float f) {
+  return f;
+}
+template <>
+GOLDEN_INLINE bf16 from_float<bf16>(float f) {
+  return bf16_from_float(f);
+}
+template <>
+GOLDEN_INLINE f16 from_float<f16>(float f) {
+  return f16_from_float(f);
+}
+
+// Rounds an fp32 value to T's precision and back (the value a T store keeps).
+template <class T>
+GOLDEN_INLINE float round_through(float f) {
+  return to_float(from_float<T>(f));
+}
+
+GOLDEN_CORE_END

@@ -1,0 +1,15 @@
+// Instruction sets the CPU backend is compiled for, and which one runs.
+#pragma once
+
+namespace golden::cpu {
+
+enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2 };
+
+const char* isa_name(Isa isa);
+bool isa_supported(Isa isa);
+// The widest supported set, unless GOLDEN_KERNELS_CPU_ISA or set_isa() chose one.
+Isa active_isa();
+// Throws std::invalid_argument for an unknown name or an unsupported set.
+void set_isa(const char* name);
+
+}  // namespace golden::cpu

@@ -1,0 +1,40 @@
+// Entry points of the CPU kernels, one set per instruction set they are
+// compiled for. `num_threads` = 1 runs everything on the caller's thread.
+#pragma once
+
+#include "../core/ops/rms_norm.h"
+#include "isa.h"
+
+#define GOLDEN_CPU_DECLARE_KERNELS(target)                                                  \
+  namespace golden::cpu::target {                                                         \
+  void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype,              \
+               std::int64_t count, int num_threads);                                      \
+  void rms_norm_forward(const RmsNormForwardProblem& problem, int num_threads);          \
+  void rms_norm_backward(const RmsNormBackwardProblem& problem, int num_threads);        \
+  }
+
+GOLDEN_CPU_DECLARE_KERNELS(scalar)
+GOLDEN_CPU_DECLARE_KERNELS(avx2)
+GOLDEN_CPU_DECLARE_KERNELS(avx512)
+
+#undef GOLDEN_CPU_DECLARE_KERNELS
+
+namespace golden::cpu {
+
+// Calls the kernel `name` compiled for `isa` with the given arguments.
+#define GOLDEN_CPU_DISPATCH(isa, name, ...)  \
+  do {                                       \
+    switch (isa) {                           \
+      case ::golden::cpu::Isa::scalar:       \
+        ::golden::cpu::scalar::name(__VA_ARGS__); \
+        break;                               \
+      case ::golden::cpu::Isa::avx2:         \
+        ::golden::cpu::avx2::name(__VA_ARGS__);   \
+        break;                               \
+      case ::golden::cpu::Isa::avx512:       \
+        ::golden::cpu::avx512::name(__VA_ARGS__); \
+        break;                               \
+    }                                        \
+  } while (false)
+
+}  // namespace golden::cpu

@@ -1,0 +1,25 @@
+// The CPU backend's thread pool. Work is split into tasks whose boundaries
+// are fixed by the kernel (never by the thread count), so which thread runs a
+// task cannot change a result; the pool only decides who runs what.
+#pragma once
+
+#include <cstdint>
+
+namespace golden::cpu {
+
+using TaskFn = void (*)(void* context, std::int64_t task);
+
+// Runs fn(context, t) for t in [0, task_count) on up to `num_threads` threads
+// (the caller's thread included) and returns when all are done. Every task
+// runs under the default floating-point environment (round to nearest, no
+// FTZ/DAZ) whatever the caller has set. Safe to call from several threads at
+// once and from a child process after fork().
+void run_tasks(std::int64_t task_count, int num_threads, TaskFn fn, void* context);
+
+// Threads used when a call does not say: GOLDEN_KERNELS_NUM_THREADS if set,
+// else the CPUs this process may run on.
+int default_num_threads();
+int num_threads();
+void set_num_threads(int n);
+
+}  // namespace golden::cpu

@@ -1,0 +1,98 @@
+// RMSNorm on the CPU: rows spread over threads, each row computed by the
+// core's rms_norm_*_row (csrc/core/ops/rms_norm.h), whose lane loops the
+// compiler vectorises for this file's instruction set. No arithmetic here.
+#include "../core/ops/rms_norm.h"
+#include "target.h"
+
+GOLDEN_CPU_BEGIN
+namespace {
+
+constexpr std::int64_t kMinRowsPerTask = 4;
+
+template <class T, class TOut>
+void forward_rows(const RmsNormForwardProblem& p, int num_threads) {
+  const T* x = static_cast<const T*>(p.x);
+  const T* weight = static_cast<const T*>(p.weight);
+  TOut* y = static_cast<TOut*>(p.y);
+  const std::int64_t rows_per_task = items_per_task(p.rows, num_threads, kMinRowsPerTask);
+  auto body = [&](std::int64_t task) {
+    const std::int64_t begin = task * rows_per_task;
+    const std::int64_t end = begin + rows_per_task < p.rows ? begin + rows_per_task : p.rows;
+    for (std::int64_t row = begin; row < end; ++row) {
+      core::rms_norm_forward_row(x + row * p.cols, weight, y + row * p.cols, p.cols, p.eps,
+                                 p.rounding);
+    }
+  };
+  parallel_tasks(core::ceil_div(p.rows, rows_per_task), num_threads, body);
+}
+
+// Each task owns one block of kRmsNormGradRowBlock rows: it writes their dx
+// and folds their weight-gradient terms, rows in order, into the block's
+// partial. A second pass merges the partials of each column by the tree.
+template <class T, class TOut>
+void backward_rows(const RmsNormBackwardProblem& p, int num_threads) {
+  const T* grad_out = static_cast<const T*>(p.grad_out);
+  const T* x = static_cast<const T*>(p.x);
+  const T* weight = static_cast<const T*>(p.weight);
+  TOut* dx = static_cast<TOut*>(p.dx);
+  TOut* dweight = static_cast<TOut*>(p.dweight);
+  const std::int64_t cols = p.cols;
+  const std::int64_t blocks = core::ceil_div(p.rows, kRmsNormGradRowBlock);
+
+  auto block_body = [&](std::int64_t block) {
+    float* partial = p.dweight_partials + block * cols;
+    for (std::int64_t i = 0; i < cols; ++i) partial[i] = 0.0f;
+    const std::int64_t begin = block * kRmsNormGradRowBlock;
+    const std::int64_t end =
+        begin + kRmsNormGradRowBlock < p.rows ? begin + kRmsNormGradRowBlock : p.rows;
+    for (std::int64_t row = begin; row < end; ++row) {
+      const std::int64_t offset = row * cols;
+      core::rms_norm_backward_row(grad_out + offset, x + offset, weight, dx + offset, partial,
+                                  cols, p.eps);
+    }
+  };
+  parallel_tasks(blocks, num_threads, block_body);
+
+  constexpr std::int64_t kMinColsPerTask = 256;
+  const std::int64_t cols_per_task = items_per_task(cols, num_threads, kMinColsPerTask);
+  auto merge_body = [&](std::int64_t task) {
+    const std::int64_t begin = task * cols_per_task;
+    const std::int64_t end = begin + cols_per_task < cols ? begin + cols_per_task : cols;
+    for (std::int64_t col = begin; col < end; ++col) {
+      const float total =
+          blocks == 0 ? 0.0f
+                      : core::tree_reduce(p.dweight_partials + col, blocks, cols, core::AddCombine{});
+      dweight[col] = core::from_float<TOut>(total);
+    }
+  };
+  parallel_tasks(core::ceil_div(cols, cols_per_task), num_threads, merge_body);
+}
+
+// Calls run(T{}, TOut{}) for the input type and the output type (the input
+// type itself or fp32).
+template <class Run>
+void visit_in_out(DType dtype, DType out_dtype, Run&& run) {
+  visit_dtype(dtype, [&](auto in) {
+    if (out_dtype == DType::f32) {
+      run(in, float{});
+    } else {
+      run(in, in);
+    }
+  });
+}
+
+}  // namespace
+
+void rms_norm_forward(const RmsNormForwardProblem& problem, int num_threads) {
+  visit_in_out(problem.dtype, problem.out_dtype, [&](auto in, auto out) {
+    forward_rows<decltype(in), decltype(out)>(problem, num_threads);
+  });
+}
+
+void rms_norm_backward(const RmsNormBackwardProblem& problem, int num_threads) {
+  visit_in_out(problem.dtype, problem.grad_dtype, [&](auto in, auto out) {
+    backward_rows<decltype(in), decltype(out)>(problem, num_threads);
+  });
+}
+
+GOLDEN_CPU_END

@@ -1,0 +1,24 @@
+// Host-side entry points of the GPU backend. The same .cu sources build the
+// CUDA variant with nvcc and the HIP variant with hipcc (see
+// csrc/hip/hip_compat.h); without a GPU compiler, no_gpu.cpp stands in.
+// Launchers only map rows/tiles to threads; the arithmetic is in csrc/core.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "../core/ops/rms_norm.h"
+
+namespace golden::gpu {
+
+bool compiled();
+int device_count();
+
+// Each launcher enqueues on `stream` (0: the default stream) and throws
+// std::runtime_error on a launch or runtime error.
+void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, std::int64_t count,
+             std::uintptr_t stream);
+void rms_norm_forward(const RmsNormForwardProblem& problem, std::uintptr_t stream);
+void rms_norm_backward(const RmsNormBackwardProblem& problem, std::uintptr_t stream);
+
+}  // namespace golden::gpu

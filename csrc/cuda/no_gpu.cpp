@@ -1,0 +1,18 @@
+// Stand-in for the GPU backend when the module is built without CUDA or HIP:
+// it reports no devices, so the bindings never route a call here.
+#include <stdexcept>
+
+#include "kernels.h"
+
+namespace golden::gpu {
+namespace {
+[[noreturn]] void not_built() { throw std::runtime_error("golden_kernels was built without a GPU backend"); }
+}  // namespace
+
+bool compiled() { return false; }
+int device_count() { return 0; }
+void convert(const void*, DType, void*, DType, std::int64_t, std::uintptr_t) { not_built(); }
+void rms_norm_forward(const RmsNormForwardProblem&, std::uintptr_t) { not_built(); }
+void rms_norm_backward(const RmsNormBackwardProblem&, std::uintptr_t) { not_built(); }
+
+}  // namespace golden::gpu

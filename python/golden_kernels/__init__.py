@@ -1,0 +1,46 @@
+"""golden_kernels: batch-invariant, device-invariant kernels for Qwen3-style LLMs.
+
+Every op computes in fp32 in one canonical order fixed by the problem shape,
+so a row's result never depends on its batch, its neighbours, the thread
+count or the device. See docs/contract.md.
+"""
+
+from . import _C
+from .ops.convert import cast
+from .ops.rms_norm import rms_norm
+from .registry import OPS, available_backends, get_op, list_ops
+
+__version__ = "0.1.0"
+
+
+def cpu_isa() -> str:
+    """The instruction set the 'cpu' backend runs: scalar, avx2 or avx512."""
+    return _C.cpu_isa()
+
+
+def set_cpu_isa(name: str) -> None:
+    """Force the 'cpu' backend's instruction set (also: GOLDEN_KERNELS_CPU_ISA)."""
+    _C.set_cpu_isa(name)
+
+
+def num_threads() -> int:
+    return _C.num_threads()
+
+
+def set_num_threads(n: int) -> None:
+    """Threads for the 'cpu' backend; 0 restores the default (also: GOLDEN_KERNELS_NUM_THREADS)."""
+    _C.set_num_threads(n)
+
+
+__all__ = [
+    "OPS",
+    "available_backends",
+    "cast",
+    "cpu_isa",
+    "get_op",
+    "list_ops",
+    "num_threads",
+    "rms_norm",
+    "set_cpu_isa",
+    "set_num_threads",
+]
