@@ -109,8 +109,10 @@ TensorView view_capsule(const py::object& capsule, const char* name) {
     compact *= t.shape[i];
   }
   if (view.type == ElementType::unsupported) {
-    fail_type(std::string(name) + ": unsupported element type (code " +
-              std::to_string(t.dtype.code) + ", " + std::to_string(t.dtype.bits) + " bits)");
+    static const char* const kCodeNames[] = {"int", "uint", "float", "opaque", "bfloat", "complex", "bool"};
+    const char* code = t.dtype.code < 7 ? kCodeNames[t.dtype.code] : "type";
+    fail_type(std::string(name) + ": unsupported dtype " + code + std::to_string(t.dtype.bits) +
+              "; golden_kernels takes float32, bfloat16, float16, int32, int64 and bool arrays");
   }
   return view;
 }

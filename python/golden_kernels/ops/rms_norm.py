@@ -23,10 +23,10 @@ def _check(x: Any, weight: Any, rounding: str = "once") -> None:
         raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
 
 
-def _forward(x: Any, weight: Any, eps: float, rounding: str, backend: str | None, out_dtype: str) -> Any:
+def _forward(x: Any, weight: Any, eps: float, rounding: str, backend: str | None, fp32: bool) -> Any:
     _check(x, weight, rounding)
     backend = resolve_backend(backend, x, weight)
-    out = _arrays.empty(x, _arrays.shape(x), out_dtype)
+    out = _arrays.empty(x, _arrays.shape(x), "float32" if fp32 else _arrays.dtype_name(x))
     _C.rms_norm_forward(
         backend, _arrays.stream(x), _arrays.capsule(x), _arrays.capsule(weight), _arrays.capsule(out),
         float(eps), rounding == "hf",
@@ -40,12 +40,12 @@ def forward(x: Any, weight: Any, eps: float = 1e-6, *, rounding: str = "once", b
     rounding="once" rounds only the final value; rounding="hf" follows Hugging
     Face's Qwen3RMSNorm, which rounds x * r to x's dtype before the weight multiply.
     """
-    return _forward(x, weight, eps, rounding, backend, _arrays.dtype_name(x))
+    return _forward(x, weight, eps, rounding, backend, fp32=False)
 
 
 def forward_fp32(x: Any, weight: Any, eps: float = 1e-6, *, backend: str | None = None) -> Any:
     """RMSNorm in fp32, returned unrounded (float32)."""
-    return _forward(x, weight, eps, "once", backend, "float32")
+    return _forward(x, weight, eps, "once", backend, fp32=True)
 
 
 def backward(grad_out: Any, x: Any, weight: Any, eps: float = 1e-6, *, backend: str | None = None,

@@ -1,0 +1,379 @@
+// Deterministic fp32 elementary functions of the shared core (CONTRACT.md,
+// Axis-C rule 2): exp, log, sigmoid, rsqrt, sin, cos.
+//
+// Every function is built only from IEEE-754 correctly rounded operations
+// (+, -, *, div_rn, sqrt_rn, fma_rn), exact int32 <-> fp32 conversions and
+// integer/bit manipulation. No libm, no double, no long double, no hardware
+// approximations, no data-dependent loops. Hence the result is a pure
+// function of the input bits: g++ (any ISA), nvcc -fmad=false and
+// hipcc -ffp-contract=off give identical bits, provided the build keeps
+// contraction off and denormals on (no FTZ/DAZ, no fast-math).
+//
+// NaN policy (same spirit as dtype.h): a NaN input is returned with its sign
+// and payload kept and the quiet bit set; a NaN created by an invalid
+// operation (log(-1), rsqrt(-1), sin(inf)) is the positive quiet NaN
+// 0x7FC00000. Never the platform's "default NaN", which differs between x86
+// (0xFFC00000) and GPUs (0x7FFFFFFF).
+//
+// Methods, error bounds and the measured table: docs/math.md. Measured max
+// errors (tests/core/math_ulp.cpp, against float64 libm, > 10^7 inputs each):
+//   exp 0.51 ulp, log 0.52 ulp, sigmoid 0.99 ulp, rsqrt 0.50 ulp,
+//   sin 0.53 ulp, cos 0.53 ulp (sin/cos over ALL finite inputs).
+// Polynomial coefficients are our own minimax fits (Lawson / iteratively
+// reweighted least squares, float64, then rounded to fp32).
+#pragma once
+
+#include <cstdint>
+
+#include "platform.h"
+
+GOLDEN_CORE_BEGIN
+
+namespace math_detail {
+
+// Positive quiet NaN returned for invalid operations.
+constexpr std::uint32_t kInvalidNaNBits = 0x7FC00000u;
+constexpr std::uint32_t kQuietBit = 0x00400000u;
+constexpr std::uint32_t kSignBit = 0x80000000u;
+constexpr std::uint32_t kAbsMask = 0x7FFFFFFFu;
+constexpr std::uint32_t kInfBits = 0x7F800000u;
+
+GOLDEN_INLINE bool is_nan(float x) { return (float_bits(x) & kAbsMask) > kInfBits; }
+GOLDEN_INLINE float quiet(float x) { return bits_float(float_bits(x) | kQuietBit); }
+GOLDEN_INLINE float invalid_nan() { return bits_float(kInvalidNaNBits); }
+GOLDEN_INLINE float abs_bits(float x) { return bits_float(float_bits(x) & kAbsMask); }
+GOLDEN_INLINE float inf() { return bits_float(kInfBits); }
+
+// 2^n for n in [-126, 127], built from the exponent field (no ldexp).
+GOLDEN_INLINE float pow2i(std::int32_t n) {
+  return bits_float(static_cast<std::uint32_t>(n + 127) << 23);
+}
+
+// ---------------------------------------------------------------- exp ----
+// 1.5 * 2^23: adding it rounds any |v| < 2^22 to an integer (ties to even)
+// and leaves that integer in the low mantissa bits.
+constexpr float kRoundMagic = 0x1.8p23f;
+constexpr float kLog2e = 0x1.715476p+0f;
+// ln2 = kExpLn2Hi + kExpLn2Lo (+ 9e-17). kExpLn2Hi = RN(ln2), so for
+// |n| <= 150 the first reduction step x - n*kExpLn2Hi is exact (see exp_f32).
+constexpr float kExpLn2Hi = 0x1.62e430p-1f;
+constexpr float kExpLn2Lo = -0x1.05c610p-29f;
+// Clamps: exp(89) overflows, exp(-104) < 2^-150 underflows to +0; clamping
+// keeps the integer n in [-150, 128] without changing those results.
+constexpr float kExpClampHi = 89.0f;
+constexpr float kExpClampLo = -104.0f;
+// e^r = 1 + r + r^2 * Q(r), |r| <= 0.347; Q minimax for the relative error
+// of e^r (fit error 2^-28.3).
+constexpr float kExpQ0 = 0x1.fffffcp-2f;
+constexpr float kExpQ1 = 0x1.55549p-3f;
+constexpr float kExpQ2 = 0x1.5558f6p-5f;
+constexpr float kExpQ3 = 0x1.123a8ep-7f;
+constexpr float kExpQ4 = 0x1.6a2318p-10f;
+
+// --------------------------------------------------------------- log ----
+constexpr std::uint32_t kSqrtHalfBits = 0x3F3504F3u;  // RN(sqrt(2)/2)
+// ln2 = kLogLn2Hi + kLogLn2Lo (+ 5e-14); kLogLn2Hi has 16 significant bits so
+// e * kLogLn2Hi is exact for every exponent |e| <= 149.
+constexpr float kLogLn2Hi = 0x1.62e4p-1f;
+constexpr float kLogLn2Lo = 0x1.7f7d1cp-20f;
+// log(1+f) = f + f^2 * Q(f), f in [sqrt(2)/2 - 1, sqrt(2) - 1]; Q has degree
+// 8, minimax for the relative error of log(1+f) (fit error 2^-27.9).
+constexpr float kLogQ0 = -0x1.fffff8p-2f;
+constexpr float kLogQ1 = 0x1.55555p-2f;
+constexpr float kLogQ2 = -0x1.000426p-2f;
+constexpr float kLogQ3 = 0x1.99a3f6p-3f;
+constexpr float kLogQ4 = -0x1.542766p-3f;
+constexpr float kLogQ5 = 0x1.22715cp-3f;
+constexpr float kLogQ6 = -0x1.0f3758p-3f;
+constexpr float kLogQ7 = 0x1.0849c8p-3f;
+constexpr float kLogQ8 = -0x1.3833a6p-4f;
+
+// --------------------------------------------------------- sin / cos ----
+constexpr float kPiOver4 = 0x1.921fb6p-1f;  // RN(pi/4), just above pi/4
+// pi/2 = kPiOver2Hi + kPiOver2Lo (+ 1.7e-15): multiplies the reduced
+// fraction (a float pair) into radians.
+constexpr float kPiOver2Hi = 0x1.921fb6p+0f;
+constexpr float kPiOver2Lo = -0x1.777a5cp-25f;
+// The first 224 bits of 2/pi, most significant first (bit 1 of word 1 has
+// weight 2^-1), preceded by one zero word so that arguments below 1 need no
+// special case. Only 8 words: every finite fp32 needs at most 96 window bits
+// starting at bit E-120 of this string (E = biased exponent <= 255).
+constexpr std::uint32_t kTwoOverPi0 = 0x00000000u;
+constexpr std::uint32_t kTwoOverPi1 = 0xA2F9836Eu;
+constexpr std::uint32_t kTwoOverPi2 = 0x4E441529u;
+constexpr std::uint32_t kTwoOverPi3 = 0xFC2757D1u;
+constexpr std::uint32_t kTwoOverPi4 = 0xF534DDC0u;
+constexpr std::uint32_t kTwoOverPi5 = 0xDB629599u;
+constexpr std::uint32_t kTwoOverPi6 = 0x3C439041u;
+constexpr std::uint32_t kTwoOverPi7 = 0xFE5163ABu;
+// sin(r) = r + r^3 * S(r^2), |r| <= pi/4, minimax relative (fit 2^-37.5).
+constexpr float kSinS0 = -0x1.555556p-3f;
+constexpr float kSinS1 = 0x1.111108p-7f;
+constexpr float kSinS2 = -0x1.a00f7ep-13f;
+constexpr float kSinS3 = 0x1.6cd1bp-19f;
+// cos(r) = 1 - r^2/2 + r^4 * C(r^2), |r| <= pi/4, minimax (fit 2^-33.0).
+constexpr float kCosC0 = 0x1.55554ap-5f;
+constexpr float kCosC1 = -0x1.6c0c32p-10f;
+constexpr float kCosC2 = 0x1.99eb4ap-16f;
+
+// e^r for the reduced argument, in [0.70, 1.42] with < 0.5 ulp + 2^-28
+// relative error: one rounding in the final 1 + (r + r^2 Q).
+GOLDEN_INLINE float exp_reduced(float r) {
+  float q = fma_rn(kExpQ4, r, kExpQ3);
+  q = fma_rn(q, r, kExpQ2);
+  q = fma_rn(q, r, kExpQ1);
+  q = fma_rn(q, r, kExpQ0);
+  return 1.0f + fma_rn(r * r, q, r);
+}
+
+// Q(f) of log(1+f) = f + f^2 Q(f).
+GOLDEN_INLINE float log1p_q(float f) {
+  float q = fma_rn(kLogQ8, f, kLogQ7);
+  q = fma_rn(q, f, kLogQ6);
+  q = fma_rn(q, f, kLogQ5);
+  q = fma_rn(q, f, kLogQ4);
+  q = fma_rn(q, f, kLogQ3);
+  q = fma_rn(q, f, kLogQ2);
+  q = fma_rn(q, f, kLogQ1);
+  return fma_rn(q, f, kLogQ0);
+}
+
+// Word i (0..7) of the padded 2/pi bit string; a select chain instead of an
+// indexed table so it stays branch-free, vectorisable and needs no device
+// constant memory.
+GOLDEN_INLINE std::uint32_t two_over_pi_word(std::uint32_t i) {
+  std::uint32_t w = kTwoOverPi7;
+  w = i == 6u ? kTwoOverPi6 : w;
+  w = i == 5u ? kTwoOverPi5 : w;
+  w = i == 4u ? kTwoOverPi4 : w;
+  w = i == 3u ? kTwoOverPi3 : w;
+  w = i == 2u ? kTwoOverPi2 : w;
+  w = i == 1u ? kTwoOverPi1 : w;
+  w = i == 0u ? kTwoOverPi0 : w;
+  return w;
+}
+
+// 32 bits of the padded 2/pi string starting at bit 32*i + sh, sh in [0, 31].
+// (b >> 1) >> (31 - sh) instead of b >> (32 - sh): no shift by 32 when sh = 0.
+GOLDEN_INLINE std::uint32_t funnel(std::uint32_t a, std::uint32_t b, std::uint32_t sh) {
+  return (a << sh) | ((b >> 1) >> (31u - sh));
+}
+
+// Argument reduced to [-pi/4, pi/4] as a float pair (hi + lo, |lo| <=
+// 2^-23 |hi|), plus the quadrant q (mod 4).
+struct TrigReduced {
+  float hi;
+  float lo;
+  std::uint32_t q;
+};
+
+// Payne-Hanek reduction of a = |x| >= pi/4 (any finite value), in integer
+// arithmetic: a = m * 2^(E-150) with m a 24-bit integer. Bits of 2/pi with
+// weight >= 2^2 / (m * 2^(E-150)) only add multiples of 4 to a * 2/pi, so a
+// 96-bit window starting at string bit E-120 gives a * 2/pi mod 4 as a 64-bit
+// fixed-point number A (2 integer bits, 62 fraction bits) with error < 2^-61.
+// The fraction is then turned into a float pair exactly and multiplied by
+// pi/2 in pair arithmetic. Cost is independent of the magnitude of x.
+GOLDEN_INLINE TrigReduced trig_reduce_large(float a) {
+  const std::uint32_t u = float_bits(a);
+  std::uint32_t e = u >> 23;
+  e = e < 126u ? 126u : e;  // |x| < 1/2 never uses this path; keep shifts sane
+  const std::uint64_t m = (u & 0x007FFFFFu) | 0x00800000u;
+  const std::uint32_t p0 = e - 120u;  // first window bit, 6..135
+  const std::uint32_t idx = p0 >> 5;
+  const std::uint32_t sh = p0 & 31u;
+  const std::uint32_t q0 = two_over_pi_word(idx);
+  const std::uint32_t q1 = two_over_pi_word(idx + 1u);
+  const std::uint32_t q2 = two_over_pi_word(idx + 2u);
+  const std::uint32_t q3 = two_over_pi_word(idx + 3u);
+  const std::uint32_t w0 = funnel(q0, q1, sh);
+  const std::uint32_t w1 = funnel(q1, q2, sh);
+  const std::uint32_t w2 = funnel(q2, q3, sh);
+  // a * 2/pi = m * (w0 2^64 + w1 2^32 + w2) * 2^-94 + O(2^-70); in units of
+  // 2^-62 and modulo 4 (= 2^64 units), everything wraps naturally.
+  const std::uint64_t A = (static_cast<std::uint64_t>(static_cast<std::uint32_t>(m * w0)) << 32) +
+                          m * w1 + ((m * w2) >> 32);
+  TrigReduced out;
+  // Round to the nearest quadrant; the signed fraction keeps 64 bits.
+  out.q = static_cast<std::uint32_t>((A + (std::uint64_t{1} << 61)) >> 62);
+  const std::int64_t fr = static_cast<std::int64_t>(A << 2);  // frac * 2^64, [-1/2, 1/2)
+  // Exact split into three pieces of <= 24 bits, each exactly a float.
+  const float c2 = static_cast<float>(static_cast<std::int32_t>(fr >> 40)) * 0x1p-24f;
+  const float c1 =
+      static_cast<float>(static_cast<std::int32_t>((static_cast<std::uint64_t>(fr) >> 16) & 0xFFFFFFu)) *
+      0x1p-48f;
+  const float c0 = static_cast<float>(static_cast<std::int32_t>(fr & 0xFFFF)) * 0x1p-64f;
+  // Fast2Sum twice (|c2| >= |c1| unless c2 == 0; |s| >= |t| unless s == 0):
+  // (h, l) is the fraction to ~2^-48 relative, also after cancellation.
+  const float s = c2 + c1;
+  const float t = (c1 - (s - c2)) + c0;
+  const float h = s + t;
+  const float l = t - (h - s);
+  // (h + l) * pi/2 as a pair.
+  out.hi = h * kPiOver2Hi;
+  float lo = fma_rn(h, kPiOver2Hi, -out.hi);
+  lo = fma_rn(h, kPiOver2Lo, lo);
+  out.lo = fma_rn(l, kPiOver2Hi, lo);
+  return out;
+}
+
+GOLDEN_INLINE TrigReduced trig_reduce(float a) {
+  const TrigReduced big = trig_reduce_large(a);
+  const bool small = a <= kPiOver4;  // no reduction needed: r = a exactly
+  TrigReduced out;
+  out.hi = small ? a : big.hi;
+  out.lo = small ? 0.0f : big.lo;
+  out.q = small ? 0u : big.q;
+  return out;
+}
+
+// sin(hi + lo) for |hi| <= pi/4: sin(hi) + lo * cos(hi), with cos(hi) ~
+// 1 - hi^2/2 (the dropped hi^4/24 lo term is < 2^-27 ulp). Everything but hi
+// is a small correction, so the result has one dominant rounding.
+GOLDEN_INLINE float sin_kernel(float hi, float lo) {
+  const float r2 = hi * hi;
+  float s = fma_rn(kSinS3, r2, kSinS2);
+  s = fma_rn(s, r2, kSinS1);
+  s = fma_rn(s, r2, kSinS0);
+  const float lo_term = fma_rn(-0.5f * r2, lo, lo);
+  return hi + fma_rn(hi * r2, s, lo_term);
+}
+
+// cos(hi + lo) for |hi| <= pi/4: 1 - hi^2/2 + hi^4 C(hi^2) - lo * hi.
+// hi^2/2 is split exactly (fma) and 1 - hi^2/2 is a Fast2Sum, so the only
+// large rounding is the final addition.
+GOLDEN_INLINE float cos_kernel(float hi, float lo) {
+  const float r2 = hi * hi;
+  const float half_hi = 0.5f * hi;
+  const float h = hi * half_hi;
+  const float h_err = fma_rn(hi, half_hi, -h);
+  const float w = 1.0f - h;
+  const float w_err = (1.0f - w) - h;
+  float c = fma_rn(kCosC2, r2, kCosC1);
+  c = fma_rn(c, r2, kCosC0);
+  const float tail = fma_rn(r2 * r2, c, w_err - h_err);
+  return w + fma_rn(-hi, lo, tail);
+}
+
+}  // namespace math_detail
+
+// e^x. n = round(x log2 e), r = x - n ln2 (Cody-Waite: the first fma step is
+// exact because x - n*RN(ln2) is a multiple of 2^-25 below 1/2), e^r by a
+// degree-6 polynomial, then 2^n applied as two exact power-of-two factors
+// 2^(n/2) * 2^(n - n/2), so a subnormal result is rounded once, correctly
+// relative to e^r: no flush, no double rounding beyond that of e^r.
+GOLDEN_INLINE float exp_f32(float x) {
+  using namespace math_detail;
+  float xc = x > kExpClampHi ? kExpClampHi : x;  // NaN passes both clamps
+  xc = xc < kExpClampLo ? kExpClampLo : xc;
+  const float t = fma_rn(xc, kLog2e, kRoundMagic);
+  const float n_f = t - kRoundMagic;
+  const std::int32_t n = static_cast<std::int32_t>(float_bits(t) - float_bits(kRoundMagic));
+  float r = fma_rn(-n_f, kExpLn2Hi, xc);
+  r = fma_rn(-n_f, kExpLn2Lo, r);
+  const float y = exp_reduced(r);
+  const std::int32_t n1 = n >> 1;  // n1, n - n1 in [-75, 64]: both 2^k normal
+  const float result = (y * pow2i(n1)) * pow2i(n - n1);
+  return is_nan(x) ? quiet(x) : result;
+}
+
+// Natural log. x = 2^e * m with m in [sqrt(2)/2, sqrt(2)) (subnormals are
+// first scaled by 2^23), f = m - 1 exactly, log(1+f) = f + f^2 Q(f) with Q of
+// degree 8. e*ln2_hi + f is kept as an exact pair (Fast2Sum), so the final
+// addition is the only rounding at full magnitude.
+GOLDEN_INLINE float log_f32(float x) {
+  using namespace math_detail;
+  const bool subnormal = x < 0x1p-126f;
+  const float xs = subnormal ? x * 0x1p23f : x;
+  const std::uint32_t ix = float_bits(xs) - kSqrtHalfBits;
+  const std::int32_t e = (static_cast<std::int32_t>(ix) >> 23) - (subnormal ? 23 : 0);
+  const float f = bits_float((ix & 0x007FFFFFu) + kSqrtHalfBits) - 1.0f;
+  const float ef = static_cast<float>(e);
+  // f^2 Q(f) with f^2 split exactly: fma(f2, Q, f2_err * Q).
+  const float f2 = f * f;
+  const float f2_err = fma_rn(f, f, -f2);
+  const float q = log1p_q(f);
+  const float tail = fma_rn(f2, q, f2_err * q);
+  // ef*ln2_hi is exact; Fast2Sum with |ef*ln2_hi| >= |f| or ef == 0.
+  const float big = ef * kLogLn2Hi;
+  const float s = big + f;
+  const float s_err = f - (s - big);
+  const float lo = fma_rn(ef, kLogLn2Lo, s_err) + tail;
+  float result = s + lo;
+  result = x == 0.0f ? -inf() : result;
+  result = x < 0.0f ? invalid_nan() : result;
+  result = x == inf() ? x : result;
+  return is_nan(x) ? quiet(x) : result;
+}
+
+// 1 / (1 + e^-x), computed as num / (1 + e) with e = e^-|x| <= 1 and num = 1
+// (x >= 0) or e (x < 0), so nothing cancels and e^-|x| never overflows. 1 + e
+// is kept as an exact pair (Fast2Sum) and the quotient gets one Newton
+// correction with an exact fma residual: the result is the correctly
+// rounded num / (1 + e) up to ~2^-22 ulp, so the error is that of e (x < 0).
+GOLDEN_INLINE float sigmoid_f32(float x) {
+  using namespace math_detail;
+  const float e = exp_f32(bits_float(float_bits(x) | kSignBit));
+  const float num = x >= 0.0f ? 1.0f : e;
+  const float d = 1.0f + e;
+  const float d_err = e - (d - 1.0f);
+  const float inv = div_rn(1.0f, d);
+  const float q = num * inv;
+  float rem = fma_rn(-q, d, num);
+  rem = fma_rn(-q, d_err, rem);
+  const float result = fma_rn(rem, inv, q);
+  return is_nan(x) ? quiet(x) : result;
+}
+
+// 1 / sqrt(x). s = sqrt_rn(x) and y = 1/s are each correctly rounded; their
+// exact residuals e1 = 1 - s*y and d = x - s*s (both exact fmas) give
+// 1/sqrt(x) = y * (1 + e1 - d/(2x)) + O(2^-46): one correction makes the
+// result correctly rounded except in rare near-halfway cases. x < 2^-64 is
+// scaled by 2^64 first so that d is not itself subnormal (and exact).
+GOLDEN_INLINE float rsqrt_f32(float x) {
+  using namespace math_detail;
+  const bool tiny = x < 0x1p-64f;
+  const float xs = tiny ? x * 0x1p64f : x;
+  const float s = sqrt_rn(xs);
+  const float y = div_rn(1.0f, s);
+  const float e1 = fma_rn(-s, y, 1.0f);
+  const float d = fma_rn(-s, s, xs);
+  const float c = fma_rn(-0.5f * (d * y), y, e1);
+  float result = fma_rn(y, c, y);
+  result = tiny ? result * 0x1p32f : result;
+  result = x == 0.0f ? bits_float(float_bits(x) | kInfBits) : result;  // +-0 -> +-inf
+  result = x < 0.0f ? invalid_nan() : result;
+  result = x == inf() ? 0.0f : result;
+  return is_nan(x) ? quiet(x) : result;
+}
+
+// sin x: x = (k + f) pi/2 exactly enough (Payne-Hanek for |x| > pi/4, all
+// finite x), then +-sin / +-cos of r = f pi/2 by quadrant; odd in x.
+GOLDEN_INLINE float sin_f32(float x) {
+  using namespace math_detail;
+  const float a = abs_bits(x);
+  const TrigReduced red = trig_reduce(a);
+  const float sv = sin_kernel(red.hi, red.lo);
+  const float cv = cos_kernel(red.hi, red.lo);
+  const float v = (red.q & 1u) ? cv : sv;
+  const std::uint32_t negate = ((red.q & 2u) << 30) ^ (float_bits(x) & kSignBit);
+  float result = bits_float(float_bits(v) ^ negate);
+  result = a == inf() ? invalid_nan() : result;
+  return is_nan(x) ? quiet(x) : result;
+}
+
+// cos x = sin(x + pi/2): same reduction, quadrant shifted by one; even in x.
+GOLDEN_INLINE float cos_f32(float x) {
+  using namespace math_detail;
+  const float a = abs_bits(x);
+  const TrigReduced red = trig_reduce(a);
+  const float sv = sin_kernel(red.hi, red.lo);
+  const float cv = cos_kernel(red.hi, red.lo);
+  const std::uint32_t q = red.q + 1u;
+  const float v = (q & 1u) ? cv : sv;
+  float result = bits_float(float_bits(v) ^ ((q & 2u) << 30));
+  result = a == inf() ? invalid_nan() : result;
+  return is_nan(x) ? quiet(x) : result;
+}
+
+GOLDEN_CORE_END
