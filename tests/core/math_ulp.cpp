@@ -4,8 +4,8 @@
 // libm reference, over > 10^7 inputs per function (random bit patterns over
 // the whole useful domain, uniform samples of the typical range, and edge
 // cases), and prints an FNV-1a hash of all output bits. Build it twice,
-//   g++ -O2 -std=c++17 -ffp-contract=off -I csrc/core tests/core/math_ulp.cpp
-//   g++ -O3 -mavx2 -mfma -std=c++17 -ffp-contract=off -I csrc/core tests/core/math_ulp.cpp
+//   g++ -O2 -std=c++17 -ffp-contract=off tests/core/math_ulp.cpp
+//   g++ -O3 -mavx2 -mfma -std=c++17 -ffp-contract=off tests/core/math_ulp.cpp
 // and the hashes must be identical (vectorised code must not change bits).
 // Options: `--quick` (10x fewer samples); `--exhaustive NAME` (every one of
 // the 2^32 inputs of one function; slow).
@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "math.h"
+#include "../../csrc/core/math.h"
 
 namespace {
 
