@@ -9,6 +9,7 @@ export PYTHONPATH=python${PYTHONPATH:+:$PYTHONPATH}
 arch=${GOLDEN_CUDA_ARCH:-90}
 log_dir=${GOLDEN_CHECK_LOGS:-build/gpu-check}
 mkdir -p "$log_dir"
+rm -f "$log_dir"/*.log
 # The sanitizers are slow: they skip the 8192-row shapes (the same kernels at smaller sizes).
 sanitizer_tests=(tests/test_gpu.py -q -p no:cacheprovider -k "not 8192x4096 and not stream_and_repeat")
 
@@ -35,11 +36,11 @@ skip() {
   names+=("$1") results+=("skipped: $2") seconds+=(0)
 }
 
-# pytest, failing also when a test was skipped for lack of a GPU: on this
-# machine such a skip would hide a broken setup.
-pytest_on_gpu() {
+# Runs a pytest command line and fails also when a test was skipped for
+# lack of a GPU: on this machine such a skip would hide a broken setup.
+require_gpu_run() {
   local output status
-  output=$(python -m pytest "$@" -rs 2>&1)
+  output=$("$@" -rs 2>&1)
   status=$?
   echo "$output"
   [[ $status -eq 0 ]] && ! grep -q "no GPU" <<<"$output"
@@ -52,12 +53,12 @@ if [[ ${results[-1]} != ok ]]; then
   skip tests "build failed"
 else
   step backends python -c "import golden_kernels as gk; b = gk.available_backends(); print(b); assert 'cuda' in b, b"
-  step test-gpu pytest_on_gpu tests/test_gpu.py -p no:cacheprovider
+  step test-gpu require_gpu_run python -m pytest tests/test_gpu.py -p no:cacheprovider
   step test-all python -m pytest tests -p no:cacheprovider
   # No caching allocator: memcheck then sees each tensor's true bounds.
-  step memcheck env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck \
+  step memcheck require_gpu_run env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck \
     --error-exitcode 1 --target-processes all python -m pytest "${sanitizer_tests[@]}"
-  step racecheck compute-sanitizer --tool racecheck --racecheck-report all \
+  step racecheck require_gpu_run compute-sanitizer --tool racecheck --racecheck-report all \
     --error-exitcode 1 --target-processes all python -m pytest "${sanitizer_tests[@]}"
   if [[ -f benchmarks/bench_rms_norm.py ]]; then
     step bench-rms-norm python benchmarks/bench_rms_norm.py
