@@ -46,8 +46,8 @@ void check_x_and_positions(const TensorView& x, const TensorView& positions) {
     fail_value(x.name + ": expected [batch, seq, heads, head_dim] or [tokens, heads, head_dim], got shape " +
                x.shape_string());
   }
-  require_contiguous(x);
   check_head_dim(x.dim(-1));
+  require_contiguous(x);
   if (positions.type != ElementType::i32 && positions.type != ElementType::i64) {
     fail_type("positions: expected int32 or int64 position ids, got " + std::string(element_type_name(positions.type)));
   }

@@ -4,11 +4,13 @@
 // Backward canonical order: dweight[v][c] = sum of grad[t][c] over the tokens
 // t with ids[t] == v, as sequential fp32 additions in increasing t starting
 // from +0 (rows no token indexes stay +0), then rounded once. No atomics.
+// NaN bits (nan_policy.h): a sum keeps the first NaN in token order, quieted.
 #pragma once
 
 #include <cstdint>
 
 #include "../dtype.h"
+#include "../nan_policy.h"
 #include "../types.h"
 
 namespace golden {
@@ -87,9 +89,11 @@ GOLDEN_INLINE void embedding_gather_row(const T* weight_row, TOut* out_row, std:
 
 // The canonical gradient step: the next token (in token order) of a bucket
 // added to the running fp32 sums of columns [0, n) of one vocabulary row.
+GOLDEN_INLINE float embedding_grad_add(float acc, float g) { return apply_nan_policy(acc + g, acc, g); }
+
 template <class T>
 GOLDEN_INLINE void embedding_grad_add_token(const T* grad_row, float* acc, std::int64_t n) {
-  for (std::int64_t c = 0; c < n; ++c) acc[c] = acc[c] + to_float(grad_row[c]);
+  for (std::int64_t c = 0; c < n; ++c) acc[c] = embedding_grad_add(acc[c], to_float(grad_row[c]));
 }
 
 GOLDEN_CORE_END

@@ -9,12 +9,15 @@
 //   out[i + h]  = x[i + h] * c + x[i] * s
 // each product and sum rounded to fp32 (no fma), the result rounded once to
 // the output type. Backward is the transposed rotation: the same with -s.
+// NaN bits (nan_policy.h): both outputs of a pair take the first NaN of
+// (x[i], x[i + h]).
 #pragma once
 
 #include <cstdint>
 
 #include "../dtype.h"
 #include "../math.h"
+#include "../nan_policy.h"
 #include "../types.h"
 
 namespace golden {
@@ -120,8 +123,12 @@ GOLDEN_INLINE void rope_cos_sin(std::int64_t position, const float* inv_freq, st
 }
 
 // The rotation of one frequency pair (x1 = x[i], x2 = x[i + D/2]).
-GOLDEN_INLINE float rope_first_half(float x1, float x2, float c, float s) { return x1 * c - x2 * s; }
-GOLDEN_INLINE float rope_second_half(float x1, float x2, float c, float s) { return x2 * c + x1 * s; }
+GOLDEN_INLINE float rope_first_half(float x1, float x2, float c, float s) {
+  return apply_nan_policy(x1 * c - x2 * s, x1, x2);
+}
+GOLDEN_INLINE float rope_second_half(float x1, float x2, float c, float s) {
+  return apply_nan_policy(x2 * c + x1 * s, x1, x2);
+}
 
 // Rotates frequencies [first, first + n) of one head (x, out point at the
 // head's first element) with their cos/sin.

@@ -5,13 +5,15 @@
 //   silu'(x) = s * fma(x, sigmoid_f32(-x), 1)     (1 - s as sigmoid(-x): no cancellation)
 //   silu backward: dx = g * silu'(x)
 //   swiglu backward: dgate = (g * up) * silu'(gate),  dup = g * silu(gate)
-// Every output is rounded once, from fp32, to the output type.
+// Every output is rounded once, from fp32, to the output type. NaN bits follow
+// nan_policy.h with the arguments in the order written above (g first).
 #pragma once
 
 #include <cstdint>
 
 #include "../dtype.h"
 #include "../math.h"
+#include "../nan_policy.h"
 #include "../types.h"
 
 namespace golden {
@@ -59,14 +61,28 @@ struct SwigluBackwardProblem {
 
 GOLDEN_CORE_BEGIN
 
-GOLDEN_INLINE float silu_f32(float x) { return x * sigmoid_f32(x); }
+GOLDEN_INLINE float silu_f32(float x) { return apply_nan_policy(x * sigmoid_f32(x), x); }
 
 // d/dx x*sigmoid(x) = s + x*s*(1 - s) = s * (1 + x * sigmoid(-x)).
 GOLDEN_INLINE float silu_derivative_f32(float x) {
   return sigmoid_f32(x) * fma_rn(x, sigmoid_f32(-x), 1.0f);
 }
 
-GOLDEN_INLINE float swiglu_f32(float gate, float up) { return silu_f32(gate) * up; }
+GOLDEN_INLINE float silu_backward_f32(float g, float x) {
+  return apply_nan_policy(g * silu_derivative_f32(x), g, x);
+}
+
+GOLDEN_INLINE float swiglu_f32(float gate, float up) {
+  return apply_nan_policy(silu_f32(gate) * up, gate, up);
+}
+
+GOLDEN_INLINE float swiglu_dgate_f32(float g, float gate, float up) {
+  return apply_nan_policy((g * up) * silu_derivative_f32(gate), g, gate, up);
+}
+
+GOLDEN_INLINE float swiglu_dup_f32(float g, float gate) {
+  return apply_nan_policy(g * silu_f32(gate), g, gate);
+}
 
 // The element loops every CPU path runs over a contiguous span; a GPU thread
 // runs one iteration. Branch-free bodies, so the compiler vectorises them.
@@ -78,7 +94,7 @@ GOLDEN_INLINE void silu_forward_span(const T* x, TOut* y, std::int64_t n) {
 template <class T, class TOut>
 GOLDEN_INLINE void silu_backward_span(const T* grad_out, const T* x, TOut* dx, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) {
-    dx[i] = from_float<TOut>(to_float(grad_out[i]) * silu_derivative_f32(to_float(x[i])));
+    dx[i] = from_float<TOut>(silu_backward_f32(to_float(grad_out[i]), to_float(x[i])));
   }
 }
 
@@ -95,8 +111,8 @@ GOLDEN_INLINE void swiglu_backward_span(const T* grad_out, const T* gate, const 
   for (std::int64_t i = 0; i < n; ++i) {
     const float g = to_float(grad_out[i]);
     const float a = to_float(gate[i]);
-    dgate[i] = from_float<TOut>((g * to_float(up[i])) * silu_derivative_f32(a));
-    dup[i] = from_float<TOut>(g * silu_f32(a));
+    dgate[i] = from_float<TOut>(swiglu_dgate_f32(g, a, to_float(up[i])));
+    dup[i] = from_float<TOut>(swiglu_dup_f32(g, a));
   }
 }
 
