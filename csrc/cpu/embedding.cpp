@@ -48,6 +48,11 @@ void sum_vocab_row(const EmbeddingBackwardProblem& p, const std::int64_t* bucket
                    const std::int64_t* order, std::int64_t v) {
   const T* grad = static_cast<const T*>(p.grad_out);
   TOut* row = static_cast<TOut*>(p.dweight) + v * p.dim;
+  if (bucket_begin[v] == bucket_begin[v + 1]) {
+    // No token: the sum is +0, whose bits are all zero in every type.
+    for (std::int64_t c = 0; c < p.dim; ++c) row[c] = TOut{};
+    return;
+  }
   float acc[kGradColumnChunk];
   for (std::int64_t c0 = 0; c0 < p.dim; c0 += kGradColumnChunk) {
     const std::int64_t n = p.dim - c0 < kGradColumnChunk ? p.dim - c0 : kGradColumnChunk;
@@ -73,17 +78,6 @@ void scatter_add_rows(const EmbeddingBackwardProblem& p, int num_threads) {
   parallel_tasks(core::ceil_div(p.vocab, per_task), num_threads, body);
 }
 
-template <class Run>
-void visit_in_out(DType dtype, DType out_dtype, Run&& run) {
-  visit_dtype(dtype, [&](auto in) {
-    if (out_dtype == DType::f32) {
-      run(in, float{});
-    } else {
-      run(in, in);
-    }
-  });
-}
-
 }  // namespace
 
 void embedding_find_invalid_id(const EmbeddingIds& ids, std::int64_t vocab, InvalidId* result,
@@ -99,13 +93,13 @@ void embedding_find_invalid_id(const EmbeddingIds& ids, std::int64_t vocab, Inva
 }
 
 void embedding_forward(const EmbeddingForwardProblem& problem, int num_threads) {
-  visit_in_out(problem.dtype, problem.out_dtype, [&](auto in, auto out) {
+  visit_input_output_types(problem.dtype, problem.out_dtype, [&](auto in, auto out) {
     gather_rows<decltype(in), decltype(out)>(problem, num_threads);
   });
 }
 
 void embedding_backward(const EmbeddingBackwardProblem& problem, int num_threads) {
-  visit_in_out(problem.dtype, problem.grad_dtype, [&](auto in, auto out) {
+  visit_input_output_types(problem.dtype, problem.grad_dtype, [&](auto in, auto out) {
     scatter_add_rows<decltype(in), decltype(out)>(problem, num_threads);
   });
 }

@@ -38,17 +38,6 @@ void rotate_tokens(const RopeProblem& p, int num_threads) {
   parallel_tasks(core::ceil_div(p.tokens, per_task), num_threads, body);
 }
 
-template <class Run>
-void visit_in_out(DType dtype, DType out_dtype, Run&& run) {
-  visit_dtype(dtype, [&](auto in) {
-    if (out_dtype == DType::f32) {
-      run(in, float{});
-    } else {
-      run(in, in);
-    }
-  });
-}
-
 }  // namespace
 
 void rope_inverse_frequencies(float* inv_freq, std::int64_t head_dim, float theta,
@@ -59,7 +48,7 @@ void rope_inverse_frequencies(float* inv_freq, std::int64_t head_dim, float thet
 }
 
 void rope_apply(const RopeProblem& problem, int num_threads) {
-  visit_in_out(problem.dtype, problem.out_dtype, [&](auto in, auto out) {
+  visit_input_output_types(problem.dtype, problem.out_dtype, [&](auto in, auto out) {
     rotate_tokens<decltype(in), decltype(out)>(problem, num_threads);
   });
 }

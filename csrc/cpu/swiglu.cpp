@@ -23,23 +23,10 @@ void for_each_span(std::int64_t count, int num_threads, Span&& span) {
   parallel_tasks(core::ceil_div(count, per_task), num_threads, body);
 }
 
-// Calls run(T{}, TOut{}) for the input type and the output type (the input
-// type itself or fp32).
-template <class Run>
-void visit_in_out(DType dtype, DType out_dtype, Run&& run) {
-  visit_dtype(dtype, [&](auto in) {
-    if (out_dtype == DType::f32) {
-      run(in, float{});
-    } else {
-      run(in, in);
-    }
-  });
-}
-
 }  // namespace
 
 void silu_forward(const SiluForwardProblem& p, int num_threads) {
-  visit_in_out(p.dtype, p.out_dtype, [&](auto in, auto out) {
+  visit_input_output_types(p.dtype, p.out_dtype, [&](auto in, auto out) {
     using T = decltype(in);
     using TOut = decltype(out);
     const T* x = static_cast<const T*>(p.x);
@@ -50,7 +37,7 @@ void silu_forward(const SiluForwardProblem& p, int num_threads) {
 }
 
 void silu_backward(const SiluBackwardProblem& p, int num_threads) {
-  visit_in_out(p.dtype, p.grad_dtype, [&](auto in, auto out) {
+  visit_input_output_types(p.dtype, p.grad_dtype, [&](auto in, auto out) {
     using T = decltype(in);
     using TOut = decltype(out);
     const T* g = static_cast<const T*>(p.grad_out);
@@ -63,7 +50,7 @@ void silu_backward(const SiluBackwardProblem& p, int num_threads) {
 }
 
 void swiglu_forward(const SwigluForwardProblem& p, int num_threads) {
-  visit_in_out(p.dtype, p.out_dtype, [&](auto in, auto out) {
+  visit_input_output_types(p.dtype, p.out_dtype, [&](auto in, auto out) {
     using T = decltype(in);
     using TOut = decltype(out);
     const T* gate = static_cast<const T*>(p.gate);
@@ -76,7 +63,7 @@ void swiglu_forward(const SwigluForwardProblem& p, int num_threads) {
 }
 
 void swiglu_backward(const SwigluBackwardProblem& p, int num_threads) {
-  visit_in_out(p.dtype, p.grad_dtype, [&](auto in, auto out) {
+  visit_input_output_types(p.dtype, p.grad_dtype, [&](auto in, auto out) {
     using T = decltype(in);
     using TOut = decltype(out);
     const T* g = static_cast<const T*>(p.grad_out);
