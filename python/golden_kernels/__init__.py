@@ -7,7 +7,11 @@ count or the device. See docs/contract.md.
 
 from . import _C
 from .ops.convert import cast
+from .ops.embedding import embedding
 from .ops.rms_norm import rms_norm
+from .ops.rope import rope
+from .ops.silu import silu
+from .ops.swiglu import swiglu
 from .registry import OPS, available_backends, get_op, list_ops
 
 __version__ = "0.1.0"
@@ -37,10 +41,14 @@ __all__ = [
     "available_backends",
     "cast",
     "cpu_isa",
+    "embedding",
     "get_op",
     "list_ops",
     "num_threads",
     "rms_norm",
+    "rope",
     "set_cpu_isa",
     "set_num_threads",
+    "silu",
+    "swiglu",
 ]
