@@ -2,6 +2,7 @@
 // compiled for. `num_threads` = 1 runs everything on the caller's thread.
 #pragma once
 
+#include "../core/ops/logprob.h"
 #include "../core/ops/rms_norm.h"
 #include "isa.h"
 
@@ -11,6 +12,16 @@
                std::int64_t count, int num_threads);                                      \
   void rms_norm_forward(const RmsNormForwardProblem& problem, int num_threads);          \
   void rms_norm_backward(const RmsNormBackwardProblem& problem, int num_threads);        \
+  void log_softmax_forward(const LogSoftmaxForwardProblem& problem, int num_threads);     \
+  void log_softmax_backward(const LogSoftmaxBackwardProblem& problem, int num_threads);   \
+  void token_logprob_forward(const TokenLogprobForwardProblem& problem, int num_threads); \
+  void token_logprob_backward(const TokenLogprobBackwardProblem& problem, int num_threads);\
+  void entropy_forward(const EntropyForwardProblem& problem, int num_threads);            \
+  void entropy_backward(const EntropyBackwardProblem& problem, int num_threads);          \
+  void lse_partials(const LsePartialsProblem& problem, int num_threads);                  \
+  void merge_lse_partials(const MergeLsePartialsProblem& problem, int num_threads);       \
+  void target_logits(const TargetLogitsProblem& problem, int num_threads);                \
+  void logprob_from_partials(const LogprobFromPartialsProblem& problem, int num_threads); \
   }
 
 GOLDEN_CPU_DECLARE_KERNELS(scalar)

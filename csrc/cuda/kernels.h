@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "../core/ops/logprob.h"
 #include "../core/ops/rms_norm.h"
 
 namespace golden::gpu {
@@ -20,5 +21,15 @@ void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, std::
              std::uintptr_t stream);
 void rms_norm_forward(const RmsNormForwardProblem& problem, std::uintptr_t stream);
 void rms_norm_backward(const RmsNormBackwardProblem& problem, std::uintptr_t stream);
+void log_softmax_forward(const LogSoftmaxForwardProblem& problem, std::uintptr_t stream);
+void log_softmax_backward(const LogSoftmaxBackwardProblem& problem, std::uintptr_t stream);
+void token_logprob_forward(const TokenLogprobForwardProblem& problem, std::uintptr_t stream);
+void token_logprob_backward(const TokenLogprobBackwardProblem& problem, std::uintptr_t stream);
+void entropy_forward(const EntropyForwardProblem& problem, std::uintptr_t stream);
+void entropy_backward(const EntropyBackwardProblem& problem, std::uintptr_t stream);
+void lse_partials(const LsePartialsProblem& problem, std::uintptr_t stream);
+void merge_lse_partials(const MergeLsePartialsProblem& problem, std::uintptr_t stream);
+void target_logits(const TargetLogitsProblem& problem, std::uintptr_t stream);
+void logprob_from_partials(const LogprobFromPartialsProblem& problem, std::uintptr_t stream);
 
 }  // namespace golden::gpu

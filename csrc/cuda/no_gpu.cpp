@@ -14,5 +14,15 @@ int device_count() { return 0; }
 void convert(const void*, DType, void*, DType, std::int64_t, std::uintptr_t) { not_built(); }
 void rms_norm_forward(const RmsNormForwardProblem&, std::uintptr_t) { not_built(); }
 void rms_norm_backward(const RmsNormBackwardProblem&, std::uintptr_t) { not_built(); }
+void log_softmax_forward(const LogSoftmaxForwardProblem&, std::uintptr_t) { not_built(); }
+void log_softmax_backward(const LogSoftmaxBackwardProblem&, std::uintptr_t) { not_built(); }
+void token_logprob_forward(const TokenLogprobForwardProblem&, std::uintptr_t) { not_built(); }
+void token_logprob_backward(const TokenLogprobBackwardProblem&, std::uintptr_t) { not_built(); }
+void entropy_forward(const EntropyForwardProblem&, std::uintptr_t) { not_built(); }
+void entropy_backward(const EntropyBackwardProblem&, std::uintptr_t) { not_built(); }
+void lse_partials(const LsePartialsProblem&, std::uintptr_t) { not_built(); }
+void merge_lse_partials(const MergeLsePartialsProblem&, std::uintptr_t) { not_built(); }
+void target_logits(const TargetLogitsProblem&, std::uintptr_t) { not_built(); }
+void logprob_from_partials(const LogprobFromPartialsProblem&, std::uintptr_t) { not_built(); }
 
 }  // namespace golden::gpu

@@ -7,7 +7,17 @@ count or the device. See docs/contract.md.
 
 from . import _C
 from .ops.convert import cast
+from .ops.entropy import entropy
+from .ops.log_softmax import log_softmax
 from .ops.rms_norm import rms_norm
+from .ops.token_logprob import token_logprob
+from .ops.vocab_parallel import (
+    logprob_from_partials,
+    logsumexp_partials,
+    merge_logsumexp_partials,
+    target_logits,
+    vocab_shard_bounds,
+)
 from .registry import OPS, available_backends, get_op, list_ops
 
 __version__ = "0.1.0"
@@ -37,10 +47,18 @@ __all__ = [
     "available_backends",
     "cast",
     "cpu_isa",
+    "entropy",
     "get_op",
     "list_ops",
+    "log_softmax",
+    "logprob_from_partials",
+    "logsumexp_partials",
+    "merge_logsumexp_partials",
     "num_threads",
     "rms_norm",
     "set_cpu_isa",
     "set_num_threads",
+    "target_logits",
+    "token_logprob",
+    "vocab_shard_bounds",
 ]

@@ -27,6 +27,9 @@ class OpSpec:
 
 OPS: tuple[OpSpec, ...] = (
     OpSpec("rms_norm", "reduction", "rms_norm", "x / sqrt(mean(x^2) + eps) * weight over the last dim"),
+    OpSpec("log_softmax", "logprob", "log_softmax", "x - logsumexp(x) over the last dim (the vocabulary)"),
+    OpSpec("token_logprob", "logprob", "token_logprob", "log_softmax(logits)[target] per row, fp32, ignore_index"),
+    OpSpec("entropy", "logprob", "entropy", "-sum p log p of softmax(logits) per row, fp32"),
 )
 
 _BY_NAME = {spec.name: spec for spec in OPS}
