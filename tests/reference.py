@@ -32,3 +32,42 @@ def rms_norm_hf_qwen3(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torc
     variance = hidden.pow(2).mean(-1, keepdim=True)
     hidden = hidden * torch.rsqrt(variance + eps)
     return weight * hidden.to(x.dtype)
+
+
+def log_softmax(logits: torch.Tensor) -> torch.Tensor:
+    return torch.log_softmax(logits.to(torch.float64), dim=-1)
+
+
+def token_logprob(logits: torch.Tensor, target_ids: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """log_softmax gathered at the targets; 0 where the target is ignore_index."""
+    ignored = target_ids == ignore_index
+    safe = torch.where(ignored, torch.zeros_like(target_ids), target_ids)
+    picked = log_softmax(logits).gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+    return torch.where(ignored, torch.zeros_like(picked), picked)
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """-sum p log p, with 0 log 0 = 0 for masked (-inf) entries."""
+    logp = log_softmax(logits)
+    p = logp.exp()
+    # where() inside the product, so that autograd does not meet 0 * -inf either.
+    return -(p * torch.where(p > 0, logp, torch.zeros_like(logp))).sum(-1)
+
+
+def _autograd_float64(fn, logits: torch.Tensor, grad_out: torch.Tensor, *args) -> torch.Tensor:
+    x64 = logits.to(torch.float64).requires_grad_()
+    fn(x64, *args).backward(grad_out.to(torch.float64))
+    return x64.grad
+
+
+def log_softmax_backward(grad_out: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    return _autograd_float64(log_softmax, logits, grad_out)
+
+
+def token_logprob_backward(grad_out: torch.Tensor, logits: torch.Tensor, target_ids: torch.Tensor,
+                           ignore_index: int = -100) -> torch.Tensor:
+    return _autograd_float64(token_logprob, logits, grad_out, target_ids, ignore_index)
+
+
+def entropy_backward(grad_out: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    return _autograd_float64(entropy, logits, grad_out)
