@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which=${1:-all}
-sources=(csrc/cuda/runtime.cu csrc/cuda/convert.cu csrc/cuda/rms_norm.cu)
+sources=(csrc/cuda/runtime.cu csrc/cuda/convert.cu csrc/cuda/logprob.cu csrc/cuda/rms_norm.cu)
 out_dir=$(mktemp -d)
 trap 'rm -rf "$out_dir"' EXIT
 

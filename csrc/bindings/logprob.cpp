@@ -240,7 +240,8 @@ void target_logits(const std::string& backend, std::uintptr_t stream, const py::
   const TargetLogitsProblem problem{logits.data,   static_cast<const std::int64_t*>(ids.data),
                                     static_cast<float*>(out.data), to_dtype(logits.type),
                                     s.rows,        s.vocab,
-                                    vocab_start,   ignore_index};
+                                    vocab_start,   vocab_size,
+                                    ignore_index};
   GOLDEN_LAUNCH(choice, target_logits, problem);
 }
 

@@ -22,18 +22,6 @@ void for_each_row(std::int64_t rows, int num_threads, const RowBody& row_body) {
   parallel_tasks(core::ceil_div(rows, rows_per_task), num_threads, body);
 }
 
-// Calls run(T{}, TOut{}) with TOut the input type or fp32.
-template <class Run>
-void visit_in_out(DType dtype, DType out_dtype, Run&& run) {
-  visit_dtype(dtype, [&](auto in) {
-    if (out_dtype == DType::f32) {
-      run(in, float{});
-    } else {
-      run(in, in);
-    }
-  });
-}
-
 template <class T, class G, class TOut>
 void log_softmax_backward_rows(const LogSoftmaxBackwardProblem& p, int num_threads) {
   const G* grad_out = static_cast<const G*>(p.grad_out);

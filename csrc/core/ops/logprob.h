@@ -113,6 +113,7 @@ struct TargetLogitsProblem {
   std::int64_t rows;
   std::int64_t shard_vocab;
   std::int64_t vocab_start;
+  std::int64_t vocab_size;  // of the whole vocabulary: ids are validated against it
   std::int64_t ignore_index;
 };
 
@@ -165,13 +166,17 @@ struct RowLoader {
   GOLDEN_INLINE float operator()(std::int64_t i) const { return to_float(row[i]); }
 };
 
-template <class Load>
-GOLDEN_INLINE LsePartial lse_chunk_partial(const Load& load, std::int64_t begin, std::int64_t end) {
-  const float max = reduce_block(
+// The row functions take a row worker (reduce.h): SerialRow on the CPU, one
+// warp per row on a GPU; every lane of a worker gets the same bits.
+
+template <class Load, class Worker>
+GOLDEN_INLINE LsePartial lse_chunk_partial(const Load& load, std::int64_t begin, std::int64_t end,
+                                           Worker worker) {
+  const float max = worker.reduce_block(
       begin, end, negative_infinity(),
       [&](float acc, std::int64_t i) { return MaxSkippingNaN{}(acc, load(i)); }, MaxSkippingNaN{});
   const float shift = exp_shift(max);
-  const float sum = reduce_block(
+  const float sum = worker.reduce_block(
       begin, end, 0.0f, [&](float acc, std::int64_t i) { return acc + exp_f32(load(i) - shift); },
       AddCombine{});
   return {max, sum};
@@ -188,12 +193,12 @@ struct MergeLse {
   }
 };
 
-template <class Load>
+template <class Load, class Worker>
 GOLDEN_INLINE EntropyPartial entropy_chunk_partial(const Load& load, std::int64_t begin,
-                                                   std::int64_t end) {
-  const LsePartial lse = lse_chunk_partial(load, begin, end);
+                                                   std::int64_t end, Worker worker) {
+  const LsePartial lse = lse_chunk_partial(load, begin, end, worker);
   const float shift = exp_shift(lse.max);
-  const float shifted = reduce_block(
+  const float shifted = worker.reduce_block(
       begin, end, 0.0f,
       [&](float acc, std::int64_t i) {
         const float d = load(i) - shift;
@@ -224,19 +229,21 @@ GOLDEN_INLINE std::int64_t chunk_end(std::int64_t chunk, std::int64_t n) {
 }
 
 // The canonical partial of a row (or of one shard's slice of it) of n >= 1 logits.
-template <class Load>
-GOLDEN_INLINE LsePartial lse_row_partial(const Load& load, std::int64_t n) {
+template <class Load, class Worker = SerialRow>
+GOLDEN_INLINE LsePartial lse_row_partial(const Load& load, std::int64_t n, Worker worker = {}) {
   return tree_reduce_partials<LsePartial>(
       0, ceil_div(n, kRowBlock),
-      [&](std::int64_t c) { return lse_chunk_partial(load, c * kRowBlock, chunk_end(c, n)); },
+      [&](std::int64_t c) { return lse_chunk_partial(load, c * kRowBlock, chunk_end(c, n), worker); },
       MergeLse{});
 }
 
-template <class Load>
-GOLDEN_INLINE EntropyPartial entropy_row_partial(const Load& load, std::int64_t n) {
+template <class Load, class Worker = SerialRow>
+GOLDEN_INLINE EntropyPartial entropy_row_partial(const Load& load, std::int64_t n, Worker worker = {}) {
   return tree_reduce_partials<EntropyPartial>(
       0, ceil_div(n, kRowBlock),
-      [&](std::int64_t c) { return entropy_chunk_partial(load, c * kRowBlock, chunk_end(c, n)); },
+      [&](std::int64_t c) {
+        return entropy_chunk_partial(load, c * kRowBlock, chunk_end(c, n), worker);
+      },
       MergeEntropy{});
 }
 
@@ -270,22 +277,25 @@ GOLDEN_INLINE float logprob_from_partial(float target_logit, LsePartial p, std::
 
 // ---- Rows, as the backends call them --------------------------------------------------
 
-template <class T, class TOut>
-GOLDEN_INLINE void log_softmax_forward_row(const T* logits, TOut* out, std::int64_t vocab) {
-  const float lse = lse_of(lse_row_partial(RowLoader<T>{logits}, vocab));
-  for (std::int64_t i = 0; i < vocab; ++i) {
+// Row functions write the worker's share of the row: elements first(),
+// first() + kStep, ...
+template <class T, class TOut, class Worker = SerialRow>
+GOLDEN_INLINE void log_softmax_forward_row(const T* logits, TOut* out, std::int64_t vocab,
+                                           Worker worker = {}) {
+  const float lse = lse_of(lse_row_partial(RowLoader<T>{logits}, vocab, worker));
+  for (std::int64_t i = worker.first(); i < vocab; i += Worker::kStep) {
     out[i] = from_float<TOut>(canonical_nan(to_float(logits[i]) - lse));
   }
 }
 
 // dx_i = g_i - p_i * sum_j g_j, p_i = exp(x_i - lse), as fma(-p_i, G, g_i).
-template <class T, class G, class TOut>
+template <class T, class G, class TOut, class Worker = SerialRow>
 GOLDEN_INLINE void log_softmax_backward_row(const G* grad_out, const T* logits, TOut* grad_logits,
-                                            std::int64_t vocab) {
-  const float lse = lse_of(lse_row_partial(RowLoader<T>{logits}, vocab));
-  const float grad_sum =
-      canonical_row_sum(vocab, [&](float acc, std::int64_t i) { return acc + to_float(grad_out[i]); });
-  for (std::int64_t i = 0; i < vocab; ++i) {
+                                            std::int64_t vocab, Worker worker = {}) {
+  const float lse = lse_of(lse_row_partial(RowLoader<T>{logits}, vocab, worker));
+  const float grad_sum = canonical_row_sum(
+      vocab, [&](float acc, std::int64_t i) { return acc + to_float(grad_out[i]); }, worker);
+  for (std::int64_t i = worker.first(); i < vocab; i += Worker::kStep) {
     const float p = exp_f32(to_float(logits[i]) - lse);
     grad_logits[i] = from_float<TOut>(canonical_nan(fma_rn(-p, grad_sum, to_float(grad_out[i]))));
   }
@@ -295,49 +305,51 @@ GOLDEN_INLINE bool target_in_range(std::int64_t target, std::int64_t vocab) {
   return target >= 0 && target < vocab;
 }
 
-template <class T>
+template <class T, class Worker = SerialRow>
 GOLDEN_INLINE float token_logprob_row(const T* logits, std::int64_t vocab, std::int64_t target,
-                                      std::int64_t ignore_index) {
+                                      std::int64_t ignore_index, Worker worker = {}) {
   if (target == ignore_index) return 0.0f;
   if (!target_in_range(target, vocab)) return math_detail::invalid_nan();  // rejected earlier
-  const LsePartial p = lse_row_partial(RowLoader<T>{logits}, vocab);
+  const LsePartial p = lse_row_partial(RowLoader<T>{logits}, vocab, worker);
   return logprob_from_partial(to_float(logits[target]), p, target, ignore_index);
 }
 
 // dx_i = g * ([i == target] - p_i); all zero for an ignored target.
-template <class T, class TOut>
+template <class T, class TOut, class Worker = SerialRow>
 GOLDEN_INLINE void token_logprob_backward_row(float grad, const T* logits, TOut* grad_logits,
                                               std::int64_t vocab, std::int64_t target,
-                                              std::int64_t ignore_index) {
+                                              std::int64_t ignore_index, Worker worker = {}) {
   if (target == ignore_index || !target_in_range(target, vocab)) {
     const float fill = target == ignore_index ? 0.0f : math_detail::invalid_nan();
-    for (std::int64_t i = 0; i < vocab; ++i) grad_logits[i] = from_float<TOut>(fill);
+    for (std::int64_t i = worker.first(); i < vocab; i += Worker::kStep) {
+      grad_logits[i] = from_float<TOut>(fill);
+    }
     return;
   }
-  const float lse = lse_of(lse_row_partial(RowLoader<T>{logits}, vocab));
-  for (std::int64_t i = 0; i < vocab; ++i) {
+  const float lse = lse_of(lse_row_partial(RowLoader<T>{logits}, vocab, worker));
+  for (std::int64_t i = worker.first(); i < vocab; i += Worker::kStep) {
     const float p = exp_f32(to_float(logits[i]) - lse);
     const float indicator = i == target ? 1.0f : 0.0f;
     grad_logits[i] = from_float<TOut>(canonical_nan(grad * (indicator - p)));
   }
 }
 
-template <class T>
-GOLDEN_INLINE float entropy_row(const T* logits, std::int64_t vocab) {
-  return entropy_of(entropy_row_partial(RowLoader<T>{logits}, vocab));
+template <class T, class Worker = SerialRow>
+GOLDEN_INLINE float entropy_row(const T* logits, std::int64_t vocab, Worker worker = {}) {
+  return entropy_of(entropy_row_partial(RowLoader<T>{logits}, vocab, worker));
 }
 
 // dH/dx_i = -p_i (log p_i + H) = p_i (mean - (x_i - m)), mean = shifted / sum
 // (the p-weighted mean of x - m); masked (-inf) entries get 0.
-template <class T, class TOut>
+template <class T, class TOut, class Worker = SerialRow>
 GOLDEN_INLINE void entropy_backward_row(float grad, const T* logits, TOut* grad_logits,
-                                        std::int64_t vocab) {
-  const EntropyPartial e = entropy_row_partial(RowLoader<T>{logits}, vocab);
+                                        std::int64_t vocab, Worker worker = {}) {
+  const EntropyPartial e = entropy_row_partial(RowLoader<T>{logits}, vocab, worker);
   const float lse = lse_of({e.max, e.sum});
   const float mean = div_rn(e.shifted, e.sum);
   const bool row_nan = math_detail::is_nan(entropy_of(e)) || math_detail::is_nan(grad);
   const float shift = exp_shift(e.max);
-  for (std::int64_t i = 0; i < vocab; ++i) {
+  for (std::int64_t i = worker.first(); i < vocab; i += Worker::kStep) {
     const float x = to_float(logits[i]);
     const float p = exp_f32(x - lse);
     float dx = x == negative_infinity() ? 0.0f : grad * (p * (mean - (x - shift)));
