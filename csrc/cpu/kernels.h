@@ -2,6 +2,7 @@
 // compiled for. `num_threads` = 1 runs everything on the caller's thread.
 #pragma once
 
+#include "../core/ops/linear.h"
 #include "../core/ops/rms_norm.h"
 #include "isa.h"
 
@@ -11,6 +12,11 @@
                std::int64_t count, int num_threads);                                      \
   void rms_norm_forward(const RmsNormForwardProblem& problem, int num_threads);          \
   void rms_norm_backward(const RmsNormBackwardProblem& problem, int num_threads);        \
+  void linear_forward(const LinearForwardProblem& problem, int num_threads);             \
+  void linear_forward_reference(const LinearForwardProblem& problem);                    \
+  void linear_backward(const LinearBackwardProblem& problem, int num_threads);           \
+  void linear_backward_reference(const LinearBackwardProblem& problem);                  \
+  void linear_merge(const LinearMergeProblem& problem, int num_threads);                 \
   }
 
 GOLDEN_CPU_DECLARE_KERNELS(scalar)

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "../core/ops/linear.h"
 #include "../core/ops/rms_norm.h"
 
 namespace golden::gpu {
@@ -20,5 +21,8 @@ void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, std::
              std::uintptr_t stream);
 void rms_norm_forward(const RmsNormForwardProblem& problem, std::uintptr_t stream);
 void rms_norm_backward(const RmsNormBackwardProblem& problem, std::uintptr_t stream);
+void linear_forward(const LinearForwardProblem& problem, std::uintptr_t stream);
+void linear_backward(const LinearBackwardProblem& problem, std::uintptr_t stream);
+void linear_merge(const LinearMergeProblem& problem, std::uintptr_t stream);
 
 }  // namespace golden::gpu

@@ -14,5 +14,8 @@ int device_count() { return 0; }
 void convert(const void*, DType, void*, DType, std::int64_t, std::uintptr_t) { not_built(); }
 void rms_norm_forward(const RmsNormForwardProblem&, std::uintptr_t) { not_built(); }
 void rms_norm_backward(const RmsNormBackwardProblem&, std::uintptr_t) { not_built(); }
+void linear_forward(const LinearForwardProblem&, std::uintptr_t) { not_built(); }
+void linear_backward(const LinearBackwardProblem&, std::uintptr_t) { not_built(); }
+void linear_merge(const LinearMergeProblem&, std::uintptr_t) { not_built(); }
 
 }  // namespace golden::gpu
