@@ -7,6 +7,8 @@ count or the device. See docs/contract.md.
 
 from . import _C
 from .ops.convert import cast
+from .ops.linear import linear, linear_partials, linear_shard_bounds, merge_linear_partials
+from .ops.lm_head import lm_head
 from .ops.rms_norm import rms_norm
 from .registry import OPS, available_backends, get_op, list_ops
 
@@ -38,7 +40,12 @@ __all__ = [
     "cast",
     "cpu_isa",
     "get_op",
+    "linear",
+    "linear_partials",
+    "linear_shard_bounds",
+    "lm_head",
     "list_ops",
+    "merge_linear_partials",
     "num_threads",
     "rms_norm",
     "set_cpu_isa",

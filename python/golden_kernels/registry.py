@@ -27,6 +27,8 @@ class OpSpec:
 
 OPS: tuple[OpSpec, ...] = (
     OpSpec("rms_norm", "reduction", "rms_norm", "x / sqrt(mean(x^2) + eps) * weight over the last dim"),
+    OpSpec("linear", "reduction", "linear", "x @ weight.T (+ bias), weight [out_features, in_features]"),
+    OpSpec("lm_head", "reduction", "lm_head", "hidden @ weight.T: logits over the vocabulary"),
 )
 
 _BY_NAME = {spec.name: spec for spec in OPS}
