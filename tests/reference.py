@@ -34,6 +34,21 @@ def rms_norm_hf_qwen3(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torc
     return weight * hidden.to(x.dtype)
 
 
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ weight.T (+ bias) in float64."""
+    y = x.to(torch.float64) @ weight.to(torch.float64).T
+    return y if bias is None else y + bias.to(torch.float64)
+
+
+def linear_backward(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, with_bias: bool):
+    """(dx, dweight, dbias or None) of linear by float64 autograd."""
+    x64 = x.to(torch.float64).requires_grad_()
+    w64 = weight.to(torch.float64).requires_grad_()
+    b64 = torch.zeros(weight.shape[0], dtype=torch.float64, requires_grad=True) if with_bias else None
+    linear(x64, w64, b64).backward(grad_out.to(torch.float64))
+    return x64.grad, w64.grad, (b64.grad if with_bias else None)
+
+
 def log_softmax(logits: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits.to(torch.float64), dim=-1)
 

@@ -11,6 +11,7 @@
 
 namespace golden::bindings {
 void register_convert(py::module_& m);
+void register_linear(py::module_& m);
 void register_logprob(py::module_& m);
 void register_rms_norm(py::module_& m);
 }  // namespace golden::bindings
@@ -50,6 +51,7 @@ PYBIND11_MODULE(_C, m) {
         py::arg("n"));
 
   bindings::register_convert(m);
+  bindings::register_linear(m);
   bindings::register_logprob(m);
   bindings::register_rms_norm(m);
 }

@@ -2,6 +2,7 @@
 // compiled for. `num_threads` = 1 runs everything on the caller's thread.
 #pragma once
 
+#include "../core/ops/linear.h"
 #include "../core/ops/logprob.h"
 #include "../core/ops/rms_norm.h"
 #include "isa.h"
@@ -12,6 +13,11 @@
                std::int64_t count, int num_threads);                                      \
   void rms_norm_forward(const RmsNormForwardProblem& problem, int num_threads);          \
   void rms_norm_backward(const RmsNormBackwardProblem& problem, int num_threads);        \
+  void linear_forward(const LinearForwardProblem& problem, int num_threads);             \
+  void linear_forward_reference(const LinearForwardProblem& problem);                    \
+  void linear_backward(const LinearBackwardProblem& problem, int num_threads);           \
+  void linear_backward_reference(const LinearBackwardProblem& problem);                  \
+  void linear_merge(const LinearMergeProblem& problem, int num_threads);                 \
   void log_softmax_forward(const LogSoftmaxForwardProblem& problem, int num_threads);     \
   void log_softmax_backward(const LogSoftmaxBackwardProblem& problem, int num_threads);   \
   void token_logprob_forward(const TokenLogprobForwardProblem& problem, int num_threads); \

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "../core/ops/linear.h"
 #include "../core/ops/logprob.h"
 #include "../core/ops/rms_norm.h"
 
@@ -21,6 +22,9 @@ void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, std::
              std::uintptr_t stream);
 void rms_norm_forward(const RmsNormForwardProblem& problem, std::uintptr_t stream);
 void rms_norm_backward(const RmsNormBackwardProblem& problem, std::uintptr_t stream);
+void linear_forward(const LinearForwardProblem& problem, std::uintptr_t stream);
+void linear_backward(const LinearBackwardProblem& problem, std::uintptr_t stream);
+void linear_merge(const LinearMergeProblem& problem, std::uintptr_t stream);
 void log_softmax_forward(const LogSoftmaxForwardProblem& problem, std::uintptr_t stream);
 void log_softmax_backward(const LogSoftmaxBackwardProblem& problem, std::uintptr_t stream);
 void token_logprob_forward(const TokenLogprobForwardProblem& problem, std::uintptr_t stream);

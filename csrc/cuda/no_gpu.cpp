@@ -14,6 +14,9 @@ int device_count() { return 0; }
 void convert(const void*, DType, void*, DType, std::int64_t, std::uintptr_t) { not_built(); }
 void rms_norm_forward(const RmsNormForwardProblem&, std::uintptr_t) { not_built(); }
 void rms_norm_backward(const RmsNormBackwardProblem&, std::uintptr_t) { not_built(); }
+void linear_forward(const LinearForwardProblem&, std::uintptr_t) { not_built(); }
+void linear_backward(const LinearBackwardProblem&, std::uintptr_t) { not_built(); }
+void linear_merge(const LinearMergeProblem&, std::uintptr_t) { not_built(); }
 void log_softmax_forward(const LogSoftmaxForwardProblem&, std::uintptr_t) { not_built(); }
 void log_softmax_backward(const LogSoftmaxBackwardProblem&, std::uintptr_t) { not_built(); }
 void token_logprob_forward(const TokenLogprobForwardProblem&, std::uintptr_t) { not_built(); }

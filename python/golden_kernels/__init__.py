@@ -7,6 +7,8 @@ count or the device. See docs/contract.md.
 
 from . import _C
 from .ops.convert import cast
+from .ops.linear import linear, linear_partials, linear_shard_bounds, merge_linear_partials
+from .ops.lm_head import lm_head
 from .ops.entropy import entropy
 from .ops.log_softmax import log_softmax
 from .ops.rms_norm import rms_norm
@@ -49,11 +51,16 @@ __all__ = [
     "cpu_isa",
     "entropy",
     "get_op",
+    "linear",
+    "linear_partials",
+    "linear_shard_bounds",
+    "lm_head",
     "list_ops",
     "log_softmax",
     "logprob_from_partials",
     "logsumexp_partials",
     "merge_logsumexp_partials",
+    "merge_linear_partials",
     "num_threads",
     "rms_norm",
     "set_cpu_isa",

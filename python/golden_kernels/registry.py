@@ -27,6 +27,8 @@ class OpSpec:
 
 OPS: tuple[OpSpec, ...] = (
     OpSpec("rms_norm", "reduction", "rms_norm", "x / sqrt(mean(x^2) + eps) * weight over the last dim"),
+    OpSpec("linear", "reduction", "linear", "x @ weight.T (+ bias), weight [out_features, in_features]"),
+    OpSpec("lm_head", "reduction", "lm_head", "hidden @ weight.T: logits over the vocabulary"),
     OpSpec("log_softmax", "logprob", "log_softmax", "x - logsumexp(x) over the last dim (the vocabulary)"),
     OpSpec("token_logprob", "logprob", "token_logprob", "log_softmax(logits)[target] per row, fp32, ignore_index"),
     OpSpec("entropy", "logprob", "entropy", "-sum p log p of softmax(logits) per row, fp32"),
