@@ -2,6 +2,7 @@
 // pieces: validate every array (shapes, dtypes, target ids), then launch.
 #include <pybind11/pybind11.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -274,6 +275,61 @@ void logprob_from_partials(const std::string& backend, std::uintptr_t stream, co
   GOLDEN_LAUNCH(choice, logprob_from_partials, problem);
 }
 
+// ---- Fused lm_head + token logprob --------------------------------------------------
+
+void linear_logprob_forward(const std::string& backend, std::uintptr_t stream, const py::object& hidden_capsule,
+                            const py::object& weight_capsule, const py::object& ids_capsule,
+                            const py::object& logprob_capsule, const py::object& entropy_capsule,
+                            std::int64_t ignore_index) {
+  const TensorView hidden = view_capsule(hidden_capsule, "hidden");
+  const TensorView weight = view_capsule(weight_capsule, "weight");
+  const TensorView ids = view_capsule(ids_capsule, "target_ids");
+  const TensorView logprob = view_capsule(logprob_capsule, "logprob");
+  require_float(hidden);
+  require_min_ndim(hidden, 1);
+  require_contiguous(hidden);
+  require_same_type(hidden, weight);
+  require_contiguous(weight);
+  if (weight.ndim() != 2 || weight.dim(1) != hidden.dim(-1) || weight.dim(0) == 0) {
+    fail_value("weight: expected shape [vocab >= 1, " + std::to_string(hidden.dim(-1)) + "], got " +
+               weight.shape_string());
+  }
+  check_per_row(ids, hidden, ElementType::i64);
+  check_per_row(logprob, hidden, ElementType::f32);
+  std::vector<const TensorView*> outputs{&logprob};
+  std::optional<TensorView> entropy;
+  if (!entropy_capsule.is_none()) {
+    entropy = view_capsule(entropy_capsule, "entropy");
+    check_per_row(*entropy, hidden, ElementType::f32);
+    outputs.push_back(&*entropy);
+    require_no_overlap(*entropy, logprob);
+  }
+  check_outputs_apart(outputs, {&hidden, &weight, &ids});
+  const BackendChoice choice = parse_backend(backend, stream);
+  std::vector<const TensorView*> all{&hidden, &weight, &ids};
+  all.insert(all.end(), outputs.begin(), outputs.end());
+  require_backend_device(choice, all);
+  if (choice.backend == Backend::gpu) fail_value("linear_logprob has no GPU kernel yet: use the cpu backend");
+  const std::int64_t vocab = weight.dim(0);
+  check_target_ids(ids, vocab, ignore_index);
+  const LinearLogprobForwardProblem problem{hidden.data,
+                                            weight.data,
+                                            static_cast<const std::int64_t*>(ids.data),
+                                            static_cast<float*>(logprob.data),
+                                            entropy ? static_cast<float*>(entropy->data) : nullptr,
+                                            to_dtype(hidden.type),
+                                            ids.numel(),
+                                            hidden.dim(-1),
+                                            vocab,
+                                            ignore_index};
+  py::gil_scoped_release no_gil;
+  if (choice.backend == Backend::reference) {
+    cpu::scalar::linear_logprob_forward_reference(problem);
+  } else {
+    GOLDEN_CPU_DISPATCH(cpu::active_isa(), linear_logprob_forward, problem, cpu::num_threads());
+  }
+}
+
 }  // namespace
 
 void register_logprob(py::module_& m) {
@@ -300,6 +356,9 @@ void register_logprob(py::module_& m) {
         py::arg("ignore_index"));
   m.def("logprob_from_partials", &logprob_from_partials, py::arg("backend"), py::arg("stream"),
         py::arg("target_logits"), py::arg("partials"), py::arg("target_ids"), py::arg("out"),
+        py::arg("ignore_index"));
+  m.def("linear_logprob_forward", &linear_logprob_forward, py::arg("backend"), py::arg("stream"),
+        py::arg("hidden"), py::arg("weight"), py::arg("target_ids"), py::arg("logprob"), py::arg("entropy"),
         py::arg("ignore_index"));
 }
 

@@ -28,6 +28,8 @@
   void merge_lse_partials(const MergeLsePartialsProblem& problem, int num_threads);       \
   void target_logits(const TargetLogitsProblem& problem, int num_threads);                \
   void logprob_from_partials(const LogprobFromPartialsProblem& problem, int num_threads); \
+  void linear_logprob_forward(const LinearLogprobForwardProblem& problem, int num_threads); \
+  void linear_logprob_forward_reference(const LinearLogprobForwardProblem& problem);  \
   }
 
 GOLDEN_CPU_DECLARE_KERNELS(scalar)

@@ -8,6 +8,7 @@ count or the device. See docs/contract.md.
 from . import _C
 from .ops.convert import cast
 from .ops.linear import linear, linear_partials, linear_shard_bounds, merge_linear_partials
+from .ops.linear_logprob import linear_logprob
 from .ops.lm_head import lm_head
 from .ops.entropy import entropy
 from .ops.log_softmax import log_softmax
@@ -52,6 +53,7 @@ __all__ = [
     "entropy",
     "get_op",
     "linear",
+    "linear_logprob",
     "linear_partials",
     "linear_shard_bounds",
     "lm_head",

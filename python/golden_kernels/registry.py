@@ -32,6 +32,7 @@ OPS: tuple[OpSpec, ...] = (
     OpSpec("log_softmax", "logprob", "log_softmax", "x - logsumexp(x) over the last dim (the vocabulary)"),
     OpSpec("token_logprob", "logprob", "token_logprob", "log_softmax(logits)[target] per row, fp32, ignore_index"),
     OpSpec("entropy", "logprob", "entropy", "-sum p log p of softmax(logits) per row, fp32"),
+    OpSpec("linear_logprob", "logprob", "linear_logprob", "token_logprob(hidden @ weight.T) without the full logits"),
 )
 
 _BY_NAME = {spec.name: spec for spec in OPS}

@@ -126,6 +126,23 @@ struct LogprobFromPartialsProblem {
   std::int64_t ignore_index;
 };
 
+// Fused lm_head + token logprob: logprob[r] = log softmax(hidden[r] @ weight^T)[target[r]]
+// (and optionally the entropy of that softmax) without the full logits. The
+// logits of one vocabulary chunk come from the linear kernels (linear.h order),
+// so the result is token_logprob(lm_head.forward_fp32(hidden, weight)) bit for bit.
+struct LinearLogprobForwardProblem {
+  const void* hidden;  // [rows, hidden_size]
+  const void* weight;  // [vocab, hidden_size]
+  const std::int64_t* target_ids;
+  float* logprob;  // [rows]
+  float* entropy;  // [rows], or nullptr: not wanted
+  DType dtype;     // of hidden and weight
+  std::int64_t rows;
+  std::int64_t hidden_size;
+  std::int64_t vocab;
+  std::int64_t ignore_index;
+};
+
 }  // namespace golden
 
 GOLDEN_CORE_BEGIN
