@@ -11,6 +11,8 @@
 
 namespace golden::bindings {
 void register_convert(py::module_& m);
+void register_linear(py::module_& m);
+void register_logprob(py::module_& m);
 void register_rms_norm(py::module_& m);
 void register_embedding(py::module_& m);
 void register_swiglu(py::module_& m);
@@ -52,6 +54,8 @@ PYBIND11_MODULE(_C, m) {
         py::arg("n"));
 
   bindings::register_convert(m);
+  bindings::register_linear(m);
+  bindings::register_logprob(m);
   bindings::register_rms_norm(m);
   bindings::register_embedding(m);
   bindings::register_swiglu(m);

@@ -121,6 +121,19 @@ GOLDEN_INLINE float canonical_row_reduce(std::int64_t n, float identity, Fold fo
   return tree_reduce_blocks(0, ceil_div(n, kRowBlock), n, identity, fold, combine, worker);
 }
 
+// The balanced tree over blocks [first, first + count) for a partial of any
+// type (a (max, sum) pair, a triple...): block(b) returns block b's partial,
+// merge(left, right) combines two. The same split as tree_reduce_blocks, so a
+// whole subtree can be computed elsewhere (another shard) and merged in.
+template <class Partial, class Block, class Merge>
+GOLDEN_INLINE Partial tree_reduce_partials(std::int64_t first, std::int64_t count, Block block,
+                                           Merge merge) {
+  if (count == 1) return block(first);
+  const std::int64_t left = (count + 1) / 2;
+  return merge(tree_reduce_partials<Partial>(first, left, block, merge),
+               tree_reduce_partials<Partial>(first + left, count - left, block, merge));
+}
+
 // The canonical sum. Every lane starts at +0 and all 32 lanes are combined
 // whether or not they received an element, on every backend alike.
 template <class Fold, class Worker = SerialRow>

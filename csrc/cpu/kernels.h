@@ -3,6 +3,8 @@
 #pragma once
 
 #include "../core/ops/embedding.h"
+#include "../core/ops/linear.h"
+#include "../core/ops/logprob.h"
 #include "../core/ops/rms_norm.h"
 #include "../core/ops/rope.h"
 #include "../core/ops/swiglu.h"
@@ -25,6 +27,23 @@
   void rope_inverse_frequencies(float* inv_freq, std::int64_t head_dim, float theta,      \
                                 int num_threads);                                         \
   void rope_apply(const RopeProblem& problem, int num_threads);                           \
+  void linear_forward(const LinearForwardProblem& problem, int num_threads);             \
+  void linear_forward_reference(const LinearForwardProblem& problem);                    \
+  void linear_backward(const LinearBackwardProblem& problem, int num_threads);           \
+  void linear_backward_reference(const LinearBackwardProblem& problem);                  \
+  void linear_merge(const LinearMergeProblem& problem, int num_threads);                 \
+  void log_softmax_forward(const LogSoftmaxForwardProblem& problem, int num_threads);     \
+  void log_softmax_backward(const LogSoftmaxBackwardProblem& problem, int num_threads);   \
+  void token_logprob_forward(const TokenLogprobForwardProblem& problem, int num_threads); \
+  void token_logprob_backward(const TokenLogprobBackwardProblem& problem, int num_threads);\
+  void entropy_forward(const EntropyForwardProblem& problem, int num_threads);            \
+  void entropy_backward(const EntropyBackwardProblem& problem, int num_threads);          \
+  void lse_partials(const LsePartialsProblem& problem, int num_threads);                  \
+  void merge_lse_partials(const MergeLsePartialsProblem& problem, int num_threads);       \
+  void target_logits(const TargetLogitsProblem& problem, int num_threads);                \
+  void logprob_from_partials(const LogprobFromPartialsProblem& problem, int num_threads); \
+  void linear_logprob_forward(const LinearLogprobForwardProblem& problem, int num_threads); \
+  void linear_logprob_forward_reference(const LinearLogprobForwardProblem& problem);  \
   }
 
 GOLDEN_CPU_DECLARE_KERNELS(scalar)

@@ -8,6 +8,8 @@
 #include <string>
 
 #include "../core/ops/embedding.h"
+#include "../core/ops/linear.h"
+#include "../core/ops/logprob.h"
 #include "../core/ops/rms_norm.h"
 #include "../core/ops/rope.h"
 #include "../core/ops/swiglu.h"
@@ -36,5 +38,18 @@ void swiglu_backward(const SwigluBackwardProblem& problem, std::uintptr_t stream
 void rope_inverse_frequencies(float* inv_freq, std::int64_t head_dim, float theta,
                               std::uintptr_t stream);
 void rope_apply(const RopeProblem& problem, std::uintptr_t stream);
+void linear_forward(const LinearForwardProblem& problem, std::uintptr_t stream);
+void linear_backward(const LinearBackwardProblem& problem, std::uintptr_t stream);
+void linear_merge(const LinearMergeProblem& problem, std::uintptr_t stream);
+void log_softmax_forward(const LogSoftmaxForwardProblem& problem, std::uintptr_t stream);
+void log_softmax_backward(const LogSoftmaxBackwardProblem& problem, std::uintptr_t stream);
+void token_logprob_forward(const TokenLogprobForwardProblem& problem, std::uintptr_t stream);
+void token_logprob_backward(const TokenLogprobBackwardProblem& problem, std::uintptr_t stream);
+void entropy_forward(const EntropyForwardProblem& problem, std::uintptr_t stream);
+void entropy_backward(const EntropyBackwardProblem& problem, std::uintptr_t stream);
+void lse_partials(const LsePartialsProblem& problem, std::uintptr_t stream);
+void merge_lse_partials(const MergeLsePartialsProblem& problem, std::uintptr_t stream);
+void target_logits(const TargetLogitsProblem& problem, std::uintptr_t stream);
+void logprob_from_partials(const LogprobFromPartialsProblem& problem, std::uintptr_t stream);
 
 }  // namespace golden::gpu

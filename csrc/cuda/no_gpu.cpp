@@ -23,5 +23,18 @@ void swiglu_forward(const SwigluForwardProblem&, std::uintptr_t) { not_built(); 
 void swiglu_backward(const SwigluBackwardProblem&, std::uintptr_t) { not_built(); }
 void rope_inverse_frequencies(float*, std::int64_t, float, std::uintptr_t) { not_built(); }
 void rope_apply(const RopeProblem&, std::uintptr_t) { not_built(); }
+void linear_forward(const LinearForwardProblem&, std::uintptr_t) { not_built(); }
+void linear_backward(const LinearBackwardProblem&, std::uintptr_t) { not_built(); }
+void linear_merge(const LinearMergeProblem&, std::uintptr_t) { not_built(); }
+void log_softmax_forward(const LogSoftmaxForwardProblem&, std::uintptr_t) { not_built(); }
+void log_softmax_backward(const LogSoftmaxBackwardProblem&, std::uintptr_t) { not_built(); }
+void token_logprob_forward(const TokenLogprobForwardProblem&, std::uintptr_t) { not_built(); }
+void token_logprob_backward(const TokenLogprobBackwardProblem&, std::uintptr_t) { not_built(); }
+void entropy_forward(const EntropyForwardProblem&, std::uintptr_t) { not_built(); }
+void entropy_backward(const EntropyBackwardProblem&, std::uintptr_t) { not_built(); }
+void lse_partials(const LsePartialsProblem&, std::uintptr_t) { not_built(); }
+void merge_lse_partials(const MergeLsePartialsProblem&, std::uintptr_t) { not_built(); }
+void target_logits(const TargetLogitsProblem&, std::uintptr_t) { not_built(); }
+void logprob_from_partials(const LogprobFromPartialsProblem&, std::uintptr_t) { not_built(); }
 
 }  // namespace golden::gpu

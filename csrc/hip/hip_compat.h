@@ -11,6 +11,12 @@
 #define cudaGetErrorString hipGetErrorString
 #define cudaGetDeviceCount hipGetDeviceCount
 #define cudaGetLastError hipGetLastError
+#define cudaMallocAsync hipMallocAsync
+#define cudaFreeAsync hipFreeAsync
+#define cudaMemsetAsync hipMemsetAsync
+#define cudaMemcpyAsync hipMemcpyAsync
+#define cudaMemcpyDeviceToHost hipMemcpyDeviceToHost
+#define cudaStreamSynchronize hipStreamSynchronize
 
 // HIP's shuffles take no mask (every lane of the group takes part). The
 // callers always pass the width, 32, which splits a wave64 into two

@@ -12,6 +12,19 @@ from .ops.rms_norm import rms_norm
 from .ops.rope import rope
 from .ops.silu import silu
 from .ops.swiglu import swiglu
+from .ops.linear import linear, linear_partials, linear_shard_bounds, merge_linear_partials
+from .ops.linear_logprob import linear_logprob
+from .ops.lm_head import lm_head
+from .ops.entropy import entropy
+from .ops.log_softmax import log_softmax
+from .ops.token_logprob import token_logprob
+from .ops.vocab_parallel import (
+    logprob_from_partials,
+    logsumexp_partials,
+    merge_logsumexp_partials,
+    target_logits,
+    vocab_shard_bounds,
+)
 from .registry import OPS, available_backends, get_op, list_ops
 
 __version__ = "0.1.0"
@@ -42,8 +55,19 @@ __all__ = [
     "cast",
     "cpu_isa",
     "embedding",
+    "entropy",
     "get_op",
+    "linear",
+    "linear_logprob",
+    "linear_partials",
+    "linear_shard_bounds",
+    "lm_head",
     "list_ops",
+    "log_softmax",
+    "logprob_from_partials",
+    "logsumexp_partials",
+    "merge_logsumexp_partials",
+    "merge_linear_partials",
     "num_threads",
     "rms_norm",
     "rope",
@@ -51,4 +75,7 @@ __all__ = [
     "set_num_threads",
     "silu",
     "swiglu",
+    "target_logits",
+    "token_logprob",
+    "vocab_shard_bounds",
 ]

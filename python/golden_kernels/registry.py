@@ -31,6 +31,12 @@ OPS: tuple[OpSpec, ...] = (
     OpSpec("silu", "elementwise", "silu", "x * sigmoid(x)"),
     OpSpec("swiglu", "elementwise", "swiglu", "silu(gate) * up"),
     OpSpec("rope", "elementwise", "rope", "rotate-half rotary embedding with explicit position ids"),
+    OpSpec("linear", "reduction", "linear", "x @ weight.T (+ bias), weight [out_features, in_features]"),
+    OpSpec("lm_head", "reduction", "lm_head", "hidden @ weight.T: logits over the vocabulary"),
+    OpSpec("log_softmax", "logprob", "log_softmax", "x - logsumexp(x) over the last dim (the vocabulary)"),
+    OpSpec("token_logprob", "logprob", "token_logprob", "log_softmax(logits)[target] per row, fp32, ignore_index"),
+    OpSpec("entropy", "logprob", "entropy", "-sum p log p of softmax(logits) per row, fp32"),
+    OpSpec("linear_logprob", "logprob", "linear_logprob", "token_logprob(hidden @ weight.T) without the full logits"),
 )
 
 _BY_NAME = {spec.name: spec for spec in OPS}

@@ -1,0 +1,384 @@
+// Log-probabilities over a vocabulary row: log_softmax, the log-probability
+// of target tokens, entropy, their gradients, and the vocab-parallel pieces.
+// Canonical order: the row is cut into chunks of kRowBlock logits (reduce.h);
+// a chunk's partial is (max, sum of exp(x - max)), the max and the sum each
+// reduced in the 32-lane order; chunk partials merge by the balanced tree with
+// merge_lse_partials. Every backend and every shard gets its numerics here.
+//
+// Non-finite policy (a row's values never leak into another row):
+//  - a -inf logit is a masked entry: probability 0, log_softmax -inf;
+//  - a row of only -inf has no distribution: lse = -inf, and log_softmax,
+//    token logprob, entropy and their gradients are NaN (as in PyTorch);
+//  - a NaN or +inf logit makes the row's lse, outputs and gradients NaN;
+//  - every NaN written is the positive quiet NaN 0x7FC00000 (payloads are not
+//    propagated: GPU arithmetic does not keep them, so bits could not agree).
+#pragma once
+
+#include <cstdint>
+
+#include "../dtype.h"
+#include "../math.h"
+#include "../nan_policy.h"
+#include "../reduce.h"
+#include "../types.h"
+
+namespace golden {
+
+inline constexpr std::int64_t kDefaultIgnoreIndex = -100;
+
+// Problems as every backend receives them: dense row-major logits
+// [rows, vocab], one target id (int64) and one fp32 gradient per row,
+// already validated by the bindings (ids in range or equal to ignore_index).
+struct LogSoftmaxForwardProblem {
+  const void* logits;
+  void* out;
+  DType dtype;      // of logits
+  DType out_dtype;  // dtype or f32
+  std::int64_t rows;
+  std::int64_t vocab;
+};
+
+struct LogSoftmaxBackwardProblem {
+  const void* grad_out;
+  const void* logits;
+  void* grad_logits;
+  DType dtype;           // of logits
+  DType grad_out_dtype;  // dtype or f32
+  DType grad_dtype;      // of grad_logits: dtype or f32
+  std::int64_t rows;
+  std::int64_t vocab;
+};
+
+struct TokenLogprobForwardProblem {
+  const void* logits;
+  const std::int64_t* target_ids;
+  float* logprob;
+  DType dtype;
+  std::int64_t rows;
+  std::int64_t vocab;
+  std::int64_t ignore_index;
+};
+
+struct TokenLogprobBackwardProblem {
+  const float* grad_out;
+  const void* logits;
+  const std::int64_t* target_ids;
+  void* grad_logits;
+  DType dtype;
+  DType grad_dtype;  // dtype or f32
+  std::int64_t rows;
+  std::int64_t vocab;
+  std::int64_t ignore_index;
+};
+
+struct EntropyForwardProblem {
+  const void* logits;
+  float* entropy;
+  DType dtype;
+  std::int64_t rows;
+  std::int64_t vocab;
+};
+
+struct EntropyBackwardProblem {
+  const float* grad_out;
+  const void* logits;
+  void* grad_logits;
+  DType dtype;
+  DType grad_dtype;  // dtype or f32
+  std::int64_t rows;
+  std::int64_t vocab;
+};
+
+// Vocab parallelism: each shard holds logits [rows, shard_vocab] for global
+// ids [vocab_start, vocab_start + shard_vocab).
+struct LsePartialsProblem {
+  const void* logits;
+  float* partials;  // [rows, 2]: (max, sum)
+  DType dtype;
+  std::int64_t rows;
+  std::int64_t vocab;
+};
+
+struct MergeLsePartialsProblem {
+  const float* partials;  // [shards, rows, 2], shards in vocabulary order
+  float* merged;          // [rows, 2]
+  std::int64_t shards;
+  std::int64_t rows;
+};
+
+struct TargetLogitsProblem {
+  const void* logits;  // the shard's [rows, shard_vocab]
+  const std::int64_t* target_ids;
+  float* target_logits;  // the logit, or -0.0 where the shard does not hold the target
+  DType dtype;
+  std::int64_t rows;
+  std::int64_t shard_vocab;
+  std::int64_t vocab_start;
+  std::int64_t vocab_size;  // of the whole vocabulary: ids are validated against it
+  std::int64_t ignore_index;
+};
+
+struct LogprobFromPartialsProblem {
+  const float* target_logits;
+  const float* partials;  // [rows, 2], merged over all shards
+  const std::int64_t* target_ids;
+  float* logprob;
+  std::int64_t rows;
+  std::int64_t ignore_index;
+};
+
+// Fused lm_head + token logprob: logprob[r] = log softmax(hidden[r] @ weight^T)[target[r]]
+// (and optionally the entropy of that softmax) without the full logits. The
+// logits of one vocabulary chunk come from the linear kernels (linear.h order),
+// so the result is token_logprob(lm_head.forward_fp32(hidden, weight)) bit for bit.
+struct LinearLogprobForwardProblem {
+  const void* hidden;  // [rows, hidden_size]
+  const void* weight;  // [vocab, hidden_size]
+  const std::int64_t* target_ids;
+  float* logprob;  // [rows]
+  float* entropy;  // [rows], or nullptr: not wanted
+  DType dtype;     // of hidden and weight
+  std::int64_t rows;
+  std::int64_t hidden_size;
+  std::int64_t vocab;
+  std::int64_t ignore_index;
+};
+
+}  // namespace golden
+
+GOLDEN_CORE_BEGIN
+
+// A chunk's (or merged chunks') softmax denominator relative to its max.
+struct LsePartial {
+  float max;
+  float sum;  // sum of exp(x - max)
+};
+
+// The LsePartial plus what entropy needs; max and sum are bitwise those of
+// the LsePartial of the same logits.
+struct EntropyPartial {
+  float max;
+  float sum;
+  float shifted;  // sum of exp(x - max) * (x - max), <= 0
+};
+
+GOLDEN_INLINE float negative_infinity() { return -math_detail::inf(); }
+
+// The value subtracted before exp: the max, or 0 for an all -inf chunk, whose
+// terms are then exp(-inf) = 0 instead of exp(-inf - -inf) = NaN.
+GOLDEN_INLINE float exp_shift(float max) { return max == negative_infinity() ? 0.0f : max; }
+
+// Max that skips NaN (a NaN row is caught by its sum instead); identity -inf.
+struct MaxSkippingNaN {
+  GOLDEN_INLINE float operator()(float acc, float v) const { return v > acc ? v : acc; }
+};
+
+// Logit i of a row stored as T.
+template <class T>
+struct RowLoader {
+  const T* row;
+  GOLDEN_INLINE float operator()(std::int64_t i) const { return to_float(row[i]); }
+};
+
+// The row functions take a row worker (reduce.h): SerialRow on the CPU, one
+// warp per row on a GPU; every lane of a worker gets the same bits.
+
+template <class Load, class Worker>
+GOLDEN_INLINE LsePartial lse_chunk_partial(const Load& load, std::int64_t begin, std::int64_t end,
+                                           Worker worker) {
+  const float max = worker.reduce_block(
+      begin, end, negative_infinity(),
+      [&](float acc, std::int64_t i) { return MaxSkippingNaN{}(acc, load(i)); }, MaxSkippingNaN{});
+  const float shift = exp_shift(max);
+  const float sum = worker.reduce_block(
+      begin, end, 0.0f, [&](float acc, std::int64_t i) { return acc + exp_f32(load(i) - shift); },
+      AddCombine{});
+  return {max, sum};
+}
+
+// m = max(m1, m2); s = s_high + s_low * exp(m_low - m). Symmetric in its
+// arguments (exp(0) = 1 exactly), and (-inf, 0) is its identity.
+struct MergeLse {
+  GOLDEN_INLINE LsePartial operator()(LsePartial a, LsePartial b) const {
+    const bool a_high = a.max >= b.max;
+    const LsePartial high = a_high ? a : b;
+    const LsePartial low = a_high ? b : a;
+    return {high.max, high.sum + low.sum * exp_f32(low.max - exp_shift(high.max))};
+  }
+};
+
+template <class Load, class Worker>
+GOLDEN_INLINE EntropyPartial entropy_chunk_partial(const Load& load, std::int64_t begin,
+                                                   std::int64_t end, Worker worker) {
+  const LsePartial lse = lse_chunk_partial(load, begin, end, worker);
+  const float shift = exp_shift(lse.max);
+  const float shifted = worker.reduce_block(
+      begin, end, 0.0f,
+      [&](float acc, std::int64_t i) {
+        const float d = load(i) - shift;
+        const float e = exp_f32(d);
+        return e > 0.0f ? fma_rn(e, d, acc) : acc;  // skips masked terms (0 * -inf)
+      },
+      AddCombine{});
+  return {lse.max, lse.sum, shifted};
+}
+
+// As MergeLse for (max, sum); the low side's shifted sum is re-based to the
+// new max: sum e^(x-m_low) (x - m) = shifted_low + (m_low - m) * sum_low.
+struct MergeEntropy {
+  GOLDEN_INLINE EntropyPartial operator()(EntropyPartial a, EntropyPartial b) const {
+    const bool a_high = a.max >= b.max;
+    const EntropyPartial high = a_high ? a : b;
+    const EntropyPartial low = a_high ? b : a;
+    const float d = low.max - exp_shift(high.max);
+    const float scale = exp_f32(d);
+    const float low_shifted = scale > 0.0f ? scale * fma_rn(d, low.sum, low.shifted) : 0.0f;
+    return {high.max, high.sum + low.sum * scale, high.shifted + low_shifted};
+  }
+};
+
+GOLDEN_INLINE std::int64_t chunk_end(std::int64_t chunk, std::int64_t n) {
+  const std::int64_t end = (chunk + 1) * kRowBlock;
+  return end < n ? end : n;
+}
+
+// The canonical partial of a row (or of one shard's slice of it) of n >= 1 logits.
+template <class Load, class Worker = SerialRow>
+GOLDEN_INLINE LsePartial lse_row_partial(const Load& load, std::int64_t n, Worker worker = {}) {
+  return tree_reduce_partials<LsePartial>(
+      0, ceil_div(n, kRowBlock),
+      [&](std::int64_t c) { return lse_chunk_partial(load, c * kRowBlock, chunk_end(c, n), worker); },
+      MergeLse{});
+}
+
+template <class Load, class Worker = SerialRow>
+GOLDEN_INLINE EntropyPartial entropy_row_partial(const Load& load, std::int64_t n, Worker worker = {}) {
+  return tree_reduce_partials<EntropyPartial>(
+      0, ceil_div(n, kRowBlock),
+      [&](std::int64_t c) {
+        return entropy_chunk_partial(load, c * kRowBlock, chunk_end(c, n), worker);
+      },
+      MergeEntropy{});
+}
+
+// Shard partials [shards] (vocabulary order) merged by the balanced tree: the
+// single-device partial when the shards are whole subtrees of the chunk tree.
+GOLDEN_INLINE LsePartial merge_shard_partials(const float* partials, std::int64_t shards,
+                                              std::int64_t shard_stride) {
+  return tree_reduce_partials<LsePartial>(
+      0, shards,
+      [&](std::int64_t s) {
+        const float* p = partials + s * shard_stride;
+        return LsePartial{p[0], p[1]};
+      },
+      MergeLse{});
+}
+
+GOLDEN_INLINE float lse_of(LsePartial p) { return p.max + log_f32(p.sum); }
+
+// H = -sum p log p = log(sum) - shifted / sum: both terms >= 0, no cancellation.
+GOLDEN_INLINE float entropy_of(EntropyPartial p) {
+  return canonical_nan(log_f32(p.sum) - div_rn(p.shifted, p.sum));
+}
+
+// log p(target) = x_target - lse; 0 for an ignored target. Shared by the
+// single-device and the vocab-parallel paths, which therefore agree.
+GOLDEN_INLINE float logprob_from_partial(float target_logit, LsePartial p, std::int64_t target,
+                                         std::int64_t ignore_index) {
+  if (target == ignore_index) return 0.0f;
+  return canonical_nan(target_logit - lse_of(p));
+}
+
+// ---- Rows, as the backends call them --------------------------------------------------
+
+// Row functions write the worker's share of the row: elements first(),
+// first() + kStep, ...
+template <class T, class TOut, class Worker = SerialRow>
+GOLDEN_INLINE void log_softmax_forward_row(const T* logits, TOut* out, std::int64_t vocab,
+                                           Worker worker = {}) {
+  const float lse = lse_of(lse_row_partial(RowLoader<T>{logits}, vocab, worker));
+  for (std::int64_t i = worker.first(); i < vocab; i += Worker::kStep) {
+    out[i] = from_float<TOut>(canonical_nan(to_float(logits[i]) - lse));
+  }
+}
+
+// dx_i = g_i - p_i * sum_j g_j, p_i = exp(x_i - lse), as fma(-p_i, G, g_i).
+template <class T, class G, class TOut, class Worker = SerialRow>
+GOLDEN_INLINE void log_softmax_backward_row(const G* grad_out, const T* logits, TOut* grad_logits,
+                                            std::int64_t vocab, Worker worker = {}) {
+  const float lse = lse_of(lse_row_partial(RowLoader<T>{logits}, vocab, worker));
+  const float grad_sum = canonical_row_sum(
+      vocab, [&](float acc, std::int64_t i) { return acc + to_float(grad_out[i]); }, worker);
+  for (std::int64_t i = worker.first(); i < vocab; i += Worker::kStep) {
+    const float p = exp_f32(to_float(logits[i]) - lse);
+    grad_logits[i] = from_float<TOut>(canonical_nan(fma_rn(-p, grad_sum, to_float(grad_out[i]))));
+  }
+}
+
+GOLDEN_INLINE bool target_in_range(std::int64_t target, std::int64_t vocab) {
+  return target >= 0 && target < vocab;
+}
+
+template <class T, class Worker = SerialRow>
+GOLDEN_INLINE float token_logprob_row(const T* logits, std::int64_t vocab, std::int64_t target,
+                                      std::int64_t ignore_index, Worker worker = {}) {
+  if (target == ignore_index) return 0.0f;
+  if (!target_in_range(target, vocab)) return math_detail::invalid_nan();  // rejected earlier
+  const LsePartial p = lse_row_partial(RowLoader<T>{logits}, vocab, worker);
+  return logprob_from_partial(to_float(logits[target]), p, target, ignore_index);
+}
+
+// dx_i = g * ([i == target] - p_i); all zero for an ignored target.
+template <class T, class TOut, class Worker = SerialRow>
+GOLDEN_INLINE void token_logprob_backward_row(float grad, const T* logits, TOut* grad_logits,
+                                              std::int64_t vocab, std::int64_t target,
+                                              std::int64_t ignore_index, Worker worker = {}) {
+  if (target == ignore_index || !target_in_range(target, vocab)) {
+    const float fill = target == ignore_index ? 0.0f : math_detail::invalid_nan();
+    for (std::int64_t i = worker.first(); i < vocab; i += Worker::kStep) {
+      grad_logits[i] = from_float<TOut>(fill);
+    }
+    return;
+  }
+  const float lse = lse_of(lse_row_partial(RowLoader<T>{logits}, vocab, worker));
+  for (std::int64_t i = worker.first(); i < vocab; i += Worker::kStep) {
+    const float p = exp_f32(to_float(logits[i]) - lse);
+    const float indicator = i == target ? 1.0f : 0.0f;
+    grad_logits[i] = from_float<TOut>(canonical_nan(grad * (indicator - p)));
+  }
+}
+
+template <class T, class Worker = SerialRow>
+GOLDEN_INLINE float entropy_row(const T* logits, std::int64_t vocab, Worker worker = {}) {
+  return entropy_of(entropy_row_partial(RowLoader<T>{logits}, vocab, worker));
+}
+
+// dH/dx_i = -p_i (log p_i + H) = p_i (mean - (x_i - m)), mean = shifted / sum
+// (the p-weighted mean of x - m); masked (-inf) entries get 0.
+template <class T, class TOut, class Worker = SerialRow>
+GOLDEN_INLINE void entropy_backward_row(float grad, const T* logits, TOut* grad_logits,
+                                        std::int64_t vocab, Worker worker = {}) {
+  const EntropyPartial e = entropy_row_partial(RowLoader<T>{logits}, vocab, worker);
+  const float lse = lse_of({e.max, e.sum});
+  const float mean = div_rn(e.shifted, e.sum);
+  const bool row_nan = math_detail::is_nan(entropy_of(e)) || math_detail::is_nan(grad);
+  const float shift = exp_shift(e.max);
+  for (std::int64_t i = worker.first(); i < vocab; i += Worker::kStep) {
+    const float x = to_float(logits[i]);
+    const float p = exp_f32(x - lse);
+    float dx = x == negative_infinity() ? 0.0f : grad * (p * (mean - (x - shift)));
+    dx = row_nan ? math_detail::invalid_nan() : dx;
+    grad_logits[i] = from_float<TOut>(canonical_nan(dx));
+  }
+}
+
+template <class T>
+GOLDEN_INLINE float shard_target_logit(const T* shard_row, std::int64_t shard_vocab,
+                                       std::int64_t vocab_start, std::int64_t target,
+                                       std::int64_t ignore_index) {
+  const std::int64_t local = target - vocab_start;
+  if (target == ignore_index || !target_in_range(local, shard_vocab)) return -0.0f;
+  return to_float(shard_row[local]);
+}
+
+GOLDEN_CORE_END

@@ -1,0 +1,65 @@
+// A minimal SIMD vocabulary for the per-instruction-set kernel files: a vector
+// of independent fp32 lanes with load, store, broadcast, add and fma (one
+// rounding per lane, exactly core::fma_rn), for AVX-512, AVX2+FMA or plain
+// scalar loops. Lanes never interact, so a vectorised loop computes each lane's
+// value in the same order as the scalar core, and every build gives the same bits.
+#pragma once
+
+#include "../core/platform.h"
+#include "target.h"
+
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__) && defined(__F16C__))
+#include <immintrin.h>
+#endif
+
+GOLDEN_CPU_BEGIN
+namespace {
+
+#if defined(__AVX512F__)
+
+using Vec = __m512;
+constexpr int kVecLanes = 16;
+inline Vec vec_zero() { return _mm512_setzero_ps(); }
+inline Vec vec_load(const float* p) { return _mm512_loadu_ps(p); }
+inline void vec_store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+inline Vec vec_broadcast(float s) { return _mm512_set1_ps(s); }
+inline Vec vec_add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
+inline Vec vec_fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+
+using Vec = __m256;
+constexpr int kVecLanes = 8;
+inline Vec vec_zero() { return _mm256_setzero_ps(); }
+inline Vec vec_load(const float* p) { return _mm256_loadu_ps(p); }
+inline void vec_store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
+inline Vec vec_broadcast(float s) { return _mm256_set1_ps(s); }
+inline Vec vec_add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
+inline Vec vec_fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+
+#else
+
+// Portable lanes: each operation is the core's scalar operation per lane.
+struct Vec {
+  float lane[4];
+};
+constexpr int kVecLanes = 4;
+inline Vec vec_zero() { return Vec{{0.0f, 0.0f, 0.0f, 0.0f}}; }
+inline Vec vec_load(const float* p) { return Vec{{p[0], p[1], p[2], p[3]}}; }
+inline void vec_store(float* p, Vec v) {
+  for (int j = 0; j < kVecLanes; ++j) p[j] = v.lane[j];
+}
+inline Vec vec_broadcast(float s) { return Vec{{s, s, s, s}}; }
+inline Vec vec_add(Vec a, Vec b) {
+  for (int j = 0; j < kVecLanes; ++j) a.lane[j] = a.lane[j] + b.lane[j];
+  return a;
+}
+inline Vec vec_fma(Vec a, Vec b, Vec c) {
+  for (int j = 0; j < kVecLanes; ++j) c.lane[j] = core::fma_rn(a.lane[j], b.lane[j], c.lane[j]);
+  return c;
+}
+
+#endif
+
+}  // namespace
+GOLDEN_CPU_END

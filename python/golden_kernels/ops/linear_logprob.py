@@ -1,0 +1,71 @@
+"""linear_logprob: log-probability of each target under hidden @ weight.T
+(an lm_head followed by token_logprob) without holding the full logits.
+
+The vocabulary is streamed in chunks of VOCAB_CHUNK (4096, a constant of the
+op: it is the chunk of the canonical log-sum-exp tree), each chunk's logits
+computed by the linear kernels, so the result is bitwise
+token_logprob(get_op("lm_head").forward_fp32(hidden, weight), target_ids).
+Numerics: csrc/core/ops/logprob.h and linear.h; docs/ops/logprob.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import _C, _arrays
+from ..registry import resolve_backend
+from .token_logprob import DEFAULT_IGNORE_INDEX
+
+VOCAB_CHUNK = _C.LOGPROB_VOCAB_CHUNK
+
+
+def _check(hidden: Any, weight: Any, target_ids: Any, chunk_size: int | None) -> None:
+    for x, name in ((hidden, "hidden"), (weight, "weight"), (target_ids, "target_ids")):
+        _arrays.check_array(x, name)
+    if len(hidden.shape) == 0:
+        raise ValueError("hidden: expected at least 1 dimension, got a scalar")
+    if _arrays.shape(target_ids) != _arrays.shape(hidden)[:-1]:
+        raise ValueError(
+            f"target_ids: expected shape {_arrays.shape(hidden)[:-1]} (hidden's shape without the hidden "
+            f"dimension), got {_arrays.shape(target_ids)}"
+        )
+    if chunk_size is not None and chunk_size != VOCAB_CHUNK:
+        raise ValueError(
+            f"chunk_size must be None or {VOCAB_CHUNK}: the vocabulary chunk is a constant of the op "
+            f"(it fixes the canonical reduction order), got {chunk_size}"
+        )
+
+
+def forward(hidden: Any, weight: Any, target_ids: Any, *, chunk_size: int | None = None,
+            ignore_index: int = DEFAULT_IGNORE_INDEX, return_entropy: bool = False,
+            backend: str | None = None) -> Any:
+    """float32 log p(target) per row; with return_entropy=True also the float32
+    entropy of each row's softmax: (logprob, entropy)."""
+    _check(hidden, weight, target_ids, chunk_size)
+    backend = resolve_backend(backend, hidden, weight, target_ids)
+    rows_shape = _arrays.shape(hidden)[:-1]
+    logprob = _arrays.empty(hidden, rows_shape, "float32")
+    entropy = _arrays.empty(hidden, rows_shape, "float32") if return_entropy else None
+    _C.linear_logprob_forward(
+        backend, _arrays.stream(hidden), _arrays.capsule(hidden), _arrays.capsule(weight),
+        _arrays.capsule(target_ids), _arrays.capsule(logprob),
+        None if entropy is None else _arrays.capsule(entropy), int(ignore_index),
+    )
+    return (logprob, entropy) if return_entropy else logprob
+
+
+forward_fp32 = forward
+
+
+def backward(*args: Any, **kwargs: Any) -> Any:
+    raise NotImplementedError(
+        "linear_logprob backward is not implemented yet; use lm_head + token_logprob backward"
+    )
+
+
+def linear_logprob(hidden: Any, weight: Any, target_ids: Any, *, chunk_size: int | None = None,
+                   ignore_index: int = DEFAULT_IGNORE_INDEX, return_entropy: bool = False,
+                   backend: str | None = None) -> Any:
+    """Functional fused lm_head + token logprob (see forward)."""
+    return forward(hidden, weight, target_ids, chunk_size=chunk_size, ignore_index=ignore_index,
+                   return_entropy=return_entropy, backend=backend)
