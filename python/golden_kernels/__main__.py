@@ -13,9 +13,8 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable
 
-from . import _C, available_backends, list_ops
+from . import _C, available_backends
 from .registry import OPS
 
 
@@ -36,61 +35,10 @@ def _progress(done: int, total: int, label: str) -> None:
         sys.stderr.write("\n")
 
 
-def _rms_norm_checks(torch) -> list[tuple[str, Callable[[], tuple[bool, str]]]]:
-    from . import get_op, set_num_threads
-    from .testing import bits_equal, peer_tolerance, ulp
+def run_contract() -> list[CheckResult]:
+    from .contract import planned_checks
 
-    gen = torch.Generator().manual_seed(0)
-    checks = []
-    for dtype in (torch.float32, torch.bfloat16, torch.float16):
-        name = str(dtype).removeprefix("torch.")
-        x = torch.randn(64, 4096, generator=gen).to(dtype)
-        w = torch.randn(4096, generator=gen).to(dtype)
-        g = torch.randn(64, 4096, generator=gen).to(dtype)
-
-        def axis_a(x=x, w=w, g=g):
-            op = get_op("rms_norm", "cpu")
-            y, (dx, _) = op.forward(x, w), op.backward(g, x, w)
-            perm = torch.randperm(64, generator=gen)
-            neighbours = torch.randn(64, 4096, generator=gen).to(x.dtype) * 7
-            neighbours[17] = x[3]
-            set_num_threads(1)
-            single = op.forward(x[3:4], w)
-            set_num_threads(0)
-            ok = (bits_equal(single[0], y[3]) and bits_equal(op.forward(x[perm], w), y[perm])
-                  and bits_equal(op.forward(neighbours, w)[17], y[3])
-                  and bits_equal(op.backward(g[3:4], x[3:4], w)[0][0], dx[3]))
-            return ok, "T1 T2 T3 T7 fwd+bwd"
-
-        def axis_b(x=x, w=w, dtype=dtype):
-            x64, w64 = x.double(), w.double()
-            ref = x64 / torch.sqrt((x64 * x64).mean(-1, keepdim=True) + 1e-6) * w64
-            out = get_op("rms_norm", "cpu").forward(x, w).double()
-            err = (out - ref).abs()
-            atol, rtol = peer_tolerance("reduction", dtype)
-            max_ulps = float((err / ulp(ref, dtype)).max())
-            return bool((err <= atol + rtol * ref.abs()).all()), f"max {max_ulps:.2f} ulp"
-
-        def axis_c(x=x, w=w, g=g):
-            reference = get_op("rms_norm", "reference")
-            others = [b for b in available_backends() if b != "reference"]
-            for backend in others:
-                op = get_op("rms_norm", backend)
-                xb, wb, gb = (t.to("cuda") if backend in ("cuda", "hip") else t for t in (x, w, g))
-                if not (bits_equal(op.forward(xb, wb), reference.forward(x, w))
-                        and all(bits_equal(a, b) for a, b in zip(op.backward(gb, xb, wb), reference.backward(g, x, w)))):
-                    return False, f"{backend} differs"
-            return True, " == ".join(["reference", *others])
-
-        checks += [(f"Axis-A {name}", axis_a), (f"Axis-B {name}", axis_b), (f"Axis-C {name}", axis_c)]
-    return checks
-
-
-CHECKS = {"rms_norm": _rms_norm_checks}
-
-
-def run_contract(torch) -> list[CheckResult]:
-    planned = [(op, label, fn) for op in list_ops() if op in CHECKS for label, fn in CHECKS[op](torch)]
+    planned = planned_checks()
     results = []
     for index, (op, label, fn) in enumerate(planned):
         _progress(index, len(planned), f"{op}: {label}")
@@ -126,12 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         return 0
     try:
-        import torch
+        import torch  # noqa: F401
     except ImportError:
         print("the contract check needs PyTorch: pip install 'golden-kernels[test]'", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    results = run_contract(torch)
+    results = run_contract()
     print_table(results)
     failed = sum(not r.passed for r in results)
     print(f"{len(results) - failed}/{len(results)} checks passed in {time.perf_counter() - start:.1f} s")
