@@ -13,6 +13,9 @@ namespace golden::bindings {
 void register_convert(py::module_& m);
 void register_linear(py::module_& m);
 void register_rms_norm(py::module_& m);
+void register_embedding(py::module_& m);
+void register_swiglu(py::module_& m);
+void register_rope(py::module_& m);
 }  // namespace golden::bindings
 
 PYBIND11_MODULE(_C, m) {
@@ -52,4 +55,7 @@ PYBIND11_MODULE(_C, m) {
   bindings::register_convert(m);
   bindings::register_linear(m);
   bindings::register_rms_norm(m);
+  bindings::register_embedding(m);
+  bindings::register_swiglu(m);
+  bindings::register_rope(m);
 }

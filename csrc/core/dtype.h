@@ -62,8 +62,11 @@ GOLDEN_INLINE f16 f16_from_float(float f) {
   // significand right and round the dropped bits to nearest even by hand.
   const std::uint32_t significand = (magnitude & 0x7FFFFFu) | 0x800000u;
   const std::int32_t exponent = static_cast<std::int32_t>(magnitude >> 23);
-  const std::int32_t raw_shift = 126 - exponent;  // >= 14 below 2^-14
-  const std::uint32_t shift = static_cast<std::uint32_t>(raw_shift > 31 ? 31 : raw_shift);
+  // 126 - exponent is >= 14 below 2^-14; other inputs take another branch
+  // below, and the clamp keeps their unused shift defined.
+  const std::int32_t raw_shift = 126 - exponent;
+  const std::uint32_t shift =
+      static_cast<std::uint32_t>(raw_shift > 31 ? 31 : raw_shift < 1 ? 1 : raw_shift);
   const std::uint32_t quotient = significand >> shift;
   const std::uint32_t remainder = significand & ((1u << shift) - 1u);
   const std::uint32_t half = 1u << (shift - 1u);

@@ -16,9 +16,10 @@
 // (0xFFC00000) and GPUs (0x7FFFFFFF).
 //
 // Methods, error bounds and the measured table: docs/math.md. Measured max
-// errors (tests/core/math_ulp.cpp, against float64 libm, > 10^7 inputs each):
-//   exp 0.51 ulp, log 0.52 ulp, sigmoid 0.99 ulp, rsqrt 0.50 ulp,
-//   sin 0.53 ulp, cos 0.53 ulp (sin/cos over ALL finite inputs).
+// errors (tests/core/math_ulp.cpp, against float64 libm, > 10^7 inputs each,
+// whole domain: sin/cos over ALL finite inputs, exp/log down to subnormals):
+//   exp 0.77 ulp (0.63 where the result is normal), log 0.62 ulp,
+//   sigmoid 1.47 ulp, rsqrt 0.50 ulp, sin 0.71 ulp, cos 0.71 ulp.
 // Polynomial coefficients are our own minimax fits (Lawson / iteratively
 // reweighted least squares, float64, then rounded to fp32).
 #pragma once
@@ -44,6 +45,15 @@ GOLDEN_INLINE float invalid_nan() { return bits_float(kInvalidNaNBits); }
 GOLDEN_INLINE float abs_bits(float x) { return bits_float(float_bits(x) & kAbsMask); }
 GOLDEN_INLINE float inf() { return bits_float(kInfBits); }
 
+// c ? a : b as a bitwise blend. A float ternary lets GCC sink the unused
+// side's arithmetic into a conditional block, which it then refuses to
+// if-convert under -ftrapping-math, and the loop is not vectorised. The
+// blend keeps every function straight-line code.
+GOLDEN_INLINE float select(bool c, float a, float b) {
+  const std::uint32_t mask = 0u - static_cast<std::uint32_t>(c);
+  return bits_float((float_bits(a) & mask) | (float_bits(b) & ~mask));
+}
+
 // 2^n for n in [-126, 127], built from the exponent field (no ldexp).
 GOLDEN_INLINE float pow2i(std::int32_t n) {
   return bits_float(static_cast<std::uint32_t>(n + 127) << 23);
@@ -65,10 +75,10 @@ constexpr float kExpClampLo = -104.0f;
 // e^r = 1 + r + r^2 * Q(r), |r| <= 0.347; Q minimax for the relative error
 // of e^r (fit error 2^-28.3).
 constexpr float kExpQ0 = 0x1.fffffcp-2f;
-constexpr float kExpQ1 = 0x1.55549p-3f;
-constexpr float kExpQ2 = 0x1.5558f6p-5f;
-constexpr float kExpQ3 = 0x1.123a8ep-7f;
-constexpr float kExpQ4 = 0x1.6a2318p-10f;
+constexpr float kExpQ1 = 0x1.555492p-3f;
+constexpr float kExpQ2 = 0x1.5558b8p-5f;
+constexpr float kExpQ3 = 0x1.1239aap-7f;
+constexpr float kExpQ4 = 0x1.6a452cp-10f;
 
 // --------------------------------------------------------------- log ----
 constexpr std::uint32_t kSqrtHalfBits = 0x3F3504F3u;  // RN(sqrt(2)/2)
@@ -77,16 +87,18 @@ constexpr std::uint32_t kSqrtHalfBits = 0x3F3504F3u;  // RN(sqrt(2)/2)
 constexpr float kLogLn2Hi = 0x1.62e4p-1f;
 constexpr float kLogLn2Lo = 0x1.7f7d1cp-20f;
 // log(1+f) = f + f^2 * Q(f), f in [sqrt(2)/2 - 1, sqrt(2) - 1]; Q has degree
-// 8, minimax for the relative error of log(1+f) (fit error 2^-27.9).
-constexpr float kLogQ0 = -0x1.fffff8p-2f;
-constexpr float kLogQ1 = 0x1.55555p-2f;
-constexpr float kLogQ2 = -0x1.000426p-2f;
-constexpr float kLogQ3 = 0x1.99a3f6p-3f;
-constexpr float kLogQ4 = -0x1.542766p-3f;
-constexpr float kLogQ5 = 0x1.22715cp-3f;
-constexpr float kLogQ6 = -0x1.0f3758p-3f;
-constexpr float kLogQ7 = 0x1.0849c8p-3f;
-constexpr float kLogQ8 = -0x1.3833a6p-4f;
+// 9, minimax for the relative error of log(1+f) (fit error 2^-30.3). The fit
+// kept Q(0) = -1/2 exactly, so log(1+f) = f - f^2/2 + f^3 R(f) with R(f) =
+// (Q(f) + 1/2) / f, the polynomial kLogQ1..kLogQ9.
+constexpr float kLogQ1 = 0x1.555548p-2f;
+constexpr float kLogQ2 = -0x1.000006p-2f;
+constexpr float kLogQ3 = 0x1.99a476p-3f;
+constexpr float kLogQ4 = -0x1.555c44p-3f;
+constexpr float kLogQ5 = 0x1.233ba2p-3f;
+constexpr float kLogQ6 = -0x1.fc28cap-4f;
+constexpr float kLogQ7 = 0x1.e6c00ap-4f;
+constexpr float kLogQ8 = -0x1.de01dcp-4f;
+constexpr float kLogQ9 = 0x1.14733ep-4f;
 
 // --------------------------------------------------------- sin / cos ----
 constexpr float kPiOver4 = 0x1.921fb6p-1f;  // RN(pi/4), just above pi/4
@@ -106,51 +118,57 @@ constexpr std::uint32_t kTwoOverPi4 = 0xF534DDC0u;
 constexpr std::uint32_t kTwoOverPi5 = 0xDB629599u;
 constexpr std::uint32_t kTwoOverPi6 = 0x3C439041u;
 constexpr std::uint32_t kTwoOverPi7 = 0xFE5163ABu;
-// sin(r) = r + r^3 * S(r^2), |r| <= pi/4, minimax relative (fit 2^-37.5).
+// sin(r) = r + r^3 * S(r^2), |r| <= pi/4, minimax relative (fit 2^-32.5).
 constexpr float kSinS0 = -0x1.555556p-3f;
-constexpr float kSinS1 = 0x1.111108p-7f;
-constexpr float kSinS2 = -0x1.a00f7ep-13f;
-constexpr float kSinS3 = 0x1.6cd1bp-19f;
+constexpr float kSinS1 = 0x1.111174p-7f;
+constexpr float kSinS2 = -0x1.a05956p-13f;
+constexpr float kSinS3 = 0x1.7c2d52p-19f;
 // cos(r) = 1 - r^2/2 + r^4 * C(r^2), |r| <= pi/4, minimax (fit 2^-33.0).
 constexpr float kCosC0 = 0x1.55554ap-5f;
-constexpr float kCosC1 = -0x1.6c0c32p-10f;
-constexpr float kCosC2 = 0x1.99eb4ap-16f;
+constexpr float kCosC1 = -0x1.6c0c28p-10f;
+constexpr float kCosC2 = 0x1.99e80cp-16f;
 
-// e^r for the reduced argument, in [0.70, 1.42] with < 0.5 ulp + 2^-28
-// relative error: one rounding in the final 1 + (r + r^2 Q).
-GOLDEN_INLINE float exp_reduced(float r) {
-  float q = fma_rn(kExpQ4, r, kExpQ3);
-  q = fma_rn(q, r, kExpQ2);
-  q = fma_rn(q, r, kExpQ1);
-  q = fma_rn(q, r, kExpQ0);
-  return 1.0f + fma_rn(r * r, q, r);
+// e^(hi + lo) for the reduced argument (|hi| <= 0.347 exact, |lo| < 2^-21),
+// in [0.70, 1.42]. 1 + hi is an exact pair (Fast2Sum) and hi^2 an exact
+// pair (fma), so only small terms (< 0.07 of the result) carry rounding
+// errors and the final addition is the one full-size rounding.
+// e^(hi+lo) = e^hi (1 + lo) + O(2^-43), with e^hi ~ u + poly in the lo term.
+GOLDEN_INLINE float exp_reduced(float hi, float lo) {
+  float q = fma_rn(kExpQ4, hi, kExpQ3);
+  q = fma_rn(q, hi, kExpQ2);
+  q = fma_rn(q, hi, kExpQ1);
+  q = fma_rn(q, hi, kExpQ0);
+  const float u = 1.0f + hi;
+  const float u_err = hi - (u - 1.0f);
+  const float h2 = hi * hi;
+  const float h2_err = fma_rn(hi, hi, -h2);
+  const float poly = fma_rn(h2, q, h2_err * q);  // hi^2 Q(hi)
+  const float small = fma_rn(lo, u + poly, u_err);
+  return u + (small + poly);
 }
 
-// Q(f) of log(1+f) = f + f^2 Q(f).
-GOLDEN_INLINE float log1p_q(float f) {
-  float q = fma_rn(kLogQ8, f, kLogQ7);
+// R(f) of log(1+f) = f - f^2/2 + f^3 R(f).
+GOLDEN_INLINE float log1p_r(float f) {
+  float q = fma_rn(kLogQ9, f, kLogQ8);
+  q = fma_rn(q, f, kLogQ7);
   q = fma_rn(q, f, kLogQ6);
   q = fma_rn(q, f, kLogQ5);
   q = fma_rn(q, f, kLogQ4);
   q = fma_rn(q, f, kLogQ3);
   q = fma_rn(q, f, kLogQ2);
-  q = fma_rn(q, f, kLogQ1);
-  return fma_rn(q, f, kLogQ0);
+  return fma_rn(q, f, kLogQ1);
 }
 
-// Word i (0..7) of the padded 2/pi bit string; a select chain instead of an
-// indexed table so it stays branch-free, vectorisable and needs no device
-// constant memory.
+// Word i (0..7) of the padded 2/pi bit string. A masked OR instead of an
+// indexed table or a ternary chain (which GCC turns into a branch tree that
+// it cannot if-convert): branch-free, vectorisable, no device constant memory.
+GOLDEN_INLINE std::uint32_t word_if(std::uint32_t i, std::uint32_t k, std::uint32_t word) {
+  return word & (0u - static_cast<std::uint32_t>(i == k));
+}
 GOLDEN_INLINE std::uint32_t two_over_pi_word(std::uint32_t i) {
-  std::uint32_t w = kTwoOverPi7;
-  w = i == 6u ? kTwoOverPi6 : w;
-  w = i == 5u ? kTwoOverPi5 : w;
-  w = i == 4u ? kTwoOverPi4 : w;
-  w = i == 3u ? kTwoOverPi3 : w;
-  w = i == 2u ? kTwoOverPi2 : w;
-  w = i == 1u ? kTwoOverPi1 : w;
-  w = i == 0u ? kTwoOverPi0 : w;
-  return w;
+  return word_if(i, 1u, kTwoOverPi1) | word_if(i, 2u, kTwoOverPi2) | word_if(i, 3u, kTwoOverPi3) |
+         word_if(i, 4u, kTwoOverPi4) | word_if(i, 5u, kTwoOverPi5) | word_if(i, 6u, kTwoOverPi6) |
+         word_if(i, 7u, kTwoOverPi7);  // word 0 is zero
 }
 
 // 32 bits of the padded 2/pi string starting at bit 32*i + sh, sh in [0, 31].
@@ -221,8 +239,8 @@ GOLDEN_INLINE TrigReduced trig_reduce(float a) {
   const TrigReduced big = trig_reduce_large(a);
   const bool small = a <= kPiOver4;  // no reduction needed: r = a exactly
   TrigReduced out;
-  out.hi = small ? a : big.hi;
-  out.lo = small ? 0.0f : big.lo;
+  out.hi = select(small, a, big.hi);
+  out.lo = select(small, 0.0f, big.lo);
   out.q = small ? 0u : big.q;
   return out;
 }
@@ -259,51 +277,57 @@ GOLDEN_INLINE float cos_kernel(float hi, float lo) {
 
 // e^x. n = round(x log2 e), r = x - n ln2 (Cody-Waite: the first fma step is
 // exact because x - n*RN(ln2) is a multiple of 2^-25 below 1/2), e^r by a
-// degree-6 polynomial, then 2^n applied as two exact power-of-two factors
-// 2^(n/2) * 2^(n - n/2), so a subnormal result is rounded once, correctly
-// relative to e^r: no flush, no double rounding beyond that of e^r.
+// degree-6 polynomial, then 2^n applied as two power-of-two factors
+// 2^(n/2) * 2^(n - n/2) (each a normal number): exact for a normal result; a
+// subnormal result gets one more IEEE rounding onto the subnormal grid (no
+// flush to zero), which is why its bound is a little larger.
+// Measured: 0.63 ulp (normal results), 0.77 ulp (subnormal results).
 GOLDEN_INLINE float exp_f32(float x) {
   using namespace math_detail;
-  float xc = x > kExpClampHi ? kExpClampHi : x;  // NaN passes both clamps
-  xc = xc < kExpClampLo ? kExpClampLo : xc;
+  float xc = select(x > kExpClampHi, kExpClampHi, x);  // NaN passes both clamps
+  xc = select(xc < kExpClampLo, kExpClampLo, xc);
   const float t = fma_rn(xc, kLog2e, kRoundMagic);
   const float n_f = t - kRoundMagic;
   const std::int32_t n = static_cast<std::int32_t>(float_bits(t) - float_bits(kRoundMagic));
-  float r = fma_rn(-n_f, kExpLn2Hi, xc);
-  r = fma_rn(-n_f, kExpLn2Lo, r);
-  const float y = exp_reduced(r);
+  const float r_hi = fma_rn(-n_f, kExpLn2Hi, xc);  // exact
+  const float r_lo = -n_f * kExpLn2Lo;
+  const float y = exp_reduced(r_hi, r_lo);
   const std::int32_t n1 = n >> 1;  // n1, n - n1 in [-75, 64]: both 2^k normal
   const float result = (y * pow2i(n1)) * pow2i(n - n1);
-  return is_nan(x) ? quiet(x) : result;
+  return select(is_nan(x), quiet(x), result);
 }
 
 // Natural log. x = 2^e * m with m in [sqrt(2)/2, sqrt(2)) (subnormals are
-// first scaled by 2^23), f = m - 1 exactly, log(1+f) = f + f^2 Q(f) with Q of
-// degree 8. e*ln2_hi + f is kept as an exact pair (Fast2Sum), so the final
-// addition is the only rounding at full magnitude.
+// first scaled by 2^23), f = m - 1 exactly, log(1+f) = f - f^2/2 + f^3 R(f)
+// (degree-11 polynomial). e*ln2_hi + f - f^2/2 is summed as exact pairs
+// (exact products, Fast2Sum), so only f^3 R(f) (< 7% of the result) and the
+// final addition are rounded at full magnitude. Measured: 0.62 ulp.
 GOLDEN_INLINE float log_f32(float x) {
   using namespace math_detail;
   const bool subnormal = x < 0x1p-126f;
-  const float xs = subnormal ? x * 0x1p23f : x;
+  const float xs = select(subnormal, x * 0x1p23f, x);
   const std::uint32_t ix = float_bits(xs) - kSqrtHalfBits;
   const std::int32_t e = (static_cast<std::int32_t>(ix) >> 23) - (subnormal ? 23 : 0);
   const float f = bits_float((ix & 0x007FFFFFu) + kSqrtHalfBits) - 1.0f;
   const float ef = static_cast<float>(e);
-  // f^2 Q(f) with f^2 split exactly: fma(f2, Q, f2_err * Q).
+  // f^2/2 = half + half_err exactly.
   const float f2 = f * f;
-  const float f2_err = fma_rn(f, f, -f2);
-  const float q = log1p_q(f);
-  const float tail = fma_rn(f2, q, f2_err * q);
+  const float half = 0.5f * f2;
+  const float half_err = 0.5f * fma_rn(f, f, -f2);
+  const float tail = f2 * (f * log1p_r(f));  // f^3 R(f)
   // ef*ln2_hi is exact; Fast2Sum with |ef*ln2_hi| >= |f| or ef == 0.
   const float big = ef * kLogLn2Hi;
   const float s = big + f;
   const float s_err = f - (s - big);
-  const float lo = fma_rn(ef, kLogLn2Lo, s_err) + tail;
-  float result = s + lo;
-  result = x == 0.0f ? -inf() : result;
-  result = x < 0.0f ? invalid_nan() : result;
-  result = x == inf() ? x : result;
-  return is_nan(x) ? quiet(x) : result;
+  // Fast2Sum again: |s| >= 0.279 > half when ef != 0, and |f| > f^2/2.
+  const float s2 = s - half;
+  const float s2_err = (s - s2) - half;
+  const float lo = ((fma_rn(ef, kLogLn2Lo, s_err) + s2_err) - half_err) + tail;
+  float result = s2 + lo;
+  result = select(x == 0.0f, -inf(), result);
+  result = select(x < 0.0f, invalid_nan(), result);
+  result = select(x == inf(), x, result);
+  return select(is_nan(x), quiet(x), result);
 }
 
 // 1 / (1 + e^-x), computed as num / (1 + e) with e = e^-|x| <= 1 and num = 1
@@ -311,10 +335,11 @@ GOLDEN_INLINE float log_f32(float x) {
 // is kept as an exact pair (Fast2Sum) and the quotient gets one Newton
 // correction with an exact fma residual: the result is the correctly
 // rounded num / (1 + e) up to ~2^-22 ulp, so the error is that of e (x < 0).
+// Measured: 1.47 ulp (x < 0: exp's error, in a result binade up to 2x finer).
 GOLDEN_INLINE float sigmoid_f32(float x) {
   using namespace math_detail;
   const float e = exp_f32(bits_float(float_bits(x) | kSignBit));
-  const float num = x >= 0.0f ? 1.0f : e;
+  const float num = select(x >= 0.0f, 1.0f, e);
   const float d = 1.0f + e;
   const float d_err = e - (d - 1.0f);
   const float inv = div_rn(1.0f, d);
@@ -322,7 +347,7 @@ GOLDEN_INLINE float sigmoid_f32(float x) {
   float rem = fma_rn(-q, d, num);
   rem = fma_rn(-q, d_err, rem);
   const float result = fma_rn(rem, inv, q);
-  return is_nan(x) ? quiet(x) : result;
+  return select(is_nan(x), quiet(x), result);
 }
 
 // 1 / sqrt(x). s = sqrt_rn(x) and y = 1/s are each correctly rounded; their
@@ -330,39 +355,42 @@ GOLDEN_INLINE float sigmoid_f32(float x) {
 // 1/sqrt(x) = y * (1 + e1 - d/(2x)) + O(2^-46): one correction makes the
 // result correctly rounded except in rare near-halfway cases. x < 2^-64 is
 // scaled by 2^64 first so that d is not itself subnormal (and exact).
+// Measured: 0.50 ulp (correctly rounded on every tested input).
 GOLDEN_INLINE float rsqrt_f32(float x) {
   using namespace math_detail;
   const bool tiny = x < 0x1p-64f;
-  const float xs = tiny ? x * 0x1p64f : x;
+  const float xs = select(tiny, x * 0x1p64f, x);
   const float s = sqrt_rn(xs);
   const float y = div_rn(1.0f, s);
   const float e1 = fma_rn(-s, y, 1.0f);
   const float d = fma_rn(-s, s, xs);
   const float c = fma_rn(-0.5f * (d * y), y, e1);
   float result = fma_rn(y, c, y);
-  result = tiny ? result * 0x1p32f : result;
-  result = x == 0.0f ? bits_float(float_bits(x) | kInfBits) : result;  // +-0 -> +-inf
-  result = x < 0.0f ? invalid_nan() : result;
-  result = x == inf() ? 0.0f : result;
-  return is_nan(x) ? quiet(x) : result;
+  result = select(tiny, result * 0x1p32f, result);
+  result = select(x == 0.0f, bits_float(float_bits(x) | kInfBits), result);  // +-0 -> +-inf
+  result = select(x < 0.0f, invalid_nan(), result);
+  result = select(x == inf(), 0.0f, result);
+  return select(is_nan(x), quiet(x), result);
 }
 
 // sin x: x = (k + f) pi/2 exactly enough (Payne-Hanek for |x| > pi/4, all
 // finite x), then +-sin / +-cos of r = f pi/2 by quadrant; odd in x.
+// Measured: 0.71 ulp over all finite x (the bound does not degrade with |x|).
 GOLDEN_INLINE float sin_f32(float x) {
   using namespace math_detail;
   const float a = abs_bits(x);
   const TrigReduced red = trig_reduce(a);
   const float sv = sin_kernel(red.hi, red.lo);
   const float cv = cos_kernel(red.hi, red.lo);
-  const float v = (red.q & 1u) ? cv : sv;
+  const float v = select((red.q & 1u) != 0u, cv, sv);
   const std::uint32_t negate = ((red.q & 2u) << 30) ^ (float_bits(x) & kSignBit);
   float result = bits_float(float_bits(v) ^ negate);
-  result = a == inf() ? invalid_nan() : result;
-  return is_nan(x) ? quiet(x) : result;
+  result = select(a == inf(), invalid_nan(), result);
+  return select(is_nan(x), quiet(x), result);
 }
 
 // cos x = sin(x + pi/2): same reduction, quadrant shifted by one; even in x.
+// Measured: 0.71 ulp over all finite x.
 GOLDEN_INLINE float cos_f32(float x) {
   using namespace math_detail;
   const float a = abs_bits(x);
@@ -370,10 +398,10 @@ GOLDEN_INLINE float cos_f32(float x) {
   const float sv = sin_kernel(red.hi, red.lo);
   const float cv = cos_kernel(red.hi, red.lo);
   const std::uint32_t q = red.q + 1u;
-  const float v = (q & 1u) ? cv : sv;
+  const float v = select((q & 1u) != 0u, cv, sv);
   float result = bits_float(float_bits(v) ^ ((q & 2u) << 30));
-  result = a == inf() ? invalid_nan() : result;
-  return is_nan(x) ? quiet(x) : result;
+  result = select(a == inf(), invalid_nan(), result);
+  return select(is_nan(x), quiet(x), result);
 }
 
 GOLDEN_CORE_END

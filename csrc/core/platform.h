@@ -5,6 +5,12 @@
 
 #include <cstdint>
 
+// nvcc includes its runtime header (the device intrinsics used below) in every
+// .cu file by itself; hipcc does not, so the HIP build includes it here.
+#if defined(__HIPCC__)
+#include <hip/hip_runtime.h>
+#endif
+
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define GOLDEN_HOST_DEVICE __host__ __device__
 #define GOLDEN_DEVICE_COMPILE 1

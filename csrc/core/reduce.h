@@ -26,6 +26,7 @@ struct AddCombine {
 };
 
 // Combines the 32 lane partials of one block: j with j+16, then j+8, ... j+1.
+// (A GPU warp runs the same widths as a shuffle butterfly: see csrc/cuda/warp_row.cuh.)
 template <class Combine>
 GOLDEN_INLINE float combine_lanes(float (&lanes)[kLanes], Combine combine) {
   for (int width = kLanes / 2; width >= 1; width /= 2) {
@@ -34,23 +35,59 @@ GOLDEN_INLINE float combine_lanes(float (&lanes)[kLanes], Combine combine) {
   return lanes[0];
 }
 
-// Reduces elements [begin, end) of one block (end - begin <= kRowBlock) in the
-// lane order. `fold(acc, i)` folds element i into a lane accumulator; lanes
-// that receive no element keep `identity` and are combined all the same.
-// With the fold inlined, the inner j loop is what the compiler vectorises:
-// lanes are independent, so vectorising never reorders an addition.
+// The lane fold of one block [begin, end) (end - begin <= kRowBlock) for the
+// kHeld consecutive lanes first_lane, first_lane + 1, ... that one caller holds:
+// lane j folds elements begin + j, begin + j + 32, ... in index order via
+// `fold(acc, i)`. A CPU thread holds all 32 lanes (the inner j loop is what
+// the compiler vectorises: lanes are independent, so no addition is
+// reordered); a GPU thread holds one lane. Both run this same function.
+template <int kHeld, class Fold>
+GOLDEN_INLINE void fold_lanes(float (&acc)[kHeld], int first_lane, std::int64_t begin,
+                              std::int64_t end, Fold fold) {
+  const std::int64_t full_end = begin + (end - begin) / kLanes * kLanes;
+  for (std::int64_t i = begin + first_lane; i < full_end; i += kLanes) {
+    for (int j = 0; j < kHeld; ++j) acc[j] = fold(acc[j], i + j);
+  }
+  for (int j = 0; j < kHeld; ++j) {
+    const std::int64_t i = full_end + first_lane + j;
+    if (i < end) acc[j] = fold(acc[j], i);
+  }
+}
+
+// One lane's partial of a block: `identity` folded with the lane's elements.
+template <class Fold>
+GOLDEN_INLINE float lane_partial(int lane, std::int64_t begin, std::int64_t end, float identity,
+                                 Fold fold) {
+  float acc[1] = {identity};
+  fold_lanes(acc, lane, begin, end, fold);
+  return acc[0];
+}
+
+// Reduces elements [begin, end) of one block in the lane order on one thread.
+// Lanes that receive no element keep `identity` and are combined all the same.
 template <class Fold, class Combine>
 GOLDEN_INLINE float reduce_block(std::int64_t begin, std::int64_t end, float identity, Fold fold,
                                  Combine combine) {
   float lanes[kLanes];
   for (int j = 0; j < kLanes; ++j) lanes[j] = identity;
-  const std::int64_t full_end = begin + (end - begin) / kLanes * kLanes;
-  for (std::int64_t i = begin; i < full_end; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) lanes[j] = fold(lanes[j], i + j);
-  }
-  for (int j = 0; j < end - full_end; ++j) lanes[j] = fold(lanes[j], full_end + j);
+  fold_lanes(lanes, 0, begin, end, fold);
   return combine_lanes(lanes, combine);
 }
+
+// A row worker says who computes a row: which of its elements the caller
+// writes (first(), first() + kStep, ...) and how a block's lane partials are
+// formed and combined (reduce_block). SerialRow is one thread doing the whole
+// row (the CPU); csrc/cuda/warp_row.cuh defines WarpRow (32 GPU threads, one
+// lane each). Every worker gives every lane the same bits.
+struct SerialRow {
+  static constexpr std::int64_t kStep = 1;
+  GOLDEN_INLINE std::int64_t first() const { return 0; }
+  template <class Fold, class Combine>
+  GOLDEN_INLINE float reduce_block(std::int64_t begin, std::int64_t end, float identity, Fold fold,
+                                   Combine combine) const {
+    return core::reduce_block(begin, end, identity, fold, combine);
+  }
+};
 
 // The balanced tree over partials[0], partials[stride], ... (count of them).
 template <class Combine>
@@ -64,31 +101,31 @@ GOLDEN_INLINE float tree_reduce(const float* partials, std::int64_t count, std::
 
 // The balanced tree over blocks [first, first + count) of a row of n elements,
 // evaluating each block as the tree reaches it (no storage for partials).
-template <class Fold, class Combine>
+template <class Fold, class Combine, class Worker>
 GOLDEN_INLINE float tree_reduce_blocks(std::int64_t first, std::int64_t count, std::int64_t n,
-                                       float identity, Fold fold, Combine combine) {
+                                       float identity, Fold fold, Combine combine, Worker worker) {
   if (count == 1) {
     const std::int64_t begin = first * kRowBlock;
     const std::int64_t end = begin + kRowBlock < n ? begin + kRowBlock : n;
-    return reduce_block(begin, end, identity, fold, combine);
+    return worker.reduce_block(begin, end, identity, fold, combine);
   }
   const std::int64_t left = (count + 1) / 2;
-  return combine(tree_reduce_blocks(first, left, n, identity, fold, combine),
-                 tree_reduce_blocks(first + left, count - left, n, identity, fold, combine));
+  return combine(tree_reduce_blocks(first, left, n, identity, fold, combine, worker),
+                 tree_reduce_blocks(first + left, count - left, n, identity, fold, combine, worker));
 }
 
 // The canonical reduction of a whole row of n >= 1 elements.
-template <class Fold, class Combine>
+template <class Fold, class Combine, class Worker = SerialRow>
 GOLDEN_INLINE float canonical_row_reduce(std::int64_t n, float identity, Fold fold,
-                                         Combine combine) {
-  return tree_reduce_blocks(0, ceil_div(n, kRowBlock), n, identity, fold, combine);
+                                         Combine combine, Worker worker = {}) {
+  return tree_reduce_blocks(0, ceil_div(n, kRowBlock), n, identity, fold, combine, worker);
 }
 
 // The canonical sum. Every lane starts at +0 and all 32 lanes are combined
 // whether or not they received an element, on every backend alike.
-template <class Fold>
-GOLDEN_INLINE float canonical_row_sum(std::int64_t n, Fold fold) {
-  return canonical_row_reduce(n, 0.0f, fold, AddCombine{});
+template <class Fold, class Worker = SerialRow>
+GOLDEN_INLINE float canonical_row_sum(std::int64_t n, Fold fold, Worker worker = {}) {
+  return canonical_row_reduce(n, 0.0f, fold, AddCombine{}, worker);
 }
 
 GOLDEN_CORE_END

@@ -48,4 +48,17 @@ inline void visit_dtype(DType dtype, Visit&& visit) {
   }
 }
 
+// Calls run(T{}, TOut{}) for an op's input type and its output type, which
+// is either the input type itself or fp32.
+template <class Run>
+inline void visit_in_out(DType dtype, DType out_dtype, Run&& run) {
+  visit_dtype(dtype, [&](auto in) {
+    if (out_dtype == DType::f32) {
+      run(in, float{});
+    } else {
+      run(in, in);
+    }
+  });
+}
+
 }  // namespace golden

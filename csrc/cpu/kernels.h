@@ -2,8 +2,11 @@
 // compiled for. `num_threads` = 1 runs everything on the caller's thread.
 #pragma once
 
+#include "../core/ops/embedding.h"
 #include "../core/ops/linear.h"
 #include "../core/ops/rms_norm.h"
+#include "../core/ops/rope.h"
+#include "../core/ops/swiglu.h"
 #include "isa.h"
 
 #define GOLDEN_CPU_DECLARE_KERNELS(target)                                                  \
@@ -12,6 +15,17 @@
                std::int64_t count, int num_threads);                                      \
   void rms_norm_forward(const RmsNormForwardProblem& problem, int num_threads);          \
   void rms_norm_backward(const RmsNormBackwardProblem& problem, int num_threads);        \
+  void embedding_find_invalid_id(const EmbeddingIds& ids, std::int64_t vocab,             \
+                                 InvalidId* result, int num_threads);                     \
+  void embedding_forward(const EmbeddingForwardProblem& problem, int num_threads);        \
+  void embedding_backward(const EmbeddingBackwardProblem& problem, int num_threads);      \
+  void silu_forward(const SiluForwardProblem& problem, int num_threads);                  \
+  void silu_backward(const SiluBackwardProblem& problem, int num_threads);                \
+  void swiglu_forward(const SwigluForwardProblem& problem, int num_threads);              \
+  void swiglu_backward(const SwigluBackwardProblem& problem, int num_threads);            \
+  void rope_inverse_frequencies(float* inv_freq, std::int64_t head_dim, float theta,      \
+                                int num_threads);                                         \
+  void rope_apply(const RopeProblem& problem, int num_threads);                           \
   void linear_forward(const LinearForwardProblem& problem, int num_threads);             \
   void linear_forward_reference(const LinearForwardProblem& problem);                    \
   void linear_backward(const LinearBackwardProblem& problem, int num_threads);           \

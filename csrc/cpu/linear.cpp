@@ -429,17 +429,6 @@ Contraction<T> dbias_contraction(const LinearBackwardProblem& p, const T* ones) 
           BLayout::k_rows, 1, p.out_features, p.rows};
 }
 
-template <class Run>
-void visit_in_out(DType dtype, DType out_dtype, Run&& run) {
-  visit_dtype(dtype, [&](auto in) {
-    if (out_dtype == DType::f32) {
-      run(in, float{});
-    } else {
-      run(in, in);
-    }
-  });
-}
-
 // Runs contract(contraction, out, bias) for each gradient the problem asks for.
 template <class T, class TOut, class Contract>
 void backward_contractions(const LinearBackwardProblem& p, Contract&& contract) {

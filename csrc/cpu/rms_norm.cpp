@@ -59,26 +59,10 @@ void backward_rows(const RmsNormBackwardProblem& p, int num_threads) {
     const std::int64_t begin = task * cols_per_task;
     const std::int64_t end = begin + cols_per_task < cols ? begin + cols_per_task : cols;
     for (std::int64_t col = begin; col < end; ++col) {
-      const float total =
-          blocks == 0 ? 0.0f
-                      : core::tree_reduce(p.dweight_partials + col, blocks, cols, core::AddCombine{});
-      dweight[col] = core::from_float<TOut>(total);
+      dweight[col] = core::rms_norm_merge_dweight<TOut>(p.dweight_partials, blocks, cols, col);
     }
   };
   parallel_tasks(core::ceil_div(cols, cols_per_task), num_threads, merge_body);
-}
-
-// Calls run(T{}, TOut{}) for the input type and the output type (the input
-// type itself or fp32).
-template <class Run>
-void visit_in_out(DType dtype, DType out_dtype, Run&& run) {
-  visit_dtype(dtype, [&](auto in) {
-    if (out_dtype == DType::f32) {
-      run(in, float{});
-    } else {
-      run(in, in);
-    }
-  });
 }
 
 }  // namespace

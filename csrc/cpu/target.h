@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "../core/platform.h"
+#include "../core/types.h"
 #include "parallel.h"
 
 #define GOLDEN_CPU_BEGIN \
@@ -36,6 +37,19 @@ std::int64_t items_per_task(std::int64_t items, int num_threads, std::int64_t mi
   const std::int64_t target_tasks = 4 * static_cast<std::int64_t>(num_threads);
   const std::int64_t per_task = (items + target_tasks - 1) / target_tasks;
   return per_task > min_items ? per_task : min_items;
+}
+
+// Calls run(T{}, TOut{}) for an op's input type and its output type (the
+// input type itself or fp32).
+template <class Run>
+void visit_input_output_types(DType dtype, DType out_dtype, Run&& run) {
+  visit_dtype(dtype, [&](auto in) {
+    if (out_dtype == DType::f32) {
+      run(in, float{});
+    } else {
+      run(in, in);
+    }
+  });
 }
 
 }  // namespace

@@ -7,8 +7,11 @@
 #include <cstdint>
 #include <string>
 
+#include "../core/ops/embedding.h"
 #include "../core/ops/linear.h"
 #include "../core/ops/rms_norm.h"
+#include "../core/ops/rope.h"
+#include "../core/ops/swiglu.h"
 
 namespace golden::gpu {
 
@@ -21,6 +24,19 @@ void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, std::
              std::uintptr_t stream);
 void rms_norm_forward(const RmsNormForwardProblem& problem, std::uintptr_t stream);
 void rms_norm_backward(const RmsNormBackwardProblem& problem, std::uintptr_t stream);
+// Finds the first out-of-range id on the device and copies it to the host
+// `result` (synchronising with the stream), so the bindings can raise.
+void embedding_find_invalid_id(const EmbeddingIds& ids, std::int64_t vocab, InvalidId* result,
+                               std::uintptr_t stream);
+void embedding_forward(const EmbeddingForwardProblem& problem, std::uintptr_t stream);
+void embedding_backward(const EmbeddingBackwardProblem& problem, std::uintptr_t stream);
+void silu_forward(const SiluForwardProblem& problem, std::uintptr_t stream);
+void silu_backward(const SiluBackwardProblem& problem, std::uintptr_t stream);
+void swiglu_forward(const SwigluForwardProblem& problem, std::uintptr_t stream);
+void swiglu_backward(const SwigluBackwardProblem& problem, std::uintptr_t stream);
+void rope_inverse_frequencies(float* inv_freq, std::int64_t head_dim, float theta,
+                              std::uintptr_t stream);
+void rope_apply(const RopeProblem& problem, std::uintptr_t stream);
 void linear_forward(const LinearForwardProblem& problem, std::uintptr_t stream);
 void linear_backward(const LinearBackwardProblem& problem, std::uintptr_t stream);
 void linear_merge(const LinearMergeProblem& problem, std::uintptr_t stream);

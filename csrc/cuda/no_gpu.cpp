@@ -14,6 +14,15 @@ int device_count() { return 0; }
 void convert(const void*, DType, void*, DType, std::int64_t, std::uintptr_t) { not_built(); }
 void rms_norm_forward(const RmsNormForwardProblem&, std::uintptr_t) { not_built(); }
 void rms_norm_backward(const RmsNormBackwardProblem&, std::uintptr_t) { not_built(); }
+void embedding_find_invalid_id(const EmbeddingIds&, std::int64_t, InvalidId*, std::uintptr_t) { not_built(); }
+void embedding_forward(const EmbeddingForwardProblem&, std::uintptr_t) { not_built(); }
+void embedding_backward(const EmbeddingBackwardProblem&, std::uintptr_t) { not_built(); }
+void silu_forward(const SiluForwardProblem&, std::uintptr_t) { not_built(); }
+void silu_backward(const SiluBackwardProblem&, std::uintptr_t) { not_built(); }
+void swiglu_forward(const SwigluForwardProblem&, std::uintptr_t) { not_built(); }
+void swiglu_backward(const SwigluBackwardProblem&, std::uintptr_t) { not_built(); }
+void rope_inverse_frequencies(float*, std::int64_t, float, std::uintptr_t) { not_built(); }
+void rope_apply(const RopeProblem&, std::uintptr_t) { not_built(); }
 void linear_forward(const LinearForwardProblem&, std::uintptr_t) { not_built(); }
 void linear_backward(const LinearBackwardProblem&, std::uintptr_t) { not_built(); }
 void linear_merge(const LinearMergeProblem&, std::uintptr_t) { not_built(); }

@@ -7,9 +7,13 @@ count or the device. See docs/contract.md.
 
 from . import _C
 from .ops.convert import cast
+from .ops.embedding import embedding
 from .ops.linear import linear, linear_partials, linear_shard_bounds, merge_linear_partials
 from .ops.lm_head import lm_head
 from .ops.rms_norm import rms_norm
+from .ops.rope import rope
+from .ops.silu import silu
+from .ops.swiglu import swiglu
 from .registry import OPS, available_backends, get_op, list_ops
 
 __version__ = "0.1.0"
@@ -39,6 +43,7 @@ __all__ = [
     "available_backends",
     "cast",
     "cpu_isa",
+    "embedding",
     "get_op",
     "linear",
     "linear_partials",
@@ -48,6 +53,9 @@ __all__ = [
     "merge_linear_partials",
     "num_threads",
     "rms_norm",
+    "rope",
     "set_cpu_isa",
     "set_num_threads",
+    "silu",
+    "swiglu",
 ]

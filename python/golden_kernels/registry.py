@@ -27,6 +27,10 @@ class OpSpec:
 
 OPS: tuple[OpSpec, ...] = (
     OpSpec("rms_norm", "reduction", "rms_norm", "x / sqrt(mean(x^2) + eps) * weight over the last dim"),
+    OpSpec("embedding", "elementwise", "embedding", "weight[token_ids]; deterministic segmented-sum backward"),
+    OpSpec("silu", "elementwise", "silu", "x * sigmoid(x)"),
+    OpSpec("swiglu", "elementwise", "swiglu", "silu(gate) * up"),
+    OpSpec("rope", "elementwise", "rope", "rotate-half rotary embedding with explicit position ids"),
     OpSpec("linear", "reduction", "linear", "x @ weight.T (+ bias), weight [out_features, in_features]"),
     OpSpec("lm_head", "reduction", "lm_head", "hidden @ weight.T: logits over the vocabulary"),
 )

@@ -55,53 +55,109 @@ struct RmsNormBackwardProblem {
 
 GOLDEN_CORE_BEGIN
 
-template <class T>
-GOLDEN_INLINE float rms_norm_inverse_rms(const T* x, std::int64_t cols, float eps) {
-  const float sum_squares = canonical_row_sum(cols, [x](float acc, std::int64_t i) {
-    const float v = to_float(x[i]);
-    return fma_rn(v, v, acc);
-  });
+// The row functions take a row worker (reduce.h): SerialRow on the CPU, one
+// warp per row on a GPU. Either way each element and each reduction below
+// is computed by the same expression in the same order.
+
+template <class T, class Worker = SerialRow>
+GOLDEN_INLINE float rms_norm_inverse_rms(const T* x, std::int64_t cols, float eps,
+                                         Worker worker = {}) {
+  const float sum_squares = canonical_row_sum(
+      cols,
+      [x](float acc, std::int64_t i) {
+        const float v = to_float(x[i]);
+        return fma_rn(v, v, acc);
+      },
+      worker);
   const float mean_square = div_rn(sum_squares, static_cast<float>(cols));
   return div_rn(1.0f, sqrt_rn(mean_square + eps));
 }
 
+// One output element: round once, (x * r) * w.
+template <class TOut>
+GOLDEN_INLINE TOut rms_norm_output_once(float x, float w, float r) {
+  return from_float<TOut>(x * r * w);
+}
+
+// One output element in Hugging Face rounding: round(x * r) to T, times w,
+// rounded to T (then stored as TOut).
 template <class T, class TOut>
+GOLDEN_INLINE TOut rms_norm_output_hf(float x, float w, float r) {
+  const float normalized = round_through<T>(x * r);
+  return from_float<TOut>(round_through<T>(normalized * w));
+}
+
+// The worker's share of one row's outputs: elements first(), first() + kStep, ...
+template <class T, class TOut, class Worker = SerialRow>
 GOLDEN_INLINE void rms_norm_forward_row(const T* x, const T* weight, TOut* y, std::int64_t cols,
-                                        float eps, RmsNormRounding rounding) {
-  const float r = rms_norm_inverse_rms(x, cols, eps);
+                                        float eps, RmsNormRounding rounding, Worker worker = {}) {
+  const float r = rms_norm_inverse_rms(x, cols, eps, worker);
   if (rounding == RmsNormRounding::hf) {
-    for (std::int64_t i = 0; i < cols; ++i) {
-      const float normalized = round_through<T>(to_float(x[i]) * r);
-      y[i] = from_float<TOut>(round_through<T>(normalized * to_float(weight[i])));
+    for (std::int64_t i = worker.first(); i < cols; i += Worker::kStep) {
+      y[i] = rms_norm_output_hf<T, TOut>(to_float(x[i]), to_float(weight[i]), r);
     }
     return;
   }
-  for (std::int64_t i = 0; i < cols; ++i) {
-    y[i] = from_float<TOut>(to_float(x[i]) * r * to_float(weight[i]));
+  for (std::int64_t i = worker.first(); i < cols; i += Worker::kStep) {
+    y[i] = rms_norm_output_once<TOut>(to_float(x[i]), to_float(weight[i]), r);
   }
 }
 
-// Backward of the round-once forward for one row. With gw_i = g_i * w_i:
+// Backward of the round-once forward. With gw_i = g_i * w_i:
 //   dx_i = gw_i * r - x_i * c,  c = (dot / cols) * (r * r * r),
 //   dot  = sum_i gw_i * x_i       (row reduction, fold acc = fma(gw, x, acc))
-// and the row's weight-gradient term g_i * (x_i * r) is folded into
-// dweight_acc[i] with one fma, so a caller that walks the rows of a block in
-// order builds that block's partial.
+// and the row's weight-gradient term g_i * (x_i * r) is folded into the
+// column's accumulator with one fma. Walking the rows of a block in order
+// builds that block's partial; the blocks then merge by the tree.
+struct RmsNormGradCoefficients {
+  float r;  // 1 / rms of the row
+  float c;  // (dot / cols) * r^3
+};
+
+template <class T, class Worker = SerialRow>
+GOLDEN_INLINE RmsNormGradCoefficients rms_norm_grad_coefficients(const T* grad_out, const T* x,
+                                                                  const T* weight,
+                                                                  std::int64_t cols, float eps,
+                                                                  Worker worker = {}) {
+  const float r = rms_norm_inverse_rms(x, cols, eps, worker);
+  const float dot = canonical_row_sum(
+      cols,
+      [=](float acc, std::int64_t i) {
+        const float gw = to_float(grad_out[i]) * to_float(weight[i]);
+        return fma_rn(gw, to_float(x[i]), acc);
+      },
+      worker);
+  return {r, div_rn(dot, static_cast<float>(cols)) * (r * r * r)};
+}
+
+GOLDEN_INLINE float rms_norm_dx(float g, float x, float w, RmsNormGradCoefficients k) {
+  return g * w * k.r - x * k.c;
+}
+
+GOLDEN_INLINE float rms_norm_fold_dweight(float acc, float g, float x, float r) {
+  return fma_rn(g, x * r, acc);
+}
+
+// One row on one thread: dx, and the row's terms folded into dweight_acc.
 template <class T, class TOut>
 GOLDEN_INLINE void rms_norm_backward_row(const T* grad_out, const T* x, const T* weight, TOut* dx,
                                          float* dweight_acc, std::int64_t cols, float eps) {
-  const float r = rms_norm_inverse_rms(x, cols, eps);
-  const float dot = canonical_row_sum(cols, [=](float acc, std::int64_t i) {
-    const float gw = to_float(grad_out[i]) * to_float(weight[i]);
-    return fma_rn(gw, to_float(x[i]), acc);
-  });
-  const float c = div_rn(dot, static_cast<float>(cols)) * (r * r * r);
+  const RmsNormGradCoefficients k = rms_norm_grad_coefficients(grad_out, x, weight, cols, eps);
   for (std::int64_t i = 0; i < cols; ++i) {
     const float xi = to_float(x[i]);
     const float gi = to_float(grad_out[i]);
-    dx[i] = from_float<TOut>(gi * to_float(weight[i]) * r - xi * c);
-    dweight_acc[i] = fma_rn(gi, xi * r, dweight_acc[i]);
+    dx[i] = from_float<TOut>(rms_norm_dx(gi, xi, to_float(weight[i]), k));
+    dweight_acc[i] = rms_norm_fold_dweight(dweight_acc[i], gi, xi, k.r);
   }
+}
+
+// dweight[col]: the column's block partials (partials[b * cols + col]) merged
+// by the balanced tree; zero when there are no rows.
+template <class TOut>
+GOLDEN_INLINE TOut rms_norm_merge_dweight(const float* partials, std::int64_t blocks,
+                                          std::int64_t cols, std::int64_t col) {
+  if (blocks == 0) return from_float<TOut>(0.0f);
+  return from_float<TOut>(tree_reduce(partials + col, blocks, cols, AddCombine{}));
 }
 
 GOLDEN_CORE_END

@@ -1,0 +1,44 @@
+"""Shared benchmark helpers: median timing, measured copy bandwidth, tables.
+
+The machines are shared and noisy: every figure is a median of repeats and
+every comparison is a ratio measured in the same run."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+# Benchmarks import their references from the test suite instead of copying them.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def median_seconds(fn: Callable[[], object], repeats: int = 15, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def copy_bandwidth_gbs(num_bytes: int = 512 << 20, repeats: int = 15) -> float:
+    """Read + write GB/s of a large preallocated copy: the memory roofline."""
+    src = torch.empty(num_bytes // 4, dtype=torch.float32).uniform_()
+    dst = torch.empty_like(src)
+    seconds = median_seconds(lambda: dst.copy_(src), repeats)
+    return 2 * num_bytes / seconds / 1e9
+
+
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))

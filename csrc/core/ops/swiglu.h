@@ -1,0 +1,119 @@
+// SiLU, silu(x) = x * sigmoid(x), and SwiGLU, swiglu(gate, up) = silu(gate) * up,
+// forward and backward, element by element. Canonical order (each step one
+// fp32 rounding, contraction only where fma_rn is written):
+//   s = sigmoid_f32(x);  silu = x * s;  swiglu = silu(gate) * up
+//   silu'(x) = s * fma(x, sigmoid_f32(-x), 1)     (1 - s as sigmoid(-x): no cancellation)
+//   silu backward: dx = g * silu'(x)
+//   swiglu backward: dgate = (g * up) * silu'(gate),  dup = g * silu(gate)
+// Every output is rounded once, from fp32, to the output type. NaN bits follow
+// nan_policy.h with the arguments in the order written above (g first).
+#pragma once
+
+#include <cstdint>
+
+#include "../dtype.h"
+#include "../math.h"
+#include "../nan_policy.h"
+#include "../types.h"
+
+namespace golden {
+
+// Dense arrays of `count` elements, validated by the bindings. The gradient
+// and output types are the input type or fp32.
+struct SiluForwardProblem {
+  const void* x;
+  void* y;
+  DType dtype;
+  DType out_dtype;
+  std::int64_t count;
+};
+
+struct SiluBackwardProblem {
+  const void* grad_out;
+  const void* x;
+  void* dx;
+  DType dtype;
+  DType grad_dtype;
+  std::int64_t count;
+};
+
+struct SwigluForwardProblem {
+  const void* gate;
+  const void* up;
+  void* y;
+  DType dtype;
+  DType out_dtype;
+  std::int64_t count;
+};
+
+struct SwigluBackwardProblem {
+  const void* grad_out;
+  const void* gate;
+  const void* up;
+  void* dgate;
+  void* dup;
+  DType dtype;
+  DType grad_dtype;
+  std::int64_t count;
+};
+
+}  // namespace golden
+
+GOLDEN_CORE_BEGIN
+
+GOLDEN_INLINE float silu_f32(float x) { return apply_nan_policy(x * sigmoid_f32(x), x); }
+
+// d/dx x*sigmoid(x) = s + x*s*(1 - s) = s * (1 + x * sigmoid(-x)).
+GOLDEN_INLINE float silu_derivative_f32(float x) {
+  return sigmoid_f32(x) * fma_rn(x, sigmoid_f32(-x), 1.0f);
+}
+
+GOLDEN_INLINE float silu_backward_f32(float g, float x) {
+  return apply_nan_policy(g * silu_derivative_f32(x), g, x);
+}
+
+GOLDEN_INLINE float swiglu_f32(float gate, float up) {
+  return apply_nan_policy(silu_f32(gate) * up, gate, up);
+}
+
+GOLDEN_INLINE float swiglu_dgate_f32(float g, float gate, float up) {
+  return apply_nan_policy((g * up) * silu_derivative_f32(gate), g, gate, up);
+}
+
+GOLDEN_INLINE float swiglu_dup_f32(float g, float gate) {
+  return apply_nan_policy(g * silu_f32(gate), g, gate);
+}
+
+// The element loops every CPU path runs over a contiguous span; a GPU thread
+// runs one iteration. Branch-free bodies, so the compiler vectorises them.
+template <class T, class TOut>
+GOLDEN_INLINE void silu_forward_span(const T* x, TOut* y, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) y[i] = from_float<TOut>(silu_f32(to_float(x[i])));
+}
+
+template <class T, class TOut>
+GOLDEN_INLINE void silu_backward_span(const T* grad_out, const T* x, TOut* dx, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    dx[i] = from_float<TOut>(silu_backward_f32(to_float(grad_out[i]), to_float(x[i])));
+  }
+}
+
+template <class T, class TOut>
+GOLDEN_INLINE void swiglu_forward_span(const T* gate, const T* up, TOut* y, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    y[i] = from_float<TOut>(swiglu_f32(to_float(gate[i]), to_float(up[i])));
+  }
+}
+
+template <class T, class TOut>
+GOLDEN_INLINE void swiglu_backward_span(const T* grad_out, const T* gate, const T* up, TOut* dgate,
+                                        TOut* dup, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float g = to_float(grad_out[i]);
+    const float a = to_float(gate[i]);
+    dgate[i] = from_float<TOut>(swiglu_dgate_f32(g, a, to_float(up[i])));
+    dup[i] = from_float<TOut>(swiglu_dup_f32(g, a));
+  }
+}
+
+GOLDEN_CORE_END

@@ -1,0 +1,56 @@
+// RoPE on the CPU: tokens spread over threads; per token the cos/sin of a
+// chunk of frequencies are computed once (core::rope_cos_sin) and applied to
+// every head (core::rope_rotate_head). Numerics: csrc/core/ops/rope.h.
+#include "../core/ops/rope.h"
+#include "../core/reduce.h"
+#include "target.h"
+
+GOLDEN_CPU_BEGIN
+namespace {
+
+constexpr std::int64_t kMinTokensPerTask = 4;
+
+template <class T, class TOut>
+void rotate_token(const RopeProblem& p, std::int64_t t) {
+  const std::int64_t half = p.head_dim / 2;
+  const std::int64_t position = core::load_position(p.positions, p.positions_int64, t);
+  const T* x = static_cast<const T*>(p.x) + t * p.heads * p.head_dim;
+  TOut* out = static_cast<TOut*>(p.out) + t * p.heads * p.head_dim;
+  float c[kRopeFrequencyChunk];
+  float s[kRopeFrequencyChunk];
+  for (std::int64_t first = 0; first < half; first += kRopeFrequencyChunk) {
+    const std::int64_t n = half - first < kRopeFrequencyChunk ? half - first : kRopeFrequencyChunk;
+    core::rope_cos_sin(position, p.inv_freq, first, n, p.transpose, c, s);
+    for (std::int64_t h = 0; h < p.heads; ++h) {
+      core::rope_rotate_head(x + h * p.head_dim, out + h * p.head_dim, half, first, n, c, s);
+    }
+  }
+}
+
+template <class T, class TOut>
+void rotate_tokens(const RopeProblem& p, int num_threads) {
+  const std::int64_t per_task = items_per_task(p.tokens, num_threads, kMinTokensPerTask);
+  auto body = [&](std::int64_t task) {
+    const std::int64_t begin = task * per_task;
+    const std::int64_t end = begin + per_task < p.tokens ? begin + per_task : p.tokens;
+    for (std::int64_t t = begin; t < end; ++t) rotate_token<T, TOut>(p, t);
+  };
+  parallel_tasks(core::ceil_div(p.tokens, per_task), num_threads, body);
+}
+
+}  // namespace
+
+void rope_inverse_frequencies(float* inv_freq, std::int64_t head_dim, float theta,
+                              int /*num_threads*/) {
+  for (std::int64_t i = 0; i < head_dim / 2; ++i) {
+    inv_freq[i] = core::rope_inverse_frequency(i, head_dim, theta);
+  }
+}
+
+void rope_apply(const RopeProblem& problem, int num_threads) {
+  visit_input_output_types(problem.dtype, problem.out_dtype, [&](auto in, auto out) {
+    rotate_tokens<decltype(in), decltype(out)>(problem, num_threads);
+  });
+}
+
+GOLDEN_CPU_END

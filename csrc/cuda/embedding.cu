@@ -1,0 +1,187 @@
+// Embedding on the GPU. Ids are checked first (a kernel finds the first
+// out-of-range position with an integer atomicMin, the host reads it back and
+// the bindings raise). Forward: one block per token copies its row with
+// core::embedding_gather_row. Backward: token positions are sorted by id with
+// CUB's stable radix sort (positions stay in token order inside an id), then
+// one block per vocabulary row, one thread per column, adds that row's tokens
+// in order with core::embedding_grad_add: the CPU's sums, bit for bit.
+// No floating-point atomics.
+#include <cub/device/device_radix_sort.cuh>
+
+#include "../core/ops/embedding.h"
+#include "gpu_runtime.h"
+#include "kernels.h"
+
+namespace golden::gpu {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr unsigned long long kNoInvalidId = ~0ull;
+
+// A device buffer for one launcher call, released on the stream.
+class StreamBuffer {
+ public:
+  StreamBuffer(std::size_t bytes, cudaStream_t stream) : stream_(stream) {
+    check(cudaMallocAsync(&data_, bytes == 0 ? 1 : bytes, stream), "embedding: cudaMallocAsync");
+  }
+  ~StreamBuffer() { (void)cudaFreeAsync(data_, stream_); }
+  StreamBuffer(const StreamBuffer&) = delete;
+  StreamBuffer& operator=(const StreamBuffer&) = delete;
+  template <class U>
+  U* as() const {
+    return static_cast<U*>(data_);
+  }
+
+ private:
+  void* data_ = nullptr;
+  cudaStream_t stream_;
+};
+
+__global__ void find_invalid_kernel(EmbeddingIds ids, std::int64_t vocab, unsigned long long* first) {
+  const std::int64_t t = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t >= ids.count) return;
+  if (!core::id_in_range(core::load_id(ids, t), vocab)) atomicMin(first, static_cast<unsigned long long>(t));
+}
+
+template <class T, class TOut>
+__global__ void gather_kernel(EmbeddingIds ids, const T* weight, TOut* out, std::int64_t dim) {
+  const std::int64_t t = blockIdx.x;
+  const T* row = weight + core::load_id(ids, t) * dim;
+  for (std::int64_t c = threadIdx.x; c < dim; c += kThreads) {
+    core::embedding_gather_row(row + c, out + t * dim + c, 1);
+  }
+}
+
+template <class Id>
+__global__ void keys_and_positions_kernel(const Id* ids, std::int64_t count, Id* keys, std::int64_t* positions) {
+  const std::int64_t t = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t >= count) return;
+  keys[t] = ids[t];
+  positions[t] = t;
+}
+
+// bucket_begin[v] = first k with sorted_ids[k] >= v, for v in [0, vocab].
+template <class Id>
+__global__ void bucket_begin_kernel(const Id* sorted_ids, std::int64_t count, std::int64_t vocab,
+                                    std::int64_t* bucket_begin) {
+  const std::int64_t v = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (v > vocab) return;
+  std::int64_t lo = 0;
+  std::int64_t hi = count;
+  while (lo < hi) {
+    const std::int64_t mid = lo + (hi - lo) / 2;
+    if (static_cast<std::int64_t>(sorted_ids[mid]) < v) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  bucket_begin[v] = lo;
+}
+
+template <class T, class TOut>
+__global__ void sum_rows_kernel(const T* grad, const std::int64_t* bucket_begin, const std::int64_t* order,
+                                TOut* dweight, std::int64_t dim) {
+  const std::int64_t v = blockIdx.x;
+  for (std::int64_t c = threadIdx.x; c < dim; c += kThreads) {
+    float acc = 0.0f;
+    for (std::int64_t k = bucket_begin[v]; k < bucket_begin[v + 1]; ++k) {
+      acc = core::embedding_grad_add(acc, core::to_float(grad[order[k] * dim + c]));
+    }
+    dweight[v * dim + c] = core::from_float<TOut>(acc);
+  }
+}
+
+int bits_for(std::int64_t vocab) {
+  int bits = 1;
+  while (bits < 63 && (std::int64_t{1} << bits) < vocab) ++bits;
+  return bits;
+}
+
+// Sorts (id, position) pairs by id, stably; fills bucket_begin and order.
+template <class Id>
+void sort_tokens_by_id(const EmbeddingBackwardProblem& p, cudaStream_t stream) {
+  const std::int64_t count = p.ids.count;
+  std::int64_t* bucket_begin = p.workspace;
+  std::int64_t* order = p.workspace + p.vocab + 1;
+  StreamBuffer keys(2 * count * sizeof(Id), stream);
+  StreamBuffer positions(count * sizeof(std::int64_t), stream);
+  Id* keys_in = keys.as<Id>();
+  Id* keys_out = keys_in + count;
+  if (count > 0) {
+    keys_and_positions_kernel<<<grid_for(count, kThreads), kThreads, 0, stream>>>(
+        static_cast<const Id*>(p.ids.data), count, keys_in, positions.as<std::int64_t>());
+    check_launch("embedding_backward (keys)");
+    std::size_t temp_bytes = 0;
+    check(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, keys_in, keys_out, positions.as<std::int64_t>(),
+                                          order, count, 0, bits_for(p.vocab), stream),
+          "embedding_backward (sort size)");
+    StreamBuffer temp(temp_bytes, stream);
+    check(cub::DeviceRadixSort::SortPairs(temp.as<void>(), temp_bytes, keys_in, keys_out,
+                                          positions.as<std::int64_t>(), order, count, 0, bits_for(p.vocab),
+                                          stream),
+          "embedding_backward (sort)");
+  }
+  bucket_begin_kernel<<<grid_for(p.vocab + 1, kThreads), kThreads, 0, stream>>>(keys_out, count, p.vocab,
+                                                                               bucket_begin);
+  check_launch("embedding_backward (buckets)");
+}
+
+}  // namespace
+
+void embedding_find_invalid_id(const EmbeddingIds& ids, std::int64_t vocab, InvalidId* result,
+                               std::uintptr_t stream) {
+  *result = InvalidId{-1, 0};
+  if (ids.count == 0) return;
+  const cudaStream_t s = as_stream(stream);
+  StreamBuffer first(sizeof(unsigned long long), s);
+  check(cudaMemsetAsync(first.as<void>(), 0xFF, sizeof(unsigned long long), s), "embedding ids (memset)");
+  find_invalid_kernel<<<grid_for(ids.count, kThreads), kThreads, 0, s>>>(ids, vocab,
+                                                                        first.as<unsigned long long>());
+  check_launch("embedding ids");
+  unsigned long long position = kNoInvalidId;
+  check(cudaMemcpyAsync(&position, first.as<void>(), sizeof(position), cudaMemcpyDeviceToHost, s),
+        "embedding ids (copy)");
+  check(cudaStreamSynchronize(s), "embedding ids (sync)");
+  if (position == kNoInvalidId) return;
+  const std::size_t id_size = ids.is_int64 ? sizeof(std::int64_t) : sizeof(std::int32_t);
+  std::int64_t value64 = 0;
+  std::int32_t value32 = 0;
+  void* value = ids.is_int64 ? static_cast<void*>(&value64) : static_cast<void*>(&value32);
+  check(cudaMemcpy(value, static_cast<const char*>(ids.data) + position * id_size, id_size,
+                   cudaMemcpyDeviceToHost),
+        "embedding ids (copy value)");
+  *result = InvalidId{static_cast<std::int64_t>(position), ids.is_int64 ? value64 : value32};
+}
+
+void embedding_forward(const EmbeddingForwardProblem& p, std::uintptr_t stream) {
+  if (p.ids.count == 0 || p.dim == 0) return;
+  visit_in_out(p.dtype, p.out_dtype, [&](auto in, auto out) {
+    using T = decltype(in);
+    using TOut = decltype(out);
+    gather_kernel<T, TOut><<<static_cast<unsigned>(p.ids.count), kThreads, 0, as_stream(stream)>>>(
+        p.ids, static_cast<const T*>(p.weight), static_cast<TOut*>(p.out), p.dim);
+  });
+  check_launch("embedding_forward");
+}
+
+void embedding_backward(const EmbeddingBackwardProblem& p, std::uintptr_t stream) {
+  if (p.vocab == 0) return;
+  const cudaStream_t s = as_stream(stream);
+  if (p.ids.is_int64) {
+    sort_tokens_by_id<std::int64_t>(p, s);
+  } else {
+    sort_tokens_by_id<std::int32_t>(p, s);
+  }
+  if (p.dim == 0) return;
+  visit_in_out(p.dtype, p.grad_dtype, [&](auto in, auto out) {
+    using T = decltype(in);
+    using TOut = decltype(out);
+    sum_rows_kernel<T, TOut><<<static_cast<unsigned>(p.vocab), kThreads, 0, s>>>(
+        static_cast<const T*>(p.grad_out), p.workspace, p.workspace + p.vocab + 1,
+        static_cast<TOut*>(p.dweight), p.dim);
+  });
+  check_launch("embedding_backward (sums)");
+}
+
+}  // namespace golden::gpu

@@ -1,0 +1,65 @@
+// RoPE on the GPU: one thread block per token. For each chunk of
+// kRopeFrequencyChunk frequencies the block's threads compute the cos/sin
+// (core::rope_cos_sin, one frequency each) into shared memory, then rotate
+// every (head, frequency) pair of the chunk (core::rope_rotate_head with
+// n = 1). Numerics: csrc/core/ops/rope.h, the same calls as the CPU's.
+#include "../core/ops/rope.h"
+#include "gpu_runtime.h"
+#include "kernels.h"
+
+namespace golden::gpu {
+namespace {
+
+constexpr int kThreads = 256;
+static_assert(kRopeFrequencyChunk <= kThreads, "one thread per frequency of a chunk");
+
+__global__ void inverse_frequencies_kernel(float* inv_freq, std::int64_t head_dim, float theta) {
+  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < head_dim / 2) inv_freq[i] = core::rope_inverse_frequency(i, head_dim, theta);
+}
+
+template <class T, class TOut>
+__global__ void rotate_token_kernel(RopeProblem p) {
+  __shared__ float c[kRopeFrequencyChunk];
+  __shared__ float s[kRopeFrequencyChunk];
+  const std::int64_t t = blockIdx.x;
+  const std::int64_t half = p.head_dim / 2;
+  const std::int64_t position = core::load_position(p.positions, p.positions_int64, t);
+  const T* x = static_cast<const T*>(p.x) + t * p.heads * p.head_dim;
+  TOut* out = static_cast<TOut*>(p.out) + t * p.heads * p.head_dim;
+  for (std::int64_t first = 0; first < half; first += kRopeFrequencyChunk) {
+    const std::int64_t n = half - first < kRopeFrequencyChunk ? half - first : kRopeFrequencyChunk;
+    if (threadIdx.x < n) {
+      core::rope_cos_sin(position, p.inv_freq, first + threadIdx.x, 1, p.transpose, c + threadIdx.x,
+                         s + threadIdx.x);
+    }
+    __syncthreads();
+    for (std::int64_t job = threadIdx.x; job < p.heads * n; job += kThreads) {
+      const std::int64_t h = job / n;
+      const std::int64_t k = job % n;
+      core::rope_rotate_head(x + h * p.head_dim, out + h * p.head_dim, half, first + k, 1, c + k, s + k);
+    }
+    __syncthreads();
+  }
+}
+
+}  // namespace
+
+void rope_inverse_frequencies(float* inv_freq, std::int64_t head_dim, float theta, std::uintptr_t stream) {
+  if (head_dim < 2) return;
+  inverse_frequencies_kernel<<<grid_for(head_dim / 2, kThreads), kThreads, 0, as_stream(stream)>>>(
+      inv_freq, head_dim, theta);
+  check_launch("rope_inverse_frequencies");
+}
+
+void rope_apply(const RopeProblem& p, std::uintptr_t stream) {
+  if (p.tokens == 0 || p.heads == 0) return;
+  visit_in_out(p.dtype, p.out_dtype, [&](auto in, auto out) {
+    using T = decltype(in);
+    using TOut = decltype(out);
+    rotate_token_kernel<T, TOut><<<static_cast<unsigned>(p.tokens), kThreads, 0, as_stream(stream)>>>(p);
+  });
+  check_launch("rope_apply");
+}
+
+}  // namespace golden::gpu

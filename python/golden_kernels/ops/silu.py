@@ -1,0 +1,42 @@
+"""SiLU: y = x * sigmoid(x), elementwise, with the core's deterministic
+sigmoid. Numerics: csrc/core/ops/swiglu.h; docs/ops/swiglu.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import _C, _arrays
+from ..registry import resolve_backend
+
+
+def _forward(x: Any, backend: str | None, fp32: bool) -> Any:
+    _arrays.check_array(x, "x")
+    backend = resolve_backend(backend, x)
+    out = _arrays.empty(x, _arrays.shape(x), "float32" if fp32 else _arrays.dtype_name(x))
+    _C.silu_forward(backend, _arrays.stream(x), _arrays.capsule(x), _arrays.capsule(out))
+    return out
+
+
+def forward(x: Any, *, backend: str | None = None) -> Any:
+    """silu(x) in fp32, rounded once to x's dtype."""
+    return _forward(x, backend, fp32=False)
+
+
+def forward_fp32(x: Any, *, backend: str | None = None) -> Any:
+    """silu(x) in fp32, unrounded."""
+    return _forward(x, backend, fp32=True)
+
+
+def backward(grad_out: Any, x: Any, *, backend: str | None = None, fp32: bool = False) -> Any:
+    """dx = grad_out * silu'(x), rounded once to x's dtype (float32 with fp32=True)."""
+    _arrays.check_array(grad_out, "grad_out")
+    _arrays.check_array(x, "x")
+    backend = resolve_backend(backend, grad_out, x)
+    dx = _arrays.empty(x, _arrays.shape(x), "float32" if fp32 else _arrays.dtype_name(x))
+    _C.silu_backward(backend, _arrays.stream(x), _arrays.capsule(grad_out), _arrays.capsule(x), _arrays.capsule(dx))
+    return dx
+
+
+def silu(x: Any, *, backend: str | None = None) -> Any:
+    """Functional SiLU (see forward)."""
+    return forward(x, backend=backend)

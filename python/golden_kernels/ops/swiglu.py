@@ -1,0 +1,52 @@
+"""SwiGLU: y = silu(gate) * up, elementwise (the Qwen3 MLP's activation).
+Numerics: csrc/core/ops/swiglu.h; docs/ops/swiglu.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import _C, _arrays
+from ..registry import resolve_backend
+
+
+def _check(gate: Any, up: Any) -> None:
+    _arrays.check_array(gate, "gate")
+    _arrays.check_array(up, "up")
+
+
+def _forward(gate: Any, up: Any, backend: str | None, fp32: bool) -> Any:
+    _check(gate, up)
+    backend = resolve_backend(backend, gate, up)
+    out = _arrays.empty(gate, _arrays.shape(gate), "float32" if fp32 else _arrays.dtype_name(gate))
+    _C.swiglu_forward(backend, _arrays.stream(gate), _arrays.capsule(gate), _arrays.capsule(up), _arrays.capsule(out))
+    return out
+
+
+def forward(gate: Any, up: Any, *, backend: str | None = None) -> Any:
+    """silu(gate) * up in fp32, rounded once to the inputs' dtype."""
+    return _forward(gate, up, backend, fp32=False)
+
+
+def forward_fp32(gate: Any, up: Any, *, backend: str | None = None) -> Any:
+    """silu(gate) * up in fp32, unrounded."""
+    return _forward(gate, up, backend, fp32=True)
+
+
+def backward(grad_out: Any, gate: Any, up: Any, *, backend: str | None = None,
+             fp32: bool = False) -> tuple[Any, Any]:
+    """(dgate, dup) = (grad_out * up * silu'(gate), grad_out * silu(gate)),
+    each rounded once to the inputs' dtype (float32 with fp32=True)."""
+    _check(gate, up)
+    _arrays.check_array(grad_out, "grad_out")
+    backend = resolve_backend(backend, grad_out, gate, up)
+    grad_dtype = "float32" if fp32 else _arrays.dtype_name(gate)
+    dgate = _arrays.empty(gate, _arrays.shape(gate), grad_dtype)
+    dup = _arrays.empty(gate, _arrays.shape(gate), grad_dtype)
+    _C.swiglu_backward(backend, _arrays.stream(gate), _arrays.capsule(grad_out), _arrays.capsule(gate),
+                       _arrays.capsule(up), _arrays.capsule(dgate), _arrays.capsule(dup))
+    return dgate, dup
+
+
+def swiglu(gate: Any, up: Any, *, backend: str | None = None) -> Any:
+    """Functional SwiGLU (see forward)."""
+    return forward(gate, up, backend=backend)

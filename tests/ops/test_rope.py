@@ -1,0 +1,289 @@
+"""rope against the contract: the inverse-frequency table is HF's fp32 formula
+correctly rounded; Axis-C every CPU path equal to the scalar reference on raw
+bits; Axis-A T1-T3, T5 (chunked prefill / decode), T6 (packing), T7; Axis-B
+against float64 at HF's fp32 angles (rigorous bound) and against HF's rotary
+code entirely in float64 (bound including the fp32 angle); bad input."""
+
+from __future__ import annotations
+
+import decimal
+
+import numpy as np
+import pytest
+import torch
+
+import golden_kernels as gk
+from golden_kernels.ops.rope import inverse_frequencies
+from golden_kernels.testing import assert_bitwise_equal, assert_peer_floor, assert_within, ulp, unit_roundoff
+from golden_kernels.testing.bounds import smallest_subnormal
+
+from .. import reference
+from ..conftest import FLOAT_DTYPES, dtype_id
+
+THETA = 1_000_000.0  # Qwen3
+HEADS, HEAD_DIM = 32, 128
+# csrc/core/math.h's sin_f32/cos_f32 error, measured by tests/core/math_ulp.cpp,
+# rounded up to 1 ulp: at most 2u relative.
+TRIG_RELATIVE = 2 * unit_roundoff()
+CONFIGS = [(128, 1e6), (128, 1e4), (64, 1e4), (80, 1e4), (96, 1e6), (256, 5e5), (2, 10.0), (6, 3.0)]
+
+
+def rows(tokens, heads, head_dim, dtype, gen):
+    return torch.randn(tokens, heads, head_dim, generator=gen).to(dtype)
+
+
+def correctly_rounded_inv_freq(head_dim: int, theta: float) -> np.ndarray:
+    """RN(1 / RN(theta ** RN(2i / D))) in float32 with exact intermediate powers (decimal, 50 digits)."""
+    decimal.getcontext().prec = 50
+    out = []
+    for i in range(head_dim // 2):
+        e = np.float32(2 * i) / np.float32(head_dim)
+        exact = decimal.Decimal(float(np.float32(theta))) ** decimal.Decimal(float(e))
+        guess = np.float32(float(exact))
+        candidates = [np.nextafter(guess, np.float32(0)), guess, np.nextafter(guess, np.float32(np.inf))]
+        power = min(candidates, key=lambda c: abs(decimal.Decimal(float(c)) - exact))
+        out.append(np.float32(1) / power)
+    return np.array(out, dtype=np.float32)
+
+
+def fp32_bound(x, positions, inv_freq):
+    """|out - ref| at fp32 angles: cos/sin within 2u, two products and a sum
+    rounded once each, over the terms' magnitudes |x1 c| + |x2 s|."""
+    u = unit_roundoff()
+    angles = (positions.float()[..., None] * inv_freq).double()
+    c = torch.cat((angles.cos(), angles.cos()), -1).unsqueeze(-2).abs()
+    s = torch.cat((angles.sin(), angles.sin()), -1).unsqueeze(-2).abs()
+    x64 = x.double().abs()
+    half = x.shape[-1] // 2
+    partner = torch.cat((x64[..., half:], x64[..., :half]), -1)
+    return (TRIG_RELATIVE + 3 * u) * (x64 * c + partner * s) + 4 * smallest_subnormal(torch.float32)
+
+
+def rounded(bound, ref, dtype):
+    if dtype == torch.float32:
+        return bound
+    return bound + 0.5 * ulp(ref.abs() + bound, dtype) + smallest_subnormal(dtype)
+
+
+# ---- The inverse frequencies --------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("head_dim, theta", CONFIGS)
+def test_inverse_frequencies_are_hf_formula_correctly_rounded(backend, head_dim, theta):
+    ours = inverse_frequencies(head_dim, theta, backend=backend)
+    assert_bitwise_equal(ours, torch.from_numpy(correctly_rounded_inv_freq(head_dim, theta)), "table")
+
+
+@pytest.mark.parametrize("head_dim, theta", CONFIGS)
+def test_inverse_frequencies_near_torch_hf(head_dim, theta):
+    """HF computes the table with torch's fp32 pow, which is not always correctly
+    rounded (on this CPU Qwen3's entry 37 is 1 ulp off); ours differs by at most
+    1 ulp in a handful of entries."""
+    ours = inverse_frequencies(head_dim, theta)
+    hf = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    distance = (ours.view(torch.int32) - hf.view(torch.int32)).abs()
+    assert int(distance.max()) <= 1 and int((distance > 0).sum()) <= max(2, head_dim // 32)
+
+
+# ---- Axis-C: every CPU path gives the reference's bits ---------------------------------
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("head_dim", (2, 6, 128, 200, 256))
+@pytest.mark.parametrize("pos_dtype", (torch.int32, torch.int64), ids=dtype_id)
+def test_cpu_paths_equal_reference(cpu_isa, threads, dtype, head_dim, pos_dtype, gen):
+    x = rows(37, 3, head_dim, dtype, gen)
+    positions = torch.randint(0, 200000, (37,), generator=gen, dtype=pos_dtype)
+    positions[:3] = torch.tensor([0, 1, 2**24 + 1])
+    threads(2)
+    fast, ref = gk.get_op("rope", "cpu"), gk.get_op("rope", "reference")
+    assert_bitwise_equal(fast.forward(x, positions), ref.forward(x, positions), "forward")
+    assert_bitwise_equal(fast.forward_fp32(x, positions), ref.forward_fp32(x, positions), "forward_fp32")
+    assert_bitwise_equal(fast.backward(x, positions), ref.backward(x, positions), "backward")
+    assert_bitwise_equal(fast.backward(x, positions, fp32=True), ref.backward(x, positions, fp32=True), "bwd fp32")
+
+
+# ---- Axis-A: a token's bits depend only on itself and its position -----------------------
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_batch_invariance_T1_T2_T3(backend, gen):
+    x = torch.randn(8, 16, 4, 128, generator=gen).to(torch.bfloat16)
+    positions = torch.arange(16).repeat(8, 1)
+    op = gk.get_op("rope", backend)
+    y = op.forward(x, positions)
+    dx = op.backward(x, positions)
+    assert_bitwise_equal(op.forward(x[3:4], positions[3:4])[0], y[3], "T1")
+    assert_bitwise_equal(op.backward(x[3:4], positions[3:4])[0], dx[3], "T1 backward")
+    perm = torch.randperm(8, generator=gen)
+    assert_bitwise_equal(op.forward(x[perm], positions[perm]), y[perm], "T2")
+    other = torch.randn(8, 16, 4, 128, generator=gen).to(torch.bfloat16) * 100
+    other[3] = x[3]
+    assert_bitwise_equal(op.forward(other, positions)[3], y[3], "T3")
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_padding_packing_chunking_decode_T4_T5_T6(backend, gen):
+    """Two sequences (lengths 5 and 9): padded right, padded left (positions
+    counted from the first real token, pads at position 0 or garbage), packed
+    end to end, chunked prefill and one-token decode steps all give the same
+    bits for the same token at the same position."""
+    op = gk.get_op("rope", backend)
+    lengths = (5, 9)
+    seqs = [torch.randn(n, 8, 128, generator=gen).to(torch.bfloat16) for n in lengths]
+    pos = [torch.arange(n) + 100 * k for k, n in enumerate(lengths)]  # any explicit positions
+    packed = op.forward(torch.cat(seqs), torch.cat(pos))
+    expected = list(torch.split(packed, lengths))
+    width = max(lengths)
+    right = torch.full((2, width, 8, 128), float("nan"), dtype=torch.bfloat16)
+    left = right.clone()
+    right_pos = torch.zeros(2, width, dtype=torch.int64)
+    left_pos = torch.full((2, width), -1, dtype=torch.int64)
+    for k, n in enumerate(lengths):
+        right[k, :n], right_pos[k, :n] = seqs[k], pos[k]
+        left[k, width - n:], left_pos[k, width - n:] = seqs[k], pos[k]
+    out_right, out_left = op.forward(right, right_pos), op.forward(left, left_pos)
+    for k, n in enumerate(lengths):
+        assert_bitwise_equal(out_right[k, :n], expected[k], f"T4 right padding, seq {k}")
+        assert_bitwise_equal(out_left[k, width - n:], expected[k], f"T4 left padding, seq {k}")
+        chunks = [op.forward(c, p) for c, p in zip(torch.split(seqs[k], 4), torch.split(pos[k], 4))]
+        assert_bitwise_equal(torch.cat(chunks), expected[k], f"T5 chunked prefill, seq {k}")
+        steps = [op.forward(seqs[k][t:t + 1], pos[k][t:t + 1]) for t in range(n)]
+        assert_bitwise_equal(torch.cat(steps), expected[k], f"T5 decode, seq {k}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
+def test_thread_count_invariance_T7(threads, dtype, gen):
+    x = rows(301, 5, 128, dtype, gen)
+    positions = torch.randint(0, 40000, (301,), generator=gen)
+    results = []
+    for n in (1, 2, 3, 8):
+        threads(n)
+        op = gk.get_op("rope", "cpu")
+        results.append((op.forward(x, positions), op.backward(x, positions)))
+    for n, result in zip((2, 3, 8), results[1:]):
+        for got, want, what in zip(result, results[0], ("y", "dx")):
+            assert_bitwise_equal(got, want, f"{what} with {n} threads vs 1")
+
+
+# ---- Axis-B: accuracy against float64 ------------------------------------------------
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
+def test_forward_within_bound_at_hf_fp32_angles(dtype, gen):
+    x = rows(256, 4, HEAD_DIM, dtype, gen)
+    positions = torch.cat([torch.arange(128), torch.randint(0, 40960, (128,), generator=gen)])
+    inv_freq = inverse_frequencies(HEAD_DIM, THETA)
+    ref = reference.rope_at_fp32_angles(x, positions, inv_freq)
+    bound = fp32_bound(x, positions, inv_freq)
+    assert_within(gk.get_op("rope").forward_fp32(x, positions), ref, bound, "forward_fp32")
+    out = gk.rope(x, positions)
+    assert out.dtype == dtype
+    assert_within(out, ref, rounded(bound, ref, dtype), "forward")
+    assert_peer_floor(out, ref, "elementwise", dtype, "peer floor")
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
+def test_backward_within_bound_at_hf_fp32_angles(dtype, gen):
+    g = rows(128, 4, HEAD_DIM, dtype, gen)
+    positions = torch.randint(0, 40960, (128,), generator=gen)
+    inv_freq = inverse_frequencies(HEAD_DIM, THETA)
+    x64 = torch.zeros(g.shape, dtype=torch.float64, requires_grad=True)
+    reference.rope_at_fp32_angles(x64, positions, inv_freq).backward(g.double())
+    bound = fp32_bound(g, positions, inv_freq)
+    op = gk.get_op("rope")
+    assert_within(op.backward(g, positions, fp32=True), x64.grad, bound, "dx fp32")
+    dx = op.backward(g, positions)
+    assert_bitwise_equal(dx, op.backward(g, positions, fp32=True).to(dtype), "dx rounded once")
+    assert_peer_floor(dx, x64.grad, "elementwise", dtype, "peer floor")
+
+
+def float64_truth_bound(x, positions):
+    """Bound against HF's rotary code entirely in float64: the fp32 bound plus
+    the fp32 angle's own error (as HF computes it), |x partner| * |angle64 - angle32|."""
+    inv_freq = inverse_frequencies(HEAD_DIM, THETA)
+    inv64 = 1.0 / (THETA ** (torch.arange(0, HEAD_DIM, 2, dtype=torch.float64) / HEAD_DIM))
+    angle32 = (positions.float()[..., None] * inv_freq).double()
+    angle_error = (positions.double()[..., None] * inv64 - angle32).abs()
+    angle_error = torch.cat((angle_error, angle_error), -1).unsqueeze(-2)
+    x64 = x.double().abs()
+    half = HEAD_DIM // 2
+    magnitude = x64 + torch.cat((x64[..., half:], x64[..., :half]), -1)
+    return fp32_bound(x, positions, inv_freq) + magnitude * angle_error
+
+
+def test_against_hf_entirely_in_float64(gen):
+    x = rows(512, 2, HEAD_DIM, torch.float32, gen)
+    positions = torch.randint(0, 32768, (512,), generator=gen)
+    ref = reference.rope_hf_float64(x, positions, THETA)
+    bound = float64_truth_bound(x, positions)
+    assert_within(gk.get_op("rope").forward_fp32(x, positions), ref, bound, "fp32 vs float64 HF")
+
+
+def test_bf16_rounded_once_from_near_truth_and_beats_hf_eager(gen):
+    """bf16 output within half a bf16 ulp of a value within the float64 bound
+    of HF's rotary code in float64, and never further from it than HF's own
+    bf16 eager path (cos/sin and every op rounded to bf16) is at its worst."""
+    x = torch.randn(2, 1024, 8, HEAD_DIM, generator=gen).to(torch.bfloat16)
+    positions = torch.stack([torch.arange(1024), torch.arange(3072, 4096)])
+    ref = reference.rope_hf_float64(x, positions, THETA)
+    ours = gk.rope(x, positions)
+    assert_within(ours, ref, rounded(float64_truth_bound(x, positions), ref, torch.bfloat16), "bf16")
+    hf_error = (reference.rope_hf_eager(x, positions, THETA).double() - ref).abs()
+    assert float((ours.double() - ref).abs().max()) <= float(hf_error.max())
+
+
+# ---- API, bad input and no mutation ----------------------------------------------------
+
+def test_inputs_are_not_mutated(gen):
+    x = rows(6, 2, 8, torch.bfloat16, gen)
+    positions = torch.arange(6, dtype=torch.int32)
+    copies = [t.clone() for t in (x, positions)]
+    gk.rope(x, positions)
+    gk.get_op("rope").backward(x, positions)
+    for before, after in zip(copies, (x, positions)):
+        assert_bitwise_equal(after, before, "input changed")
+
+
+def test_numpy_empty_and_position_zero(gen):
+    x = rows(4, 2, 8, torch.float32, gen)
+    positions = torch.tensor([0, 1, 2, 3])
+    y = gk.rope(x.numpy(), positions.numpy())
+    assert type(y).__name__ == "ndarray"
+    assert_bitwise_equal(torch.from_numpy(y), gk.rope(x, positions), "numpy")
+    assert_bitwise_equal(gk.rope(x[:1], positions[:1]), x[:1], "position 0 is the identity")
+    assert gk.rope(torch.zeros(0, 2, 8), torch.zeros(0, dtype=torch.int64)).shape == (0, 2, 8)
+
+
+def test_nan_stays_in_its_pair(gen):
+    x = rows(2, 1, 8, torch.float32, gen)
+    x[0, 0, 1] = float("nan")
+    y = gk.rope(x, torch.tensor([5, 5]))
+    assert bool(y[0, 0, [1, 5]].isnan().all()) and not bool(y[0, 0, [0, 2, 3, 4, 6, 7]].isnan().any())
+    assert_bitwise_equal(y[1], gk.rope(x[1:], torch.tensor([5]))[0], "other token")
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda: (torch.zeros(4, 8), torch.zeros(4, dtype=torch.int64)), ValueError, "expected \\[batch, seq, heads, head_dim\\]"),
+        (lambda: (torch.zeros(4, 2, 7), torch.zeros(4, dtype=torch.int64)), ValueError, "head_dim .* must be even"),
+        (lambda: (torch.zeros(4, 2, 0), torch.zeros(4, dtype=torch.int64)), ValueError, "head_dim .* must be even"),
+        (lambda: (torch.zeros(4, 2, 8), torch.zeros(4)), TypeError, "positions: expected int32 or int64"),
+        (lambda: (torch.zeros(4, 2, 8), torch.zeros(5, dtype=torch.int64)), ValueError, r"positions: expected shape \(4,\)"),
+        (lambda: (torch.zeros(2, 4, 2, 8), torch.zeros(4, 2, dtype=torch.int64)), ValueError, r"positions: expected shape \(2, 4\)"),
+        (lambda: (torch.zeros(2, 4, 2, 8), torch.zeros(8, dtype=torch.int64)), ValueError, r"positions: expected shape \(2, 4\)"),
+        (lambda: (torch.zeros(4, 2, 8, dtype=torch.int32), torch.zeros(4, dtype=torch.int64)), TypeError, "x: expected float32"),
+        (lambda: (torch.zeros(4, 2, 8, dtype=torch.float64), torch.zeros(4, dtype=torch.int64)), TypeError, "unsupported dtype"),
+        (lambda: (torch.zeros(8, 2, 4).transpose(0, 2), torch.zeros(4, dtype=torch.int64)), ValueError, "contiguous"),
+        (lambda: (torch.zeros(4, 2, 8), torch.zeros(8, dtype=torch.int64)[::2]), ValueError, "positions: expected a contiguous"),
+        (lambda: (torch.zeros(4, 2, 8), [0, 1, 2, 3]), TypeError, "torch.Tensor or numpy.ndarray"),
+    ],
+)
+def test_bad_input_raises_clearly(make, error, match):
+    x, positions = make()
+    with pytest.raises(error, match=match):
+        gk.rope(x, positions)
+
+
+@pytest.mark.parametrize("theta", [0.0, -1.0, float("nan"), float("inf")])
+def test_bad_theta_is_rejected(theta):
+    with pytest.raises(ValueError, match="theta"):
+        gk.rope(torch.zeros(1, 1, 8), torch.zeros(1, dtype=torch.int64), theta=theta)

@@ -1,0 +1,249 @@
+"""silu and swiglu against the contract: Axis-C every CPU path equal to the
+scalar reference on raw bits; Axis-A invariance; Axis-B accuracy against
+float64 with a rigorous bound and the peer floor; bad input; no mutation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import golden_kernels as gk
+from golden_kernels.testing import assert_bitwise_equal, assert_peer_floor, assert_within, ulp, unit_roundoff
+from golden_kernels.testing.bounds import smallest_subnormal
+
+from .. import reference
+from ..conftest import FLOAT_DTYPES, dtype_id
+
+INTERMEDIATE = 12288  # Qwen3-8B MLP intermediate size
+# csrc/core/math.h's sigmoid_f32 error, measured by tests/core/math_ulp.cpp,
+# rounded up: 1.5 ulp, i.e. at most 3u relative for a normal result.
+SIGMOID_RELATIVE = 3 * unit_roundoff()
+TINY = 256 * smallest_subnormal(torch.float32)  # subnormal intermediates
+
+
+def sample(shape, dtype, gen, scale=4.0, edges=True):
+    """Values over the whole interesting range of sigmoid, edges included."""
+    x = torch.randn(shape, generator=gen) * scale
+    if not edges:
+        return x.to(dtype)
+    flat = x.view(-1)
+    edges = torch.tensor([0.0, -0.0, 1e-30, -1e-30, 17.0, -17.0, 88.0, -88.0, 90.0, -90.0, 104.0, -104.0,
+                          -1.2784645, 1e4, -1e4])
+    flat[: min(len(edges), flat.numel())] = edges[: flat.numel()]
+    return x.to(dtype)
+
+
+def rounded_bound(ref, fp32_error, dtype):
+    """fp32 error plus the final rounding to dtype (half an ulp at the worst place)."""
+    if dtype == torch.float32:
+        return fp32_error
+    return fp32_error + 0.5 * ulp(ref.abs() + fp32_error, dtype) + smallest_subnormal(dtype)
+
+
+def silu_fp32_error(x):
+    """y = x * s: s within 3u relative, one rounding for the product."""
+    u = unit_roundoff()
+    return (SIGMOID_RELATIVE + 2 * u) * reference.silu(x).abs() + TINY
+
+
+def silu_derivative_error(x):
+    """|g| * bound of s * fma(x, sigmoid(-x), 1) * g: sigmoid(x) and
+    sigmoid(-x) within 3u, one rounding each for the fma and two products;
+    first order over the terms' magnitudes s * (1 + |x| sigmoid(-x))."""
+    u = unit_roundoff()
+    x64 = x.double()
+    s = torch.sigmoid(x64)
+    return (2 * SIGMOID_RELATIVE + 5 * u) * s * (1 + x64.abs() * torch.sigmoid(-x64)) + TINY
+
+
+# ---- Axis-C: every CPU path gives the reference's bits ---------------------------------
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("count", (1, 7, 33, 1000, 70001))
+def test_cpu_paths_equal_reference(cpu_isa, threads, dtype, count, gen):
+    gate, up, g = (sample((count,), dtype, gen) for _ in range(3))
+    threads(2)
+    fast_silu, ref_silu = gk.get_op("silu", "cpu"), gk.get_op("silu", "reference")
+    fast, ref = gk.get_op("swiglu", "cpu"), gk.get_op("swiglu", "reference")
+    assert_bitwise_equal(fast_silu.forward(gate), ref_silu.forward(gate), "silu forward")
+    assert_bitwise_equal(fast_silu.forward_fp32(gate), ref_silu.forward_fp32(gate), "silu forward_fp32")
+    assert_bitwise_equal(fast_silu.backward(g, gate), ref_silu.backward(g, gate), "silu backward")
+    assert_bitwise_equal(fast.forward(gate, up), ref.forward(gate, up), "swiglu forward")
+    assert_bitwise_equal(fast.forward_fp32(gate, up), ref.forward_fp32(gate, up), "swiglu forward_fp32")
+    for got, want, what in zip(fast.backward(g, gate, up), ref.backward(g, gate, up), ("dgate", "dup")):
+        assert_bitwise_equal(got, want, what)
+
+
+def test_every_bf16_input_fast_equals_reference(cpu_isa):
+    """All 65536 bf16 bit patterns (NaNs, infinities, subnormals) through silu."""
+    x = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(torch.bfloat16)
+    for fp32 in (False, True):
+        fast = gk.get_op("silu", "cpu")
+        ref = gk.get_op("silu", "reference")
+        pick = (lambda op: op.forward_fp32) if fp32 else (lambda op: op.forward)
+        assert_bitwise_equal(pick(fast)(x), pick(ref)(x), f"fp32={fp32}")
+    assert_bitwise_equal(gk.get_op("silu", "cpu").backward(x, x), gk.get_op("silu", "reference").backward(x, x))
+
+
+# ---- Axis-A: an element's bits do not depend on anything else -------------------------
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_batch_invariance_T1_T2_T3(backend, gen):
+    gate, up, g = (sample((64, 512), torch.bfloat16, gen) for _ in range(3))
+    op = gk.get_op("swiglu", backend)
+    y = op.forward(gate, up)
+    dgate, dup = op.backward(g, gate, up)
+    row = 3
+    assert_bitwise_equal(op.forward(gate[row:row + 1], up[row:row + 1])[0], y[row], "T1 forward")
+    assert_bitwise_equal(op.backward(g[row:row + 1], gate[row:row + 1], up[row:row + 1])[0][0], dgate[row], "T1")
+    perm = torch.randperm(64, generator=gen)
+    assert_bitwise_equal(op.forward(gate[perm], up[perm]), y[perm], "T2 forward")
+    assert_bitwise_equal(op.backward(g[perm], gate[perm], up[perm])[1], dup[perm], "T2 dup")
+    others = sample((64, 512), torch.bfloat16, gen, scale=100.0)
+    others[row] = gate[row]
+    assert_bitwise_equal(op.forward(others, up)[row], y[row], "T3 forward")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
+def test_thread_count_invariance_T7(threads, dtype, gen):
+    gate, up, g = (sample((300, 1001), dtype, gen) for _ in range(3))
+    results = []
+    for n in (1, 2, 3, 8):
+        threads(n)
+        op = gk.get_op("swiglu", "cpu")
+        results.append((op.forward(gate, up), *op.backward(g, gate, up), gk.get_op("silu", "cpu").backward(g, gate)))
+    for n, result in zip((2, 3, 8), results[1:]):
+        for got, want, what in zip(result, results[0], ("y", "dgate", "dup", "silu dx")):
+            assert_bitwise_equal(got, want, f"{what} with {n} threads vs 1")
+
+
+# ---- Axis-B: accuracy against float64 ------------------------------------------------
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
+def test_silu_within_rigorous_bound(dtype, gen):
+    x = sample((64, 1024), dtype, gen)
+    ref = reference.silu(x)
+    error = silu_fp32_error(x)
+    assert_within(gk.get_op("silu").forward_fp32(x), ref, error, "forward_fp32")
+    out = gk.silu(x)
+    assert out.dtype == dtype
+    assert_within(out, ref, rounded_bound(ref, error, dtype), "forward")
+    assert_peer_floor(out, ref, "elementwise", dtype, "peer floor")
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
+def test_swiglu_within_rigorous_bound(dtype, gen):
+    gate, up = sample((16, INTERMEDIATE), dtype, gen), sample((16, INTERMEDIATE), dtype, gen, 1.0, edges=False)
+    ref = reference.swiglu(gate, up)
+    u = unit_roundoff()
+    error = (SIGMOID_RELATIVE + 3 * u) * ref.abs() + TINY * (1 + up.double().abs())
+    assert_within(gk.get_op("swiglu").forward_fp32(gate, up), ref, error, "forward_fp32")
+    out = gk.swiglu(gate, up)
+    assert_within(out, ref, rounded_bound(ref, error, dtype), "forward")
+    assert_peer_floor(out, ref, "elementwise", dtype, "peer floor")
+
+
+def test_bf16_swiglu_within_one_ulp_of_the_truth(gen):
+    gate, up = sample((8, INTERMEDIATE), torch.bfloat16, gen), sample((8, INTERMEDIATE), torch.bfloat16, gen, 1.0, False)
+    ref = reference.swiglu(gate, up)
+    error = (gk.swiglu(gate, up).double() - ref).abs()
+    assert bool((error <= ulp(ref, torch.bfloat16)).all())
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
+def test_silu_backward_within_bound(dtype, gen):
+    x, g = sample((32, 1024), dtype, gen), sample((32, 1024), dtype, gen, 1.0, edges=False)
+    ref = reference.silu_backward(g, x)
+    error = g.double().abs() * silu_derivative_error(x)
+    op = gk.get_op("silu")
+    assert_within(op.backward(g, x, fp32=True), ref, error, "dx fp32")
+    dx = op.backward(g, x)
+    assert dx.dtype == dtype
+    assert_within(dx, ref, rounded_bound(ref, error, dtype), "dx")
+    assert_peer_floor(dx, ref, "elementwise", dtype, "peer floor")
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
+def test_swiglu_backward_within_bound(dtype, gen):
+    gate = sample((8, INTERMEDIATE), dtype, gen)
+    up, g = (sample((8, INTERMEDIATE), dtype, gen, 1.0, edges=False) for _ in range(2))
+    ref_dgate, ref_dup = reference.swiglu_backward(g, gate, up)
+    u = unit_roundoff()
+    dgate_error = (g.double() * up.double()).abs() * silu_derivative_error(gate) + u * ref_dgate.abs()
+    dup_error = (SIGMOID_RELATIVE + 3 * u) * ref_dup.abs() + TINY * (1 + g.double().abs())
+    op = gk.get_op("swiglu")
+    dgate32, dup32 = op.backward(g, gate, up, fp32=True)
+    assert_within(dgate32, ref_dgate, dgate_error, "dgate fp32")
+    assert_within(dup32, ref_dup, dup_error, "dup fp32")
+    dgate, dup = op.backward(g, gate, up)
+    assert_bitwise_equal(dgate, dgate32.to(dtype), "dgate is the fp32 gradient rounded once")
+    assert_bitwise_equal(dup, dup32.to(dtype), "dup is the fp32 gradient rounded once")
+    assert_peer_floor(dgate, ref_dgate, "elementwise", dtype, "dgate peer floor")
+    assert_peer_floor(dup, ref_dup, "elementwise", dtype, "dup peer floor")
+
+
+def test_forward_is_fp32_rounded_once(gen):
+    gate, up = sample((4, 4096), torch.bfloat16, gen), sample((4, 4096), torch.bfloat16, gen)
+    assert_bitwise_equal(gk.swiglu(gate, up), gk.get_op("swiglu").forward_fp32(gate, up).to(torch.bfloat16))
+    assert_bitwise_equal(gk.silu(gate), gk.get_op("silu").forward_fp32(gate).to(torch.bfloat16))
+
+
+def test_special_values():
+    x = torch.tensor([0.0, -0.0, float("inf"), float("nan"), -200.0, 200.0])
+    y = gk.silu(x)
+    assert_bitwise_equal(y[:2], torch.tensor([0.0, -0.0]), "signed zeros kept")
+    assert y[2] == float("inf") and bool(y[3].isnan())
+    assert y[4] == 0.0 and y[5] == 200.0
+    assert bool((gk.get_op("silu").backward(torch.ones(1), torch.tensor([200.0])) == 1.0).all())
+
+
+# ---- API, bad input and no mutation ----------------------------------------------------
+
+def test_inputs_are_not_mutated(gen):
+    gate, up, g = (sample((8, 100), torch.bfloat16, gen) for _ in range(3))
+    copies = [t.clone() for t in (gate, up, g)]
+    gk.swiglu(gate, up)
+    gk.silu(gate)
+    gk.get_op("swiglu").backward(g, gate, up)
+    gk.get_op("silu").backward(g, gate)
+    for before, after in zip(copies, (gate, up, g)):
+        assert_bitwise_equal(after, before, "input changed")
+
+
+def test_numpy_and_any_shape(gen):
+    x = sample((2, 3, 5), torch.float32, gen)
+    y = gk.silu(x.numpy())
+    assert type(y).__name__ == "ndarray" and y.shape == (2, 3, 5)
+    assert_bitwise_equal(torch.from_numpy(y), gk.silu(x), "numpy vs torch")
+    assert gk.silu(torch.zeros(0, 4)).shape == (0, 4)
+    assert_bitwise_equal(gk.silu(torch.tensor(2.0)), gk.silu(torch.tensor([2.0]))[0], "0-d")
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda: (torch.zeros(4, 8), torch.ones(4, 7)), ValueError, "up must have the shape of gate"),
+        (lambda: (torch.zeros(4, 8), torch.ones(8)), ValueError, "up must have the shape of gate"),
+        (lambda: (torch.zeros(4, 8), torch.ones(4, 8, dtype=torch.bfloat16)), TypeError, "up must have the dtype"),
+        (lambda: (torch.zeros(4, 8, dtype=torch.int32), torch.ones(4, 8, dtype=torch.int32)), TypeError, "expected float32"),
+        (lambda: (torch.zeros(4, 8, dtype=torch.float64), torch.ones(4, 8, dtype=torch.float64)), TypeError, "unsupported dtype"),
+        (lambda: (torch.zeros(8, 4).t(), torch.ones(4, 8)), ValueError, "contiguous"),
+        (lambda: ([1.0], torch.ones(1)), TypeError, "torch.Tensor or numpy.ndarray"),
+        (lambda: (torch.zeros(2), torch.ones(2).numpy()), ValueError, "one device"),
+    ],
+)
+def test_bad_input_raises_clearly(make, error, match):
+    gate, up = make()
+    with pytest.raises(error, match=match):
+        gk.swiglu(gate, up)
+
+
+def test_bad_backward_input_raises_clearly():
+    with pytest.raises(ValueError, match="grad_out must have the shape of gate"):
+        gk.get_op("swiglu").backward(torch.ones(3), torch.ones(4), torch.ones(4))
+    with pytest.raises(ValueError, match="grad_out must have the shape of x"):
+        gk.get_op("silu").backward(torch.ones(3), torch.ones(4))
+    with pytest.raises(TypeError, match="grad_out must have the dtype of x"):
+        gk.get_op("silu").backward(torch.ones(4, dtype=torch.float16), torch.ones(4))
+    with pytest.raises(ValueError, match="unknown backend"):
+        gk.silu(torch.ones(4), backend="tpu")
