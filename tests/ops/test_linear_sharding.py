@@ -119,7 +119,7 @@ def _tensor_parallel_rank(rank, world, init_file):
         partial = gk.linear_partials(x[:, lo:hi].contiguous(), w[:, lo:hi].contiguous(), shard=rank, num_shards=world, in_features=in_features)
         merged = gk.merge_linear_partials(_gather(partial, world), b, dtype=dtype)
         assert_bitwise_equal(merged, y, f"rank {rank}: row-parallel forward")
-        local_dx, local_dw, _ = gk.get_op("linear").backward(g, x[:, lo:hi].contiguous(), w[:, lo:hi].contiguous())
+        local_dx, local_dw = gk.get_op("linear").backward(g, x[:, lo:hi].contiguous(), w[:, lo:hi].contiguous())
         assert_bitwise_equal(local_dx, dx[:, lo:hi], f"rank {rank}: row-parallel dx")
         assert_bitwise_equal(local_dw, dw[:, lo:hi], f"rank {rank}: row-parallel dweight")
 
