@@ -6,7 +6,11 @@
 // one block per vocabulary row, one thread per column, adds that row's tokens
 // in order with core::embedding_grad_add: the CPU's sums, bit for bit.
 // No floating-point atomics.
+#if defined(__HIPCC__)
+#include <rocprim/device/device_radix_sort.hpp>
+#else
 #include <cub/device/device_radix_sort.cuh>
+#endif
 
 #include "../core/ops/embedding.h"
 #include "gpu_runtime.h"
@@ -98,6 +102,21 @@ int bits_for(std::int64_t vocab) {
   return bits;
 }
 
+// Stable radix sort of (key, position) pairs on bits [0, end_bit): CUB on
+// CUDA, rocPRIM (same argument order) on HIP. A null temp only sizes it.
+template <class Key>
+cudaError_t stable_sort_pairs(void* temp, std::size_t& temp_bytes, const Key* keys_in, Key* keys_out,
+                              const std::int64_t* values_in, std::int64_t* values_out, std::int64_t count,
+                              int end_bit, cudaStream_t stream) {
+#if defined(__HIPCC__)
+  return rocprim::radix_sort_pairs(temp, temp_bytes, keys_in, keys_out, values_in, values_out,
+                                   static_cast<std::size_t>(count), 0, static_cast<unsigned>(end_bit), stream);
+#else
+  return cub::DeviceRadixSort::SortPairs(temp, temp_bytes, keys_in, keys_out, values_in, values_out, count, 0,
+                                         end_bit, stream);
+#endif
+}
+
 // Sorts (id, position) pairs by id, stably; fills bucket_begin and order.
 template <class Id>
 void sort_tokens_by_id(const EmbeddingBackwardProblem& p, cudaStream_t stream) {
@@ -113,13 +132,12 @@ void sort_tokens_by_id(const EmbeddingBackwardProblem& p, cudaStream_t stream) {
         static_cast<const Id*>(p.ids.data), count, keys_in, positions.as<std::int64_t>());
     check_launch("embedding_backward (keys)");
     std::size_t temp_bytes = 0;
-    check(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, keys_in, keys_out, positions.as<std::int64_t>(),
-                                          order, count, 0, bits_for(p.vocab), stream),
+    check(stable_sort_pairs<Id>(nullptr, temp_bytes, keys_in, keys_out, positions.as<std::int64_t>(), order, count,
+                                bits_for(p.vocab), stream),
           "embedding_backward (sort size)");
     StreamBuffer temp(temp_bytes, stream);
-    check(cub::DeviceRadixSort::SortPairs(temp.as<void>(), temp_bytes, keys_in, keys_out,
-                                          positions.as<std::int64_t>(), order, count, 0, bits_for(p.vocab),
-                                          stream),
+    check(stable_sort_pairs<Id>(temp.as<void>(), temp_bytes, keys_in, keys_out, positions.as<std::int64_t>(), order,
+                                count, bits_for(p.vocab), stream),
           "embedding_backward (sort)");
   }
   bucket_begin_kernel<<<grid_for(p.vocab + 1, kThreads), kThreads, 0, stream>>>(keys_out, count, p.vocab,

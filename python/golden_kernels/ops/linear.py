@@ -57,9 +57,9 @@ def forward_fp32(x: Any, weight: Any, bias: Any = None, *, backend: str | None =
 
 
 def backward(grad_out: Any, x: Any, weight: Any, bias: Any = None, *, backend: str | None = None,
-             fp32: bool = False) -> tuple[Any, Any, Any]:
-    """(dx, dweight, dbias) with dx = grad_out @ weight, dweight = grad_out^T @ x and
-    dbias = grad_out summed over rows (None when bias is None), each rounded once
+             fp32: bool = False) -> tuple[Any, ...]:
+    """(dx, dweight), and dbias too when a bias is passed: dx = grad_out @ weight,
+    dweight = grad_out^T @ x, dbias = grad_out summed over rows, each rounded once
     to x's dtype (or float32 with fp32=True). Every sum runs in the canonical
     order over its contraction index: row-local dx, deterministic dweight/dbias."""
     _check(x, weight, bias)
@@ -72,7 +72,7 @@ def backward(grad_out: Any, x: Any, weight: Any, bias: Any = None, *, backend: s
     _C.linear_backward(backend, _arrays.stream(x), _arrays.capsule(grad_out), _arrays.capsule(x),
                        _arrays.capsule(weight), _arrays.capsule(dx), _arrays.capsule(dweight),
                        _optional_capsule(dbias))
-    return dx, dweight, dbias
+    return (dx, dweight) if bias is None else (dx, dweight, dbias)
 
 
 def linear(x: Any, weight: Any, bias: Any = None, *, backend: str | None = None) -> Any:

@@ -20,8 +20,8 @@ def forward_fp32(hidden: Any, weight: Any, bias: Any = None, *, backend: str | N
 
 
 def backward(grad_logits: Any, hidden: Any, weight: Any, bias: Any = None, *, backend: str | None = None,
-             fp32: bool = False) -> tuple[Any, Any, Any]:
-    """(dhidden, dweight, dbias) as linear.backward."""
+             fp32: bool = False) -> tuple[Any, ...]:
+    """(dhidden, dweight), and dbias with a bias, as linear.backward."""
     return _linear.backward(grad_logits, hidden, weight, bias, backend=backend, fp32=fp32)
 
 
