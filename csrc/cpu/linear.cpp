@@ -31,24 +31,11 @@ constexpr Index kPanelFloats = kBlock * kPanelCols;     // one packed K-block of
 constexpr Index kPanelsPerItem = 8;   // output columns of one work item, in panels
 constexpr Index kRowTilesPerItem = 40;  // rows of one work item, in tiles (A block ~ L2)
 
-// Where operand element (m, k) of A and (k, n) of B live. The forward reads the
-// weight as B(k, n) = w[n, k]; dx reads it as B(n, k) = w[n, k]; dweight reads
-// grad_out transposed as A(n, m) = g[m, n].
-enum class ALayout { row_major, col_major };     // a[m * ld + k] | a[k * ld + m]
-enum class BLayout { output_rows, k_rows };      // b[n * ld + k] | b[k * ld + n]
-
+// The contractions (operands, layouts, lengths) are the core's: LinearContraction.
+using ALayout = core::LinearALayout;
+using BLayout = core::LinearBLayout;
 template <class T>
-struct Contraction {
-  const T* a;
-  Index lda;
-  ALayout a_layout;
-  const T* b;
-  Index ldb;
-  BLayout b_layout;
-  Index rows;
-  Index cols;
-  Index k_len;
-};
+using Contraction = core::LinearContraction<T>;
 
 Index min_index(Index a, Index b) { return a < b ? a : b; }
 
@@ -58,12 +45,8 @@ template <class T, class TOut>
 void contract_reference(const Contraction<T>& c, TOut* out, const T* bias) {
   for (Index m = 0; m < c.rows; ++m) {
     for (Index n = 0; n < c.cols; ++n) {
-      auto a_at = [&](Index k) {
-        return to_float(c.a_layout == ALayout::row_major ? c.a[m * c.lda + k] : c.a[k * c.lda + m]);
-      };
-      auto b_at = [&](Index k) {
-        return to_float(c.b_layout == BLayout::output_rows ? c.b[n * c.ldb + k] : c.b[k * c.ldb + n]);
-      };
+      auto a_at = [&](Index k) { return core::linear_a_at(c, m, k); };
+      auto b_at = [&](Index k) { return core::linear_b_at(c, k, n); };
       out[m * c.cols + n] = core::linear_output<TOut>(core::linear_contraction(a_at, b_at, c.k_len), bias, n);
     }
   }
@@ -79,7 +62,9 @@ void pack_a_panel(const Contraction<T>& c, Index panel, float* dst) {
   const Index rows = min_index(kTileRows, c.rows - row0);
   for (Index k = 0; k < c.k_len; ++k) {
     float* out = dst + k * rows;
-    if (c.a_layout == ALayout::col_major) {
+    if (c.a_layout == ALayout::ones) {
+      for (Index i = 0; i < rows; ++i) out[i] = 1.0f;
+    } else if (c.a_layout == ALayout::col_major) {
       const T* src = c.a + k * c.lda + row0;
       for (Index i = 0; i < rows; ++i) out[i] = to_float(src[i]);
     } else {
@@ -396,50 +381,15 @@ void contract_fast(const Contraction<T>& c, TOut* out, const T* bias, int num_th
   parallel_tasks(workers, static_cast<int>(workers), worker);
 }
 
-// ---- The problems as contractions. ----
-
-template <class T>
-Contraction<T> forward_contraction(const LinearForwardProblem& p) {
-  return {static_cast<const T*>(p.x), p.in_features, ALayout::row_major,
-          static_cast<const T*>(p.weight), p.in_features, BLayout::output_rows,
-          p.rows, p.out_features, p.in_features};
-}
-
-// dx[m, k] = sum_n g[m, n] w[n, k]
-template <class T>
-Contraction<T> dx_contraction(const LinearBackwardProblem& p) {
-  return {static_cast<const T*>(p.grad_out), p.out_features, ALayout::row_major,
-          static_cast<const T*>(p.weight), p.in_features, BLayout::k_rows,
-          p.rows, p.in_features, p.out_features};
-}
-
-// dweight[n, k] = sum_m g[m, n] x[m, k]
-template <class T>
-Contraction<T> dweight_contraction(const LinearBackwardProblem& p) {
-  return {static_cast<const T*>(p.grad_out), p.out_features, ALayout::col_major,
-          static_cast<const T*>(p.x), p.in_features, BLayout::k_rows,
-          p.out_features, p.in_features, p.rows};
-}
-
-// dbias[n] = sum_m 1 * g[m, n]: a one-row contraction with A = ones (fma(1, g, acc)
-// is exactly acc + g, so this is the sum of the column in the canonical order).
-template <class T>
-Contraction<T> dbias_contraction(const LinearBackwardProblem& p, const T* ones) {
-  return {ones, p.rows, ALayout::row_major, static_cast<const T*>(p.grad_out), p.out_features,
-          BLayout::k_rows, 1, p.out_features, p.rows};
-}
-
 // Runs contract(contraction, out, bias) for each gradient the problem asks for.
 template <class T, class TOut, class Contract>
 void backward_contractions(const LinearBackwardProblem& p, Contract&& contract) {
   const T* no_bias = nullptr;
-  if (p.dx != nullptr) contract(dx_contraction<T>(p), static_cast<TOut*>(p.dx), no_bias);
-  if (p.dweight != nullptr) contract(dweight_contraction<T>(p), static_cast<TOut*>(p.dweight), no_bias);
-  if (p.dbias == nullptr) return;
-  ScratchBuffer ones_storage(static_cast<std::size_t>(core::ceil_div(p.rows * static_cast<Index>(sizeof(T)), 4)));
-  T* ones = reinterpret_cast<T*>(ones_storage.data());
-  for (Index m = 0; m < p.rows; ++m) ones[m] = core::from_float<T>(1.0f);
-  contract(dbias_contraction<T>(p, ones), static_cast<TOut*>(p.dbias), no_bias);
+  if (p.dx != nullptr) contract(core::linear_dx_contraction<T>(p), static_cast<TOut*>(p.dx), no_bias);
+  if (p.dweight != nullptr) {
+    contract(core::linear_dweight_contraction<T>(p), static_cast<TOut*>(p.dweight), no_bias);
+  }
+  if (p.dbias != nullptr) contract(core::linear_dbias_contraction<T>(p), static_cast<TOut*>(p.dbias), no_bias);
 }
 
 template <class T, class TOut>
@@ -462,7 +412,7 @@ void merge_partials(const LinearMergeProblem& p, int num_threads) {
 void linear_forward(const LinearForwardProblem& problem, int num_threads) {
   visit_in_out(problem.dtype, problem.out_dtype, [&](auto in, auto out) {
     using T = decltype(in);
-    contract_fast(forward_contraction<T>(problem), static_cast<decltype(out)*>(problem.y),
+    contract_fast(core::linear_forward_contraction<T>(problem), static_cast<decltype(out)*>(problem.y),
                   static_cast<const T*>(problem.bias), num_threads);
   });
 }
@@ -470,7 +420,7 @@ void linear_forward(const LinearForwardProblem& problem, int num_threads) {
 void linear_forward_reference(const LinearForwardProblem& problem) {
   visit_in_out(problem.dtype, problem.out_dtype, [&](auto in, auto out) {
     using T = decltype(in);
-    contract_reference(forward_contraction<T>(problem), static_cast<decltype(out)*>(problem.y),
+    contract_reference(core::linear_forward_contraction<T>(problem), static_cast<decltype(out)*>(problem.y),
                        static_cast<const T*>(problem.bias));
   });
 }

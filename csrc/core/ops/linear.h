@@ -141,6 +141,74 @@ GOLDEN_INLINE int tree_fold_leaf(float* stack, int height, float v, int merges) 
   return height + 1;
 }
 
+// ---- Every gradient is the same contraction with other operands. ----
+// C[m, n] = sum_k A(m, k) B(k, n) over k in [0, k_len); where A and B live:
+enum class LinearALayout : std::int32_t {
+  row_major,  // A(m, k) = a[m * lda + k]
+  col_major,  // A(m, k) = a[k * lda + m]
+  ones,       // A(m, k) = 1 (a is unused): C is the canonical sum of B's column
+};
+enum class LinearBLayout : std::int32_t {
+  output_rows,  // B(k, n) = b[n * ldb + k]  (the weight in the forward)
+  k_rows,       // B(k, n) = b[k * ldb + n]
+};
+
+template <class T>
+struct LinearContraction {
+  const T* a;
+  std::int64_t lda;
+  LinearALayout a_layout;
+  const T* b;
+  std::int64_t ldb;
+  LinearBLayout b_layout;
+  std::int64_t rows;  // m
+  std::int64_t cols;  // n
+  std::int64_t k_len;
+};
+
+template <class T>
+GOLDEN_INLINE float linear_a_at(const LinearContraction<T>& c, std::int64_t m, std::int64_t k) {
+  if (c.a_layout == LinearALayout::ones) return 1.0f;
+  return to_float(c.a_layout == LinearALayout::row_major ? c.a[m * c.lda + k] : c.a[k * c.lda + m]);
+}
+
+template <class T>
+GOLDEN_INLINE float linear_b_at(const LinearContraction<T>& c, std::int64_t k, std::int64_t n) {
+  return to_float(c.b_layout == LinearBLayout::output_rows ? c.b[n * c.ldb + k] : c.b[k * c.ldb + n]);
+}
+
+// y[m, n] = sum_k x[m, k] w[n, k]
+template <class T>
+GOLDEN_INLINE LinearContraction<T> linear_forward_contraction(const LinearForwardProblem& p) {
+  return {static_cast<const T*>(p.x), p.in_features, LinearALayout::row_major,
+          static_cast<const T*>(p.weight), p.in_features, LinearBLayout::output_rows,
+          p.rows, p.out_features, p.in_features};
+}
+
+// dx[m, k] = sum_n g[m, n] w[n, k]: row-local, contraction over out_features.
+template <class T>
+GOLDEN_INLINE LinearContraction<T> linear_dx_contraction(const LinearBackwardProblem& p) {
+  return {static_cast<const T*>(p.grad_out), p.out_features, LinearALayout::row_major,
+          static_cast<const T*>(p.weight), p.in_features, LinearBLayout::k_rows,
+          p.rows, p.in_features, p.out_features};
+}
+
+// dweight[n, k] = sum_m g[m, n] x[m, k]: contraction over the rows.
+template <class T>
+GOLDEN_INLINE LinearContraction<T> linear_dweight_contraction(const LinearBackwardProblem& p) {
+  return {static_cast<const T*>(p.grad_out), p.out_features, LinearALayout::col_major,
+          static_cast<const T*>(p.x), p.in_features, LinearBLayout::k_rows,
+          p.out_features, p.in_features, p.rows};
+}
+
+// dbias[n] = sum_m 1 * g[m, n]: fma(1, g, acc) is exactly acc + g, so this is the
+// column sum in the canonical order.
+template <class T>
+GOLDEN_INLINE LinearContraction<T> linear_dbias_contraction(const LinearBackwardProblem& p) {
+  return {nullptr, 0, LinearALayout::ones, static_cast<const T*>(p.grad_out), p.out_features,
+          LinearBLayout::k_rows, 1, p.out_features, p.rows};
+}
+
 // The value the forward stores for output column n: the contraction plus the bias
 // (one fp32 add), rounded once to TOut.
 template <class TOut, class T>
