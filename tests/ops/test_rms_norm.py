@@ -316,3 +316,32 @@ def test_mixed_frameworks_are_rejected():
 def test_backward_shape_mismatch_is_rejected():
     with pytest.raises(ValueError, match="grad_out must have the shape of x"):
         gk.get_op("rms_norm").backward(torch.ones(3, 8), torch.ones(2, 8), torch.ones(8))
+
+
+def test_out_argument_receives_the_same_bits(gen):
+    x = random_rows(8, 300, torch.bfloat16, gen)
+    w = random_rows(1, 300, torch.bfloat16, gen).reshape(300)
+    out = torch.empty_like(x)
+    assert gk.rms_norm(x, w, out=out) is out
+    assert_bitwise_equal(out, gk.rms_norm(x, w), "out=")
+    out32 = torch.empty(8, 300)
+    gk.rms_norm(x, w, out=out32)
+    assert_bitwise_equal(out32, gk.get_op("rms_norm").forward_fp32(x, w), "float32 out")
+
+
+@pytest.mark.parametrize(
+    "make_out, error, match",
+    [
+        (lambda x: torch.empty(8, 299, dtype=x.dtype), ValueError, "out must have the shape of x"),
+        (lambda x: torch.empty(8, 300, dtype=torch.float16), TypeError, "out: expected bfloat16 or float32"),
+        (lambda x: x, ValueError, "overlaps x"),
+        (lambda x: torch.empty(300, 8, dtype=x.dtype).t(), ValueError, "contiguous"),
+    ],
+)
+def test_bad_out_is_rejected(make_out, error, match, gen):
+    x = random_rows(8, 300, torch.bfloat16, gen)
+    w = random_rows(1, 300, torch.bfloat16, gen).reshape(300)
+    before = x.clone()
+    with pytest.raises(error, match=match):
+        gk.rms_norm(x, w, out=make_out(x))
+    assert_bitwise_equal(x, before, "x untouched")

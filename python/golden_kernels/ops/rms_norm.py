@@ -23,10 +23,13 @@ def _check(x: Any, weight: Any, rounding: str = "once") -> None:
         raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
 
 
-def _forward(x: Any, weight: Any, eps: float, rounding: str, backend: str | None, fp32: bool) -> Any:
+def _forward(x: Any, weight: Any, eps: float, rounding: str, backend: str | None, fp32: bool, out: Any = None) -> Any:
     _check(x, weight, rounding)
-    backend = resolve_backend(backend, x, weight)
-    out = _arrays.empty(x, _arrays.shape(x), "float32" if fp32 else _arrays.dtype_name(x))
+    if out is None:
+        out = _arrays.empty(x, _arrays.shape(x), "float32" if fp32 else _arrays.dtype_name(x))
+    else:
+        _arrays.check_array(out, "out")
+    backend = resolve_backend(backend, x, weight, out)
     _C.rms_norm_forward(
         backend, _arrays.stream(x), _arrays.capsule(x), _arrays.capsule(weight), _arrays.capsule(out),
         float(eps), rounding == "hf",
@@ -34,13 +37,15 @@ def _forward(x: Any, weight: Any, eps: float, rounding: str, backend: str | None
     return out
 
 
-def forward(x: Any, weight: Any, eps: float = 1e-6, *, rounding: str = "once", backend: str | None = None) -> Any:
-    """RMSNorm in fp32, rounded to x's dtype.
+def forward(x: Any, weight: Any, eps: float = 1e-6, *, rounding: str = "once", backend: str | None = None,
+            out: Any = None) -> Any:
+    """RMSNorm in fp32, rounded to x's dtype (or written into `out`, of x's
+    shape and dtype or float32, which saves the allocation in hot loops).
 
     rounding="once" rounds only the final value; rounding="hf" follows Hugging
     Face's Qwen3RMSNorm, which rounds x * r to x's dtype before the weight multiply.
     """
-    return _forward(x, weight, eps, rounding, backend, fp32=False)
+    return _forward(x, weight, eps, rounding, backend, fp32=False, out=out)
 
 
 def forward_fp32(x: Any, weight: Any, eps: float = 1e-6, *, backend: str | None = None) -> Any:
@@ -72,6 +77,7 @@ def backward(grad_out: Any, x: Any, weight: Any, eps: float = 1e-6, *, backend: 
     return dx, dweight
 
 
-def rms_norm(x: Any, weight: Any, eps: float = 1e-6, *, rounding: str = "once", backend: str | None = None) -> Any:
+def rms_norm(x: Any, weight: Any, eps: float = 1e-6, *, rounding: str = "once", backend: str | None = None,
+             out: Any = None) -> Any:
     """Functional RMSNorm (see forward)."""
-    return forward(x, weight, eps, rounding=rounding, backend=backend)
+    return forward(x, weight, eps, rounding=rounding, backend=backend, out=out)
