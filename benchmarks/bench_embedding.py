@@ -5,7 +5,7 @@ backward. Run: PYTHONPATH=python python benchmarks/bench_embedding.py"""
 from __future__ import annotations
 
 import torch
-from _timing import header, median_seconds, row
+from common import header, median_seconds, row
 
 import golden_kernels as gk
 

@@ -6,7 +6,7 @@ rotation alone. Run: PYTHONPATH=python python benchmarks/bench_rope.py"""
 from __future__ import annotations
 
 import torch
-from _timing import header, median_seconds, row
+from common import header, median_seconds, row
 
 import golden_kernels as gk
 from tests import reference

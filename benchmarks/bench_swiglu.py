@@ -5,7 +5,7 @@ speedup and achieved GB/s. Run: PYTHONPATH=python python benchmarks/bench_swiglu
 from __future__ import annotations
 
 import torch
-from _timing import header, median_seconds, row
+from common import header, median_seconds, row
 
 import golden_kernels as gk
 from tests import reference

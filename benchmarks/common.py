@@ -42,3 +42,20 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
     print("  ".join("-" * w for w in widths))
     for row in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+
+
+def header(title: str) -> None:
+    import golden_kernels as gk
+
+    print(f"## {title}")
+    print(f"golden_kernels cpu isa {gk.cpu_isa()}, {gk.num_threads()} threads; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"copy bandwidth (torch clone) {copy_bandwidth_gbs():.2f} GB/s")
+    print()
+    print("| case | golden ms | torch eager ms | speedup | golden GB/s |")
+    print("|---|---:|---:|---:|---:|")
+
+
+def row(case: str, golden_s: float, torch_s: float, nbytes: int) -> None:
+    print(f"| {case} | {golden_s * 1e3:.2f} | {torch_s * 1e3:.2f} | {torch_s / golden_s:.2f}x | "
+          f"{nbytes / golden_s / 1e9:.2f} |")

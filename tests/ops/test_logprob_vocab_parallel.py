@@ -5,7 +5,6 @@ them by the canonical tree gives the single-device bits."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp

@@ -171,7 +171,6 @@ def test_hf_rounding_mode(dtype, gen):
 def backward_bounds(g, x, w, cols):
     """First-order bounds for dx and dweight from the canonical formulas:
     dx = gw r - x c with c = dot/cols r^3, dweight = sum over rows of g (x r)."""
-    u = unit_roundoff()
     r_error = inverse_rms_relative_error(cols)
     g64, x64, w64 = g.double(), x.double(), w.double()
     r = 1 / torch.sqrt((x64 * x64).mean(-1, keepdim=True) + reference.fp32_scalar(EPS))
