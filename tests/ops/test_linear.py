@@ -84,6 +84,27 @@ def test_row_reduction_gradients_equal_reference_over_many_row_blocks(cpu_isa, g
                         "backward")
 
 
+GPU = next((b for b in ("cuda", "hip") if b in gk.available_backends()), None)
+
+
+@pytest.mark.skipif(GPU is None, reason="no GPU backend available: GPU == reference bits cannot be checked here")
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("shape", SHAPES + [(300, 130, 700)], ids=lambda s: "x".join(map(str, s)))
+def test_gpu_equals_reference(dtype, shape, gen):
+    rows, out_features, in_features = shape
+    x, w, b = problem(rows, out_features, in_features, dtype, gen)
+    g = randn(rows, out_features, dtype=dtype, gen=gen)
+    ref, gpu = op("reference"), op(GPU)
+    on_gpu = [t.to("cuda") for t in (x, w, b, g)]
+    assert_bitwise_equal(gpu.forward(*on_gpu[:3]).cpu(), ref.forward(x, w, b), "forward")
+    assert_bitwise_equal(gpu.forward_fp32(*on_gpu[:2]).cpu(), ref.forward_fp32(x, w), "forward_fp32")
+    got = gpu.backward(on_gpu[3], *on_gpu[:3])
+    assert_same_results([t.cpu() for t in got], ref.backward(g, x, w, b), "backward")
+    partials = torch.stack([ref.forward_fp32(x, w), ref.forward_fp32(x, w) * 0.5])
+    assert_bitwise_equal(gk.merge_linear_partials(partials.to("cuda"), on_gpu[2], dtype=dtype).cpu(),
+                         gk.merge_linear_partials(partials, b, dtype=dtype), "merge")
+
+
 # ---- Axis-A: a row's bits do not depend on its batch ----------------------------------
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
