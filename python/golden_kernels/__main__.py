@@ -10,6 +10,7 @@ backend == the scalar reference, on raw bits)."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 from dataclasses import dataclass
@@ -73,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {spec.name:<12} {spec.op_class:<12} {spec.summary}")
     if args.list:
         return 0
-    try:
-        import torch  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("torch") is None:
         print("the contract check needs PyTorch: pip install 'golden-kernels[test]'", file=sys.stderr)
         return 2
     start = time.perf_counter()
