@@ -93,13 +93,13 @@ void embedding_find_invalid_id(const EmbeddingIds& ids, std::int64_t vocab, Inva
 }
 
 void embedding_forward(const EmbeddingForwardProblem& problem, int num_threads) {
-  visit_input_output_types(problem.dtype, problem.out_dtype, [&](auto in, auto out) {
+  visit_in_out(problem.dtype, problem.out_dtype, [&](auto in, auto out) {
     gather_rows<decltype(in), decltype(out)>(problem, num_threads);
   });
 }
 
 void embedding_backward(const EmbeddingBackwardProblem& problem, int num_threads) {
-  visit_input_output_types(problem.dtype, problem.grad_dtype, [&](auto in, auto out) {
+  visit_in_out(problem.dtype, problem.grad_dtype, [&](auto in, auto out) {
     scatter_add_rows<decltype(in), decltype(out)>(problem, num_threads);
   });
 }

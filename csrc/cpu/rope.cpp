@@ -48,7 +48,7 @@ void rope_inverse_frequencies(float* inv_freq, std::int64_t head_dim, float thet
 }
 
 void rope_apply(const RopeProblem& problem, int num_threads) {
-  visit_input_output_types(problem.dtype, problem.out_dtype, [&](auto in, auto out) {
+  visit_in_out(problem.dtype, problem.out_dtype, [&](auto in, auto out) {
     rotate_tokens<decltype(in), decltype(out)>(problem, num_threads);
   });
 }

@@ -26,7 +26,7 @@ void for_each_span(std::int64_t count, int num_threads, Span&& span) {
 }  // namespace
 
 void silu_forward(const SiluForwardProblem& p, int num_threads) {
-  visit_input_output_types(p.dtype, p.out_dtype, [&](auto in, auto out) {
+  visit_in_out(p.dtype, p.out_dtype, [&](auto in, auto out) {
     using T = decltype(in);
     using TOut = decltype(out);
     const T* x = static_cast<const T*>(p.x);
@@ -37,7 +37,7 @@ void silu_forward(const SiluForwardProblem& p, int num_threads) {
 }
 
 void silu_backward(const SiluBackwardProblem& p, int num_threads) {
-  visit_input_output_types(p.dtype, p.grad_dtype, [&](auto in, auto out) {
+  visit_in_out(p.dtype, p.grad_dtype, [&](auto in, auto out) {
     using T = decltype(in);
     using TOut = decltype(out);
     const T* g = static_cast<const T*>(p.grad_out);
@@ -50,7 +50,7 @@ void silu_backward(const SiluBackwardProblem& p, int num_threads) {
 }
 
 void swiglu_forward(const SwigluForwardProblem& p, int num_threads) {
-  visit_input_output_types(p.dtype, p.out_dtype, [&](auto in, auto out) {
+  visit_in_out(p.dtype, p.out_dtype, [&](auto in, auto out) {
     using T = decltype(in);
     using TOut = decltype(out);
     const T* gate = static_cast<const T*>(p.gate);
@@ -63,7 +63,7 @@ void swiglu_forward(const SwigluForwardProblem& p, int num_threads) {
 }
 
 void swiglu_backward(const SwigluBackwardProblem& p, int num_threads) {
-  visit_input_output_types(p.dtype, p.grad_dtype, [&](auto in, auto out) {
+  visit_in_out(p.dtype, p.grad_dtype, [&](auto in, auto out) {
     using T = decltype(in);
     using TOut = decltype(out);
     const T* g = static_cast<const T*>(p.grad_out);

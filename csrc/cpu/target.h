@@ -39,18 +39,5 @@ std::int64_t items_per_task(std::int64_t items, int num_threads, std::int64_t mi
   return per_task > min_items ? per_task : min_items;
 }
 
-// Calls run(T{}, TOut{}) for an op's input type and its output type (the
-// input type itself or fp32).
-template <class Run>
-void visit_input_output_types(DType dtype, DType out_dtype, Run&& run) {
-  visit_dtype(dtype, [&](auto in) {
-    if (out_dtype == DType::f32) {
-      run(in, float{});
-    } else {
-      run(in, in);
-    }
-  });
-}
-
 }  // namespace
 GOLDEN_CPU_END
