@@ -8,7 +8,9 @@ from typing import Callable, Optional
 
 from torch import nn
 
-from .modules import Embedding, Linear, RMSNorm, SiLU
+from .modules import Embedding, Linear, RMSNorm, SiLU, SwiGLUMLP
+
+SILU_CLASS_NAMES = ("SiLU", "SiLUActivation")  # torch.nn and Hugging Face (ACT2FN["silu"])
 
 
 def _is_hf_rms_norm(module: nn.Module) -> bool:
@@ -16,6 +18,13 @@ def _is_hf_rms_norm(module: nn.Module) -> bool:
     weight = getattr(module, "weight", None)
     return (type(module).__name__.endswith("RMSNorm") and hasattr(module, "variance_epsilon")
             and isinstance(weight, nn.Parameter) and weight.dim() == 1)
+
+
+def _is_swiglu_mlp(module: nn.Module) -> bool:
+    """Hugging Face's Llama/Qwen MLP: down_proj(act_fn(gate_proj(x)) * up_proj(x)) with silu."""
+    projections = [getattr(module, name, None) for name in ("gate_proj", "up_proj", "down_proj")]
+    return (all(isinstance(p, nn.Linear) and p.bias is None for p in projections)
+            and type(getattr(module, "act_fn", None)).__name__ in SILU_CLASS_NAMES)
 
 
 def _share(new: nn.Module, old: nn.Module, names: tuple[str, ...]) -> nn.Module:
@@ -47,23 +56,33 @@ def _hf_rms_norm(old: nn.Module, rounding: str) -> nn.Module:
     return _share(new, old, ("weight",))
 
 
+def _swiglu_mlp(old: nn.Module, rounding: str) -> nn.Module:
+    new = SwiGLUMLP(old.gate_proj.in_features, old.gate_proj.out_features, device="meta")
+    for name in ("gate_proj", "up_proj", "down_proj"):
+        _share(getattr(new, name), getattr(old, name), ("weight",))
+    return new.train(old.training)
+
+
 def _replacement(module: nn.Module) -> Optional[Callable[[nn.Module, str], nn.Module]]:
-    if isinstance(module, (Linear, Embedding, RMSNorm, SiLU)):
+    if isinstance(module, (Linear, Embedding, RMSNorm, SiLU, SwiGLUMLP)):
         return None
+    if _is_swiglu_mlp(module):
+        return _swiglu_mlp
     if isinstance(module, nn.Linear):
         return _linear
     if isinstance(module, nn.Embedding):
         return _embedding
     if isinstance(module, nn.RMSNorm):
         return _torch_rms_norm
-    if isinstance(module, nn.SiLU):
+    if type(module).__name__ in SILU_CLASS_NAMES:
         return lambda old, rounding: SiLU()
     return _hf_rms_norm if _is_hf_rms_norm(module) else None
 
 
 def swap_modules(model: nn.Module, *, rms_norm_rounding: str = "once") -> nn.Module:
-    """Replaces, in place, every torch.nn.Linear, Embedding, RMSNorm and SiLU, and
-    every Llama/Qwen-style *RMSNorm (a `weight` and a `variance_epsilon`), by its
+    """Replaces, in place, every torch.nn.Linear, Embedding, RMSNorm and SiLU,
+    every Llama/Qwen-style *RMSNorm (a `weight` and a `variance_epsilon`) and
+    SwiGLU MLP (gate_proj, up_proj, down_proj, act_fn silu; fused swiglu) by its
     golden module, and returns the model. Raises ValueError for a module whose
     options the golden one cannot honour. rms_norm_rounding="hf" keeps HF's
     forward rounding of x * r before the weight multiply."""
