@@ -104,3 +104,25 @@ def test_swap_modules_refuses_what_it_cannot_honour():
         gt.swap_modules(nn.Sequential(nn.Embedding(10, 4, max_norm=1.0)))
     with pytest.raises(ValueError, match="eps"):
         gt.swap_modules(nn.Sequential(nn.RMSNorm(4)))
+
+
+def test_swap_modules_turns_an_hf_qwen3_causal_lm_golden():
+    """Every Linear, Embedding, RMSNorm and MLP of HF's Qwen3ForCausalLM becomes
+    golden; logits stay close to HF's (attention remains PyTorch's) and it trains."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.Qwen3Config(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, head_dim=16)
+    torch.manual_seed(0)
+    model = transformers.Qwen3ForCausalLM(config).eval()
+    ids = torch.randint(0, 300, (2, 7))
+    with torch.no_grad():
+        want = model(ids).logits
+    replaced = (nn.Linear, nn.Embedding, type(model.model.norm), type(model.model.layers[0].mlp))
+    gt.swap_modules(model)
+    leftovers = [name for name, m in model.named_modules() if type(m) in replaced]
+    assert leftovers == []
+    assert isinstance(model.lm_head, gt.LMHead)
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, want, atol=1e-5, rtol=1e-5)
+    model(ids, labels=ids).loss.backward()
+    assert all(p.grad is not None for p in model.parameters())

@@ -8,7 +8,7 @@ from typing import Callable, Optional
 
 from torch import nn
 
-from .modules import Embedding, Linear, RMSNorm, SiLU, SwiGLUMLP
+from .modules import Embedding, Linear, LMHead, RMSNorm, SiLU, SwiGLUMLP
 
 SILU_CLASS_NAMES = ("SiLU", "SiLUActivation")  # torch.nn and Hugging Face (ACT2FN["silu"])
 
@@ -33,8 +33,8 @@ def _share(new: nn.Module, old: nn.Module, names: tuple[str, ...]) -> nn.Module:
     return new.train(old.training)
 
 
-def _linear(old: nn.Linear, rounding: str) -> nn.Module:
-    new = Linear(old.in_features, old.out_features, bias=old.bias is not None, device="meta")
+def _linear(old: nn.Linear, rounding: str, kind: type = Linear) -> nn.Module:
+    new = kind(old.in_features, old.out_features, bias=old.bias is not None, device="meta")
     return _share(new, old, ("weight", "bias"))
 
 
@@ -63,13 +63,13 @@ def _swiglu_mlp(old: nn.Module, rounding: str) -> nn.Module:
     return new.train(old.training)
 
 
-def _replacement(module: nn.Module) -> Optional[Callable[[nn.Module, str], nn.Module]]:
+def _replacement(name: str, module: nn.Module) -> Optional[Callable[[nn.Module, str], nn.Module]]:
     if isinstance(module, (Linear, Embedding, RMSNorm, SiLU, SwiGLUMLP)):
         return None
     if _is_swiglu_mlp(module):
         return _swiglu_mlp
     if isinstance(module, nn.Linear):
-        return _linear
+        return (lambda old, rounding: _linear(old, rounding, LMHead)) if name == "lm_head" else _linear
     if isinstance(module, nn.Embedding):
         return _embedding
     if isinstance(module, nn.RMSNorm):
@@ -83,11 +83,11 @@ def swap_modules(model: nn.Module, *, rms_norm_rounding: str = "once") -> nn.Mod
     """Replaces, in place, every torch.nn.Linear, Embedding, RMSNorm and SiLU,
     every Llama/Qwen-style *RMSNorm (a `weight` and a `variance_epsilon`) and
     SwiGLU MLP (gate_proj, up_proj, down_proj, act_fn silu; fused swiglu) by its
-    golden module, and returns the model. Raises ValueError for a module whose
+    golden module (a Linear named lm_head becomes an LMHead), and returns the model. Raises ValueError for a module whose
     options the golden one cannot honour. rms_norm_rounding="hf" keeps HF's
     forward rounding of x * r before the weight multiply."""
     for name, child in list(model.named_children()):
-        make = _replacement(child)
+        make = _replacement(name, child)
         if make is None:
             swap_modules(child, rms_norm_rounding=rms_norm_rounding)
         else:
