@@ -92,3 +92,18 @@ def test_custom_ops_pass_torch_library_opcheck():
         args = tuple(a.clone().requires_grad_() if isinstance(a, torch.Tensor) and a.is_floating_point() else a
                      for a in args)
         torch.library.opcheck(op, args)
+
+
+def test_every_registered_op_is_a_custom_op_with_a_fake():
+    """Each op of golden_kernels' registry exists as torch.ops.golden.<name> and
+    runs on fake (meta) tensors, so torch.compile can trace it."""
+    import golden_kernels as gk
+
+    for name in gk.list_ops():
+        assert name in gt.CUSTOM_OPS, f"{name} has no custom op in golden_kernels.torch"
+    for name in gt.CUSTOM_OPS:
+        assert isinstance(getattr(torch.ops.golden, name), torch._ops.OpOverloadPacket)
+    with torch._subclasses.fake_tensor.FakeTensorMode():
+        x, w = torch.empty(5, 32), torch.empty(32)
+        assert gt.rms_norm(x, w).shape == (5, 32)
+        assert gt.linear_logprob(x, torch.empty(100, 32), torch.zeros(5, dtype=torch.long)).dtype == torch.float32
