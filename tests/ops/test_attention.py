@@ -286,8 +286,8 @@ def forward_bounds(q, k, v, causal, scale, mask):
 
 
 AXIS_B_SHAPES = [
-    (2, 32, 8, 40, 40, 128),  # qwen3-8b heads, prefill
-    (1, 32, 8, 1, 200, 128),  # qwen3-8b decode
+    (1, 32, 8, 24, 24, 128),  # qwen3-8b heads, prefill
+    (1, 32, 8, 1, 130, 128),  # qwen3-8b decode
     (1, 3, 1, 5, 9, 7),       # odd
     (3, 2, 2, 1, 1, 1),       # single key, head_dim 1
     (2, 4, 2, 17, 150, 33),   # chunk over three blocks
