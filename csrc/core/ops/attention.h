@@ -38,7 +38,8 @@ struct AttentionOutput {
 // Where each sequence's queries and keys are, and which keys are valid.
 // Padded layout: cu_q == cu_k == nullptr, every sequence has q_len queries and
 // k_len keys starting at token 0. Packed layout: sequence b owns tokens
-// [cu_q[b], cu_q[b+1]) and [cu_k[b], cu_k[b+1]) (seq_stride 0).
+// [cu_q[b], cu_q[b+1]) and [cu_k[b], cu_k[b+1]) (seq_stride 0), and q_len,
+// k_len are the total token counts.
 struct AttentionLayout {
   std::int64_t num_seqs;
   std::int64_t num_q_heads;
@@ -104,7 +105,7 @@ GOLDEN_INLINE AttentionSeq attention_seq(const AttentionLayout& l, std::int64_t 
 }
 
 GOLDEN_INLINE std::int64_t attention_total_query_rows(const AttentionLayout& l) {
-  return l.cu_q == nullptr ? l.num_seqs * l.q_len : l.cu_q[l.num_seqs];
+  return l.cu_q == nullptr ? l.num_seqs * l.q_len : l.q_len;
 }
 
 // The token (within the sequence) of sequence b's valid key of rank n.
