@@ -83,17 +83,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--full", action="store_true", help="the issue's full sizes (slow on a small CPU)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--lengths", type=int, nargs="*", help="prefill lengths (overrides the preset)")
+    parser.add_argument("--batches", type=int, nargs="*", help="prefill batch sizes (overrides the preset)")
+    parser.add_argument("--caches", type=int, nargs="*", help="decode cache lengths (overrides the preset)")
     args = parser.parse_args()
     copy_gbs = copy_bandwidth_gbs()
     print(f"cpu isa {gk.cpu_isa()}, golden threads {gk.num_threads()}, torch threads {torch.get_num_threads()}, "
           f"copy bandwidth (read+write) {copy_gbs:.1f} GB/s")
     dtypes = (torch.float32, torch.bfloat16)
-    if args.full:
-        prefill_rows((1, 4), (512, 2048, 8192), dtypes, args.repeats)
-        decode_rows((4096, 32768), dtypes, args.repeats, copy_gbs)
-    else:
-        prefill_rows((1,), (512,), dtypes, args.repeats)
-        decode_rows((4096,), dtypes, args.repeats, copy_gbs)
+    batches, lengths, caches = ((1, 4), (512, 2048, 8192), (4096, 32768)) if args.full else ((1,), (512,), (4096,))
+    prefill_rows(args.batches or batches, args.lengths or lengths, dtypes, args.repeats)
+    decode_rows(args.caches or caches, dtypes, args.repeats, copy_gbs)
 
 
 if __name__ == "__main__":

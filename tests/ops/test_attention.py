@@ -286,8 +286,8 @@ def forward_bounds(q, k, v, causal, scale, mask):
 
 
 AXIS_B_SHAPES = [
-    (1, 32, 8, 24, 24, 128),  # qwen3-8b heads, prefill
-    (1, 32, 8, 1, 130, 128),  # qwen3-8b decode
+    pytest.param((1, 32, 8, 24, 24, 128), marks=pytest.mark.slow, id="qwen3-prefill"),
+    pytest.param((1, 32, 8, 1, 130, 128), marks=pytest.mark.slow, id="qwen3-decode"),
     (1, 3, 1, 5, 9, 7),       # odd
     (3, 2, 2, 1, 1, 1),       # single key, head_dim 1
     (2, 4, 2, 17, 150, 33),   # chunk over three blocks
@@ -473,3 +473,32 @@ def test_kv_cache_bad_input(gen):
         cache.append(k[:, :, :1].bfloat16(), k[:, :, :1].bfloat16())
     with pytest.raises(ValueError, match="holds only"):
         cache.attend(rand((1, 4, 5, 8), torch.float32, gen))
+
+
+def test_numpy_inputs_equal_torch(gen):
+    q, k, v = make_qkv(2, 4, 2, 9, 12, 8, torch.float32, gen)
+    mask = holes_mask(2, 12, gen)
+    got = gk.attention(q.numpy(), k.numpy(), v.numpy(), key_padding_mask=mask.numpy())
+    assert_bitwise_equal(torch.from_numpy(got), gk.attention(q, k, v, key_padding_mask=mask), "numpy")
+    packed = [t[0].transpose(0, 1).contiguous() for t in (q, k, v)]
+    cu_q, cu_k = torch.tensor([0, 9]), torch.tensor([0, 12])
+    got = gk.attention_varlen(*(t.numpy() for t in packed), cu_q.numpy(), cu_k.numpy())
+    assert_bitwise_equal(torch.from_numpy(got), gk.attention_varlen(*packed, cu_q, cu_k), "numpy varlen")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU: GPU == CPU bitwise checks cannot run")
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
+def test_gpu_equals_cpu_reference(dtype, gen):
+    """Axis-C on a GPU: forward, LSE and backward, padded with a mask and packed."""
+    q, k, v = make_qkv(2, 8, 2, 70, 130, 32, dtype, gen)
+    g = rand(q.shape, dtype, gen)
+    mask = holes_mask(2, 130, gen)
+    want = everything("reference", q, k, v, g, key_padding_mask=mask)
+    got = everything(None, *(t.cuda() for t in (q, k, v, g)), key_padding_mask=mask.cuda())
+    assert_all_equal([t.cpu() for t in got], want, "gpu padded")
+    packed = [t[0].transpose(0, 1).contiguous() for t in (q, k, v)]
+    cu_q, cu_k = torch.tensor([0, 70]), torch.tensor([0, 130])
+    want_out = gk.attention_varlen(*packed, cu_q, cu_k, backend="reference")
+    got_out = gk.attention_varlen(*(t.cuda() for t in packed), cu_q.cuda(), cu_k.cuda())
+    assert_bitwise_equal(got_out.cpu(), want_out, "gpu packed")
