@@ -49,6 +49,8 @@ void entropy_forward(const EntropyForwardProblem& problem, std::uintptr_t stream
 void entropy_backward(const EntropyBackwardProblem& problem, std::uintptr_t stream);
 void lse_partials(const LsePartialsProblem& problem, std::uintptr_t stream);
 void merge_lse_partials(const MergeLsePartialsProblem& problem, std::uintptr_t stream);
+void entropy_partials(const EntropyPartialsProblem& problem, std::uintptr_t stream);
+void merge_entropy_partials(const MergeEntropyPartialsProblem& problem, std::uintptr_t stream);
 void target_logits(const TargetLogitsProblem& problem, std::uintptr_t stream);
 void logprob_from_partials(const LogprobFromPartialsProblem& problem, std::uintptr_t stream);
 

@@ -88,8 +88,10 @@ def test_inputs_are_not_mutated(gen):
         (lambda: (torch.zeros(2, 8), torch.zeros(10, 8), torch.tensor([0])), ValueError, "target_ids: expected shape"),
         (lambda: (torch.zeros(2, 8), torch.zeros(10, 8, dtype=torch.bfloat16), torch.tensor([0, 1])), TypeError,
          "must have the dtype of hidden"),
-        (lambda: (torch.zeros(2, 8), torch.zeros(10, 8), torch.tensor([0, 1], dtype=torch.int32)), TypeError,
-         "expected int64"),
+        (lambda: (torch.zeros(2, 8), torch.zeros(10, 8), torch.tensor([True, False])), TypeError,
+         "expected int64 or int32"),
+        (lambda: (torch.zeros(2, 8), torch.zeros(10, 8), torch.tensor([0, -1], dtype=torch.int32)), ValueError,
+         r"id -1 at flat index 1 is outside \[0, 10\)"),
     ],
 )
 def test_bad_input_raises_clearly(make, error, match):
