@@ -384,7 +384,6 @@ void linear_logprob_forward(const std::string& backend, std::uintptr_t stream, c
   std::vector<const TensorView*> all{&hidden, &weight, &ids};
   all.insert(all.end(), outputs.begin(), outputs.end());
   require_backend_device(choice, all);
-  if (choice.backend == Backend::gpu) fail_value("linear_logprob has no GPU kernel yet: use the cpu backend");
   const std::int64_t vocab = weight.dim(0);
   check_target_ids(ids, vocab, ignore_index);
   const LinearLogprobForwardProblem problem{hidden.data,
@@ -398,10 +397,16 @@ void linear_logprob_forward(const std::string& backend, std::uintptr_t stream, c
                                             vocab,
                                             ignore_index};
   py::gil_scoped_release no_gil;
-  if (choice.backend == Backend::reference) {
-    cpu::scalar::linear_logprob_forward_reference(problem);
-  } else {
-    GOLDEN_CPU_DISPATCH(cpu::active_isa(), linear_logprob_forward, problem, cpu::num_threads());
+  switch (choice.backend) {
+    case Backend::reference:
+      cpu::scalar::linear_logprob_forward_reference(problem);
+      break;
+    case Backend::cpu:
+      GOLDEN_CPU_DISPATCH(cpu::active_isa(), linear_logprob_forward, problem, cpu::num_threads());
+      break;
+    case Backend::gpu:
+      gpu::linear_logprob_forward(problem, choice.stream);
+      break;
   }
 }
 
@@ -449,7 +454,7 @@ void linear_logprob_backward(const std::string& backend, std::uintptr_t stream, 
   std::vector<const TensorView*> all = inputs;
   all.insert(all.end(), outputs.begin(), outputs.end());
   require_backend_device(choice, all);
-  if (choice.backend == Backend::gpu) fail_value("linear_logprob has no GPU kernel yet: use the cpu backend");
+  if (choice.backend == Backend::gpu) fail_value("linear_logprob backward has no GPU kernel yet: use the cpu backend");
   const std::int64_t vocab = weight.dim(0);
   check_target_ids(ids, vocab, ignore_index);
   const TensorView* first_output = outputs.empty() ? &hidden : outputs.front();

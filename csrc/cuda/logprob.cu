@@ -185,6 +185,11 @@ unsigned thread_blocks(std::int64_t rows) { return grid_for(rows, kPerRowThreads
 
 }  // namespace
 
+void require_valid_target_ids(TargetIds ids, std::int64_t rows, std::int64_t vocab, std::int64_t ignore_index,
+                              std::uintptr_t stream) {
+  require_valid_targets(ids, rows, vocab, ignore_index, as_stream(stream));
+}
+
 void log_softmax_forward(const LogSoftmaxForwardProblem& p, std::uintptr_t stream) {
   if (p.rows == 0) return;
   visit_in_out(p.dtype, p.out_dtype, [&](auto in, auto out) {

@@ -5,6 +5,8 @@ The vocabulary is streamed in chunks of VOCAB_CHUNK (4096, a constant of the
 op: it is the chunk of the canonical log-sum-exp tree), each chunk's logits
 computed by the linear kernels, so the result is bitwise
 token_logprob(get_op("lm_head").forward_fp32(hidden, weight), target_ids).
+The backward streams the same way (logits recomputed chunk by chunk) and is
+bitwise token_logprob backward then lm_head backward in fp32.
 Numerics: csrc/core/ops/logprob.h and linear.h; docs/ops/logprob.md.
 """
 
