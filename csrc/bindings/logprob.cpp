@@ -454,7 +454,6 @@ void linear_logprob_backward(const std::string& backend, std::uintptr_t stream, 
   std::vector<const TensorView*> all = inputs;
   all.insert(all.end(), outputs.begin(), outputs.end());
   require_backend_device(choice, all);
-  if (choice.backend == Backend::gpu) fail_value("linear_logprob backward has no GPU kernel yet: use the cpu backend");
   const std::int64_t vocab = weight.dim(0);
   check_target_ids(ids, vocab, ignore_index);
   const TensorView* first_output = outputs.empty() ? &hidden : outputs.front();
@@ -473,10 +472,16 @@ void linear_logprob_backward(const std::string& backend, std::uintptr_t stream, 
                                              ignore_index};
   if (outputs.empty()) return;
   py::gil_scoped_release no_gil;
-  if (choice.backend == Backend::reference) {
-    cpu::scalar::linear_logprob_backward_reference(problem);
-  } else {
-    GOLDEN_CPU_DISPATCH(cpu::active_isa(), linear_logprob_backward, problem, cpu::num_threads());
+  switch (choice.backend) {
+    case Backend::reference:
+      cpu::scalar::linear_logprob_backward_reference(problem);
+      break;
+    case Backend::cpu:
+      GOLDEN_CPU_DISPATCH(cpu::active_isa(), linear_logprob_backward, problem, cpu::num_threads());
+      break;
+    case Backend::gpu:
+      gpu::linear_logprob_backward(problem, choice.stream);
+      break;
   }
 }
 

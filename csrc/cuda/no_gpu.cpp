@@ -39,5 +39,6 @@ void merge_entropy_partials(const MergeEntropyPartialsProblem&, std::uintptr_t) 
 void target_logits(const TargetLogitsProblem&, std::uintptr_t) { not_built(); }
 void logprob_from_partials(const LogprobFromPartialsProblem&, std::uintptr_t) { not_built(); }
 void linear_logprob_forward(const LinearLogprobForwardProblem&, std::uintptr_t) { not_built(); }
+void linear_logprob_backward(const LinearLogprobBackwardProblem&, std::uintptr_t) { not_built(); }
 
 }  // namespace golden::gpu

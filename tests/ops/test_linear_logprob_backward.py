@@ -195,3 +195,17 @@ def test_bad_entropy_gradient_raises_clearly():
     g, h, w, ids = torch.zeros(2), torch.zeros(2, 8), torch.zeros(10, 8), torch.tensor([0, 1])
     with pytest.raises(ValueError, match="grad_entropy: expected shape"):
         fused_backward(g, h, w, ids, grad_entropy=torch.zeros(3))
+
+
+GPU = next((b for b in ("cuda", "hip") if b in gk.available_backends()), None)
+
+
+@pytest.mark.skipif(GPU is None, reason="no GPU backend available: GPU == reference bits cannot be checked here")
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("rows, vocab", [(19, 33), (19, 4096 + 77), (530, 1500)])
+def test_gpu_backward_equals_reference(dtype, rows, vocab, gen):
+    h, w, ids, g = problem(rows, 48, vocab, dtype, gen)
+    grad_entropy = torch.randn(rows, generator=gen)
+    want = fused_backward(g, h, w, ids, "reference", grad_entropy=grad_entropy)
+    got = fused_backward(g.cuda(), h.cuda(), w.cuda(), ids.cuda(), GPU, grad_entropy=grad_entropy.cuda())
+    assert_grads_equal([t.cpu() for t in got], want, "gpu")
