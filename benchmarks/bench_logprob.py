@@ -117,16 +117,16 @@ def fused_comparison(args) -> None:
     print(f"{'variant':46s} {'seconds':>8s} {'peak extra MiB':>15s} {'time ratio':>10s} {'memory ratio':>12s}")
     results = {}
     variants = BACKWARD_VARIANTS if args.backward else FUSED_VARIANTS
-    for name in variants:
+    fused, unfused = list(variants)[:2]
+    for name in variants:  # each row printed as soon as it is measured (long runs)
         command = [sys.executable, __file__, "--fused-variant", name, "--tokens", str(args.tokens),
                    "--hidden", str(args.hidden), "--vocab", str(args.vocab)]
         output = subprocess.run(command, check=True, capture_output=True, text=True, env=os.environ).stdout
-        results[name] = json.loads(output.strip().splitlines()[-1])
-    fused, unfused = list(variants)[:2]
-    base = results[fused]
-    for name, r in results.items():
+        r = results[name] = json.loads(output.strip().splitlines()[-1])
+        base = results[fused]
         print(f"{name:46s} {r['seconds']:8.2f} {r['peak_extra_bytes'] / 2**20:15.1f} "
-              f"{r['seconds'] / base['seconds']:10.2f} {r['peak_extra_bytes'] / max(base['peak_extra_bytes'], 1):12.1f}")
+              f"{r['seconds'] / base['seconds']:10.2f} {r['peak_extra_bytes'] / max(base['peak_extra_bytes'], 1):12.1f}",
+              flush=True)
     golden = torch.tensor(results[fused]["logprob"])
     other = torch.tensor(results[unfused]["logprob"])
     print("fused == unfused golden logprob (first 8 rows, bitwise):",
