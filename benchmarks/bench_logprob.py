@@ -4,9 +4,10 @@ Also reports each result's max error against the float64 reference of
 tests/reference.py. With --fused: linear_logprob vs the unfused golden path
 and PyTorch's log_softmax(hidden @ W.T).gather, each variant in its own
 subprocess so its peak extra memory (RSS high-water mark, which also sees
-torch's allocations) is its own.
+torch's allocations) is its own. With --fused --backward: forward + backward
+(gradients to hidden and weight) against the same chains under autograd.
 Usage: PYTHONPATH=python python benchmarks/bench_logprob.py [--rows 1024]
-[--vocab 151936] [--repeats 3] [--fused --tokens 256 --hidden 4096]"""
+[--vocab 151936] [--repeats 3] [--fused [--backward] --tokens 256 --hidden 4096]"""
 
 from __future__ import annotations
 
@@ -32,12 +33,48 @@ def max_error(result: torch.Tensor, ref: torch.Tensor) -> float:
     return float((result.double() - ref).abs().max())
 
 
+def torch_chain(h, w, ids):
+    return torch.log_softmax((h @ w.T).float(), -1).gather(-1, ids[:, None]).squeeze(-1)
+
+
 FUSED_VARIANTS = {
     "golden linear_logprob": lambda h, w, ids: gk.linear_logprob(h, w, ids),
     "golden lm_head fp32 + token_logprob": lambda h, w, ids: gk.token_logprob(
         gk.get_op("lm_head").forward_fp32(h, w), ids),
-    "torch log_softmax((h @ W.T).float()).gather": lambda h, w, ids: torch.log_softmax(
-        (h @ w.T).float(), -1).gather(-1, ids[:, None]).squeeze(-1),
+    "torch log_softmax((h @ W.T).float()).gather": torch_chain,
+    "torch, fp32 upcast (h.float() @ W.float().T)": lambda h, w, ids: torch_chain(h.float(), w.float(), ids),
+}
+
+
+def golden_fused_step(h, w, ids):
+    """Forward, then both gradients of sum(g * logprob) with g = 1."""
+    logprob = gk.linear_logprob(h, w, ids)
+    grads = gk.get_op("linear_logprob").backward(torch.ones_like(logprob), h, w, ids)
+    return logprob, grads
+
+
+def golden_unfused_step(h, w, ids):
+    """lm_head fp32 logits held whole; token_logprob backward rounded to bf16 for lm_head backward."""
+    logits = gk.get_op("lm_head").forward_fp32(h, w)
+    logprob = gk.token_logprob(logits, ids)
+    d = gk.get_op("token_logprob").backward(torch.ones_like(logprob), logits, ids)
+    del logits
+    return logprob, gk.get_op("lm_head").backward(d.to(h.dtype), h, w)
+
+
+def torch_step(h, w, ids, upcast=False):
+    h = (h.float() if upcast else h).requires_grad_()
+    w = (w.float() if upcast else w).requires_grad_()
+    logprob = torch_chain(h, w, ids)
+    logprob.backward(torch.ones_like(logprob))
+    return logprob.detach(), (h.grad, w.grad)
+
+
+BACKWARD_VARIANTS = {
+    "golden linear_logprob fwd+bwd": lambda h, w, ids: golden_fused_step(h, w, ids)[0],
+    "golden lm_head + token_logprob fwd+bwd": lambda h, w, ids: golden_unfused_step(h, w, ids)[0],
+    "torch autograd fwd+bwd (bf16 matmuls)": lambda h, w, ids: torch_step(h, w, ids)[0],
+    "torch autograd fwd+bwd (fp32 upcast)": lambda h, w, ids: torch_step(h, w, ids, upcast=True)[0],
 }
 
 
@@ -68,7 +105,7 @@ def run_fused_variant(name: str, args) -> None:
     h, w, ids = fused_problem(args.tokens, args.hidden, args.vocab)
     before = current_rss_bytes()  # the high-water mark afterwards, minus what is resident now
     start = time.perf_counter()
-    out = FUSED_VARIANTS[name](h, w, ids)
+    out = {**FUSED_VARIANTS, **BACKWARD_VARIANTS}[name](h, w, ids)
     seconds = time.perf_counter() - start
     extra = peak_rss_bytes() - before
     print(json.dumps({"seconds": seconds, "peak_extra_bytes": extra, "logprob": out[:8].tolist()}))
@@ -79,19 +116,21 @@ def fused_comparison(args) -> None:
           f"({args.vocab * args.hidden * 2 / 2**30:.2f} GiB); one subprocess per variant")
     print(f"{'variant':46s} {'seconds':>8s} {'peak extra MiB':>15s} {'time ratio':>10s} {'memory ratio':>12s}")
     results = {}
-    for name in FUSED_VARIANTS:
+    variants = BACKWARD_VARIANTS if args.backward else FUSED_VARIANTS
+    fused, unfused = list(variants)[:2]
+    for name in variants:  # each row printed as soon as it is measured (long runs)
         command = [sys.executable, __file__, "--fused-variant", name, "--tokens", str(args.tokens),
                    "--hidden", str(args.hidden), "--vocab", str(args.vocab)]
         output = subprocess.run(command, check=True, capture_output=True, text=True, env=os.environ).stdout
-        results[name] = json.loads(output.strip().splitlines()[-1])
-    base = results["golden linear_logprob"]
-    for name, r in results.items():
+        r = results[name] = json.loads(output.strip().splitlines()[-1])
+        base = results[fused]
         print(f"{name:46s} {r['seconds']:8.2f} {r['peak_extra_bytes'] / 2**20:15.1f} "
-              f"{r['seconds'] / base['seconds']:10.2f} {r['peak_extra_bytes'] / max(base['peak_extra_bytes'], 1):12.1f}")
-    golden = torch.tensor(results["golden linear_logprob"]["logprob"])
-    unfused = torch.tensor(results["golden lm_head fp32 + token_logprob"]["logprob"])
-    print("fused == unfused golden (first 8 rows, bitwise):", bool(torch.equal(golden.view(torch.int32),
-                                                                               unfused.view(torch.int32))))
+              f"{r['seconds'] / base['seconds']:10.2f} {r['peak_extra_bytes'] / max(base['peak_extra_bytes'], 1):12.1f}",
+              flush=True)
+    golden = torch.tensor(results[fused]["logprob"])
+    other = torch.tensor(results[unfused]["logprob"])
+    print("fused == unfused golden logprob (first 8 rows, bitwise):",
+          bool(torch.equal(golden.view(torch.int32), other.view(torch.int32))))
 
 
 def main() -> None:
@@ -100,6 +139,7 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=151936)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--fused", action="store_true")
+    parser.add_argument("--backward", action="store_true")
     parser.add_argument("--fused-variant")
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--hidden", type=int, default=4096)

@@ -36,6 +36,17 @@ void check_per_row(const TensorView& t, const TensorView& logits, ElementType ty
   require_contiguous(t);
 }
 
+// Target ids: int64 or int32, of logits' leading shape.
+void check_ids_per_row(const TensorView& ids, const TensorView& logits) {
+  if (ids.type != ElementType::i64 && ids.type != ElementType::i32) {
+    fail_type(ids.name + ": expected int64 or int32 token ids, got " + element_type_name(ids.type));
+  }
+  require_shape(ids, leading_shape(logits));
+  require_contiguous(ids);
+}
+
+TargetIds target_ids_of(const TensorView& ids) { return TargetIds{ids.data, ids.type == ElementType::i32}; }
+
 void check_same_or_f32(const TensorView& t, const TensorView& like) {
   if (t.type != like.type && t.type != ElementType::f32) {
     fail_type(t.name + ": expected " + element_type_name(like.type) + " or float32, got " +
@@ -55,7 +66,7 @@ void check_outputs_apart(const std::vector<const TensorView*>& outputs,
 // the GPU launchers validate device ids themselves before any kernel reads logits.
 void check_target_ids(const TensorView& ids, std::int64_t vocab, std::int64_t ignore_index) {
   if (ids.device != DeviceKind::cpu) return;
-  const auto* data = static_cast<const std::int64_t*>(ids.data);
+  const TargetIds data = target_ids_of(ids);
   for (std::int64_t i = 0; i < ids.numel(); ++i) {
     const std::int64_t id = data[i];
     if (id == ignore_index || (id >= 0 && id < vocab)) continue;
@@ -107,13 +118,13 @@ void token_logprob_forward(const std::string& backend, std::uintptr_t stream, co
   const TensorView ids = view_capsule(ids_capsule, "target_ids");
   const TensorView out = view_capsule(out_capsule, "out");
   const RowShape s = check_logits(logits);
-  check_per_row(ids, logits, ElementType::i64);
+  check_ids_per_row(ids, logits);
   check_per_row(out, logits, ElementType::f32);
   check_outputs_apart({&out}, {&logits, &ids});
   const BackendChoice choice = parse_backend(backend, stream);
   require_backend_device(choice, {&logits, &ids, &out});
   check_target_ids(ids, s.vocab, ignore_index);
-  const TokenLogprobForwardProblem problem{logits.data, static_cast<const std::int64_t*>(ids.data),
+  const TokenLogprobForwardProblem problem{logits.data, target_ids_of(ids),
                                            static_cast<float*>(out.data), to_dtype(logits.type), s.rows,
                                            s.vocab, ignore_index};
   GOLDEN_LAUNCH(choice, token_logprob_forward, problem);
@@ -128,7 +139,7 @@ void token_logprob_backward(const std::string& backend, std::uintptr_t stream, c
   const TensorView dx = view_capsule(dx_capsule, "grad_logits");
   const RowShape s = check_logits(logits);
   check_per_row(grad, logits, ElementType::f32);
-  check_per_row(ids, logits, ElementType::i64);
+  check_ids_per_row(ids, logits);
   check_same_or_f32(dx, logits);
   require_same_shape(logits, dx);
   check_outputs_apart({&dx}, {&grad, &logits, &ids});
@@ -137,7 +148,7 @@ void token_logprob_backward(const std::string& backend, std::uintptr_t stream, c
   check_target_ids(ids, s.vocab, ignore_index);
   const TokenLogprobBackwardProblem problem{static_cast<const float*>(grad.data),
                                             logits.data,
-                                            static_cast<const std::int64_t*>(ids.data),
+                                            target_ids_of(ids),
                                             dx.data,
                                             to_dtype(logits.type),
                                             to_dtype(dx.type),
@@ -220,6 +231,67 @@ void merge_lse_partials(const std::string& backend, std::uintptr_t stream, const
   GOLDEN_LAUNCH(choice, merge_lse_partials, problem);
 }
 
+std::vector<std::int64_t> with_triple(std::vector<std::int64_t> shape) {
+  shape.push_back(3);
+  return shape;
+}
+
+void entropy_partials(const std::string& backend, std::uintptr_t stream, const py::object& logits_capsule,
+                      const py::object& out_capsule) {
+  const TensorView logits = view_capsule(logits_capsule, "logits");
+  const TensorView out = view_capsule(out_capsule, "out");
+  const RowShape s = check_logits(logits);
+  require_type(out, ElementType::f32);
+  require_shape(out, with_triple(leading_shape(logits)));
+  check_outputs_apart({&out}, {&logits});
+  const BackendChoice choice = parse_backend(backend, stream);
+  require_backend_device(choice, {&logits, &out});
+  const EntropyPartialsProblem problem{logits.data, static_cast<float*>(out.data), to_dtype(logits.type), s.rows,
+                                       s.vocab};
+  GOLDEN_LAUNCH(choice, entropy_partials, problem);
+}
+
+// partials [shards, ..., 3] -> merged [..., 3] and/or entropy [...] (None skips one).
+void merge_entropy_partials(const std::string& backend, std::uintptr_t stream, const py::object& partials_capsule,
+                            const py::object& merged_capsule, const py::object& entropy_capsule) {
+  const TensorView partials = view_capsule(partials_capsule, "partials");
+  require_type(partials, ElementType::f32);
+  require_min_ndim(partials, 2);
+  if (partials.dim(-1) != 3) {
+    fail_value("partials: expected a last dimension of 3 (max, sum, shifted), got shape " + partials.shape_string());
+  }
+  if (partials.dim(0) == 0) fail_value("partials: expected at least one shard");
+  require_contiguous(partials);
+  const std::vector<std::int64_t> merged_shape{partials.shape.begin() + 1, partials.shape.end()};
+  std::vector<const TensorView*> outputs;
+  std::optional<TensorView> merged;
+  std::optional<TensorView> entropy;
+  if (!merged_capsule.is_none()) {
+    merged = view_capsule(merged_capsule, "merged");
+    require_type(*merged, ElementType::f32);
+    require_shape(*merged, merged_shape);
+    outputs.push_back(&*merged);
+  }
+  if (!entropy_capsule.is_none()) {
+    entropy = view_capsule(entropy_capsule, "entropy");
+    require_type(*entropy, ElementType::f32);
+    require_shape(*entropy, {merged_shape.begin(), merged_shape.end() - 1});
+    outputs.push_back(&*entropy);
+  }
+  if (merged && entropy) require_no_overlap(*entropy, *merged);
+  check_outputs_apart(outputs, {&partials});
+  const BackendChoice choice = parse_backend(backend, stream);
+  std::vector<const TensorView*> all{&partials};
+  all.insert(all.end(), outputs.begin(), outputs.end());
+  require_backend_device(choice, all);
+  const std::int64_t shards = partials.dim(0);
+  const MergeEntropyPartialsProblem problem{static_cast<const float*>(partials.data),
+                                            merged ? static_cast<float*>(merged->data) : nullptr,
+                                            entropy ? static_cast<float*>(entropy->data) : nullptr, shards,
+                                            partials.numel() / (3 * shards)};
+  GOLDEN_LAUNCH(choice, merge_entropy_partials, problem);
+}
+
 void target_logits(const std::string& backend, std::uintptr_t stream, const py::object& logits_capsule,
                    const py::object& ids_capsule, const py::object& out_capsule, std::int64_t vocab_start,
                    std::int64_t vocab_size, std::int64_t ignore_index) {
@@ -232,13 +304,13 @@ void target_logits(const std::string& backend, std::uintptr_t stream, const py::
                std::to_string(vocab_start + s.vocab) + ") must lie inside [0, vocab_size = " +
                std::to_string(vocab_size) + ")");
   }
-  check_per_row(ids, logits, ElementType::i64);
+  check_ids_per_row(ids, logits);
   check_per_row(out, logits, ElementType::f32);
   check_outputs_apart({&out}, {&logits, &ids});
   const BackendChoice choice = parse_backend(backend, stream);
   require_backend_device(choice, {&logits, &ids, &out});
   check_target_ids(ids, vocab_size, ignore_index);
-  const TargetLogitsProblem problem{logits.data,   static_cast<const std::int64_t*>(ids.data),
+  const TargetLogitsProblem problem{logits.data,   target_ids_of(ids),
                                     static_cast<float*>(out.data), to_dtype(logits.type),
                                     s.rows,        s.vocab,
                                     vocab_start,   vocab_size,
@@ -258,9 +330,7 @@ void logprob_from_partials(const std::string& backend, std::uintptr_t stream, co
   require_type(partials, ElementType::f32);
   require_shape(partials, with_pair(target.shape));
   require_contiguous(partials);
-  require_type(ids, ElementType::i64);
-  require_shape(ids, target.shape);
-  require_contiguous(ids);
+  check_ids_per_row(ids, partials);  // partials [..., 2]: its leading shape is the rows
   require_type(out, ElementType::f32);
   require_shape(out, target.shape);
   check_outputs_apart({&out}, {&target, &partials, &ids});
@@ -268,7 +338,7 @@ void logprob_from_partials(const std::string& backend, std::uintptr_t stream, co
   require_backend_device(choice, {&target, &partials, &ids, &out});
   const LogprobFromPartialsProblem problem{static_cast<const float*>(target.data),
                                            static_cast<const float*>(partials.data),
-                                           static_cast<const std::int64_t*>(ids.data),
+                                           target_ids_of(ids),
                                            static_cast<float*>(out.data),
                                            target.numel(),
                                            ignore_index};
@@ -277,14 +347,8 @@ void logprob_from_partials(const std::string& backend, std::uintptr_t stream, co
 
 // ---- Fused lm_head + token logprob --------------------------------------------------
 
-void linear_logprob_forward(const std::string& backend, std::uintptr_t stream, const py::object& hidden_capsule,
-                            const py::object& weight_capsule, const py::object& ids_capsule,
-                            const py::object& logprob_capsule, const py::object& entropy_capsule,
-                            std::int64_t ignore_index) {
-  const TensorView hidden = view_capsule(hidden_capsule, "hidden");
-  const TensorView weight = view_capsule(weight_capsule, "weight");
-  const TensorView ids = view_capsule(ids_capsule, "target_ids");
-  const TensorView logprob = view_capsule(logprob_capsule, "logprob");
+// hidden [..., H] and weight [vocab >= 1, H] of one float dtype, ids of hidden's leading shape.
+void check_fused_operands(const TensorView& hidden, const TensorView& weight, const TensorView& ids) {
   require_float(hidden);
   require_min_ndim(hidden, 1);
   require_contiguous(hidden);
@@ -294,7 +358,18 @@ void linear_logprob_forward(const std::string& backend, std::uintptr_t stream, c
     fail_value("weight: expected shape [vocab >= 1, " + std::to_string(hidden.dim(-1)) + "], got " +
                weight.shape_string());
   }
-  check_per_row(ids, hidden, ElementType::i64);
+  check_ids_per_row(ids, hidden);
+}
+
+void linear_logprob_forward(const std::string& backend, std::uintptr_t stream, const py::object& hidden_capsule,
+                            const py::object& weight_capsule, const py::object& ids_capsule,
+                            const py::object& logprob_capsule, const py::object& entropy_capsule,
+                            std::int64_t ignore_index) {
+  const TensorView hidden = view_capsule(hidden_capsule, "hidden");
+  const TensorView weight = view_capsule(weight_capsule, "weight");
+  const TensorView ids = view_capsule(ids_capsule, "target_ids");
+  const TensorView logprob = view_capsule(logprob_capsule, "logprob");
+  check_fused_operands(hidden, weight, ids);
   check_per_row(logprob, hidden, ElementType::f32);
   std::vector<const TensorView*> outputs{&logprob};
   std::optional<TensorView> entropy;
@@ -309,12 +384,11 @@ void linear_logprob_forward(const std::string& backend, std::uintptr_t stream, c
   std::vector<const TensorView*> all{&hidden, &weight, &ids};
   all.insert(all.end(), outputs.begin(), outputs.end());
   require_backend_device(choice, all);
-  if (choice.backend == Backend::gpu) fail_value("linear_logprob has no GPU kernel yet: use the cpu backend");
   const std::int64_t vocab = weight.dim(0);
   check_target_ids(ids, vocab, ignore_index);
   const LinearLogprobForwardProblem problem{hidden.data,
                                             weight.data,
-                                            static_cast<const std::int64_t*>(ids.data),
+                                            target_ids_of(ids),
                                             static_cast<float*>(logprob.data),
                                             entropy ? static_cast<float*>(entropy->data) : nullptr,
                                             to_dtype(hidden.type),
@@ -323,10 +397,91 @@ void linear_logprob_forward(const std::string& backend, std::uintptr_t stream, c
                                             vocab,
                                             ignore_index};
   py::gil_scoped_release no_gil;
-  if (choice.backend == Backend::reference) {
-    cpu::scalar::linear_logprob_forward_reference(problem);
-  } else {
-    GOLDEN_CPU_DISPATCH(cpu::active_isa(), linear_logprob_forward, problem, cpu::num_threads());
+  switch (choice.backend) {
+    case Backend::reference:
+      cpu::scalar::linear_logprob_forward_reference(problem);
+      break;
+    case Backend::cpu:
+      GOLDEN_CPU_DISPATCH(cpu::active_isa(), linear_logprob_forward, problem, cpu::num_threads());
+      break;
+    case Backend::gpu:
+      gpu::linear_logprob_forward(problem, choice.stream);
+      break;
+  }
+}
+
+// The gradients asked for (grad_hidden, grad_weight: None skips one) of the
+// logprob (and, with grad_entropy, the entropy) output.
+void linear_logprob_backward(const std::string& backend, std::uintptr_t stream, const py::object& grad_capsule,
+                             const py::object& grad_entropy_capsule, const py::object& hidden_capsule,
+                             const py::object& weight_capsule, const py::object& ids_capsule,
+                             const py::object& dhidden_capsule, const py::object& dweight_capsule,
+                             std::int64_t ignore_index) {
+  const TensorView grad = view_capsule(grad_capsule, "grad_logprob");
+  const TensorView hidden = view_capsule(hidden_capsule, "hidden");
+  const TensorView weight = view_capsule(weight_capsule, "weight");
+  const TensorView ids = view_capsule(ids_capsule, "target_ids");
+  check_fused_operands(hidden, weight, ids);
+  check_per_row(grad, hidden, ElementType::f32);
+  std::vector<const TensorView*> inputs{&grad, &hidden, &weight, &ids};
+  std::optional<TensorView> grad_entropy;
+  if (!grad_entropy_capsule.is_none()) {
+    grad_entropy = view_capsule(grad_entropy_capsule, "grad_entropy");
+    check_per_row(*grad_entropy, hidden, ElementType::f32);
+    inputs.push_back(&*grad_entropy);
+  }
+  std::vector<const TensorView*> outputs;
+  std::optional<TensorView> dhidden;
+  std::optional<TensorView> dweight;
+  if (!dhidden_capsule.is_none()) {
+    dhidden = view_capsule(dhidden_capsule, "grad_hidden");
+    check_same_or_f32(*dhidden, hidden);
+    require_same_shape(*dhidden, hidden);
+    outputs.push_back(&*dhidden);
+  }
+  if (!dweight_capsule.is_none()) {
+    dweight = view_capsule(dweight_capsule, "grad_weight");
+    check_same_or_f32(*dweight, hidden);
+    require_same_shape(*dweight, weight);
+    outputs.push_back(&*dweight);
+  }
+  if (dhidden && dweight) {
+    if (dhidden->type != dweight->type) fail_type("grad_hidden and grad_weight must have one dtype");
+    require_no_overlap(*dweight, *dhidden);
+  }
+  check_outputs_apart(outputs, inputs);
+  const BackendChoice choice = parse_backend(backend, stream);
+  std::vector<const TensorView*> all = inputs;
+  all.insert(all.end(), outputs.begin(), outputs.end());
+  require_backend_device(choice, all);
+  const std::int64_t vocab = weight.dim(0);
+  check_target_ids(ids, vocab, ignore_index);
+  const TensorView* first_output = outputs.empty() ? &hidden : outputs.front();
+  const LinearLogprobBackwardProblem problem{static_cast<const float*>(grad.data),
+                                             grad_entropy ? static_cast<const float*>(grad_entropy->data) : nullptr,
+                                             hidden.data,
+                                             weight.data,
+                                             target_ids_of(ids),
+                                             dhidden ? dhidden->data : nullptr,
+                                             dweight ? dweight->data : nullptr,
+                                             to_dtype(hidden.type),
+                                             to_dtype(first_output->type),
+                                             ids.numel(),
+                                             hidden.dim(-1),
+                                             vocab,
+                                             ignore_index};
+  if (outputs.empty()) return;
+  py::gil_scoped_release no_gil;
+  switch (choice.backend) {
+    case Backend::reference:
+      cpu::scalar::linear_logprob_backward_reference(problem);
+      break;
+    case Backend::cpu:
+      GOLDEN_CPU_DISPATCH(cpu::active_isa(), linear_logprob_backward, problem, cpu::num_threads());
+      break;
+    case Backend::gpu:
+      gpu::linear_logprob_backward(problem, choice.stream);
+      break;
   }
 }
 
@@ -351,6 +506,10 @@ void register_logprob(py::module_& m) {
   m.def("lse_partials", &lse_partials, py::arg("backend"), py::arg("stream"), py::arg("logits"), py::arg("out"));
   m.def("merge_lse_partials", &merge_lse_partials, py::arg("backend"), py::arg("stream"), py::arg("partials"),
         py::arg("out"));
+  m.def("entropy_partials", &entropy_partials, py::arg("backend"), py::arg("stream"), py::arg("logits"),
+        py::arg("out"));
+  m.def("merge_entropy_partials", &merge_entropy_partials, py::arg("backend"), py::arg("stream"),
+        py::arg("partials"), py::arg("merged"), py::arg("entropy"));
   m.def("target_logits", &target_logits, py::arg("backend"), py::arg("stream"), py::arg("logits"),
         py::arg("target_ids"), py::arg("out"), py::arg("vocab_start"), py::arg("vocab_size"),
         py::arg("ignore_index"));
@@ -360,6 +519,9 @@ void register_logprob(py::module_& m) {
   m.def("linear_logprob_forward", &linear_logprob_forward, py::arg("backend"), py::arg("stream"),
         py::arg("hidden"), py::arg("weight"), py::arg("target_ids"), py::arg("logprob"), py::arg("entropy"),
         py::arg("ignore_index"));
+  m.def("linear_logprob_backward", &linear_logprob_backward, py::arg("backend"), py::arg("stream"),
+        py::arg("grad_logprob"), py::arg("grad_entropy"), py::arg("hidden"), py::arg("weight"),
+        py::arg("target_ids"), py::arg("grad_hidden"), py::arg("grad_weight"), py::arg("ignore_index"));
 }
 
 }  // namespace golden::bindings

@@ -43,10 +43,14 @@
   void entropy_backward(const EntropyBackwardProblem& problem, int num_threads);          \
   void lse_partials(const LsePartialsProblem& problem, int num_threads);                  \
   void merge_lse_partials(const MergeLsePartialsProblem& problem, int num_threads);       \
+  void entropy_partials(const EntropyPartialsProblem& problem, int num_threads);          \
+  void merge_entropy_partials(const MergeEntropyPartialsProblem& problem, int num_threads); \
   void target_logits(const TargetLogitsProblem& problem, int num_threads);                \
   void logprob_from_partials(const LogprobFromPartialsProblem& problem, int num_threads); \
   void linear_logprob_forward(const LinearLogprobForwardProblem& problem, int num_threads); \
   void linear_logprob_forward_reference(const LinearLogprobForwardProblem& problem);  \
+  void linear_logprob_backward(const LinearLogprobBackwardProblem& problem, int num_threads); \
+  void linear_logprob_backward_reference(const LinearLogprobBackwardProblem& problem); \
   }
 
 GOLDEN_CPU_DECLARE_KERNELS(scalar)

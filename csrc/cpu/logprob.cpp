@@ -128,6 +128,32 @@ void merge_lse_partials(const MergeLsePartialsProblem& p, int num_threads) {
   });
 }
 
+void entropy_partials(const EntropyPartialsProblem& p, int num_threads) {
+  visit_dtype(p.dtype, [&](auto in) {
+    using T = decltype(in);
+    const T* logits = static_cast<const T*>(p.logits);
+    for_each_row(p.rows, num_threads, [&](std::int64_t row) {
+      const core::EntropyPartial partial =
+          core::entropy_row_partial(core::RowLoader<T>{logits + row * p.vocab}, p.vocab);
+      p.partials[3 * row] = partial.max;
+      p.partials[3 * row + 1] = partial.sum;
+      p.partials[3 * row + 2] = partial.shifted;
+    });
+  });
+}
+
+void merge_entropy_partials(const MergeEntropyPartialsProblem& p, int num_threads) {
+  for_each_row(p.rows, num_threads, [&](std::int64_t row) {
+    const core::EntropyPartial merged = core::merge_shard_entropy_partials(p.partials + 3 * row, p.shards, 3 * p.rows);
+    if (p.merged != nullptr) {
+      p.merged[3 * row] = merged.max;
+      p.merged[3 * row + 1] = merged.sum;
+      p.merged[3 * row + 2] = merged.shifted;
+    }
+    if (p.entropy != nullptr) p.entropy[row] = core::entropy_of(merged);
+  });
+}
+
 void target_logits(const TargetLogitsProblem& p, int num_threads) {
   visit_dtype(p.dtype, [&](auto in) {
     using T = decltype(in);

@@ -52,7 +52,15 @@ void entropy_forward(const EntropyForwardProblem& problem, std::uintptr_t stream
 void entropy_backward(const EntropyBackwardProblem& problem, std::uintptr_t stream);
 void lse_partials(const LsePartialsProblem& problem, std::uintptr_t stream);
 void merge_lse_partials(const MergeLsePartialsProblem& problem, std::uintptr_t stream);
+void entropy_partials(const EntropyPartialsProblem& problem, std::uintptr_t stream);
+void merge_entropy_partials(const MergeEntropyPartialsProblem& problem, std::uintptr_t stream);
 void target_logits(const TargetLogitsProblem& problem, std::uintptr_t stream);
 void logprob_from_partials(const LogprobFromPartialsProblem& problem, std::uintptr_t stream);
+void linear_logprob_forward(const LinearLogprobForwardProblem& problem, std::uintptr_t stream);
+void linear_logprob_backward(const LinearLogprobBackwardProblem& problem, std::uintptr_t stream);
+// Throws std::invalid_argument if an id is outside [0, vocab) and not ignore_index
+// (the device ids are read on the device; waits for the stream).
+void require_valid_target_ids(TargetIds ids, std::int64_t rows, std::int64_t vocab, std::int64_t ignore_index,
+                              std::uintptr_t stream);
 
 }  // namespace golden::gpu

@@ -107,6 +107,32 @@ __global__ void merge_lse_partials_kernel(MergeLsePartialsProblem p) {
 }
 
 template <class T>
+__global__ void entropy_partials_kernel(EntropyPartialsProblem p) {
+  const std::int64_t row = this_row();
+  if (row >= p.rows) return;
+  const WarpRow worker = this_lane();
+  const core::EntropyPartial partial =
+      core::entropy_row_partial(core::RowLoader<T>{static_cast<const T*>(p.logits) + row * p.vocab}, p.vocab, worker);
+  if (worker.lane == 0) {
+    p.partials[3 * row] = partial.max;
+    p.partials[3 * row + 1] = partial.sum;
+    p.partials[3 * row + 2] = partial.shifted;
+  }
+}
+
+__global__ void merge_entropy_partials_kernel(MergeEntropyPartialsProblem p) {
+  const std::int64_t row = this_thread();
+  if (row >= p.rows) return;
+  const core::EntropyPartial merged = core::merge_shard_entropy_partials(p.partials + 3 * row, p.shards, 3 * p.rows);
+  if (p.merged != nullptr) {
+    p.merged[3 * row] = merged.max;
+    p.merged[3 * row + 1] = merged.sum;
+    p.merged[3 * row + 2] = merged.shifted;
+  }
+  if (p.entropy != nullptr) p.entropy[row] = core::entropy_of(merged);
+}
+
+template <class T>
 __global__ void target_logits_kernel(TargetLogitsProblem p) {
   const std::int64_t row = this_thread();
   if (row >= p.rows) return;
@@ -124,7 +150,7 @@ __global__ void logprob_from_partials_kernel(LogprobFromPartialsProblem p) {
 
 // Sets *bad to 1 if an id is outside [0, vocab) and is not ignore_index
 // (an integer flag: no floating-point atomics).
-__global__ void find_bad_target_kernel(const std::int64_t* ids, std::int64_t rows, std::int64_t vocab,
+__global__ void find_bad_target_kernel(TargetIds ids, std::int64_t rows, std::int64_t vocab,
                                        std::int64_t ignore_index, int* bad) {
   const std::int64_t row = this_thread();
   if (row >= rows) return;
@@ -135,7 +161,7 @@ __global__ void find_bad_target_kernel(const std::int64_t* ids, std::int64_t row
 // Device ids are checked before any kernel reads logits through them; this
 // waits for the stream (one int copied back) and throws std::invalid_argument
 // (a ValueError in Python), as the host check of the bindings does.
-void require_valid_targets(const std::int64_t* ids, std::int64_t rows, std::int64_t vocab,
+void require_valid_targets(TargetIds ids, std::int64_t rows, std::int64_t vocab,
                            std::int64_t ignore_index, cudaStream_t stream) {
   if (rows == 0) return;
   int* bad = nullptr;
@@ -158,6 +184,11 @@ unsigned row_blocks(std::int64_t rows) { return grid_for(rows, kWarpsPerBlock); 
 unsigned thread_blocks(std::int64_t rows) { return grid_for(rows, kPerRowThreads); }
 
 }  // namespace
+
+void require_valid_target_ids(TargetIds ids, std::int64_t rows, std::int64_t vocab, std::int64_t ignore_index,
+                              std::uintptr_t stream) {
+  require_valid_targets(ids, rows, vocab, ignore_index, as_stream(stream));
+}
 
 void log_softmax_forward(const LogSoftmaxForwardProblem& p, std::uintptr_t stream) {
   if (p.rows == 0) return;
@@ -238,6 +269,20 @@ void merge_lse_partials(const MergeLsePartialsProblem& p, std::uintptr_t stream)
   if (p.rows == 0) return;
   merge_lse_partials_kernel<<<thread_blocks(p.rows), kPerRowThreads, 0, as_stream(stream)>>>(p);
   check_launch("merge_lse_partials");
+}
+
+void entropy_partials(const EntropyPartialsProblem& p, std::uintptr_t stream) {
+  if (p.rows == 0) return;
+  visit_dtype(p.dtype, [&](auto in) {
+    entropy_partials_kernel<decltype(in)><<<row_blocks(p.rows), kRowThreads, 0, as_stream(stream)>>>(p);
+  });
+  check_launch("entropy_partials");
+}
+
+void merge_entropy_partials(const MergeEntropyPartialsProblem& p, std::uintptr_t stream) {
+  if (p.rows == 0) return;
+  merge_entropy_partials_kernel<<<thread_blocks(p.rows), kPerRowThreads, 0, as_stream(stream)>>>(p);
+  check_launch("merge_entropy_partials");
 }
 
 void target_logits(const TargetLogitsProblem& p, std::uintptr_t stream) {

@@ -36,7 +36,11 @@ void entropy_forward(const EntropyForwardProblem&, std::uintptr_t) { not_built()
 void entropy_backward(const EntropyBackwardProblem&, std::uintptr_t) { not_built(); }
 void lse_partials(const LsePartialsProblem&, std::uintptr_t) { not_built(); }
 void merge_lse_partials(const MergeLsePartialsProblem&, std::uintptr_t) { not_built(); }
+void entropy_partials(const EntropyPartialsProblem&, std::uintptr_t) { not_built(); }
+void merge_entropy_partials(const MergeEntropyPartialsProblem&, std::uintptr_t) { not_built(); }
 void target_logits(const TargetLogitsProblem&, std::uintptr_t) { not_built(); }
 void logprob_from_partials(const LogprobFromPartialsProblem&, std::uintptr_t) { not_built(); }
+void linear_logprob_forward(const LinearLogprobForwardProblem&, std::uintptr_t) { not_built(); }
+void linear_logprob_backward(const LinearLogprobBackwardProblem&, std::uintptr_t) { not_built(); }
 
 }  // namespace golden::gpu

@@ -21,8 +21,11 @@ from .ops.entropy import entropy
 from .ops.log_softmax import log_softmax
 from .ops.token_logprob import token_logprob
 from .ops.vocab_parallel import (
+    entropy_from_partials,
+    entropy_partials,
     logprob_from_partials,
     logsumexp_partials,
+    merge_entropy_partials,
     merge_logsumexp_partials,
     target_logits,
     vocab_shard_bounds,
@@ -72,6 +75,9 @@ __all__ = [
     "log_softmax",
     "logprob_from_partials",
     "logsumexp_partials",
+    "entropy_partials",
+    "entropy_from_partials",
+    "merge_entropy_partials",
     "merge_logsumexp_partials",
     "merge_linear_partials",
     "num_threads",

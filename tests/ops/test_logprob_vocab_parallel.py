@@ -1,10 +1,11 @@
-"""Contract T8 for token log-probabilities: the vocabulary split over 2 and 4
-torch.distributed ranks (gloo, one process per rank on this machine) on the
-shard bounds of vocab_shard_bounds(); gathering the shard partials and merging
-them by the canonical tree gives the single-device bits."""
+"""Contract T8 for token log-probabilities and entropy: the vocabulary split
+over 2 and 4 torch.distributed ranks (gloo, one process per rank on this
+machine) on the shard bounds of vocab_shard_bounds(); gathering the shard
+partials and merging them by the canonical tree gives the single-device bits."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -42,6 +43,15 @@ def sharded_logprob(logits, ids, shard_index: int, shards: int, group) -> tuple[
     return gk.logprob_from_partials(picked, merged, ids), merged
 
 
+def sharded_entropy(logits, shard_index: int, shards: int, group) -> torch.Tensor:
+    """This rank's part of the vocab-parallel entropy over `group`."""
+    start, end = gk.vocab_shard_bounds(VOCAB, shards)[shard_index]
+    partial = gk.entropy_partials(logits[:, start:end].contiguous())
+    gathered = [torch.empty_like(partial) for _ in range(shards)]
+    dist.all_gather(gathered, partial, group=group)
+    return gk.entropy_from_partials(gk.merge_entropy_partials(torch.stack(gathered)))
+
+
 def check_on_rank(rank: int, world: int, init_file: str) -> None:
     """4 ranks: all four as one 4-way split, then ranks {0, 1} and {2, 3} as
     two 2-way splits (one spawn serves both, keeping the test fast)."""
@@ -50,14 +60,36 @@ def check_on_rank(rank: int, world: int, init_file: str) -> None:
         gk.set_num_threads(1)
         logits, ids = problem()
         want, want_partials = gk.token_logprob(logits, ids), gk.logsumexp_partials(logits)
+        want_entropy = gk.entropy(logits)
         pairs = [dist.new_group([0, 1]), dist.new_group([2, 3])]
         for shards, group, index in ((4, None, rank), (2, pairs[rank // 2], rank % 2)):
             logprob, merged = sharded_logprob(logits, ids, index, shards, group)
             assert_bitwise_equal(logprob, want, f"{shards}-way, rank {rank}")
             assert_bitwise_equal(merged, want_partials, f"{shards}-way merged partials, rank {rank}")
+            entropy = sharded_entropy(logits, index, shards, group)
+            assert_bitwise_equal(entropy, want_entropy, f"{shards}-way entropy, rank {rank}")
     finally:
         dist.destroy_process_group()
 
 
 def test_vocab_parallel_matches_single_device_T8(tmp_path):
     mp.spawn(check_on_rank, args=(4, str(tmp_path / "init")), nprocs=4, join=True)
+
+
+def test_entropy_shards_in_process_T8():
+    """Any shard count: merged (max, sum, shifted) partials give the entropy's bits,
+    and their (max, sum) are those of the logsumexp partials."""
+    logits, _ = problem()
+    want = gk.entropy(logits)
+    for shards in (1, 2, 3, 4, 8, 11):
+        parts = [gk.entropy_partials(logits[:, a:b].contiguous()) for a, b in gk.vocab_shard_bounds(VOCAB, shards)]
+        merged = gk.merge_entropy_partials(torch.stack(parts))
+        assert_bitwise_equal(gk.entropy_from_partials(merged), want, f"{shards} shards")
+        assert_bitwise_equal(merged[..., :2].contiguous(), gk.logsumexp_partials(logits), f"{shards} shards (max, sum)")
+
+
+def test_entropy_partials_bad_input_raises_clearly():
+    with pytest.raises(ValueError, match="last dimension of 3"):
+        gk.merge_entropy_partials(torch.zeros(2, 3, 2))
+    with pytest.raises(ValueError, match="expected \\[shards"):
+        gk.merge_entropy_partials(torch.zeros(3))

@@ -26,8 +26,17 @@ namespace golden {
 
 inline constexpr std::int64_t kDefaultIgnoreIndex = -100;
 
+// Target ids as the caller stores them, int64 or int32, read as int64.
+struct TargetIds {
+  const void* data;
+  bool is_int32;
+  GOLDEN_INLINE std::int64_t operator[](std::int64_t i) const {
+    return is_int32 ? static_cast<const std::int32_t*>(data)[i] : static_cast<const std::int64_t*>(data)[i];
+  }
+};
+
 // Problems as every backend receives them: dense row-major logits
-// [rows, vocab], one target id (int64) and one fp32 gradient per row,
+// [rows, vocab], one target id (int64 or int32) and one fp32 gradient per row,
 // already validated by the bindings (ids in range or equal to ignore_index).
 struct LogSoftmaxForwardProblem {
   const void* logits;
@@ -51,7 +60,7 @@ struct LogSoftmaxBackwardProblem {
 
 struct TokenLogprobForwardProblem {
   const void* logits;
-  const std::int64_t* target_ids;
+  TargetIds target_ids;
   float* logprob;
   DType dtype;
   std::int64_t rows;
@@ -62,7 +71,7 @@ struct TokenLogprobForwardProblem {
 struct TokenLogprobBackwardProblem {
   const float* grad_out;
   const void* logits;
-  const std::int64_t* target_ids;
+  TargetIds target_ids;
   void* grad_logits;
   DType dtype;
   DType grad_dtype;  // dtype or f32
@@ -106,9 +115,26 @@ struct MergeLsePartialsProblem {
   std::int64_t rows;
 };
 
+// The entropy's shard partials: (max, sum, shifted) per row, merged by the same tree.
+struct EntropyPartialsProblem {
+  const void* logits;
+  float* partials;  // [rows, 3]: (max, sum, shifted)
+  DType dtype;
+  std::int64_t rows;
+  std::int64_t vocab;
+};
+
+struct MergeEntropyPartialsProblem {
+  const float* partials;  // [shards, rows, 3], shards in vocabulary order
+  float* merged;          // [rows, 3], or nullptr: not wanted
+  float* entropy;         // [rows], or nullptr: not wanted
+  std::int64_t shards;
+  std::int64_t rows;
+};
+
 struct TargetLogitsProblem {
   const void* logits;  // the shard's [rows, shard_vocab]
-  const std::int64_t* target_ids;
+  TargetIds target_ids;
   float* target_logits;  // the logit, or -0.0 where the shard does not hold the target
   DType dtype;
   std::int64_t rows;
@@ -121,7 +147,7 @@ struct TargetLogitsProblem {
 struct LogprobFromPartialsProblem {
   const float* target_logits;
   const float* partials;  // [rows, 2], merged over all shards
-  const std::int64_t* target_ids;
+  TargetIds target_ids;
   float* logprob;
   std::int64_t rows;
   std::int64_t ignore_index;
@@ -134,10 +160,31 @@ struct LogprobFromPartialsProblem {
 struct LinearLogprobForwardProblem {
   const void* hidden;  // [rows, hidden_size]
   const void* weight;  // [vocab, hidden_size]
-  const std::int64_t* target_ids;
+  TargetIds target_ids;
   float* logprob;  // [rows]
   float* entropy;  // [rows], or nullptr: not wanted
   DType dtype;     // of hidden and weight
+  std::int64_t rows;
+  std::int64_t hidden_size;
+  std::int64_t vocab;
+  std::int64_t ignore_index;
+};
+
+// Its backward, streamed the same way (the logits are recomputed chunk by
+// chunk, never held whole): with d = grad_logprob * (onehot - softmax)
+// (+ grad_entropy * dH/dlogits), grad_hidden = d @ weight and
+// grad_weight = d^T @ hidden, each in the linear op's canonical order, so the
+// result is bitwise token_logprob (+ entropy) backward then linear backward.
+struct LinearLogprobBackwardProblem {
+  const float* grad_logprob;  // [rows]
+  const float* grad_entropy;  // [rows], or nullptr: the entropy is not differentiated
+  const void* hidden;         // [rows, hidden_size]
+  const void* weight;         // [vocab, hidden_size]
+  TargetIds target_ids;
+  void* grad_hidden;  // [rows, hidden_size], or nullptr: not wanted
+  void* grad_weight;  // [vocab, hidden_size], or nullptr: not wanted
+  DType dtype;        // of hidden and weight
+  DType grad_dtype;   // of grad_hidden and grad_weight: dtype or f32
   std::int64_t rows;
   std::int64_t hidden_size;
   std::int64_t vocab;
@@ -274,6 +321,18 @@ GOLDEN_INLINE LsePartial merge_shard_partials(const float* partials, std::int64_
       MergeLse{});
 }
 
+// As merge_shard_partials, for the entropy's (max, sum, shifted) partials.
+GOLDEN_INLINE EntropyPartial merge_shard_entropy_partials(const float* partials, std::int64_t shards,
+                                                          std::int64_t shard_stride) {
+  return tree_reduce_partials<EntropyPartial>(
+      0, shards,
+      [&](std::int64_t s) {
+        const float* p = partials + s * shard_stride;
+        return EntropyPartial{p[0], p[1], p[2]};
+      },
+      MergeEntropy{});
+}
+
 GOLDEN_INLINE float lse_of(LsePartial p) { return p.max + log_f32(p.sum); }
 
 // H = -sum p log p = log(sum) - shifted / sum: both terms >= 0, no cancellation.
@@ -328,6 +387,13 @@ GOLDEN_INLINE float token_logprob_row(const T* logits, std::int64_t vocab, std::
   return logprob_from_partial(to_float(logits[target]), p, target, ignore_index);
 }
 
+// One element of the token logprob gradient, g * ([i == target] - p_i): shared
+// by token_logprob_backward_row and the fused linear_logprob backward.
+GOLDEN_INLINE float token_logprob_grad(float grad, float x, float lse, bool is_target) {
+  const float p = exp_f32(x - lse);
+  return canonical_nan(grad * ((is_target ? 1.0f : 0.0f) - p));
+}
+
 // dx_i = g * ([i == target] - p_i); all zero for an ignored target.
 template <class T, class TOut, class Worker = SerialRow>
 GOLDEN_INLINE void token_logprob_backward_row(float grad, const T* logits, TOut* grad_logits,
@@ -342,9 +408,7 @@ GOLDEN_INLINE void token_logprob_backward_row(float grad, const T* logits, TOut*
   }
   const float lse = lse_of(lse_row_partial(RowLoader<T>{logits}, vocab, worker));
   for (std::int64_t i = worker.first(); i < vocab; i += Worker::kStep) {
-    const float p = exp_f32(to_float(logits[i]) - lse);
-    const float indicator = i == target ? 1.0f : 0.0f;
-    grad_logits[i] = from_float<TOut>(canonical_nan(grad * (indicator - p)));
+    grad_logits[i] = from_float<TOut>(token_logprob_grad(grad, to_float(logits[i]), lse, i == target));
   }
 }
 
@@ -353,22 +417,37 @@ GOLDEN_INLINE float entropy_row(const T* logits, std::int64_t vocab, Worker work
   return entropy_of(entropy_row_partial(RowLoader<T>{logits}, vocab, worker));
 }
 
+// What a row's entropy gradient needs besides its logits (see entropy_backward_row).
+struct EntropyGradRow {
+  float grad;
+  float lse;
+  float mean;   // shifted / sum: the p-weighted mean of x - shift
+  float shift;
+  bool row_nan;  // the entropy or its incoming gradient is NaN
+};
+
+GOLDEN_INLINE EntropyGradRow entropy_grad_row(EntropyPartial e, float grad) {
+  const bool row_nan = math_detail::is_nan(entropy_of(e)) || math_detail::is_nan(grad);
+  return {grad, lse_of({e.max, e.sum}), div_rn(e.shifted, e.sum), exp_shift(e.max), row_nan};
+}
+
+// One element of the entropy gradient: shared by entropy_backward_row and the
+// fused linear_logprob backward.
+GOLDEN_INLINE float entropy_grad(float x, const EntropyGradRow& row) {
+  const float p = exp_f32(x - row.lse);
+  float dx = x == negative_infinity() ? 0.0f : row.grad * (p * (row.mean - (x - row.shift)));
+  dx = row.row_nan ? math_detail::invalid_nan() : dx;
+  return canonical_nan(dx);
+}
+
 // dH/dx_i = -p_i (log p_i + H) = p_i (mean - (x_i - m)), mean = shifted / sum
 // (the p-weighted mean of x - m); masked (-inf) entries get 0.
 template <class T, class TOut, class Worker = SerialRow>
 GOLDEN_INLINE void entropy_backward_row(float grad, const T* logits, TOut* grad_logits,
                                         std::int64_t vocab, Worker worker = {}) {
-  const EntropyPartial e = entropy_row_partial(RowLoader<T>{logits}, vocab, worker);
-  const float lse = lse_of({e.max, e.sum});
-  const float mean = div_rn(e.shifted, e.sum);
-  const bool row_nan = math_detail::is_nan(entropy_of(e)) || math_detail::is_nan(grad);
-  const float shift = exp_shift(e.max);
+  const EntropyGradRow row = entropy_grad_row(entropy_row_partial(RowLoader<T>{logits}, vocab, worker), grad);
   for (std::int64_t i = worker.first(); i < vocab; i += Worker::kStep) {
-    const float x = to_float(logits[i]);
-    const float p = exp_f32(x - lse);
-    float dx = x == negative_infinity() ? 0.0f : grad * (p * (mean - (x - shift)));
-    dx = row_nan ? math_detail::invalid_nan() : dx;
-    grad_logits[i] = from_float<TOut>(canonical_nan(dx));
+    grad_logits[i] = from_float<TOut>(entropy_grad(to_float(logits[i]), row));
   }
 }
 

@@ -5,6 +5,8 @@ The vocabulary is streamed in chunks of VOCAB_CHUNK (4096, a constant of the
 op: it is the chunk of the canonical log-sum-exp tree), each chunk's logits
 computed by the linear kernels, so the result is bitwise
 token_logprob(get_op("lm_head").forward_fp32(hidden, weight), target_ids).
+The backward streams the same way (logits recomputed chunk by chunk) and is
+bitwise token_logprob backward then lm_head backward in fp32.
 Numerics: csrc/core/ops/logprob.h and linear.h; docs/ops/logprob.md.
 """
 
@@ -57,10 +59,31 @@ def forward(hidden: Any, weight: Any, target_ids: Any, *, chunk_size: int | None
 forward_fp32 = forward
 
 
-def backward(*args: Any, **kwargs: Any) -> Any:
-    raise NotImplementedError(
-        "linear_logprob backward is not implemented yet; use lm_head + token_logprob backward"
+def backward(grad_logprob: Any, hidden: Any, weight: Any, target_ids: Any, *, grad_entropy: Any = None,
+             ignore_index: int = DEFAULT_IGNORE_INDEX, fp32: bool = False, backend: str | None = None,
+             needs: tuple[bool, bool] = (True, True)) -> tuple[Any, Any]:
+    """(grad_hidden, grad_weight) of the logprob output (grad_logprob: float32
+    [rows]) and, with grad_entropy, of the entropy output too; neither logits nor
+    their gradient are ever held whole. Bitwise equal to token_logprob.backward
+    (+ entropy.backward, added in fp32) with fp32=True, then lm_head.backward on
+    fp32 operands, rounded once to hidden's dtype (float32 with fp32=True).
+    Ignored targets contribute nothing. `needs` skips a gradient (None)."""
+    _check(hidden, weight, target_ids, None)
+    arrays = [grad_logprob] + ([] if grad_entropy is None else [grad_entropy])
+    for x, name in zip(arrays, ("grad_logprob", "grad_entropy")):
+        _arrays.check_array(x, name)
+    backend = resolve_backend(backend, hidden, weight, target_ids, *arrays)
+    grad_dtype = "float32" if fp32 else _arrays.dtype_name(hidden)
+    grad_hidden = _arrays.empty(hidden, _arrays.shape(hidden), grad_dtype) if needs[0] else None
+    grad_weight = _arrays.empty(hidden, _arrays.shape(weight), grad_dtype) if needs[1] else None
+    _C.linear_logprob_backward(
+        backend, _arrays.stream(hidden), _arrays.capsule(grad_logprob),
+        None if grad_entropy is None else _arrays.capsule(grad_entropy), _arrays.capsule(hidden),
+        _arrays.capsule(weight), _arrays.capsule(target_ids),
+        None if grad_hidden is None else _arrays.capsule(grad_hidden),
+        None if grad_weight is None else _arrays.capsule(grad_weight), int(ignore_index),
     )
+    return grad_hidden, grad_weight
 
 
 def linear_logprob(hidden: Any, weight: Any, target_ids: Any, *, chunk_size: int | None = None,

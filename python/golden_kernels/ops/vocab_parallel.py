@@ -11,7 +11,12 @@ from vocab_shard_bounds(). Then, with any collective library:
     picked = all_reduce(picked, SUM)   # non-owners give -0.0, so the sum is exact
     logprob = logprob_from_partials(picked, merged, ids)
 
-gives the single-device token_logprob bits exactly.
+gives the single-device token_logprob bits exactly. The entropy goes the same
+way with (max, sum, shifted) partials:
+
+    partial = entropy_partials(shard_logits)                      # [..., 3] fp32
+    merged = merge_entropy_partials(all_gather(partial) stacked)  # [..., 3]
+    entropy = entropy_from_partials(merged)                       # [...], single-device bits
 """
 
 from __future__ import annotations
@@ -102,3 +107,39 @@ def logprob_from_partials(target_logits: Any, partials: Any, target_ids: Any, *,
         _arrays.capsule(target_ids), _arrays.capsule(out), int(ignore_index),
     )
     return out
+
+
+def entropy_partials(logits: Any, *, backend: str | None = None) -> Any:
+    """The canonical (max, sum of exp(x - max), sum of exp(x - max) (x - max)) of
+    each row of this shard, float32 [..., 3]."""
+    check_logits(logits)
+    backend = resolve_backend(backend, logits)
+    out = _arrays.empty(logits, leading_shape(logits) + (3,), "float32")
+    _C.entropy_partials(backend, _arrays.stream(logits), _arrays.capsule(logits), _arrays.capsule(out))
+    return out
+
+
+def _merge_entropy(partials: Any, backend: str | None, want_merged: bool) -> Any:
+    _arrays.check_array(partials, "partials")
+    backend = resolve_backend(backend, partials)
+    if len(partials.shape) < 2:
+        raise ValueError(f"partials: expected [shards, ..., 3], got shape {_arrays.shape(partials)}")
+    merged_shape = _arrays.shape(partials)[1:]
+    merged = _arrays.empty(partials, merged_shape, "float32") if want_merged else None
+    entropy = None if want_merged else _arrays.empty(partials, merged_shape[:-1], "float32")
+    _C.merge_entropy_partials(backend, _arrays.stream(partials), _arrays.capsule(partials),
+                              None if merged is None else _arrays.capsule(merged),
+                              None if entropy is None else _arrays.capsule(entropy))
+    return merged if want_merged else entropy
+
+
+def merge_entropy_partials(partials: Any, *, backend: str | None = None) -> Any:
+    """Shard entropy partials [shards, ..., 3] (vocabulary order) merged by the
+    balanced tree over shards: float32 [..., 3]."""
+    return _merge_entropy(partials, backend, want_merged=True)
+
+
+def entropy_from_partials(merged: Any, *, backend: str | None = None) -> Any:
+    """float32 entropy log(sum) - shifted / sum of merged partials [..., 3]."""
+    _arrays.check_array(merged, "merged")
+    return _merge_entropy(merged.reshape((1,) + tuple(merged.shape)), backend, want_merged=False)
