@@ -139,7 +139,7 @@ def test_autograd_matches_float64_reference_autograd(name, gen):
         assert_peer_floor(got, ref, case.op_class, torch.float32, f"{name} gradient of input {case.differentiable[i]}")
 
 
-# ---- linear_logprob: the fused forward, a backward composed at its fp32 logits -------------
+# ---- linear_logprob: the fused forward and its streaming backward ---------------------------
 
 def linear_logprob_inputs(gen, dtype, rows=6, vocab=700, hidden=48):
     return randn(gen, dtype, rows, hidden), randn(gen, dtype, vocab, hidden, scale=0.2), targets(gen, rows, vocab)

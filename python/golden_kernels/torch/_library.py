@@ -13,10 +13,10 @@ import torch
 from torch.library import custom_op, register_autograd, register_fake
 
 from .. import _C
-from ..ops import convert as _convert
 from ..ops import embedding as _embedding
 from ..ops import entropy as _entropy
 from ..ops import linear as _linear
+from ..ops import linear_logprob as _linear_logprob
 from ..ops import log_softmax as _log_softmax
 from ..ops import rms_norm as _rms_norm
 from ..ops import rope as _rope
@@ -370,10 +370,8 @@ register_autograd("golden::entropy", _entropy_grad, setup_context=_save_logits)
 # ---- linear_logprob ----------------------------------------------------------------------
 
 def _fused_linear_logprob(hidden, weight, target_ids, ignore_index, return_entropy):
-    from ..ops import linear_logprob as _fused
-
-    return _fused.forward(_dense(hidden), _dense(weight), _dense(target_ids), ignore_index=ignore_index,
-                          return_entropy=return_entropy)
+    return _linear_logprob.forward(_dense(hidden), _dense(weight), _dense(target_ids),
+                                   ignore_index=ignore_index, return_entropy=return_entropy)
 
 
 def _rows_fp32(hidden):
@@ -403,24 +401,13 @@ register_fake("golden::linear_logprob_entropy",
 def linear_logprob_backward(grad_logprob: torch.Tensor, grad_entropy: Optional[torch.Tensor], hidden: torch.Tensor,
                             weight: torch.Tensor, target_ids: torch.Tensor,
                             ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(dhidden, dweight), composed from the golden ops at the fused forward's own
-    fp32 logits (lm_head.forward_fp32 gives them bitwise): token_logprob (and
-    entropy) backward in fp32, then the linear backward in fp32 (16-bit inputs
-    widen exactly), rounded once to hidden's dtype. It materialises the
-    [rows, vocab] fp32 logits: a fused streaming backward is future work."""
-    hidden, weight, target_ids = _dense(hidden), _dense(weight), _dense(target_ids)
-    logits = _linear.forward_fp32(hidden, weight)
-    grad_logits = _token_logprob.backward(_dense(grad_logprob), logits, target_ids, ignore_index=ignore_index)
-    if grad_entropy is not None:
-        grad_logits = grad_logits + _entropy.backward(_dense(grad_entropy), logits)
-    if hidden.dtype == torch.float32:
-        return _linear.backward(grad_logits, hidden, weight)
-    dhidden, dweight = _linear.backward(grad_logits, hidden.float(), weight.float())
-    return _convert.cast(dhidden, _dtype_name(hidden)), _convert.cast(dweight, _dtype_name(weight))
-
-
-def _dtype_name(t: torch.Tensor) -> str:
-    return str(t.dtype).removeprefix("torch.")
+    """(dhidden, dweight) from the fused streaming backward: the logits are
+    recomputed chunk by chunk, never held whole, and the result is bitwise the
+    unfused chain (token_logprob (+ entropy) backward, then lm_head backward in
+    fp32, rounded once to the inputs' dtype)."""
+    return _linear_logprob.backward(_dense(grad_logprob), _dense(hidden), _dense(weight), _dense(target_ids),
+                                    grad_entropy=None if grad_entropy is None else _dense(grad_entropy),
+                                    ignore_index=ignore_index)
 
 
 @register_fake("golden::linear_logprob_backward")
