@@ -3,7 +3,9 @@
 Arrays reach the extension as DLPack capsules; outputs are allocated here by
 the input's own framework (PyTorch or NumPy), on the input's device, so the
 framework's allocator and stream are used. PyTorch is imported only if the
-caller passes torch tensors.
+caller passes torch tensors. Every op calls these helpers on every call, so
+they avoid what costs microseconds: torch.device objects, dtype strings and
+Tensor.__dlpack__'s Python-level protocol handling.
 """
 
 from __future__ import annotations
@@ -29,21 +31,28 @@ def check_array(x: Any, name: str) -> None:
         raise TypeError(f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
 
 
+_TORCH_DTYPE_NAMES: dict[Any, str] = {}
+
+
 def dtype_name(x: Any) -> str:
     if _is_torch(x):
-        return str(x.dtype).removeprefix("torch.")
+        name = _TORCH_DTYPE_NAMES.get(x.dtype)
+        if name is None:
+            name = _TORCH_DTYPE_NAMES[x.dtype] = str(x.dtype).removeprefix("torch.")
+        return name
     return str(x.dtype)
 
 
 def shape(x: Any) -> tuple[int, ...]:
-    return tuple(int(d) for d in x.shape)
+    """x's shape as a plain tuple (torch.Size and NumPy shapes hold Python ints)."""
+    return tuple(x.shape)
 
 
 def device_backend(x: Any) -> str:
     """The backend that runs on the array's device: cpu, cuda or hip."""
-    if _is_numpy(x) or x.device.type == "cpu":
+    if _is_numpy(x) or x.is_cpu:
         return "cpu"
-    if x.device.type == "cuda":
+    if x.is_cuda:
         import torch
 
         return "hip" if torch.version.hip else "cuda"
@@ -54,19 +63,48 @@ def same_device(*arrays: Any) -> bool:
     first = arrays[0]
     if _is_numpy(first):
         return all(_is_numpy(a) for a in arrays)
-    return all(_is_torch(a) and a.device == first.device for a in arrays)
+    if not all(_is_torch(a) for a in arrays):
+        return False
+    if all(a.is_cpu for a in arrays):  # the common case, without building torch.device objects
+        return True
+    return all(a.device == first.device for a in arrays)
 
 
 def capsule(x: Any) -> Any:
     """A DLPack capsule viewing x (no copy)."""
     if _is_torch(x):
-        return x.detach().__dlpack__()
+        return _torch_capsule(x)
     return x.__dlpack__()
+
+
+def _torch_capsule(x: Any) -> Any:
+    """torch.utils.dlpack.to_dlpack exports the tensor as it is: unlike
+    Tensor.__dlpack__ it needs no detach() for tensors that require grad (the
+    kernels only read inputs and write fresh outputs) and does no stream
+    handshake (the kernels run on the current stream, see stream()). Of
+    __dlpack__'s checks, the current CUDA device is kept (the GPU launchers do
+    not switch devices); a negative-bit view (the .imag of a conjugate), which
+    neither export resolves, is refused rather than read with the wrong sign."""
+    torch = sys.modules["torch"]
+    if x.is_cuda:
+        _require_current_cuda_device(x, torch)
+    if x.is_neg():
+        raise ValueError("cannot read a tensor with the negative bit set; call .resolve_neg() first")
+    try:
+        return torch.utils.dlpack.to_dlpack(x)
+    except (BufferError, RuntimeError) as error:  # sparse, meta, ...: no strided memory to view
+        raise ValueError(f"cannot view a {x.layout} tensor on {x.device} as an array: {error}") from None
+
+
+def _require_current_cuda_device(x: Any, torch: Any) -> None:
+    if x.get_device() != torch.cuda.current_device():
+        raise ValueError(f"tensor on {x.device} but the current CUDA device is {torch.cuda.current_device()}; "
+                         f"call torch.cuda.set_device() first")
 
 
 def stream(x: Any) -> int:
     """The current GPU stream of x's device (0 for CPU arrays)."""
-    if _is_torch(x) and x.device.type == "cuda":
+    if _is_torch(x) and x.is_cuda:
         import torch
 
         return int(torch.cuda.current_stream(x.device).cuda_stream)
