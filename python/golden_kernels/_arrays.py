@@ -60,32 +60,31 @@ def device_backend(x: Any) -> str:
 
 
 def same_device(*arrays: Any) -> bool:
-    first = arrays[0]
-    if _is_numpy(first):
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(arrays[0], torch.Tensor):
         return all(_is_numpy(a) for a in arrays)
-    if not all(_is_torch(a) for a in arrays):
-        return False
-    if all(a.is_cpu for a in arrays):  # the common case, without building torch.device objects
+    for a in arrays:  # the common case, all on the CPU, without building torch.device objects
+        if not (isinstance(a, torch.Tensor) and a.is_cpu):
+            break
+    else:
         return True
-    return all(a.device == first.device for a in arrays)
+    device = arrays[0].device
+    return all(isinstance(a, torch.Tensor) and a.device == device for a in arrays)
 
 
 def capsule(x: Any) -> Any:
-    """A DLPack capsule viewing x (no copy)."""
-    if _is_torch(x):
-        return _torch_capsule(x)
-    return x.__dlpack__()
+    """A DLPack capsule viewing x (no copy).
 
-
-def _torch_capsule(x: Any) -> Any:
-    """torch.utils.dlpack.to_dlpack exports the tensor as it is: unlike
-    Tensor.__dlpack__ it needs no detach() for tensors that require grad (the
-    kernels only read inputs and write fresh outputs) and does no stream
-    handshake (the kernels run on the current stream, see stream()). Of
-    __dlpack__'s checks, the current CUDA device is kept (the GPU launchers do
-    not switch devices); a negative-bit view (the .imag of a conjugate), which
-    neither export resolves, is refused rather than read with the wrong sign."""
-    torch = sys.modules["torch"]
+    For torch tensors, torch.utils.dlpack.to_dlpack exports the tensor as it
+    is: unlike Tensor.__dlpack__ it needs no detach() for tensors that require
+    grad (the kernels only read inputs and write fresh outputs) and does no
+    stream handshake (the kernels run on the current stream, see stream()).
+    Of __dlpack__'s checks, the current CUDA device is kept (the GPU launchers
+    do not switch devices); a negative-bit view (the .imag of a conjugate),
+    which neither export resolves, is refused rather than read with the wrong sign."""
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(x, torch.Tensor):
+        return x.__dlpack__()
     if x.is_cuda:
         _require_current_cuda_device(x, torch)
     if x.is_neg():
