@@ -153,7 +153,11 @@ int default_num_threads() {
 
 int num_threads() {
   const int n = configured_threads.load();
-  return n > 0 ? n : default_num_threads();
+  if (n > 0) return n;
+  // Every CPU launch asks; the default costs a getenv and a system call, so
+  // it is read once, at the first launch that needs it.
+  static const int default_threads = default_num_threads();
+  return default_threads;
 }
 
 void set_num_threads(int n) { configured_threads.store(n); }
