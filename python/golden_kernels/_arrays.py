@@ -111,11 +111,13 @@ def stream(x: Any) -> int:
 
 
 def empty(like: Any, shape: Sequence[int], dtype: str) -> Any:
-    """An uninitialised array of like's framework and device."""
-    if _is_torch(like):
-        import torch
-
-        return torch.empty(tuple(shape), dtype=getattr(torch, dtype), device=like.device)
+    """An uninitialised row-major array of like's framework and device."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(like, torch.Tensor):
+        torch_dtype = getattr(torch, dtype)
+        if torch_dtype == like.dtype and like.shape == tuple(shape):  # the common case, half the cost
+            return torch.empty_like(like, memory_format=torch.contiguous_format)
+        return torch.empty(tuple(shape), dtype=torch_dtype, device=like.device)
     import numpy
 
     if dtype == "bfloat16":
