@@ -116,7 +116,7 @@ def empty(like: Any, shape: Sequence[int], dtype: str) -> Any:
     if torch is not None and isinstance(like, torch.Tensor):
         torch_dtype = getattr(torch, dtype)
         if torch_dtype == like.dtype and like.shape == tuple(shape):  # the common case, half the cost
-            return torch.empty_like(like, memory_format=torch.contiguous_format)
+            return torch.empty_like(like, layout=torch.strided, memory_format=torch.contiguous_format)
         return torch.empty(tuple(shape), dtype=torch_dtype, device=like.device)
     import numpy
 
