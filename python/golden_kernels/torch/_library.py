@@ -30,6 +30,9 @@ NAMESPACE = "golden"
 DEFAULT_IGNORE_INDEX = int(_C.DEFAULT_IGNORE_INDEX)
 
 
+_PLAIN_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
+
+
 def _plain_eager_call(args: tuple) -> bool:
     """Whether torch.library would hand these arguments straight to the op's
     body: no graph to record (grad off or no input requiring it), no tracing
@@ -48,9 +51,6 @@ def _plain_eager_call(args: tuple) -> bool:
             if not (arg.is_cpu or arg.is_cuda):
                 return False
     return True
-
-
-_PLAIN_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 
 class GoldenOp:
