@@ -50,6 +50,10 @@ void drain(Job& job) {
 }
 
 // Never destroyed: workers block on a condition variable until process exit.
+// The caller drains the job too and then closes it: it waits only for the
+// helpers that joined (they may hold a claimed task), never for ones not yet
+// scheduled, so a small job on a busy machine costs a wake-up call, not the
+// time until every helper thread gets a CPU.
 class ThreadPool {
  public:
   void run(Job& job, int num_threads) {
@@ -60,14 +64,13 @@ class ThreadPool {
       std::lock_guard<std::mutex> lock(mutex_);
       job_ = &job;
       helpers_wanted_ = helpers;
-      helpers_running_ = helpers;
       ++generation_;
     }
     wake_.notify_all();
     drain(job);
     std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [this] { return helpers_running_ == 0; });
-    job_ = nullptr;
+    job_ = nullptr;  // helpers waking from now on find no job and go back to sleep
+    done_.wait(lock, [this] { return helpers_in_job_ == 0; });
   }
 
  private:
@@ -87,10 +90,12 @@ class ThreadPool {
         wake_.wait(lock, [&] { return generation_ != seen && index < helpers_wanted_; });
         seen = generation_;
         job = job_;
+        if (job == nullptr) continue;  // closed before this helper got to run
+        ++helpers_in_job_;
       }
       drain(*job);
       std::lock_guard<std::mutex> lock(mutex_);
-      if (--helpers_running_ == 0) done_.notify_one();
+      if (--helpers_in_job_ == 0) done_.notify_one();
     }
   }
 
@@ -102,7 +107,7 @@ class ThreadPool {
   Job* job_ = nullptr;
   std::uint64_t generation_ = 0;
   int helpers_wanted_ = 0;
-  int helpers_running_ = 0;
+  int helpers_in_job_ = 0;
 };
 
 std::atomic<ThreadPool*> pool{nullptr};
@@ -153,7 +158,11 @@ int default_num_threads() {
 
 int num_threads() {
   const int n = configured_threads.load();
-  return n > 0 ? n : default_num_threads();
+  if (n > 0) return n;
+  // Every CPU launch asks; the default costs a getenv and a system call, so
+  // it is read once, at the first launch that needs it.
+  static const int default_threads = default_num_threads();
+  return default_threads;
 }
 
 void set_num_threads(int n) { configured_threads.store(n); }

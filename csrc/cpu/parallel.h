@@ -17,7 +17,7 @@ using TaskFn = void (*)(void* context, std::int64_t task);
 void run_tasks(std::int64_t task_count, int num_threads, TaskFn fn, void* context);
 
 // Threads used when a call does not say: GOLDEN_KERNELS_NUM_THREADS if set,
-// else the CPUs this process may run on.
+// else the CPUs this process may run on. num_threads() reads that default once.
 int default_num_threads();
 int num_threads();
 void set_num_threads(int n);

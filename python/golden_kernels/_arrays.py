@@ -3,7 +3,9 @@
 Arrays reach the extension as DLPack capsules; outputs are allocated here by
 the input's own framework (PyTorch or NumPy), on the input's device, so the
 framework's allocator and stream are used. PyTorch is imported only if the
-caller passes torch tensors.
+caller passes torch tensors. Every op calls these helpers on every call, so
+they avoid what costs microseconds: torch.device objects, dtype strings and
+Tensor.__dlpack__'s Python-level protocol handling.
 """
 
 from __future__ import annotations
@@ -29,21 +31,28 @@ def check_array(x: Any, name: str) -> None:
         raise TypeError(f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
 
 
+_TORCH_DTYPE_NAMES: dict[Any, str] = {}
+
+
 def dtype_name(x: Any) -> str:
     if _is_torch(x):
-        return str(x.dtype).removeprefix("torch.")
+        name = _TORCH_DTYPE_NAMES.get(x.dtype)
+        if name is None:
+            name = _TORCH_DTYPE_NAMES[x.dtype] = str(x.dtype).removeprefix("torch.")
+        return name
     return str(x.dtype)
 
 
 def shape(x: Any) -> tuple[int, ...]:
-    return tuple(int(d) for d in x.shape)
+    """x's shape as a plain tuple (torch.Size and NumPy shapes hold Python ints)."""
+    return tuple(x.shape)
 
 
 def device_backend(x: Any) -> str:
     """The backend that runs on the array's device: cpu, cuda or hip."""
-    if _is_numpy(x) or x.device.type == "cpu":
+    if _is_numpy(x) or x.is_cpu:
         return "cpu"
-    if x.device.type == "cuda":
+    if x.is_cuda:
         import torch
 
         return "hip" if torch.version.hip else "cuda"
@@ -51,22 +60,50 @@ def device_backend(x: Any) -> str:
 
 
 def same_device(*arrays: Any) -> bool:
-    first = arrays[0]
-    if _is_numpy(first):
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(arrays[0], torch.Tensor):
         return all(_is_numpy(a) for a in arrays)
-    return all(_is_torch(a) and a.device == first.device for a in arrays)
+    for a in arrays:  # the common case, all on the CPU, without building torch.device objects
+        if not (isinstance(a, torch.Tensor) and a.is_cpu):
+            break
+    else:
+        return True
+    device = arrays[0].device
+    return all(isinstance(a, torch.Tensor) and a.device == device for a in arrays)
 
 
 def capsule(x: Any) -> Any:
-    """A DLPack capsule viewing x (no copy)."""
-    if _is_torch(x):
-        return x.detach().__dlpack__()
-    return x.__dlpack__()
+    """A DLPack capsule viewing x (no copy).
+
+    For torch tensors, torch.utils.dlpack.to_dlpack exports the tensor as it
+    is: unlike Tensor.__dlpack__ it needs no detach() for tensors that require
+    grad (the kernels only read inputs and write fresh outputs) and does no
+    stream handshake (the kernels run on the current stream, see stream()).
+    Of __dlpack__'s checks, the current CUDA device is kept (the GPU launchers
+    do not switch devices); a negative-bit view (the .imag of a conjugate),
+    which neither export resolves, is refused rather than read with the wrong sign."""
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(x, torch.Tensor):
+        return x.__dlpack__()
+    if x.is_cuda:
+        _require_current_cuda_device(x, torch)
+    if x.is_neg():
+        raise ValueError("cannot read a tensor with the negative bit set; call .resolve_neg() first")
+    try:
+        return torch.utils.dlpack.to_dlpack(x)
+    except (BufferError, RuntimeError) as error:  # sparse, meta, ...: no strided memory to view
+        raise ValueError(f"cannot view a {x.layout} tensor on {x.device} as an array: {error}") from None
+
+
+def _require_current_cuda_device(x: Any, torch: Any) -> None:
+    if x.get_device() != torch.cuda.current_device():
+        raise ValueError(f"tensor on {x.device} but the current CUDA device is {torch.cuda.current_device()}; "
+                         f"call torch.cuda.set_device() first")
 
 
 def stream(x: Any) -> int:
     """The current GPU stream of x's device (0 for CPU arrays)."""
-    if _is_torch(x) and x.device.type == "cuda":
+    if _is_torch(x) and x.is_cuda:
         import torch
 
         return int(torch.cuda.current_stream(x.device).cuda_stream)
@@ -74,11 +111,13 @@ def stream(x: Any) -> int:
 
 
 def empty(like: Any, shape: Sequence[int], dtype: str) -> Any:
-    """An uninitialised array of like's framework and device."""
-    if _is_torch(like):
-        import torch
-
-        return torch.empty(tuple(shape), dtype=getattr(torch, dtype), device=like.device)
+    """An uninitialised row-major array of like's framework and device."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(like, torch.Tensor):
+        torch_dtype = getattr(torch, dtype)
+        if torch_dtype == like.dtype and like.shape == tuple(shape):  # the common case, half the cost
+            return torch.empty_like(like, layout=torch.strided, memory_format=torch.contiguous_format)
+        return torch.empty(tuple(shape), dtype=torch_dtype, device=like.device)
     import numpy
 
     if dtype == "bfloat16":

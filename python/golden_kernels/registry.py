@@ -8,6 +8,7 @@ falls back silently.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -54,16 +55,28 @@ def op_spec(name: str) -> OpSpec:
         raise ValueError(f"unknown op {name!r}; valid ops: {', '.join(list_ops())}") from None
 
 
+KNOWN_BACKENDS = ("reference", "cpu", "cuda", "hip")
+ALWAYS_AVAILABLE = ("reference", "cpu")  # built into every module, whatever the hardware
+
+
+@functools.cache
+def _available_backends() -> tuple[str, ...]:
+    # Asked once: the GPU count cannot change within a process, and every op
+    # call on a GPU array checks its backend.
+    return tuple(_C.available_backends())
+
+
 def available_backends() -> list[str]:
     """Backends usable in this process: reference, cpu, and cuda/hip where a GPU is present."""
-    return list(_C.available_backends())
+    return list(_available_backends())
 
 
 def check_backend(backend: str) -> str:
-    known = ("reference", "cpu", "cuda", "hip")
-    if backend not in known:
-        raise ValueError(f"unknown backend {backend!r}; valid choices: {', '.join(known)}")
-    available = available_backends()
+    if backend in ALWAYS_AVAILABLE:
+        return backend
+    if backend not in KNOWN_BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid choices: {', '.join(KNOWN_BACKENDS)}")
+    available = _available_backends()
     if backend not in available:
         raise ValueError(f"backend {backend!r} is not available here; available: {', '.join(available)}")
     return backend

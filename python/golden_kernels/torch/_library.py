@@ -3,11 +3,13 @@
 the op itself: one definition serves eager autograd and compiled graphs.
 The numerics are the ops' own (golden_kernels.ops.*, csrc/core/); this file
 only maps tensors to them. Backward formulas are custom ops too, so a compiled
-backward graph stays traceable."""
+backward graph stays traceable. A call that torch.library would only pass
+straight to the body (no autograd, tracing or mode involved) runs the body
+directly: same function, same bits, without the dispatch cost."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch.library import custom_op, register_autograd, register_fake
@@ -28,6 +30,50 @@ NAMESPACE = "golden"
 DEFAULT_IGNORE_INDEX = int(_C.DEFAULT_IGNORE_INDEX)
 
 
+_PLAIN_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
+
+
+def _plain_eager_call(args: tuple) -> bool:
+    """Whether torch.library would hand these arguments straight to the op's
+    body: no graph to record (grad off or no input requiring it), no tracing
+    (torch.compile, jit, functorch transforms), no dispatch or function modes
+    (fake tensors, FlopCounter, torch.device contexts), and plain tensors on a
+    CPU or CUDA device (no subclasses, no meta). Each check is a cheap C call."""
+    if (torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack()
+            or torch._C._is_torch_function_mode_enabled() or torch._C._get_tracing_state() is not None
+            or torch._C._functorch.peek_interpreter_stack() is not None):
+        return False
+    grad_mode = torch.is_grad_enabled()
+    for arg in args:
+        if isinstance(arg, torch.Tensor):
+            if type(arg) not in _PLAIN_TENSOR_TYPES or (grad_mode and arg.requires_grad):
+                return False
+            if not (arg.is_cpu or arg.is_cuda):
+                return False
+    return True
+
+
+class GoldenOp:
+    """A custom op golden::<name> (`.op`, also torch.ops.golden.<name>) and the
+    one function that defines it (`.body`). Calling a GoldenOp runs the body
+    directly when _plain_eager_call() says the custom op would do nothing
+    else, and the custom op otherwise."""
+
+    def __init__(self, qualified_name: str, body: Callable[..., Any]):
+        self.body = body
+        self.op = custom_op(qualified_name, mutates_args=())(body)
+
+    def __call__(self, *args: Any) -> Any:
+        if _plain_eager_call(args):
+            return self.body(*args)
+        return self.op(*args)
+
+
+def golden_op(qualified_name: str) -> Callable[[Callable[..., Any]], GoldenOp]:
+    """Decorator: the function becomes the body of custom op `qualified_name`."""
+    return lambda body: GoldenOp(qualified_name, body)
+
+
 def _dense(t: torch.Tensor) -> torch.Tensor:
     """The kernels read row-major memory: autograd hands them expanded or
     transposed views (a sum's gradient has stride 0), which this copies."""
@@ -36,7 +82,7 @@ def _dense(t: torch.Tensor) -> torch.Tensor:
 
 # ---- rms_norm ----------------------------------------------------------------------------
 
-@custom_op("golden::rms_norm", mutates_args=())
+@golden_op("golden::rms_norm")
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, rounding: str) -> torch.Tensor:
     return _rms_norm.forward(_dense(x), _dense(weight), eps, rounding=rounding)
 
@@ -46,7 +92,7 @@ def _(x, weight, eps, rounding):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
-@custom_op("golden::rms_norm_backward", mutates_args=())
+@golden_op("golden::rms_norm_backward")
 def rms_norm_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
                       eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     return _rms_norm.backward(_dense(grad), _dense(x), _dense(weight), eps)
@@ -74,7 +120,7 @@ register_autograd("golden::rms_norm", _rms_norm_grad, setup_context=_rms_norm_se
 
 # ---- embedding ---------------------------------------------------------------------------
 
-@custom_op("golden::embedding", mutates_args=())
+@golden_op("golden::embedding")
 def embedding(token_ids: torch.Tensor, weight: torch.Tensor, padding_idx: Optional[int]) -> torch.Tensor:
     """weight[token_ids]; padding_idx (torch.nn.Embedding's convention) only
     matters to the backward, where that row's gradient is zero."""
@@ -86,7 +132,7 @@ def _(token_ids, weight, padding_idx):
     return weight.new_empty((*token_ids.shape, weight.shape[-1]))
 
 
-@custom_op("golden::embedding_backward", mutates_args=())
+@golden_op("golden::embedding_backward")
 def embedding_backward(grad: torch.Tensor, token_ids: torch.Tensor, weight: torch.Tensor,
                        padding_idx: Optional[int]) -> torch.Tensor:
     dweight = _embedding.backward(_dense(grad), _dense(token_ids), weight)
@@ -116,7 +162,7 @@ register_autograd("golden::embedding", _embedding_grad, setup_context=_embedding
 
 # ---- silu, swiglu ------------------------------------------------------------------------
 
-@custom_op("golden::silu", mutates_args=())
+@golden_op("golden::silu")
 def silu(x: torch.Tensor) -> torch.Tensor:
     return _silu.forward(_dense(x))
 
@@ -126,7 +172,7 @@ def _(x):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
-@custom_op("golden::silu_backward", mutates_args=())
+@golden_op("golden::silu_backward")
 def silu_backward(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return _silu.backward(_dense(grad), _dense(x))
 
@@ -148,7 +194,7 @@ def _silu_grad(ctx, grad):
 register_autograd("golden::silu", _silu_grad, setup_context=_silu_setup)
 
 
-@custom_op("golden::swiglu", mutates_args=())
+@golden_op("golden::swiglu")
 def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return _swiglu.forward(_dense(gate), _dense(up))
 
@@ -158,7 +204,7 @@ def _(gate, up):
     return torch.empty_like(gate, memory_format=torch.contiguous_format)
 
 
-@custom_op("golden::swiglu_backward", mutates_args=())
+@golden_op("golden::swiglu_backward")
 def swiglu_backward(grad: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return _swiglu.backward(_dense(grad), _dense(gate), _dense(up))
 
@@ -183,7 +229,7 @@ register_autograd("golden::swiglu", _swiglu_grad, setup_context=_swiglu_setup)
 
 # ---- rope --------------------------------------------------------------------------------
 
-@custom_op("golden::rope", mutates_args=())
+@golden_op("golden::rope")
 def rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
     return _rope.forward(_dense(x), _dense(positions), theta=theta)
 
@@ -193,7 +239,7 @@ def _(x, positions, theta):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
-@custom_op("golden::rope_backward", mutates_args=())
+@golden_op("golden::rope_backward")
 def rope_backward(grad: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
     return _rope.backward(_dense(grad), _dense(positions), theta=theta)
 
@@ -227,12 +273,12 @@ def _linear_fake(x, weight, bias):
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
 
-@custom_op("golden::linear", mutates_args=())
+@golden_op("golden::linear")
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
     return _linear.forward(_dense(x), _dense(weight), _optional_dense(bias))
 
 
-@custom_op("golden::lm_head", mutates_args=())
+@golden_op("golden::lm_head")
 def lm_head(hidden: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
     """The linear contraction registered under its own name (docs/ops/lm_head.md)."""
     return _linear.forward(_dense(hidden), _dense(weight), _optional_dense(bias))
@@ -242,7 +288,7 @@ register_fake("golden::linear", _linear_fake)
 register_fake("golden::lm_head", _linear_fake)
 
 
-@custom_op("golden::linear_backward", mutates_args=())
+@golden_op("golden::linear_backward")
 def linear_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
                     bias: Optional[torch.Tensor]) -> list[torch.Tensor]:
     """[dx, dweight], and dbias last when a bias is passed."""
@@ -272,7 +318,7 @@ register_autograd("golden::lm_head", _linear_grad, setup_context=_linear_setup)
 
 # ---- log_softmax, token_logprob, entropy ------------------------------------------------
 
-@custom_op("golden::log_softmax", mutates_args=())
+@golden_op("golden::log_softmax")
 def log_softmax(logits: torch.Tensor) -> torch.Tensor:
     return _log_softmax.forward(_dense(logits))
 
@@ -282,7 +328,7 @@ def _(logits):
     return torch.empty_like(logits, memory_format=torch.contiguous_format)
 
 
-@custom_op("golden::log_softmax_backward", mutates_args=())
+@golden_op("golden::log_softmax_backward")
 def log_softmax_backward(grad: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return _log_softmax.backward(_dense(grad), _dense(logits))
 
@@ -304,7 +350,7 @@ def _log_softmax_grad(ctx, grad):
 register_autograd("golden::log_softmax", _log_softmax_grad, setup_context=_save_logits)
 
 
-@custom_op("golden::token_logprob", mutates_args=())
+@golden_op("golden::token_logprob")
 def token_logprob(logits: torch.Tensor, target_ids: torch.Tensor, ignore_index: int) -> torch.Tensor:
     return _token_logprob.forward(_dense(logits), _dense(target_ids), ignore_index=ignore_index)
 
@@ -314,7 +360,7 @@ def _(logits, target_ids, ignore_index):
     return logits.new_empty(logits.shape[:-1], dtype=torch.float32)
 
 
-@custom_op("golden::token_logprob_backward", mutates_args=())
+@golden_op("golden::token_logprob_backward")
 def token_logprob_backward(grad: torch.Tensor, logits: torch.Tensor, target_ids: torch.Tensor,
                            ignore_index: int) -> torch.Tensor:
     return _token_logprob.backward(_dense(grad), _dense(logits), _dense(target_ids), ignore_index=ignore_index)
@@ -339,7 +385,7 @@ def _token_logprob_grad(ctx, grad):
 register_autograd("golden::token_logprob", _token_logprob_grad, setup_context=_token_logprob_setup)
 
 
-@custom_op("golden::entropy", mutates_args=())
+@golden_op("golden::entropy")
 def entropy(logits: torch.Tensor) -> torch.Tensor:
     return _entropy.forward(_dense(logits))
 
@@ -349,7 +395,7 @@ def _(logits):
     return logits.new_empty(logits.shape[:-1], dtype=torch.float32)
 
 
-@custom_op("golden::entropy_backward", mutates_args=())
+@golden_op("golden::entropy_backward")
 def entropy_backward(grad: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return _entropy.backward(_dense(grad), _dense(logits))
 
@@ -378,14 +424,14 @@ def _rows_fp32(hidden):
     return hidden.new_empty(hidden.shape[:-1], dtype=torch.float32)
 
 
-@custom_op("golden::linear_logprob", mutates_args=())
+@golden_op("golden::linear_logprob")
 def linear_logprob(hidden: torch.Tensor, weight: torch.Tensor, target_ids: torch.Tensor,
                    ignore_index: int) -> torch.Tensor:
     """float32 log p(target) per row from the fused streaming kernel."""
     return _fused_linear_logprob(hidden, weight, target_ids, ignore_index, return_entropy=False)
 
 
-@custom_op("golden::linear_logprob_entropy", mutates_args=())
+@golden_op("golden::linear_logprob_entropy")
 def linear_logprob_entropy(hidden: torch.Tensor, weight: torch.Tensor, target_ids: torch.Tensor,
                            ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(logprob, entropy) per row, both float32, from the same fused kernel."""
@@ -397,7 +443,7 @@ register_fake("golden::linear_logprob_entropy",
               lambda hidden, weight, target_ids, ignore_index: (_rows_fp32(hidden), _rows_fp32(hidden)))
 
 
-@custom_op("golden::linear_logprob_backward", mutates_args=())
+@golden_op("golden::linear_logprob_backward")
 def linear_logprob_backward(grad_logprob: torch.Tensor, grad_entropy: Optional[torch.Tensor], hidden: torch.Tensor,
                             weight: torch.Tensor, target_ids: torch.Tensor,
                             ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:

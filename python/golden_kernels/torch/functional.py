@@ -2,7 +2,8 @@
 current stream is used). Each function calls the custom op torch.ops.golden.<name>
 (golden_kernels/torch/_library.py), whose registered autograd formula is the
 op's own golden backward, so the same call works eagerly, under autograd and
-inside torch.compile(fullgraph=True)."""
+inside torch.compile(fullgraph=True). Calls that need none of that (no grad,
+no tracing) run the op's body directly, see _library.GoldenOp."""
 
 from __future__ import annotations
 

@@ -1,0 +1,81 @@
+"""golden_kernels.torch's two call paths: a plain eager call (no autograd, no
+tracing, no mode) runs the op's body directly, everything else goes through
+the torch.library custom op. Both paths must give the op's bits, and every
+situation torch.library exists for (autograd, dispatch modes, fake tensors)
+must still reach the custom op."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import golden_kernels.torch as gt
+from golden_kernels.testing import assert_bitwise_equal
+from golden_kernels.torch import _library
+
+
+def inputs(requires_grad: bool = False):
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(3, 64, generator=gen).bfloat16().requires_grad_(requires_grad)
+    weight = torch.randn(64, generator=gen).bfloat16().requires_grad_(requires_grad)
+    return x, weight
+
+
+@pytest.fixture
+def custom_op_refused(monkeypatch):
+    """Replaces golden::rms_norm's custom op by one that fails: a call that
+    still succeeds took the direct path."""
+    def refuse(*args):
+        raise AssertionError("went through the custom op")
+
+    monkeypatch.setattr(_library.rms_norm, "op", refuse)
+
+
+def test_plain_calls_skip_the_custom_op(custom_op_refused):
+    x, weight = inputs()
+    gt.rms_norm(x, weight)
+    with torch.no_grad():
+        gt.rms_norm(*inputs(requires_grad=True))
+    with torch.inference_mode():
+        gt.rms_norm(x, weight)
+
+
+def test_calls_needing_autograd_take_the_custom_op(custom_op_refused):
+    with pytest.raises(AssertionError, match="went through the custom op"):
+        gt.rms_norm(*inputs(requires_grad=True))
+
+
+def test_direct_path_and_custom_op_give_the_same_bits():
+    x, weight = inputs()
+    direct = gt.rms_norm(x, weight, rounding="hf")
+    via_op = torch.ops.golden.rms_norm(x, weight, 1e-6, "hf")
+    with_grad = gt.rms_norm(x.clone().requires_grad_(), weight, rounding="hf")
+    assert_bitwise_equal(direct, via_op)
+    assert_bitwise_equal(direct, with_grad.detach())
+    assert with_grad.grad_fn is not None and direct.grad_fn is None
+
+
+class RecordOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_dispatch_modes_still_see_golden_ops():
+    x, weight = inputs()
+    with RecordOps() as recorder:
+        gt.rms_norm(x, weight)
+        gt.silu(x)
+    assert "golden.rms_norm.default" in recorder.names
+    assert "golden.silu.default" in recorder.names
+
+
+def test_meta_tensors_take_the_fake_implementation():
+    x, weight = torch.empty(2, 64, device="meta"), torch.empty(64, device="meta")
+    out = gt.rms_norm(x, weight)
+    assert out.device.type == "meta" and out.shape == (2, 64)
