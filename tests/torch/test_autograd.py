@@ -97,6 +97,9 @@ CASES = {
     "entropy": Case(
         lambda g, d: (randn(g, d, 6, 500, scale=3),), (0,),
         gt.entropy, op("entropy").forward, op("entropy").backward, reference.entropy, "logprob"),
+    "attention": Case(
+        lambda g, d: (randn(g, d, 2, 4, 7, 16), randn(g, d, 2, 2, 7, 16), randn(g, d, 2, 2, 7, 16)), (0, 1, 2),
+        gt.attention, op("attention").forward, op("attention").backward, reference.attention, "attention"),
 }
 
 

@@ -14,7 +14,8 @@ VOCAB, HIDDEN, INTERMEDIATE = 300, 64, 128
 
 
 class TinyBlock(nn.Module):
-    """embedding -> RMSNorm -> SwiGLU MLP (residual) -> RoPE'd copy -> lm_head,
+    """embedding -> RMSNorm -> SwiGLU MLP (residual) -> RoPE'd copy -> GQA
+    attention (residual) -> lm_head,
     scored by token_logprob, entropy and the fused linear_logprob."""
 
     def __init__(self):
@@ -28,6 +29,8 @@ class TinyBlock(nn.Module):
         h = self.embed_tokens(ids)
         h = h + self.mlp(self.norm(h))
         h = h + gt.rope(h.view(*ids.shape, 4, HIDDEN // 4), positions).view_as(h)
+        heads = h.view(*ids.shape, 4, HIDDEN // 4).transpose(1, 2)
+        h = h + gt.attention(heads, heads[:, :2], heads[:, 2:]).transpose(1, 2).reshape_as(h)
         logits = self.lm_head(h)
         targets = ids.roll(-1, dims=-1)
         fused = gt.linear_logprob(h, self.lm_head.weight, targets)
@@ -80,6 +83,8 @@ def test_custom_ops_pass_torch_library_opcheck():
     x, w = torch.randn(4, 32, generator=gen), torch.randn(32, generator=gen)
     proj = torch.randn(16, 32, generator=gen)
     ids = torch.randint(0, 16, (4,), generator=gen)
+    q, kv = torch.randn(1, 4, 6, 8, generator=gen), torch.randn(1, 2, 6, 8, generator=gen)
+    cu_seqlens = torch.tensor([0, 2, 6], dtype=torch.int32)
     cases = [
         (torch.ops.golden.rms_norm, (x, w, 1e-6, "once")),
         (torch.ops.golden.linear, (x, proj, None)),
@@ -87,6 +92,9 @@ def test_custom_ops_pass_torch_library_opcheck():
         (torch.ops.golden.token_logprob, (torch.randn(4, 16, generator=gen), ids, -100)),
         (torch.ops.golden.linear_logprob_entropy, (x, proj, ids, -100)),
         (torch.ops.golden.embedding, (ids, proj, None)),
+        (torch.ops.golden.attention, (q, kv, kv * 0.5, True, None, None)),
+        (torch.ops.golden.attention_varlen, (q[0].transpose(0, 1), kv[0].transpose(0, 1),
+                                             kv[0].transpose(0, 1) * 0.5, cu_seqlens, cu_seqlens, True, None)),
     ]
     for op, args in cases:
         args = tuple(a.clone().requires_grad_() if isinstance(a, torch.Tensor) and a.is_floating_point() else a

@@ -10,6 +10,8 @@ See docs/torch.md.
 """
 
 from .functional import (
+    attention,
+    attention_varlen,
     embedding,
     entropy,
     linear,
@@ -27,7 +29,7 @@ from .swap import swap_modules
 
 CUSTOM_OPS = (
     "rms_norm", "embedding", "silu", "swiglu", "rope", "linear", "lm_head", "log_softmax", "token_logprob",
-    "entropy", "linear_logprob", "linear_logprob_entropy",
+    "entropy", "linear_logprob", "linear_logprob_entropy", "attention", "attention_varlen",
 )
 
 __all__ = [
@@ -38,6 +40,8 @@ __all__ = [
     "RMSNorm",
     "SiLU",
     "SwiGLUMLP",
+    "attention",
+    "attention_varlen",
     "embedding",
     "entropy",
     "linear",

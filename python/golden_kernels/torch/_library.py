@@ -15,6 +15,7 @@ import torch
 from torch.library import custom_op, register_autograd, register_fake
 
 from .. import _C
+from ..ops import attention as _attention
 from ..ops import embedding as _embedding
 from ..ops import entropy as _entropy
 from ..ops import linear as _linear
@@ -477,3 +478,86 @@ def _linear_logprob_grad(ctx, grad_logprob, grad_entropy=None):
 
 register_autograd("golden::linear_logprob", _linear_logprob_grad, setup_context=_linear_logprob_setup)
 register_autograd("golden::linear_logprob_entropy", _linear_logprob_grad, setup_context=_linear_logprob_setup)
+
+
+# ---- attention ---------------------------------------------------------------------------
+
+@golden_op("golden::attention")
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: Optional[float],
+              key_padding_mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """GQA softmax attention on [batch, heads, seq, head_dim]; strided views whose
+    last dim is dense are read in place (the op accepts them)."""
+    return _attention.forward(q, k, v, causal=causal, scale=scale, key_padding_mask=key_padding_mask)
+
+
+@register_fake("golden::attention")
+def _(q, k, v, causal, scale, key_padding_mask):
+    return q.new_empty(q.shape)
+
+
+@golden_op("golden::attention_backward")
+def attention_backward(grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
+                       scale: Optional[float], key_padding_mask: Optional[torch.Tensor],
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _attention.backward(_dense(grad), q, k, v, causal=causal, scale=scale,
+                               key_padding_mask=key_padding_mask)
+
+
+@register_fake("golden::attention_backward")
+def _(grad, q, k, v, causal, scale, key_padding_mask):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _attention_setup(ctx, inputs, output):
+    q, k, v, causal, scale, key_padding_mask = inputs
+    ctx.save_for_backward(q, k, v, key_padding_mask)
+    ctx.causal, ctx.scale = causal, scale
+
+
+def _attention_grad(ctx, grad):
+    q, k, v, key_padding_mask = ctx.saved_tensors
+    dq, dk, dv = attention_backward(grad, q, k, v, ctx.causal, ctx.scale, key_padding_mask)
+    return dq, dk, dv, None, None, None
+
+
+register_autograd("golden::attention", _attention_grad, setup_context=_attention_setup)
+
+
+@golden_op("golden::attention_varlen")
+def attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
+                     cu_seqlens_k: torch.Tensor, causal: bool, scale: Optional[float]) -> torch.Tensor:
+    """GQA softmax attention on packed [tokens, heads, head_dim] sequences."""
+    return _attention.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, causal=causal, scale=scale)
+
+
+@register_fake("golden::attention_varlen")
+def _(q, k, v, cu_seqlens_q, cu_seqlens_k, causal, scale):
+    return q.new_empty(q.shape)
+
+
+@golden_op("golden::attention_varlen_backward")
+def attention_varlen_backward(grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                              cu_seqlens_q: torch.Tensor, cu_seqlens_k: torch.Tensor, causal: bool,
+                              scale: Optional[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _attention.attention_varlen_backward(_dense(grad), q, k, v, cu_seqlens_q, cu_seqlens_k,
+                                                causal=causal, scale=scale)
+
+
+@register_fake("golden::attention_varlen_backward")
+def _(grad, q, k, v, cu_seqlens_q, cu_seqlens_k, causal, scale):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _attention_varlen_setup(ctx, inputs, output):
+    q, k, v, cu_seqlens_q, cu_seqlens_k, causal, scale = inputs
+    ctx.save_for_backward(q, k, v, cu_seqlens_q, cu_seqlens_k)
+    ctx.causal, ctx.scale = causal, scale
+
+
+def _attention_varlen_grad(ctx, grad):
+    q, k, v, cu_seqlens_q, cu_seqlens_k = ctx.saved_tensors
+    dq, dk, dv = attention_varlen_backward(grad, q, k, v, cu_seqlens_q, cu_seqlens_k, ctx.causal, ctx.scale)
+    return dq, dk, dv, None, None, None, None
+
+
+register_autograd("golden::attention_varlen", _attention_varlen_grad, setup_context=_attention_varlen_setup)
