@@ -1,0 +1,100 @@
+"""The ops the Qwen3 decoder is made of, each one call: the plain golden op when
+no gradient is needed, the golden_kernels.torch autograd op when one is.
+Both run the same kernels (csrc/core/), so they return the same bits."""
+
+from __future__ import annotations
+
+import importlib
+
+import torch
+
+import golden_kernels as gk
+
+
+def _needs_grad(*tensors: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _autograd():
+    """golden_kernels.torch's functional ops; imported only when a gradient is asked for."""
+    try:
+        return importlib.import_module("golden_kernels.torch")
+    except ImportError as error:
+        raise RuntimeError(
+            "a gradient through the golden Qwen3 model needs golden_kernels.torch (the autograd ops); "
+            "run the model under torch.no_grad() for inference") from error
+
+
+def embedding(token_ids: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    if _needs_grad(weight):
+        return _autograd().embedding(token_ids, weight)
+    return gk.embedding(token_ids, weight)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    if _needs_grad(x, weight):
+        return _autograd().rms_norm(x, weight, eps)
+    return gk.rms_norm(x, weight, eps)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    if _needs_grad(x, weight, bias):
+        return _autograd().linear(x, weight, bias)
+    return gk.linear(x, weight, bias)
+
+
+def rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
+    if _needs_grad(x):
+        return _autograd().rope(x, positions, theta=theta)
+    return gk.rope(x, positions, theta=theta)
+
+
+def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    if _needs_grad(gate, up):
+        return _autograd().swiglu(gate, up)
+    return gk.swiglu(gate, up)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor) -> torch.Tensor:
+    """Causal GQA attention on [B, H, S, D] with a [B, S_kv] keep-mask."""
+    if _needs_grad(q, k, v):
+        return _autograd().attention(q, k, v, causal=True, key_padding_mask=key_padding_mask)
+    return gk.attention(q, k, v, causal=True, key_padding_mask=key_padding_mask)
+
+
+def attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+    """Causal GQA attention on packed [T, H, D] sequences."""
+    if _needs_grad(q, k, v):
+        return _autograd().attention_varlen(q, k, v, cu_seqlens, cu_seqlens, causal=True)
+    return gk.attention_varlen(q, k, v, cu_seqlens, cu_seqlens, causal=True)
+
+
+def logits(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """lm_head, rounded once to hidden's dtype (HF's logits dtype)."""
+    if _needs_grad(hidden, weight):
+        return _autograd().lm_head(hidden, weight)
+    return gk.lm_head(hidden, weight)
+
+
+def logits_fp32(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """lm_head in fp32, unrounded: what every log-probability here is computed from."""
+    return gk.get_op("lm_head").forward_fp32(hidden, weight)
+
+
+def target_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """fp32 log p(target) per token; ignore_index (-100) gives 0. The fused op and
+    token_logprob(lm_head fp32) are bitwise equal (docs/ops/logprob.md), so the
+    gradient path and the no-gradient path return the same bits."""
+    if _needs_grad(hidden, weight):
+        torch_ops = _autograd()
+        return torch_ops.token_logprob(torch_ops.lm_head_fp32(hidden, weight), targets)
+    return gk.linear_logprob(hidden, weight, targets)
+
+
+def sampled_logprobs(logits32: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """fp32 log p(token) from fp32 logits: the sampler's record."""
+    return gk.token_logprob(logits32, tokens)
+
+
+def log_softmax_fp32(logits32: torch.Tensor) -> torch.Tensor:
+    return gk.get_op("log_softmax").forward_fp32(logits32)
