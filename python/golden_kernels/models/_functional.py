@@ -18,7 +18,7 @@ def _needs_grad(*tensors: torch.Tensor | None) -> bool:
 def _autograd():
     """golden_kernels.torch's functional ops; imported only when a gradient is asked for."""
     try:
-        return importlib.import_module("golden_kernels.torch")
+        return importlib.import_module("golden_kernels.torch.functional")
     except ImportError as error:
         raise RuntimeError(
             "a gradient through the golden Qwen3 model needs golden_kernels.torch (the autograd ops); "
@@ -45,7 +45,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
 
 def rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
     if _needs_grad(x):
-        return _autograd().rope(x, positions, theta=theta)
+        return _autograd().rope(x, positions, theta)
     return gk.rope(x, positions, theta=theta)
 
 
@@ -82,12 +82,10 @@ def logits_fp32(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 def target_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """fp32 log p(target) per token; ignore_index (-100) gives 0. The fused op and
-    token_logprob(lm_head fp32) are bitwise equal (docs/ops/logprob.md), so the
-    gradient path and the no-gradient path return the same bits."""
+    """fp32 log p(target) per token; ignore_index (-100) gives 0. Bitwise equal to
+    token_logprob(lm_head fp32 logits) (docs/ops/logprob.md), the sampler's record."""
     if _needs_grad(hidden, weight):
-        torch_ops = _autograd()
-        return torch_ops.token_logprob(torch_ops.lm_head_fp32(hidden, weight), targets)
+        return _autograd().linear_logprob(hidden, weight, targets)
     return gk.linear_logprob(hidden, weight, targets)
 
 

@@ -241,7 +241,7 @@ class Qwen3ForCausalLM(nn.Module):
         state = DecodeState([], [], keep, positions[:, -1] + 1, torch.empty(0))
         token_ids = torch.where(keep, input_ids, torch.zeros_like(input_ids))
         hidden = self.model(token_ids, positions, self._cached_attend(state))
-        state.logits32 = F.logits_fp32(hidden[:, -1], self.lm_head.weight)
+        state.logits32 = F.logits_fp32(hidden[:, -1].contiguous(), self.lm_head.weight)
         return state
 
     @torch.no_grad()
@@ -254,7 +254,7 @@ class Qwen3ForCausalLM(nn.Module):
         state.key_mask = torch.cat([state.key_mask, torch.ones_like(state.key_mask[:, :1])], dim=1)
         hidden = self.model(tokens[:, None], positions, self._cached_attend(state))
         state.next_positions = state.next_positions + 1
-        state.logits32 = F.logits_fp32(hidden[:, -1], self.lm_head.weight)
+        state.logits32 = F.logits_fp32(hidden[:, -1].contiguous(), self.lm_head.weight)
         return state
 
     def _cached_attend(self, state: DecodeState) -> Attend:

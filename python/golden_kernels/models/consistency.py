@@ -1,0 +1,208 @@
+"""The RL consistency check: sample continuations of ragged prompts with the
+sampler path (left-padded prefill + KV-cache decode), then score the same
+tokens with the trainer path in other batch compositions (packed, right
+padding, other batch sizes, permuted) and compare the per-token fp32
+log-probabilities. For the golden model the target is 0 difference, bitwise;
+the Hugging Face eager model on the same weights is the contrast."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from .qwen3 import Qwen3ForCausalLM, next_token_targets
+from .sampling import Generation, left_pad
+
+TINY = dict(vocab_size=2048, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=32)
+
+
+@dataclass
+class Consistency:
+    """One implementation and dtype: sampler vs trainer log-probabilities."""
+
+    implementation: str
+    dtype: str
+    tokens: int
+    max_abs_diff: float
+    ratio_min: float
+    ratio_max: float
+    bitwise_equal: bool
+    sample_tokens_per_s: float
+    train_tokens_per_s: float
+    compositions: list[str] = field(default_factory=list)
+    diffs: list[float] = field(default_factory=list)  # train - sample, per scored token (first composition)
+
+    def summary(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "diffs"}
+
+
+def random_hf_qwen3(seed: int = 0, **overrides: Any):
+    """A randomly initialised transformers Qwen3ForCausalLM (float32, eager attention), built locally."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM as HFQwen3
+
+    torch.manual_seed(seed)
+    config = Qwen3Config(**{**TINY, "initializer_range": 0.1, **overrides})
+    config._attn_implementation = "eager"
+    return HFQwen3(config).eval()
+
+
+def random_prompts(count: int, vocab_size: int, generator: torch.Generator, min_len: int = 3,
+                   max_len: int = 17) -> list[list[int]]:
+    lengths = torch.randint(min_len, max_len + 1, (count,), generator=generator)
+    return [torch.randint(1, vocab_size, (int(n),), generator=generator).tolist() for n in lengths]
+
+
+# ---- the trainer's compositions: each scores every sequence's completion ----
+
+def _completion_slices(logprobs_row: torch.Tensor, prompt_len: int, completion_len: int) -> torch.Tensor:
+    """Token t's log-probability sits at position t - 1 (next-token alignment)."""
+    return logprobs_row[prompt_len - 1: prompt_len - 1 + completion_len]
+
+
+def _score_padded(model: Qwen3ForCausalLM, sequences: list[list[int]], order: list[int], side: str,
+                  prompt_lens: list[int], completion_lens: list[int]) -> dict[int, torch.Tensor]:
+    rows = [sequences[i] for i in order]
+    input_ids, mask = left_pad(rows) if side == "left" else _right_pad(rows)
+    logprobs = model.next_token_logprobs(input_ids, mask)
+    out = {}
+    for row, i in enumerate(order):
+        offset = input_ids.shape[1] - len(sequences[i]) if side == "left" else 0
+        out[i] = _completion_slices(logprobs[row, offset:], prompt_lens[i], completion_lens[i])
+    return out
+
+
+def _score_packed(model: Qwen3ForCausalLM, sequences: list[list[int]], order: list[int],
+                  prompt_lens: list[int], completion_lens: list[int]) -> dict[int, torch.Tensor]:
+    flat = torch.tensor([t for i in order for t in sequences[i]], dtype=torch.int64)
+    lengths = torch.tensor([0] + [len(sequences[i]) for i in order])
+    cu_seqlens = lengths.cumsum(0).to(torch.int32)
+    logprobs = model.next_token_logprobs(flat, cu_seqlens=cu_seqlens)
+    return {i: _completion_slices(logprobs[int(cu_seqlens[row]):], prompt_lens[i], completion_lens[i])
+            for row, i in enumerate(order)}
+
+
+def _right_pad(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    input_ids = torch.zeros((len(rows), width), dtype=torch.int64)
+    mask = torch.zeros((len(rows), width), dtype=torch.int64)
+    for i, row in enumerate(rows):
+        input_ids[i, :len(row)] = torch.tensor(row)
+        mask[i, :len(row)] = 1
+    return input_ids, mask
+
+
+def golden_compositions(count: int, generator: torch.Generator) -> dict[str, Callable[..., dict[int, torch.Tensor]]]:
+    """The trainer batches, each different from the sampler's (one left-padded batch in prompt order)."""
+    perm = torch.randperm(count, generator=generator).tolist()
+    split = max(1, count // 3)
+
+    def packed(*args):
+        return _score_packed(args[0], args[1], perm, *args[2:])
+
+    def right_padded_two_batches(*args):
+        first = _score_padded(args[0], args[1], perm[:split], "right", *args[2:])
+        return {**first, **_score_padded(args[0], args[1], perm[split:], "right", *args[2:])}
+
+    def left_padded_one_each(*args):
+        return {k: v for i in reversed(range(count)) for k, v in _score_padded(args[0], args[1], [i], "left",
+                                                                                *args[2:]).items()}
+
+    return {"packed (permuted)": packed,
+            f"right-padded, batches of {split} and {count - split} (permuted)": right_padded_two_batches,
+            "left-padded, batch size 1": left_padded_one_each}
+
+
+# ---- the comparison ----
+
+def _differences(train: dict[int, torch.Tensor], sample: list[torch.Tensor]) -> tuple[torch.Tensor, bool]:
+    train_all = torch.cat([train[i] for i in range(len(sample))])
+    sample_all = torch.cat(sample)
+    bitwise = torch.equal(train_all.view(torch.int32), sample_all.view(torch.int32))
+    return train_all.double() - sample_all.double(), bitwise
+
+
+def _result(name: str, dtype: torch.dtype, diffs: list[torch.Tensor], bitwise: bool, tokens: int,
+            sample_s: float, train_s: float, train_tokens: int, compositions: list[str]) -> Consistency:
+    every = torch.cat(diffs)
+    return Consistency(
+        implementation=name, dtype=str(dtype).removeprefix("torch."), tokens=tokens,
+        max_abs_diff=float(every.abs().max()), ratio_min=math.exp(float(every.min())),
+        ratio_max=math.exp(float(every.max())), bitwise_equal=bitwise,
+        sample_tokens_per_s=tokens / sample_s, train_tokens_per_s=train_tokens / train_s,
+        compositions=compositions, diffs=diffs[0].tolist())
+
+
+@torch.no_grad()
+def check_golden(model: Qwen3ForCausalLM, prompts: list[list[int]], max_new_tokens: int, *,
+                 seed: int = 0) -> tuple[Consistency, Generation]:
+    """Samples with the golden sampler (seeded), scores with every golden trainer composition."""
+    start = time.perf_counter()
+    generation = model.generate(prompts, max_new_tokens, do_sample=True,
+                                generator=torch.Generator().manual_seed(seed))
+    sample_s = time.perf_counter() - start
+    sequences = generation.sequences()
+    prompt_lens = [len(p) for p in prompts]
+    completion_lens = generation.lengths.tolist()
+    sample = generation.completion_logprobs()
+    diffs, bitwise, train_s = [], True, 0.0
+    compositions = golden_compositions(len(prompts), torch.Generator().manual_seed(seed + 1))
+    for score in compositions.values():
+        start = time.perf_counter()
+        train = score(model, sequences, prompt_lens, completion_lens)
+        train_s += time.perf_counter() - start
+        diff, equal = _differences(train, sample)
+        diffs.append(diff)
+        bitwise &= equal
+    train_tokens = sum(map(len, sequences)) * len(compositions)
+    result = _result("golden-kernels", model.dtype, diffs, bitwise, sum(completion_lens), sample_s, train_s,
+                     train_tokens, list(compositions))
+    return result, generation
+
+
+@torch.no_grad()
+def check_hf(hf_model: Any, prompts: list[list[int]], max_new_tokens: int, *, seed: int = 0) -> Consistency:
+    """The contrast: HF's own generate (KV cache, left padding, same sampling) and
+    its own right-padded, permuted training forward, on the same weights."""
+    input_ids, mask = left_pad(prompts)
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    out = hf_model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                            min_new_tokens=max_new_tokens, do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
+                            output_logits=True, return_dict_in_generate=True, pad_token_id=0)
+    sample_s = time.perf_counter() - start
+    completions = out.sequences[:, input_ids.shape[1]:]
+    step_logits = torch.stack(out.logits, dim=1).float()
+    sample_all = torch.log_softmax(step_logits, dim=-1).gather(-1, completions[..., None])[..., 0]
+    sample = [row for row in sample_all]
+    sequences = [p + c.tolist() for p, c in zip(prompts, completions)]
+    perm = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(seed + 1)).tolist()
+    start = time.perf_counter()
+    ids, right_mask = _right_pad([sequences[i] for i in perm])
+    logits = hf_model(input_ids=ids, attention_mask=right_mask).logits.float()
+    train_s = time.perf_counter() - start
+    targets = next_token_targets(ids, right_mask)
+    logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets.clamp(min=0)[..., None])[..., 0]
+    train = {i: _completion_slices(logprobs[row], len(prompts[i]), max_new_tokens) for row, i in enumerate(perm)}
+    diff, bitwise = _differences(train, sample)
+    return _result("PyTorch / HF eager", hf_model.dtype, [diff], bitwise, completions.numel(), sample_s, train_s,
+                   int(right_mask.sum()), ["right-padded (permuted)"])
+
+
+def run(*, dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16), prompts: int = 6,
+        max_new_tokens: int = 12, seed: int = 0, **overrides: Any) -> list[Consistency]:
+    """The full check: golden and HF eager, for each dtype, on one random Qwen3."""
+    hf32 = random_hf_qwen3(seed, **overrides)
+    batch = random_prompts(prompts, hf32.config.vocab_size, torch.Generator().manual_seed(seed))
+    results = []
+    for dtype in dtypes:
+        hf = copy.deepcopy(hf32).to(dtype)
+        golden = Qwen3ForCausalLM.from_hf(hf)
+        results.append(check_golden(golden, batch, max_new_tokens, seed=seed)[0])
+        results.append(check_hf(hf, batch, max_new_tokens, seed=seed))
+    return results
