@@ -43,11 +43,12 @@ class Consistency:
 
 
 def random_hf_qwen3(seed: int = 0, **overrides: Any):
-    """A randomly initialised transformers Qwen3ForCausalLM (float32, eager attention), built locally."""
+    """A randomly initialised transformers Qwen3ForCausalLM (float32, eager attention, HF's own
+    initialisation: normal(0, initializer_range = 0.02) unless overridden), built locally."""
     from transformers import Qwen3Config, Qwen3ForCausalLM as HFQwen3
 
     torch.manual_seed(seed)
-    config = Qwen3Config(**{**TINY, "initializer_range": 0.1, **overrides})
+    config = Qwen3Config(**{**TINY, **overrides})
     config._attn_implementation = "eager"
     return HFQwen3(config).eval()
 
@@ -138,6 +139,33 @@ def _result(name: str, dtype: torch.dtype, diffs: list[torch.Tensor], bitwise: b
         compositions=compositions, diffs=diffs[0].tolist())
 
 
+@dataclass
+class Scored:
+    """One trainer composition's log-probabilities against the sampler's."""
+
+    composition: str
+    diffs: torch.Tensor  # float64 train - sample, every completion token in prompt order
+    bitwise_equal: bool
+    seconds: float
+
+
+@torch.no_grad()
+def score_generation(model: Qwen3ForCausalLM, generation: Generation, *, seed: int = 0) -> list[Scored]:
+    """Scores a generation's tokens with every golden trainer composition."""
+    sequences = generation.sequences()
+    prompt_lens = [len(p) for p in generation.prompts]
+    completion_lens = generation.lengths.tolist()
+    sample = generation.completion_logprobs()
+    scored = []
+    compositions = golden_compositions(len(sequences), torch.Generator().manual_seed(seed + 1))
+    for name, score in compositions.items():
+        start = time.perf_counter()
+        train = score(model, sequences, prompt_lens, completion_lens)
+        seconds = time.perf_counter() - start
+        scored.append(Scored(name, *_differences(train, sample), seconds))
+    return scored
+
+
 @torch.no_grad()
 def check_golden(model: Qwen3ForCausalLM, prompts: list[list[int]], max_new_tokens: int, *,
                  seed: int = 0) -> tuple[Consistency, Generation]:
@@ -146,22 +174,11 @@ def check_golden(model: Qwen3ForCausalLM, prompts: list[list[int]], max_new_toke
     generation = model.generate(prompts, max_new_tokens, do_sample=True,
                                 generator=torch.Generator().manual_seed(seed))
     sample_s = time.perf_counter() - start
-    sequences = generation.sequences()
-    prompt_lens = [len(p) for p in prompts]
-    completion_lens = generation.lengths.tolist()
-    sample = generation.completion_logprobs()
-    diffs, bitwise, train_s = [], True, 0.0
-    compositions = golden_compositions(len(prompts), torch.Generator().manual_seed(seed + 1))
-    for score in compositions.values():
-        start = time.perf_counter()
-        train = score(model, sequences, prompt_lens, completion_lens)
-        train_s += time.perf_counter() - start
-        diff, equal = _differences(train, sample)
-        diffs.append(diff)
-        bitwise &= equal
-    train_tokens = sum(map(len, sequences)) * len(compositions)
-    result = _result("golden-kernels", model.dtype, diffs, bitwise, sum(completion_lens), sample_s, train_s,
-                     train_tokens, list(compositions))
+    scored = score_generation(model, generation, seed=seed)
+    train_tokens = sum(map(len, generation.sequences())) * len(scored)
+    result = _result("golden-kernels", model.dtype, [s.diffs for s in scored],
+                     all(s.bitwise_equal for s in scored), int(generation.lengths.sum()), sample_s,
+                     sum(s.seconds for s in scored), train_tokens, [s.composition for s in scored])
     return result, generation
 
 
