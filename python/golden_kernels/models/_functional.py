@@ -1,6 +1,8 @@
 """The ops the Qwen3 decoder is made of, each one call: the plain golden op when
-no gradient is needed, the golden_kernels.torch autograd op when one is.
-Both run the same kernels (csrc/core/), so they return the same bits."""
+no gradient is needed, the golden_kernels.torch autograd op when one is
+(attention: an autograd Function over the op's golden backward, here until
+golden_kernels.torch covers attention). Both run the same kernels
+(csrc/core/), so they return the same bits."""
 
 from __future__ import annotations
 
@@ -55,17 +57,47 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return gk.swiglu(gate, up)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor) -> torch.Tensor:
-    """Causal GQA attention on [B, H, S, D] with a [B, S_kv] keep-mask."""
+class _Attention(torch.autograd.Function):
+    """Causal GQA attention with the golden backward (deterministic dq, dk, dv)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, key_padding_mask):
+        ctx.save_for_backward(q, k, v, key_padding_mask)
+        return gk.attention(q, k, v, causal=True, key_padding_mask=key_padding_mask)
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, v, key_padding_mask = ctx.saved_tensors
+        dq, dk, dv = gk.get_op("attention").backward(grad, q, k, v, causal=True, key_padding_mask=key_padding_mask)
+        return dq, dk, dv, None
+
+
+class _AttentionVarlen(torch.autograd.Function):
+    """Causal GQA attention over packed sequences with the golden backward."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, cu_seqlens):
+        ctx.save_for_backward(q, k, v, cu_seqlens)
+        return gk.attention_varlen(q, k, v, cu_seqlens, cu_seqlens, causal=True)
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, v, cu_seqlens = ctx.saved_tensors
+        dq, dk, dv = gk.attention_varlen_backward(grad, q, k, v, cu_seqlens, cu_seqlens, causal=True)
+        return dq, dk, dv, None
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
+    """Causal GQA attention on [B, H, S, D] with an optional [B, S_kv] keep-mask."""
     if _needs_grad(q, k, v):
-        return _autograd().attention(q, k, v, causal=True, key_padding_mask=key_padding_mask)
+        return _Attention.apply(q, k, v, key_padding_mask)
     return gk.attention(q, k, v, causal=True, key_padding_mask=key_padding_mask)
 
 
 def attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
     """Causal GQA attention on packed [T, H, D] sequences."""
     if _needs_grad(q, k, v):
-        return _autograd().attention_varlen(q, k, v, cu_seqlens, cu_seqlens, causal=True)
+        return _AttentionVarlen.apply(q, k, v, cu_seqlens)
     return gk.attention_varlen(q, k, v, cu_seqlens, cu_seqlens, causal=True)
 
 

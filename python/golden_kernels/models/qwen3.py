@@ -16,6 +16,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..ops.kv_cache import KVCache
 from . import _functional as F
 from .config import Qwen3Dims, qwen3_dims
 
@@ -123,13 +124,11 @@ class Qwen3Model(nn.Module):
 
 @dataclass
 class DecodeState:
-    """The sampler's state between steps: per-layer K/V caches [B, H_kv, L, D]
-    (left-padded: `key_mask` [B, L] is False on padding), each row's next
-    position, and the fp32 logits [B, V] of each row's next token."""
+    """The sampler's state between steps: one golden KVCache per layer (left
+    padding marked as such), each row's next position, and the fp32 logits
+    [B, V] of each row's next token."""
 
-    keys: list[torch.Tensor]
-    values: list[torch.Tensor]
-    key_mask: torch.Tensor
+    caches: list[KVCache]
     next_positions: torch.Tensor
     logits32: torch.Tensor
 
@@ -210,9 +209,10 @@ class Qwen3ForCausalLM(nn.Module):
         keep = _keep_mask(attention_mask, input_ids)
         positions = positions_from_mask(keep)
         token_ids = torch.where(keep, input_ids, torch.zeros_like(input_ids))  # padding may hold any id
+        key_mask = None if attention_mask is None else keep
 
         def attend(_: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            out = F.attention(_heads_first(q), _heads_first(k), _heads_first(v), keep)
+            out = F.attention(_heads_first(q), _heads_first(k), _heads_first(v), key_mask)
             return out.transpose(1, 2)
 
         return self.model(token_ids, positions, attend)
@@ -230,19 +230,22 @@ class Qwen3ForCausalLM(nn.Module):
     # ---- sampler: prefill then one token at a time against the KV cache ----
 
     @torch.no_grad()
-    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> DecodeState:
+    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+                max_new_tokens: int) -> DecodeState:
         """Runs left-padded prompts [B, S] (attention_mask 1 = real token) and
-        returns the state holding their caches and next-token fp32 logits."""
+        returns the state holding their caches (room for max_new_tokens more)
+        and next-token fp32 logits."""
         _check_ids(input_ids, 2, "input_ids [batch, seq]")
         keep = _keep_mask(attention_mask, input_ids)
         if bool((~keep[:, -1]).any()):
             raise ValueError("prefill: prompts must be left-padded (every row's last position a real token)")
+        batch, length = input_ids.shape
+        caches = [KVCache(batch, self.dims.num_key_value_heads, self.dims.head_dim, length + max_new_tokens,
+                          dtype=self.dtype, device=input_ids.device) for _ in self.model.layers]
         positions = positions_from_mask(keep)
-        state = DecodeState([], [], keep, positions[:, -1] + 1, torch.empty(0))
         token_ids = torch.where(keep, input_ids, torch.zeros_like(input_ids))
-        hidden = self.model(token_ids, positions, self._cached_attend(state))
-        state.logits32 = F.logits_fp32(hidden[:, -1].contiguous(), self.lm_head.weight)
-        return state
+        hidden = self.model(token_ids, positions, _cached_attend(caches, keep))
+        return DecodeState(caches, positions[:, -1] + 1, self._next_logits32(hidden))
 
     @torch.no_grad()
     def step(self, state: DecodeState, tokens: torch.Tensor) -> DecodeState:
@@ -250,26 +253,13 @@ class Qwen3ForCausalLM(nn.Module):
         (caches, positions, next-token fp32 logits). Returns the state."""
         if tokens.shape != state.next_positions.shape:
             raise ValueError(f"tokens: expected shape {tuple(state.next_positions.shape)}, got {tuple(tokens.shape)}")
-        positions = state.next_positions[:, None]
-        state.key_mask = torch.cat([state.key_mask, torch.ones_like(state.key_mask[:, :1])], dim=1)
-        hidden = self.model(tokens[:, None], positions, self._cached_attend(state))
+        hidden = self.model(tokens[:, None], state.next_positions[:, None], _cached_attend(state.caches, None))
         state.next_positions = state.next_positions + 1
-        state.logits32 = F.logits_fp32(hidden[:, -1].contiguous(), self.lm_head.weight)
+        state.logits32 = self._next_logits32(hidden)
         return state
 
-    def _cached_attend(self, state: DecodeState) -> Attend:
-        def attend(index: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            k, v = _heads_first(k), _heads_first(v)
-            if index == len(state.keys):
-                state.keys.append(k)
-                state.values.append(v)
-            else:
-                state.keys[index] = torch.cat([state.keys[index], k], dim=2)
-                state.values[index] = torch.cat([state.values[index], v], dim=2)
-            out = F.attention(_heads_first(q), state.keys[index], state.values[index], state.key_mask)
-            return out.transpose(1, 2)
-
-        return attend
+    def _next_logits32(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.logits_fp32(hidden[:, -1].contiguous(), self.lm_head.weight)
 
     def generate(self, prompts: Any, max_new_tokens: int, **options: Any):
         """Samples continuations (see golden_kernels.models.sampling.generate)."""
@@ -303,8 +293,17 @@ def _keep_mask(attention_mask: torch.Tensor | None, input_ids: torch.Tensor) -> 
 
 
 def _heads_first(x: torch.Tensor) -> torch.Tensor:
-    """[B, S, H, D] -> contiguous [B, H, S, D], the attention op's layout."""
-    return x.transpose(1, 2).contiguous()
+    """[B, S, H, D] -> the attention op's [B, H, S, D], a view (no copy)."""
+    return x.transpose(1, 2)
+
+
+def _cached_attend(caches: list[KVCache], keep: torch.Tensor | None) -> Attend:
+    """Appends each layer's new k/v to its cache, then attends over the cache."""
+    def attend(index: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        caches[index].append(_heads_first(k), _heads_first(v), key_padding_mask=keep)
+        return caches[index].attend(_heads_first(q)).transpose(1, 2)
+
+    return attend
 
 
 def positions_from_mask(keep: torch.Tensor) -> torch.Tensor:

@@ -75,7 +75,7 @@ def generate(model: Any, prompts: Sequence[Any], max_new_tokens: int, *, do_samp
     logprobs = torch.zeros((len(rows), max_new_tokens), dtype=torch.float32, device=device)
     live = torch.ones(len(rows), dtype=torch.bool, device=device)
     lengths = torch.zeros(len(rows), dtype=torch.int64, device=device)
-    state = model.prefill(input_ids, mask)
+    state = model.prefill(input_ids, mask, max_new_tokens=max_new_tokens)
     for t in range(max_new_tokens):
         chosen = choose_tokens(state.logits32, do_sample, generator)
         tokens[:, t] = torch.where(live, chosen, tokens[:, t])
