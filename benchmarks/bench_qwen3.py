@@ -85,8 +85,13 @@ def main() -> None:
     parser.add_argument("--prompt-len", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="threads for both (0: each library's default)")
     args = parser.parse_args()
     import golden_kernels as gk
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        gk.set_num_threads(args.threads)
 
     print(f"## Qwen3 '{args.preset}' {PRESETS[args.preset]}")
     print(f"golden_kernels cpu isa {gk.cpu_isa()}, {gk.num_threads()} threads; torch {torch.__version__}, "
