@@ -19,14 +19,25 @@ from .conftest import pad, ragged_ids
 LENGTHS = (5, 11, 2, 8, 13)
 
 
-def test_sampler_equals_trainer_bitwise(pair, gen):
+def test_sampler_equals_trainer_bitwise(pair, gen, threads):
+    """Sampled on 1 thread, scored on 2 (T7 on top of T1-T6)."""
     _, golden = pair
     prompts = ragged_ids(LENGTHS, golden.dims.vocab_size, gen)
-    result, generation = check_golden(golden, prompts, max_new_tokens=6, seed=7)
+    threads(1)
+    generation = golden.generate(prompts, 6, do_sample=True, generator=torch.Generator().manual_seed(7))
     assert generation.tokens.shape == (len(prompts), 6)
-    assert len(result.compositions) == 3
+    threads(2)
+    scored = score_generation(golden, generation)
+    assert len(scored) == 3
+    for s in scored:
+        assert s.bitwise_equal and s.diffs.abs().max() == 0, s.composition
+
+
+def test_check_golden_reports_zero_mismatch(pair, gen):
+    _, golden = pair
+    result, _ = check_golden(golden, ragged_ids((3, 6), golden.dims.vocab_size, gen), max_new_tokens=3)
     assert result.bitwise_equal, result.summary()
-    assert (result.max_abs_diff, result.ratio_min, result.ratio_max) == (0.0, 1.0, 1.0)
+    assert (result.max_abs_diff, result.ratio_min, result.ratio_max, result.tokens) == (0.0, 1.0, 1.0, 6)
 
 
 def test_the_check_sees_a_one_ulp_weight_change(pair, gen):
