@@ -133,6 +133,8 @@ AttentionLayout build_layout(const TensorView& q, const TensorView& k, const Hea
     check_cu_seqlens(*a.cu_k, k.dim(0), on_host);
     require_same_shape(*a.cu_q, *a.cu_k);
     l.num_seqs = a.cu_q->dim(0) - 1;
+    l.q_len = q.dim(0);
+    l.k_len = k.dim(0);
     l.cu_q = static_cast<const std::int64_t*>(a.cu_q->data);
     l.cu_k = static_cast<const std::int64_t*>(a.cu_k->data);
     return l;

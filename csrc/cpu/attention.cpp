@@ -5,6 +5,7 @@
 // (csrc/core/ops/attention.h) on it; no arithmetic here.
 #include "../core/ops/attention.h"
 #include "../core/reduce.h"
+#include "simd.h"
 #include "target.h"
 
 GOLDEN_CPU_BEGIN
@@ -14,7 +15,7 @@ constexpr std::int64_t kBlock = kAttentionKeyBlock;
 constexpr std::int64_t kMaxD = kAttentionMaxHeadDim;
 // Query rows per forward task, token-major over the kv group's query heads
 // (decode: one token, all heads of the group share each staged key block).
-constexpr std::int64_t kTaskRows = 32;
+constexpr std::int64_t kTaskRows = 64;
 
 template <class T>
 const T* input_row(const AttentionInput& t, std::int64_t b, std::int64_t token, std::int64_t head) {
@@ -61,6 +62,7 @@ struct KeyBlockStage {
   }
 };
 
+// Views of the staged blocks for the core's generic loops.
 struct TransposedView {
   const float* data;
   float operator()(std::int64_t d, std::int64_t j) const { return data[d * kBlock + j]; }
@@ -70,6 +72,66 @@ struct RowsView {
   const float* data;
   float operator()(std::int64_t j, std::int64_t d) const { return data[j * kMaxD + d]; }
 };
+
+#if defined(__AVX2__)
+
+// The core's attention_block_dots on a staged transposed block with the 64
+// lane accumulators in registers: lane j is the same fma chain over d.
+void block_dots(const float* x, std::int64_t d_len, const float* keys_t, float* dots) {
+  constexpr int kVecs = kBlock / kVecLanes;
+  Vec acc[kVecs];
+  for (int c = 0; c < kVecs; ++c) acc[c] = vec_zero();
+  for (std::int64_t d = 0; d < d_len; ++d) {
+    const Vec xd = vec_broadcast(x[d]);
+    const float* row = keys_t + d * kBlock;
+    for (int c = 0; c < kVecs; ++c) acc[c] = vec_fma(xd, vec_load(row + c * kVecLanes), acc[c]);
+  }
+  for (int c = 0; c < kVecs; ++c) vec_store(dots + c * kVecLanes, acc[c]);
+}
+
+void block_scores(const float* q, std::int64_t d_len, float scale, const float* keys_t, float* scores) {
+  block_dots(q, d_len, keys_t, scores);
+  core::attention_block_scale(scores, scale);
+}
+
+// The core's attention_accumulate over a block's rows (acc[d] = fma(w_j,
+// row_j[d], acc[d]), j in order), 32 columns of acc at a time in registers.
+void block_accumulate(float* acc, std::int64_t d_len, const float* weights, std::int64_t count,
+                      const float* rows) {
+  constexpr int kVecs = 32 / kVecLanes;
+  std::int64_t d0 = 0;
+  for (; d0 + 32 <= d_len; d0 += 32) {
+    Vec sum[kVecs];
+    for (int c = 0; c < kVecs; ++c) sum[c] = vec_load(acc + d0 + c * kVecLanes);
+    for (std::int64_t j = 0; j < count; ++j) {
+      const Vec w = vec_broadcast(weights[j]);
+      const float* row = rows + j * kMaxD + d0;
+      for (int c = 0; c < kVecs; ++c) sum[c] = vec_fma(w, vec_load(row + c * kVecLanes), sum[c]);
+    }
+    for (int c = 0; c < kVecs; ++c) vec_store(acc + d0 + c * kVecLanes, sum[c]);
+  }
+  for (std::int64_t j = 0; j < count; ++j) {
+    for (std::int64_t d = d0; d < d_len; ++d) acc[d] = core::fma_rn(weights[j], rows[j * kMaxD + d], acc[d]);
+  }
+}
+
+#else
+
+// The scalar build (the reference backend) runs the core's loops as written.
+void block_dots(const float* x, std::int64_t d_len, const float* keys_t, float* dots) {
+  core::attention_block_dots(x, d_len, TransposedView{keys_t}, dots);
+}
+
+void block_scores(const float* q, std::int64_t d_len, float scale, const float* keys_t, float* scores) {
+  core::attention_block_scores(q, d_len, scale, TransposedView{keys_t}, scores);
+}
+
+void block_accumulate(float* acc, std::int64_t d_len, const float* weights, std::int64_t count,
+                      const float* rows) {
+  core::attention_block_accumulate(acc, d_len, weights, count, RowsView{rows});
+}
+
+#endif
 
 // The rows of one forward task: query heads of kv head g, token-major.
 struct TaskRows {
@@ -146,7 +208,7 @@ void run_forward_rows(const AttentionLayout& l, const AttentionInput& q_in, cons
     f.state[r] = core::attention_row_start(f.acc[r], d_len);
     most_visible = f.visible[r] > most_visible ? f.visible[r] : most_visible;
   }
-  alignas(64) float key_t[kMaxD * kBlock];
+  alignas(64) float keys_t[kMaxD * kBlock];
   alignas(64) float values[kBlock * kMaxD];
   alignas(64) float scores[kBlock];
   alignas(64) float probs[kBlock];
@@ -154,13 +216,14 @@ void run_forward_rows(const AttentionLayout& l, const AttentionInput& q_in, cons
   const KeyBlockStage<T> vals{l, v_in, rows.b, seq, rows.g};
   for (std::int64_t start = 0; start < most_visible; start += kBlock) {
     const std::int64_t staged = most_visible - start < kBlock ? most_visible - start : kBlock;
-    keys.transposed(start, staged, key_t);
+    keys.transposed(start, staged, keys_t);
     vals.rows(start, staged, values);
     for (std::int64_t r = 0; r < rows.count; ++r) {
       if (f.visible[r] <= start) continue;
       const std::int64_t count = f.visible[r] - start < kBlock ? f.visible[r] - start : kBlock;
-      core::attention_block_scores(f.q[r], d_len, l.scale, TransposedView{key_t}, scores);
-      core::attention_fold_block(f.state[r], f.acc[r], d_len, scores, count, RowsView{values}, probs);
+      block_scores(f.q[r], d_len, l.scale, keys_t, scores);
+      core::attention_block_softmax(f.state[r], f.acc[r], d_len, scores, count, probs);
+      block_accumulate(f.acc[r], d_len, probs, count, values);
     }
   }
 }
@@ -221,8 +284,8 @@ void backward_rows(const AttentionBackwardProblem& p, const Workspace& ws, int n
       for (std::int64_t d = 0; d < d_len; ++d) f.acc[r][d] = 0.0f;  // now the dq accumulator
       most_visible = f.visible[r] > most_visible ? f.visible[r] : most_visible;
     }
-    alignas(64) float key_t[kMaxD * kBlock];
-    alignas(64) float value_t[kMaxD * kBlock];
+    alignas(64) float keys_t[kMaxD * kBlock];
+    alignas(64) float values_t[kMaxD * kBlock];
     alignas(64) float key_rows[kBlock * kMaxD];
     alignas(64) float scores[kBlock];
     alignas(64) float dps[kBlock];
@@ -230,19 +293,18 @@ void backward_rows(const AttentionBackwardProblem& p, const Workspace& ws, int n
     const KeyBlockStage<T> vals{l, p.v, rows.b, seq, rows.g};
     for (std::int64_t start = 0; start < most_visible; start += kBlock) {
       const std::int64_t staged = most_visible - start < kBlock ? most_visible - start : kBlock;
-      keys.transposed(start, staged, key_t);
+      keys.transposed(start, staged, keys_t);
       keys.rows(start, staged, key_rows);
-      vals.transposed(start, staged, value_t);
+      vals.transposed(start, staged, values_t);
       for (std::int64_t r = 0; r < rows.count; ++r) {
         if (f.visible[r] <= start) continue;
         const std::int64_t count = f.visible[r] - start < kBlock ? f.visible[r] - start : kBlock;
-        core::attention_block_scores(f.q[r], d_len, l.scale, TransposedView{key_t}, scores);
-        core::attention_block_dots(grad[r], d_len, TransposedView{value_t}, dps);
+        block_scores(f.q[r], d_len, l.scale, keys_t, scores);
+        block_dots(grad[r], d_len, values_t, dps);
         for (std::int64_t j = 0; j < count; ++j) {
-          const float prob = core::attention_probability(scores[j], lse[r]);
-          const float ds = core::attention_score_grad(prob, dps[j], delta[r]);
-          core::attention_accumulate(f.acc[r], ds, key_rows + j * kMaxD, d_len);
+          dps[j] = core::attention_score_grad(core::attention_probability(scores[j], lse[r]), dps[j], delta[r]);
         }
+        block_accumulate(f.acc[r], d_len, dps, count, key_rows);
       }
     }
     for (std::int64_t r = 0; r < rows.count; ++r) {
@@ -271,8 +333,8 @@ void backward_keys(const AttentionBackwardProblem& p, const Workspace& ws, int n
     const std::int64_t start = tile * kBlock;
     if (start >= valid) return;
     const std::int64_t staged = valid - start < kBlock ? valid - start : kBlock;
-    alignas(64) float key_t[kMaxD * kBlock];
-    alignas(64) float value_t[kMaxD * kBlock];
+    alignas(64) float keys_t[kMaxD * kBlock];
+    alignas(64) float values_t[kMaxD * kBlock];
     alignas(64) float dk[kBlock * kMaxD];
     alignas(64) float dv[kBlock * kMaxD];
     alignas(64) float scores[kBlock];
@@ -281,8 +343,8 @@ void backward_keys(const AttentionBackwardProblem& p, const Workspace& ws, int n
     float grad[kMaxD];
     const KeyBlockStage<T> keys{l, p.k, b, seq, g};
     const KeyBlockStage<T> vals{l, p.v, b, seq, g};
-    keys.transposed(start, staged, key_t);
-    vals.transposed(start, staged, value_t);
+    keys.transposed(start, staged, keys_t);
+    vals.transposed(start, staged, values_t);
     for (std::int64_t i = 0; i < kBlock * kMaxD; ++i) dk[i] = dv[i] = 0.0f;
     for (std::int64_t h = g * group; h < (g + 1) * group; ++h) {
       for (std::int64_t i = 0; i < seq.q_len; ++i) {
@@ -293,8 +355,8 @@ void backward_keys(const AttentionBackwardProblem& p, const Workspace& ws, int n
         load_row(input_row<T>(p.grad_out, b, seq.q_begin + i, h), grad, d_len);
         const float lse = *ws.at(ws.lse, seq, i, h);
         const float delta = *ws.at(ws.delta, seq, i, h);
-        core::attention_block_scores(q, d_len, l.scale, TransposedView{key_t}, scores);
-        core::attention_block_dots(grad, d_len, TransposedView{value_t}, dps);
+        block_scores(q, d_len, l.scale, keys_t, scores);
+        block_dots(grad, d_len, values_t, dps);
         for (std::int64_t j = 0; j < count; ++j) {
           const float prob = core::attention_probability(scores[j], lse);
           const float ds = core::attention_score_grad(prob, dps[j], delta);

@@ -38,7 +38,8 @@ struct AttentionOutput {
 // Where each sequence's queries and keys are, and which keys are valid.
 // Padded layout: cu_q == cu_k == nullptr, every sequence has q_len queries and
 // k_len keys starting at token 0. Packed layout: sequence b owns tokens
-// [cu_q[b], cu_q[b+1]) and [cu_k[b], cu_k[b+1]) (seq_stride 0).
+// [cu_q[b], cu_q[b+1]) and [cu_k[b], cu_k[b+1]) (seq_stride 0), and q_len,
+// k_len are the total token counts.
 struct AttentionLayout {
   std::int64_t num_seqs;
   std::int64_t num_q_heads;
@@ -104,7 +105,7 @@ GOLDEN_INLINE AttentionSeq attention_seq(const AttentionLayout& l, std::int64_t 
 }
 
 GOLDEN_INLINE std::int64_t attention_total_query_rows(const AttentionLayout& l) {
-  return l.cu_q == nullptr ? l.num_seqs * l.q_len : l.cu_q[l.num_seqs];
+  return l.cu_q == nullptr ? l.num_seqs * l.q_len : l.q_len;
 }
 
 // The token (within the sequence) of sequence b's valid key of rank n.
@@ -164,12 +165,16 @@ GOLDEN_INLINE void attention_block_dots(const float* x, std::int64_t head_dim, M
   }
 }
 
+GOLDEN_INLINE void attention_block_scale(float* scores, float scale) {
+  for (int j = 0; j < kAttentionKeyBlock; ++j) scores[j] = scores[j] * scale;
+}
+
 // s = dot(q, k) * scale: the fma chain, then one rounded multiply.
 template <class KeyT>
 GOLDEN_INLINE void attention_block_scores(const float* q, std::int64_t head_dim, float scale,
                                           KeyT key_t, float* scores) {
   attention_block_dots(q, head_dim, key_t, scores);
-  for (int j = 0; j < kAttentionKeyBlock; ++j) scores[j] = scores[j] * scale;
+  attention_block_scale(scores, scale);
 }
 
 // Running state of one query row's online softmax.
@@ -185,15 +190,12 @@ GOLDEN_INLINE AttentionRowState attention_row_start(float* acc, std::int64_t hea
 
 GOLDEN_INLINE float attention_max(float a, float b) { return math_detail::select(b > a, b, a); }
 
-// Folds `count` keys (scores[0..count), value(j, d)) into the row: the block
+// Starts folding `count` keys (scores[0..count)) into the row: the block
 // max, one rescale of sum and acc by exp(old_max - new_max) (always applied;
-// it is exactly 1 when the max is unchanged), then in rank order
-// p = exp(s - new_max), sum += p, acc[d] = fma(p, v[d], acc[d]).
-// probs is caller scratch of kAttentionKeyBlock floats.
-template <class Value>
-GOLDEN_INLINE void attention_fold_block(AttentionRowState& st, float* acc, std::int64_t head_dim,
-                                        const float* scores, std::int64_t count, Value value,
-                                        float* probs) {
+// it is exactly 1 when the max is unchanged), then p = exp(s - new_max) into
+// probs (kAttentionKeyBlock floats) and sum += p in rank order.
+GOLDEN_INLINE void attention_block_softmax(AttentionRowState& st, float* acc, std::int64_t head_dim,
+                                           const float* scores, std::int64_t count, float* probs) {
   float block_max = -math_detail::inf();
   for (std::int64_t j = 0; j < count; ++j) block_max = attention_max(block_max, scores[j]);
   const float new_max = attention_max(st.max, block_max);
@@ -205,10 +207,26 @@ GOLDEN_INLINE void attention_fold_block(AttentionRowState& st, float* acc, std::
   st.max = new_max;
   for (int j = 0; j < kAttentionKeyBlock; ++j) probs[j] = exp_f32(scores[j] - origin);
   for (std::int64_t j = 0; j < count; ++j) st.sum = st.sum + probs[j];
+}
+
+// Then acc[d] = fma(w_j, row_j[d], acc[d]) over the block's keys in rank
+// order: w = P, row = v in the forward; w = dS, row = k for dq.
+template <class Rows>
+GOLDEN_INLINE void attention_block_accumulate(float* acc, std::int64_t head_dim, const float* weights,
+                                              std::int64_t count, Rows rows) {
   for (std::int64_t j = 0; j < count; ++j) {
-    const float p = probs[j];
-    for (std::int64_t d = 0; d < head_dim; ++d) acc[d] = fma_rn(p, value(j, d), acc[d]);
+    const float w = weights[j];
+    for (std::int64_t d = 0; d < head_dim; ++d) acc[d] = fma_rn(w, rows(j, d), acc[d]);
   }
+}
+
+// Both steps for one block.
+template <class Value>
+GOLDEN_INLINE void attention_fold_block(AttentionRowState& st, float* acc, std::int64_t head_dim,
+                                        const float* scores, std::int64_t count, Value value,
+                                        float* probs) {
+  attention_block_softmax(st, acc, head_dim, scores, count, probs);
+  attention_block_accumulate(acc, head_dim, probs, count, value);
 }
 
 // out[d] = acc[d] / sum (one correctly rounded division); a row with no valid
