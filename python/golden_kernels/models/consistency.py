@@ -11,7 +11,7 @@ import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -66,26 +66,27 @@ def _completion_slices(logprobs_row: torch.Tensor, prompt_len: int, completion_l
     return logprobs_row[prompt_len - 1: prompt_len - 1 + completion_len]
 
 
-def _score_padded(model: Qwen3ForCausalLM, sequences: list[list[int]], order: list[int], side: str,
-                  prompt_lens: list[int], completion_lens: list[int]) -> dict[int, torch.Tensor]:
-    rows = [sequences[i] for i in order]
-    input_ids, mask = left_pad(rows) if side == "left" else _right_pad(rows)
+@dataclass
+class _Rollout:
+    sequences: list[list[int]]  # prompt + completion
+    prompt_lens: list[int]
+    completion_lens: list[int]
+
+    def completion(self, i: int, logprobs_from_sequence_start: torch.Tensor) -> torch.Tensor:
+        return _completion_slices(logprobs_from_sequence_start, self.prompt_lens[i], self.completion_lens[i])
+
+
+def _score_batch(model: Qwen3ForCausalLM, rollout: _Rollout, layout: str, order: list[int]) -> dict[int, torch.Tensor]:
+    """One trainer batch of the sequences in `order`: packed, left- or right-padded."""
+    rows = [rollout.sequences[i] for i in order]
+    if layout == "packed":
+        cu_seqlens = torch.tensor([0, *map(len, rows)]).cumsum(0).to(torch.int32)
+        logprobs = model.next_token_logprobs(torch.tensor([t for r in rows for t in r]), cu_seqlens=cu_seqlens)
+        return {i: rollout.completion(i, logprobs[int(cu_seqlens[b]):]) for b, i in enumerate(order)}
+    input_ids, mask = left_pad(rows) if layout == "left" else _right_pad(rows)
     logprobs = model.next_token_logprobs(input_ids, mask)
-    out = {}
-    for row, i in enumerate(order):
-        offset = input_ids.shape[1] - len(sequences[i]) if side == "left" else 0
-        out[i] = _completion_slices(logprobs[row, offset:], prompt_lens[i], completion_lens[i])
-    return out
-
-
-def _score_packed(model: Qwen3ForCausalLM, sequences: list[list[int]], order: list[int],
-                  prompt_lens: list[int], completion_lens: list[int]) -> dict[int, torch.Tensor]:
-    flat = torch.tensor([t for i in order for t in sequences[i]], dtype=torch.int64)
-    lengths = torch.tensor([0] + [len(sequences[i]) for i in order])
-    cu_seqlens = lengths.cumsum(0).to(torch.int32)
-    logprobs = model.next_token_logprobs(flat, cu_seqlens=cu_seqlens)
-    return {i: _completion_slices(logprobs[int(cu_seqlens[row]):], prompt_lens[i], completion_lens[i])
-            for row, i in enumerate(order)}
+    offsets = [input_ids.shape[1] - len(r) if layout == "left" else 0 for r in rows]
+    return {i: rollout.completion(i, logprobs[b, offsets[b]:]) for b, i in enumerate(order)}
 
 
 def _right_pad(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,25 +99,15 @@ def _right_pad(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     return input_ids, mask
 
 
-def golden_compositions(count: int, generator: torch.Generator) -> dict[str, Callable[..., dict[int, torch.Tensor]]]:
-    """The trainer batches, each different from the sampler's (one left-padded batch in prompt order)."""
+def golden_compositions(count: int, generator: torch.Generator) -> dict[str, list[tuple[str, list[int]]]]:
+    """The trainer's compositions, each a list of (layout, sequence order) batches,
+    all different from the sampler's one left-padded batch in prompt order."""
     perm = torch.randperm(count, generator=generator).tolist()
     split = max(1, count // 3)
-
-    def packed(*args):
-        return _score_packed(args[0], args[1], perm, *args[2:])
-
-    def right_padded_two_batches(*args):
-        first = _score_padded(args[0], args[1], perm[:split], "right", *args[2:])
-        return {**first, **_score_padded(args[0], args[1], perm[split:], "right", *args[2:])}
-
-    def left_padded_one_each(*args):
-        return {k: v for i in reversed(range(count)) for k, v in _score_padded(args[0], args[1], [i], "left",
-                                                                                *args[2:]).items()}
-
-    return {"packed (permuted)": packed,
-            f"right-padded, batches of {split} and {count - split} (permuted)": right_padded_two_batches,
-            "left-padded, batch size 1": left_padded_one_each}
+    return {"packed (permuted)": [("packed", perm)],
+            f"right-padded, batches of {split} and {count - split} (permuted)":
+                [("right", perm[:split]), ("right", perm[split:])],
+            "left-padded, batch size 1": [("left", [i]) for i in reversed(range(count))]}
 
 
 # ---- the comparison ----
@@ -152,15 +143,15 @@ class Scored:
 @torch.no_grad()
 def score_generation(model: Qwen3ForCausalLM, generation: Generation, *, seed: int = 0) -> list[Scored]:
     """Scores a generation's tokens with every golden trainer composition."""
-    sequences = generation.sequences()
-    prompt_lens = [len(p) for p in generation.prompts]
-    completion_lens = generation.lengths.tolist()
+    rollout = _Rollout(generation.sequences(), [len(p) for p in generation.prompts], generation.lengths.tolist())
     sample = generation.completion_logprobs()
     scored = []
-    compositions = golden_compositions(len(sequences), torch.Generator().manual_seed(seed + 1))
-    for name, score in compositions.items():
+    compositions = golden_compositions(len(rollout.sequences), torch.Generator().manual_seed(seed + 1))
+    for name, batches in compositions.items():
         start = time.perf_counter()
-        train = score(model, sequences, prompt_lens, completion_lens)
+        train = {}
+        for layout, order in batches:
+            train.update(_score_batch(model, rollout, layout, order))
         seconds = time.perf_counter() - start
         scored.append(Scored(name, *_differences(train, sample), seconds))
     return scored
