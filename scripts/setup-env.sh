@@ -10,7 +10,7 @@ fi
 # shellcheck disable=SC1091
 source .venv/bin/activate
 # torch 2.13.0 is the CPU build available locally; a bare "torch" would fetch a CUDA build.
-python -m pip install --quiet --disable-pip-version-check "torch==2.13.0" numpy "pytest>=8" "hypothesis>=6"
+python -m pip install --quiet --disable-pip-version-check "torch==2.13.0" numpy "pytest>=8" "hypothesis>=6" "transformers>=4.51" safetensors
 # GOLDEN_SKIP_INSTALL=1 reuses the package already installed (CI builds it once).
 if [ "${GOLDEN_SKIP_INSTALL:-0}" != 1 ]; then
   # shellcheck disable=SC2086

@@ -1,5 +1,6 @@
 """`python -m golden_kernels`: list ops and backends, run the contract check
 for every op on every available backend, and print a result table.
+`python -m golden_kernels demo` runs the RL consistency check (golden_kernels/demo.py).
 
 Each check is a small, fast version of the test suite's properties: Axis-A
 (a row alone == the row inside a permuted batch of different neighbours, and
@@ -64,8 +65,14 @@ def print_table(results: list[CheckResult]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["demo"]:
+        from .demo import main as demo_main
+
+        return demo_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m golden_kernels", description=__doc__.splitlines()[0])
     parser.add_argument("--list", action="store_true", help="only list ops and backends")
+    parser.epilog = "subcommand: demo (the RL consistency check; python -m golden_kernels demo --help)"
     args = parser.parse_args(argv)
 
     print(f"golden_kernels: backends available {', '.join(available_backends())} "
