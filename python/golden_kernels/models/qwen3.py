@@ -16,8 +16,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .. import get_op
 from ..ops.kv_cache import KVCache
-from . import _functional as F
+from ..torch import functional as F
 from .config import Qwen3Dims, qwen3_dims
 
 IGNORE_INDEX = -100
@@ -192,10 +193,10 @@ class Qwen3ForCausalLM(nn.Module):
         position's next-token distribution (0 where ignored)."""
         hidden = self.hidden_states(input_ids, attention_mask, cu_seqlens)
         if targets is None:
-            return F.logits(hidden, self.lm_head.weight)
+            return F.lm_head(hidden, self.lm_head.weight)
         if targets.shape != input_ids.shape:
             raise ValueError(f"targets: expected input_ids' shape {tuple(input_ids.shape)}, got {tuple(targets.shape)}")
-        return F.target_logprobs(hidden, self.lm_head.weight, targets)
+        return F.linear_logprob(hidden, self.lm_head.weight, targets)
 
     def next_token_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                             cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
@@ -212,7 +213,7 @@ class Qwen3ForCausalLM(nn.Module):
         key_mask = None if attention_mask is None else keep
 
         def attend(_: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            out = F.attention(_heads_first(q), _heads_first(k), _heads_first(v), key_mask)
+            out = F.attention(_heads_first(q), _heads_first(k), _heads_first(v), key_padding_mask=key_mask)
             return out.transpose(1, 2)
 
         return self.model(token_ids, positions, attend)
@@ -223,7 +224,7 @@ class Qwen3ForCausalLM(nn.Module):
         cu_seqlens = cu_seqlens.to(torch.int32)
 
         def attend(_: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            return F.attention_varlen(q, k, v, cu_seqlens)
+            return F.attention_varlen(q, k, v, cu_seqlens, cu_seqlens)
 
         return self.model(input_ids, positions, attend)
 
@@ -259,7 +260,8 @@ class Qwen3ForCausalLM(nn.Module):
         return state
 
     def _next_logits32(self, hidden: torch.Tensor) -> torch.Tensor:
-        return F.logits_fp32(hidden[:, -1].contiguous(), self.lm_head.weight)
+        # lm_head in fp32, unrounded: what every sampled log-probability comes from.
+        return get_op("lm_head").forward_fp32(hidden[:, -1].contiguous(), self.lm_head.weight)
 
     def generate(self, prompts: Any, max_new_tokens: int, **options: Any):
         """Samples continuations (see golden_kernels.models.sampling.generate)."""

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import torch
 
-from . import _functional as F
+import golden_kernels as gk
 
 
 @dataclass
@@ -57,7 +57,7 @@ def left_pad(rows: list[list[int]], pad_token_id: int = 0, device: Any = "cpu") 
 def choose_tokens(logits32: torch.Tensor, do_sample: bool, generator: torch.Generator | None) -> torch.Tensor:
     if not do_sample:
         return logits32.argmax(dim=-1)
-    probs = F.log_softmax_fp32(logits32).exp()
+    probs = gk.get_op("log_softmax").forward_fp32(logits32).exp()
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
@@ -79,7 +79,7 @@ def generate(model: Any, prompts: Sequence[Any], max_new_tokens: int, *, do_samp
     for t in range(max_new_tokens):
         chosen = choose_tokens(state.logits32, do_sample, generator)
         tokens[:, t] = torch.where(live, chosen, tokens[:, t])
-        logprobs[:, t] = torch.where(live, F.sampled_logprobs(state.logits32, chosen), logprobs[:, t])
+        logprobs[:, t] = torch.where(live, gk.token_logprob(state.logits32, chosen), logprobs[:, t])
         lengths += live.long()
         if eos_token_id is not None:
             live &= chosen != eos_token_id
