@@ -18,6 +18,7 @@ namespace {
   do {                                                      \
     if ((choice).backend == Backend::reference) {           \
       py::gil_scoped_release golden_no_gil_;                \
+      cpu::DefaultFloatEnvironment golden_environment_;     \
       ::golden::cpu::scalar::kernel##_reference(problem);   \
     } else {                                                \
       GOLDEN_LAUNCH(choice, kernel, problem);               \

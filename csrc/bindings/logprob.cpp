@@ -323,6 +323,7 @@ void linear_logprob_forward(const std::string& backend, std::uintptr_t stream, c
                                             vocab,
                                             ignore_index};
   py::gil_scoped_release no_gil;
+  cpu::DefaultFloatEnvironment default_environment;
   if (choice.backend == Backend::reference) {
     cpu::scalar::linear_logprob_forward_reference(problem);
   } else {
