@@ -227,10 +227,9 @@ void target_logits(const std::string& backend, std::uintptr_t stream, const py::
   const TensorView ids = view_capsule(ids_capsule, "target_ids");
   const TensorView out = view_capsule(out_capsule, "out");
   const RowShape s = check_logits(logits);
-  if (vocab_start < 0 || vocab_start + s.vocab > vocab_size) {
-    fail_value("the shard [vocab_start, vocab_start + shard vocab) = [" + std::to_string(vocab_start) + ", " +
-               std::to_string(vocab_start + s.vocab) + ") must lie inside [0, vocab_size = " +
-               std::to_string(vocab_size) + ")");
+  if (vocab_start < 0 || vocab_size < s.vocab || vocab_start > vocab_size - s.vocab) {  // no overflow
+    fail_value("the shard of " + std::to_string(s.vocab) + " logits starting at vocab_start = " +
+               std::to_string(vocab_start) + " must lie inside [0, vocab_size = " + std::to_string(vocab_size) + ")");
   }
   check_per_row(ids, logits, ElementType::i64);
   check_per_row(out, logits, ElementType::f32);

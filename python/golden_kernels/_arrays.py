@@ -57,11 +57,24 @@ def same_device(*arrays: Any) -> bool:
     return all(_is_torch(a) and a.device == first.device for a in arrays)
 
 
+def check_writable(x: Any, name: str) -> None:
+    if _is_numpy(x) and not x.flags.writeable:
+        raise ValueError(f"{name}: the array is read-only")
+
+
 def capsule(x: Any) -> Any:
-    """A DLPack capsule viewing x (no copy)."""
-    if _is_torch(x):
-        return x.detach().__dlpack__()
-    return x.__dlpack__()
+    """A DLPack capsule viewing x (no copy), except for a read-only NumPy
+    input: NumPy refuses to export one (DLPack 0.x has no read-only flag), and
+    inputs are never written, so it crosses as a copy. Outputs are checked
+    writable (check_writable) before they get here."""
+    try:
+        if _is_torch(x):
+            return x.detach().__dlpack__()
+        if not x.flags.writeable:
+            x = x.copy(order="K")
+        return x.__dlpack__()
+    except BufferError as error:  # sparse or otherwise unexportable arrays
+        raise TypeError(f"cannot pass this array to golden_kernels: {error}") from None
 
 
 def stream(x: Any) -> int:
