@@ -44,8 +44,7 @@ def fill(shape, dtype, gen: torch.Generator, kind: str = "normal") -> torch.Tens
     if kind == "huge":
         values = values * 1e30
     if kind == "special" and values.numel():
-        specials = torch.tensor(SPECIAL_VALUES + tuple(NAN_WITH_PAYLOAD.tolist()), dtype=torch.float32)
-        specials[-2:] = NAN_WITH_PAYLOAD
+        specials = torch.cat([torch.tensor(SPECIAL_VALUES, dtype=torch.float32), NAN_WITH_PAYLOAD])
         mask = torch.rand(shape, generator=gen) < 0.2
         pick = torch.randint(len(specials), shape, generator=gen)
         values = torch.where(mask, specials[pick], values)
