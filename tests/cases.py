@@ -34,6 +34,9 @@ class Inputs:
         picked = {k: (v.index_select(0, index) if k in self.batched else v) for k, v in self.tensors.items()}
         return Inputs(picked, self.batched, self.options)
 
+    def to(self, device: str) -> Inputs:
+        return Inputs({k: v.to(device) for k, v in self.tensors.items()}, self.batched, self.options)
+
     def float_batched(self) -> list[str]:
         return [k for k in self.batched if self.tensors[k].is_floating_point()]
 

@@ -158,3 +158,24 @@ def test_embedding_gradient_nan_stays_in_its_id_row(backend):
     untouched = torch.tensor([0, 2, 3, 4, 5])
     assert_bitwise_equal(dirty.index_select(0, untouched), clean.index_select(0, untouched))
     assert bool(dirty[1, 2].isnan()) and not bool(dirty[1, [0, 1, 3, 4, 5, 6]].isnan().any())
+
+
+# ---- The same bits on a GPU ----------------------------------------------------------------
+
+GPU = "hip" if torch.version.hip else "cuda"
+GPU_OPS = sorted(n for n in CASES if n != "linear_logprob")  # linear_logprob has no GPU kernel yet
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU: torch.cuda.is_available() is False")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
+@pytest.mark.parametrize("name", GPU_OPS)
+def test_gpu_gives_reference_bits_on_non_finite_inputs(name, dtype):
+    """Payload NaNs, infinities, denormals and huge values: the GPU writes the
+    reference's bits, NaN payloads included (the point of the NaN policy)."""
+    case = CASES[name]
+    inputs = case.build(9, case.n_rule(300), 17, dtype, torch.Generator().manual_seed(12), "special")
+    expected = run_case(case, "reference", inputs).all()
+    got = run_case(case, GPU, inputs.to("cuda")).all()
+    for i, (a, b) in enumerate(zip(got, expected)):
+        assert_bitwise_equal(a.cpu(), b, f"{name} output {i}")
