@@ -10,6 +10,7 @@
 #include "backend.h"
 
 namespace golden::bindings {
+void register_attention(py::module_& m);
 void register_convert(py::module_& m);
 void register_linear(py::module_& m);
 void register_logprob(py::module_& m);
@@ -53,6 +54,7 @@ PYBIND11_MODULE(_C, m) {
         },
         py::arg("n"));
 
+  bindings::register_attention(m);
   bindings::register_convert(m);
   bindings::register_linear(m);
   bindings::register_logprob(m);

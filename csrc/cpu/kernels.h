@@ -2,6 +2,7 @@
 // compiled for. `num_threads` = 1 runs everything on the caller's thread.
 #pragma once
 
+#include "../core/ops/attention.h"
 #include "../core/ops/embedding.h"
 #include "../core/ops/linear.h"
 #include "../core/ops/logprob.h"
@@ -15,6 +16,8 @@
   void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype,              \
                std::int64_t count, int num_threads);                                      \
   void rms_norm_forward(const RmsNormForwardProblem& problem, int num_threads);          \
+  void attention_forward(const AttentionForwardProblem& problem, int num_threads);        \
+  void attention_backward(const AttentionBackwardProblem& problem, int num_threads);      \
   void rms_norm_backward(const RmsNormBackwardProblem& problem, int num_threads);        \
   void embedding_find_invalid_id(const EmbeddingIds& ids, std::int64_t vocab,             \
                                  InvalidId* result, int num_threads);                     \

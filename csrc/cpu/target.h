@@ -33,7 +33,7 @@ void parallel_tasks(std::int64_t task_count, int num_threads, Body& body) {
 
 // Tasks of at least `min_items` items, about four per thread: enough to
 // balance load, few enough to keep per-task overhead small.
-std::int64_t items_per_task(std::int64_t items, int num_threads, std::int64_t min_items) {
+[[maybe_unused]] std::int64_t items_per_task(std::int64_t items, int num_threads, std::int64_t min_items) {
   const std::int64_t target_tasks = 4 * static_cast<std::int64_t>(num_threads);
   const std::int64_t per_task = (items + target_tasks - 1) / target_tasks;
   return per_task > min_items ? per_task : min_items;

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "../core/ops/attention.h"
 #include "../core/ops/embedding.h"
 #include "../core/ops/linear.h"
 #include "../core/ops/logprob.h"
@@ -25,6 +26,8 @@ void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, std::
              std::uintptr_t stream);
 void rms_norm_forward(const RmsNormForwardProblem& problem, std::uintptr_t stream);
 void rms_norm_backward(const RmsNormBackwardProblem& problem, std::uintptr_t stream);
+void attention_forward(const AttentionForwardProblem& problem, std::uintptr_t stream);
+void attention_backward(const AttentionBackwardProblem& problem, std::uintptr_t stream);
 // Finds the first out-of-range id on the device and copies it to the host
 // `result` (synchronising with the stream), so the bindings can raise.
 void embedding_find_invalid_id(const EmbeddingIds& ids, std::int64_t vocab, InvalidId* result,

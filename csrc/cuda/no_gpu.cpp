@@ -14,6 +14,8 @@ int device_count() { return 0; }
 void convert(const void*, DType, void*, DType, std::int64_t, std::uintptr_t) { not_built(); }
 void rms_norm_forward(const RmsNormForwardProblem&, std::uintptr_t) { not_built(); }
 void rms_norm_backward(const RmsNormBackwardProblem&, std::uintptr_t) { not_built(); }
+void attention_forward(const AttentionForwardProblem&, std::uintptr_t) { not_built(); }
+void attention_backward(const AttentionBackwardProblem&, std::uintptr_t) { not_built(); }
 void embedding_find_invalid_id(const EmbeddingIds&, std::int64_t, InvalidId*, std::uintptr_t) { not_built(); }
 void embedding_forward(const EmbeddingForwardProblem&, std::uintptr_t) { not_built(); }
 void embedding_backward(const EmbeddingBackwardProblem&, std::uintptr_t) { not_built(); }

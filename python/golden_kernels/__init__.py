@@ -6,8 +6,10 @@ count or the device. See docs/contract.md.
 """
 
 from . import _C
+from .ops.attention import attention, attention_varlen, attention_varlen_backward
 from .ops.convert import cast
 from .ops.embedding import embedding
+from .ops.kv_cache import KVCache
 from .ops.rms_norm import rms_norm
 from .ops.rope import rope
 from .ops.silu import silu
@@ -50,7 +52,11 @@ def set_num_threads(n: int) -> None:
 
 
 __all__ = [
+    "KVCache",
     "OPS",
+    "attention",
+    "attention_varlen",
+    "attention_varlen_backward",
     "available_backends",
     "cast",
     "cpu_isa",

@@ -64,6 +64,8 @@ CASES: dict[str, Case] = {
     "token_logprob": Case(lambda g, d: (_randn(g, d, 16, 5000, scale=3), _ids(g, 5000, 16)), (0, 1), 1,
                           ref.token_logprob),
     "entropy": Case(lambda g, d: (_randn(g, d, 16, 5000, scale=3),), (0,), 1, ref.entropy),
+    "attention": Case(lambda g, d: (_randn(g, d, 8, 8, 70, 32), _randn(g, d, 8, 2, 70, 32), _randn(g, d, 8, 2, 70, 32)),
+                      (0, 1, 2), 3, ref.attention),
 }
 
 

@@ -31,6 +31,7 @@ OPS: tuple[OpSpec, ...] = (
     OpSpec("silu", "elementwise", "silu", "x * sigmoid(x)"),
     OpSpec("swiglu", "elementwise", "swiglu", "silu(gate) * up"),
     OpSpec("rope", "elementwise", "rope", "rotate-half rotary embedding with explicit position ids"),
+    OpSpec("attention", "attention", "attention", "softmax(q k^T * scale + masks) v, GQA, causal, padded/packed/KV cache"),
     OpSpec("linear", "reduction", "linear", "x @ weight.T (+ bias), weight [out_features, in_features]"),
     OpSpec("lm_head", "reduction", "lm_head", "hidden @ weight.T: logits over the vocabulary"),
     OpSpec("log_softmax", "logprob", "log_softmax", "x - logsumexp(x) over the last dim (the vocabulary)"),

@@ -165,3 +165,62 @@ def token_logprob_backward(grad_out: torch.Tensor, logits: torch.Tensor, target_
 
 def entropy_backward(grad_out: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return _autograd_float64(entropy, logits, grad_out)
+
+
+def attention_weights(q: torch.Tensor, k: torch.Tensor, causal: bool, scale: float,
+                      key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T * scale) in float64 over the allowed keys, [B, Hq, Sq, Skv]:
+    kv heads repeated for GQA; causal allows key j <= i + (Skv - Sq); masked
+    keys get weight 0; a causal query whose own token is masked (padding) and
+    any row with no allowed key get all-zero weights."""
+    q64, k64 = q.double(), k.double()
+    group = q.shape[1] // k.shape[1]
+    k64 = k64.repeat_interleave(group, dim=1)
+    sq, skv = q.shape[2], k.shape[2]
+    allowed = torch.ones(q.shape[0], 1, sq, skv, dtype=torch.bool)
+    if causal:
+        rows = torch.arange(sq).unsqueeze(1) + (skv - sq)
+        allowed = allowed & (torch.arange(skv).unsqueeze(0) <= rows)
+    if key_padding_mask is not None:
+        allowed = allowed & key_padding_mask[:, None, None, :]
+        if causal:
+            own = torch.arange(sq) + (skv - sq)
+            inside = (own >= 0) & (own < skv)
+            own_kept = torch.ones(q.shape[0], sq, dtype=torch.bool)
+            own_kept[:, inside] = key_padding_mask[:, own[inside]]
+            allowed = allowed & own_kept[:, None, :, None]
+    scores = torch.einsum("bhid,bhjd->bhij", q64, k64) * fp32_scalar(scale)
+    any_allowed = allowed.any(dim=-1, keepdim=True)
+    scores = scores.masked_fill(~allowed, -torch.inf).where(any_allowed, torch.zeros_like(scores))
+    return torch.softmax(scores, dim=-1) * any_allowed  # rows with no allowed key: 0
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True, scale: float | None = None,
+              key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Attention in float64 from its definition, materialising the weights."""
+    scale = 1.0 / q.shape[-1] ** 0.5 if scale is None else scale
+    weights = attention_weights(q, k, causal, scale, key_padding_mask)
+    v64 = v.double().repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+    return weights @ v64
+
+
+def attention_lse(q: torch.Tensor, k: torch.Tensor, causal: bool = True, scale: float | None = None) -> torch.Tensor:
+    """logsumexp of the allowed scores in float64 (-inf for a row with none)."""
+    scale = 1.0 / q.shape[-1] ** 0.5 if scale is None else scale
+    k64 = k.double().repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+    scores = torch.einsum("bhid,bhjd->bhij", q.double(), k64) * fp32_scalar(scale)
+    if causal:
+        sq, skv = q.shape[2], k.shape[2]
+        allowed = torch.arange(skv).unsqueeze(0) <= torch.arange(sq).unsqueeze(1) + (skv - sq)
+        scores = scores.masked_fill(~allowed, -torch.inf)
+    return torch.logsumexp(scores, dim=-1)
+
+
+def attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       causal: bool = True, scale: float | None = None,
+                       key_padding_mask: torch.Tensor | None = None):
+    """(dq, dk, dv) of attention by float64 autograd."""
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    out = attention(q64, k64, v64, causal, scale, key_padding_mask)
+    out.backward(grad_out.double())
+    return q64.grad, k64.grad, v64.grad

@@ -1,0 +1,399 @@
+// Attention on the CPU: tasks of (sequence, kv head, 32 query rows of its
+// group) for the forward and dq, (sequence, kv head, 64 key ranks) for dk/dv.
+// A task stages one block of keys as fp32 (K transposed so the score loop
+// vectorises across keys) and runs the core's per-row functions
+// (csrc/core/ops/attention.h) on it; no arithmetic here.
+#include "../core/ops/attention.h"
+#include "../core/reduce.h"
+#include "simd.h"
+#include "target.h"
+
+GOLDEN_CPU_BEGIN
+namespace {
+
+constexpr std::int64_t kBlock = kAttentionKeyBlock;
+constexpr std::int64_t kMaxD = kAttentionMaxHeadDim;
+// Query rows per forward task, token-major over the kv group's query heads
+// (decode: one token, all heads of the group share each staged key block).
+constexpr std::int64_t kTaskRows = 64;
+
+template <class T>
+const T* input_row(const AttentionInput& t, std::int64_t b, std::int64_t token, std::int64_t head) {
+  return static_cast<const T*>(t.data) + b * t.seq_stride + token * t.token_stride +
+         head * t.head_stride;
+}
+
+template <class T>
+T* output_row(const AttentionOutput& t, std::int64_t b, std::int64_t token, std::int64_t head) {
+  return static_cast<T*>(t.data) + b * t.seq_stride + token * t.token_stride +
+         head * t.head_stride;
+}
+
+template <class T>
+void load_row(const T* src, float* dst, std::int64_t n) {
+  for (std::int64_t d = 0; d < n; ++d) dst[d] = core::to_float(src[d]);
+}
+
+// Key ranks [start, start + count) of kv head g as fp32: transposed
+// [D][kBlock] (lanes past count zero) and/or as rows [kBlock][D].
+template <class T>
+struct KeyBlockStage {
+  const AttentionLayout& layout;
+  const AttentionInput& src;
+  std::int64_t b;
+  const core::AttentionSeq& seq;
+  std::int64_t g;
+
+  void transposed(std::int64_t start, std::int64_t count, float* out) const {
+    const std::int64_t d_len = layout.head_dim;
+    for (std::int64_t i = 0; i < d_len * kBlock; ++i) out[i] = 0.0f;
+    for (std::int64_t j = 0; j < count; ++j) {
+      const T* row = token_row(start + j);
+      for (std::int64_t d = 0; d < d_len; ++d) out[d * kBlock + j] = core::to_float(row[d]);
+    }
+  }
+
+  void rows(std::int64_t start, std::int64_t count, float* out) const {
+    for (std::int64_t j = 0; j < count; ++j) load_row(token_row(start + j), out + j * kMaxD, layout.head_dim);
+  }
+
+  const T* token_row(std::int64_t rank) const {
+    return input_row<T>(src, b, seq.k_begin + core::attention_key_token(layout, b, rank), g);
+  }
+};
+
+// Views of the staged blocks for the core's generic loops.
+struct TransposedView {
+  const float* data;
+  float operator()(std::int64_t d, std::int64_t j) const { return data[d * kBlock + j]; }
+};
+
+struct RowsView {
+  const float* data;
+  float operator()(std::int64_t j, std::int64_t d) const { return data[j * kMaxD + d]; }
+};
+
+#if defined(__AVX2__)
+
+// The core's attention_block_dots on a staged transposed block with the 64
+// lane accumulators in registers: lane j is the same fma chain over d.
+void block_dots(const float* x, std::int64_t d_len, const float* keys_t, float* dots) {
+  constexpr int kVecs = kBlock / kVecLanes;
+  Vec acc[kVecs];
+  for (int c = 0; c < kVecs; ++c) acc[c] = vec_zero();
+  for (std::int64_t d = 0; d < d_len; ++d) {
+    const Vec xd = vec_broadcast(x[d]);
+    const float* row = keys_t + d * kBlock;
+    for (int c = 0; c < kVecs; ++c) acc[c] = vec_fma(xd, vec_load(row + c * kVecLanes), acc[c]);
+  }
+  for (int c = 0; c < kVecs; ++c) vec_store(dots + c * kVecLanes, acc[c]);
+}
+
+void block_scores(const float* q, std::int64_t d_len, float scale, const float* keys_t, float* scores) {
+  block_dots(q, d_len, keys_t, scores);
+  core::attention_block_scale(scores, scale);
+}
+
+// The core's attention_accumulate over a block's rows (acc[d] = fma(w_j,
+// row_j[d], acc[d]), j in order), 32 columns of acc at a time in registers.
+void block_accumulate(float* acc, std::int64_t d_len, const float* weights, std::int64_t count,
+                      const float* rows) {
+  constexpr int kVecs = 32 / kVecLanes;
+  std::int64_t d0 = 0;
+  for (; d0 + 32 <= d_len; d0 += 32) {
+    Vec sum[kVecs];
+    for (int c = 0; c < kVecs; ++c) sum[c] = vec_load(acc + d0 + c * kVecLanes);
+    for (std::int64_t j = 0; j < count; ++j) {
+      const Vec w = vec_broadcast(weights[j]);
+      const float* row = rows + j * kMaxD + d0;
+      for (int c = 0; c < kVecs; ++c) sum[c] = vec_fma(w, vec_load(row + c * kVecLanes), sum[c]);
+    }
+    for (int c = 0; c < kVecs; ++c) vec_store(acc + d0 + c * kVecLanes, sum[c]);
+  }
+  for (std::int64_t j = 0; j < count; ++j) {
+    for (std::int64_t d = d0; d < d_len; ++d) acc[d] = core::fma_rn(weights[j], rows[j * kMaxD + d], acc[d]);
+  }
+}
+
+#else
+
+// The scalar build (the reference backend) runs the core's loops as written.
+void block_dots(const float* x, std::int64_t d_len, const float* keys_t, float* dots) {
+  core::attention_block_dots(x, d_len, TransposedView{keys_t}, dots);
+}
+
+void block_scores(const float* q, std::int64_t d_len, float scale, const float* keys_t, float* scores) {
+  core::attention_block_scores(q, d_len, scale, TransposedView{keys_t}, scores);
+}
+
+void block_accumulate(float* acc, std::int64_t d_len, const float* weights, std::int64_t count,
+                      const float* rows) {
+  core::attention_block_accumulate(acc, d_len, weights, count, RowsView{rows});
+}
+
+#endif
+
+// The rows of one forward task: query heads of kv head g, token-major.
+struct TaskRows {
+  std::int64_t b;
+  std::int64_t g;
+  std::int64_t first;  // row index within the sequence's group rows (token * G + head)
+  std::int64_t count;
+  std::int64_t group;  // query heads per kv head
+
+  std::int64_t token(std::int64_t r) const { return (first + r) / group; }
+  std::int64_t head(std::int64_t r) const { return g * group + (first + r) % group; }
+};
+
+std::int64_t max_query_len(const AttentionLayout& l) {
+  if (l.cu_q == nullptr) return l.q_len;
+  std::int64_t longest = 0;
+  for (std::int64_t b = 0; b < l.num_seqs; ++b) {
+    const std::int64_t len = l.cu_q[b + 1] - l.cu_q[b];
+    longest = len > longest ? len : longest;
+  }
+  return longest;
+}
+
+std::int64_t max_key_len(const AttentionLayout& l) {
+  if (l.cu_k == nullptr) return l.k_len;
+  std::int64_t longest = 0;
+  for (std::int64_t b = 0; b < l.num_seqs; ++b) {
+    const std::int64_t len = l.cu_k[b + 1] - l.cu_k[b];
+    longest = len > longest ? len : longest;
+  }
+  return longest;
+}
+
+// Runs body(TaskRows) for every (sequence, kv head, chunk of kTaskRows rows);
+// chunk boundaries depend only on the sequence's own length.
+template <class Body>
+void for_each_row_task(const AttentionLayout& l, int num_threads, Body&& body) {
+  const std::int64_t group = l.num_q_heads / l.num_kv_heads;
+  const std::int64_t chunks = core::ceil_div(max_query_len(l) * group, kTaskRows);
+  auto task_body = [&](std::int64_t task) {
+    const std::int64_t chunk = task % chunks;
+    const std::int64_t g = (task / chunks) % l.num_kv_heads;
+    const std::int64_t b = task / chunks / l.num_kv_heads;
+    const core::AttentionSeq seq = core::attention_seq(l, b);
+    const std::int64_t rows = seq.q_len * group;
+    const std::int64_t first = chunk * kTaskRows;
+    if (first >= rows) return;
+    const std::int64_t count = rows - first < kTaskRows ? rows - first : kTaskRows;
+    body(seq, TaskRows{b, g, first, count, group});
+  };
+  if (chunks == 0) return;
+  parallel_tasks(l.num_seqs * l.num_kv_heads * chunks, num_threads, task_body);
+}
+
+// The forward of a task's rows: on return acc/state hold each row's online
+// softmax over all its visible keys.
+struct RowForward {
+  float q[kTaskRows][kMaxD];
+  float acc[kTaskRows][kMaxD];
+  core::AttentionRowState state[kTaskRows];
+  std::int64_t visible[kTaskRows];
+};
+
+template <class T>
+void run_forward_rows(const AttentionLayout& l, const AttentionInput& q_in, const AttentionInput& k_in,
+                      const AttentionInput& v_in, const core::AttentionSeq& seq, const TaskRows& rows,
+                      RowForward& f) {
+  const std::int64_t d_len = l.head_dim;
+  std::int64_t most_visible = 0;
+  for (std::int64_t r = 0; r < rows.count; ++r) {
+    const std::int64_t i = rows.token(r);
+    load_row(input_row<T>(q_in, rows.b, seq.q_begin + i, rows.head(r)), f.q[r], d_len);
+    f.visible[r] = core::attention_visible_keys(l, rows.b, seq, i);
+    f.state[r] = core::attention_row_start(f.acc[r], d_len);
+    most_visible = f.visible[r] > most_visible ? f.visible[r] : most_visible;
+  }
+  alignas(64) float keys_t[kMaxD * kBlock];
+  alignas(64) float values[kBlock * kMaxD];
+  alignas(64) float scores[kBlock];
+  alignas(64) float probs[kBlock];
+  const KeyBlockStage<T> keys{l, k_in, rows.b, seq, rows.g};
+  const KeyBlockStage<T> vals{l, v_in, rows.b, seq, rows.g};
+  for (std::int64_t start = 0; start < most_visible; start += kBlock) {
+    const std::int64_t staged = most_visible - start < kBlock ? most_visible - start : kBlock;
+    keys.transposed(start, staged, keys_t);
+    vals.rows(start, staged, values);
+    for (std::int64_t r = 0; r < rows.count; ++r) {
+      if (f.visible[r] <= start) continue;
+      const std::int64_t count = f.visible[r] - start < kBlock ? f.visible[r] - start : kBlock;
+      block_scores(f.q[r], d_len, l.scale, keys_t, scores);
+      core::attention_block_softmax(f.state[r], f.acc[r], d_len, scores, count, probs);
+      block_accumulate(f.acc[r], d_len, probs, count, values);
+    }
+  }
+}
+
+template <class T, class TOut>
+void forward(const AttentionForwardProblem& p, int num_threads) {
+  const AttentionLayout& l = p.layout;
+  for_each_row_task(l, num_threads, [&](const core::AttentionSeq& seq, const TaskRows& rows) {
+    RowForward f;
+    run_forward_rows<T>(l, p.q, p.k, p.v, seq, rows, f);
+    for (std::int64_t r = 0; r < rows.count; ++r) {
+      const std::int64_t token = seq.q_begin + rows.token(r);
+      TOut* out = output_row<TOut>(p.out, rows.b, token, rows.head(r));
+      for (std::int64_t d = 0; d < l.head_dim; ++d) {
+        out[d] = core::from_float<TOut>(core::attention_output(f.state[r], f.acc[r], d, f.visible[r]));
+      }
+      if (p.lse.data != nullptr) {
+        *output_row<float>(p.lse, rows.b, token, rows.head(r)) =
+            core::attention_lse(f.state[r], f.visible[r]);
+      }
+    }
+  });
+}
+
+// ---- Backward --------------------------------------------------------------------------
+
+struct Workspace {
+  float* lse;
+  float* delta;
+  std::int64_t heads;
+  float* at(float* base, const core::AttentionSeq& seq, std::int64_t i, std::int64_t h) const {
+    return base + (seq.row_base + i) * heads + h;
+  }
+};
+
+// Pass 1, per task of query rows: recompute the forward, store LSE and Di,
+// then dq = scale * sum over visible keys in rank order of dS * k.
+template <class T, class TOut>
+void backward_rows(const AttentionBackwardProblem& p, const Workspace& ws, int num_threads) {
+  const AttentionLayout& l = p.layout;
+  const std::int64_t d_len = l.head_dim;
+  for_each_row_task(l, num_threads, [&](const core::AttentionSeq& seq, const TaskRows& rows) {
+    RowForward f;
+    run_forward_rows<T>(l, p.q, p.k, p.v, seq, rows, f);
+    float grad[kTaskRows][kMaxD];
+    float lse[kTaskRows];
+    float delta[kTaskRows];
+    std::int64_t most_visible = 0;
+    for (std::int64_t r = 0; r < rows.count; ++r) {
+      const std::int64_t i = rows.token(r);
+      load_row(input_row<T>(p.grad_out, rows.b, seq.q_begin + i, rows.head(r)), grad[r], d_len);
+      float out[kMaxD];
+      for (std::int64_t d = 0; d < d_len; ++d) out[d] = core::attention_output(f.state[r], f.acc[r], d, f.visible[r]);
+      lse[r] = core::attention_lse(f.state[r], f.visible[r]);
+      delta[r] = core::attention_delta(grad[r], out, d_len);
+      *ws.at(ws.lse, seq, i, rows.head(r)) = lse[r];
+      *ws.at(ws.delta, seq, i, rows.head(r)) = delta[r];
+      for (std::int64_t d = 0; d < d_len; ++d) f.acc[r][d] = 0.0f;  // now the dq accumulator
+      most_visible = f.visible[r] > most_visible ? f.visible[r] : most_visible;
+    }
+    alignas(64) float keys_t[kMaxD * kBlock];
+    alignas(64) float values_t[kMaxD * kBlock];
+    alignas(64) float key_rows[kBlock * kMaxD];
+    alignas(64) float scores[kBlock];
+    alignas(64) float dps[kBlock];
+    const KeyBlockStage<T> keys{l, p.k, rows.b, seq, rows.g};
+    const KeyBlockStage<T> vals{l, p.v, rows.b, seq, rows.g};
+    for (std::int64_t start = 0; start < most_visible; start += kBlock) {
+      const std::int64_t staged = most_visible - start < kBlock ? most_visible - start : kBlock;
+      keys.transposed(start, staged, keys_t);
+      keys.rows(start, staged, key_rows);
+      vals.transposed(start, staged, values_t);
+      for (std::int64_t r = 0; r < rows.count; ++r) {
+        if (f.visible[r] <= start) continue;
+        const std::int64_t count = f.visible[r] - start < kBlock ? f.visible[r] - start : kBlock;
+        block_scores(f.q[r], d_len, l.scale, keys_t, scores);
+        block_dots(grad[r], d_len, values_t, dps);
+        for (std::int64_t j = 0; j < count; ++j) {
+          dps[j] = core::attention_score_grad(core::attention_probability(scores[j], lse[r]), dps[j], delta[r]);
+        }
+        block_accumulate(f.acc[r], d_len, dps, count, key_rows);
+      }
+    }
+    for (std::int64_t r = 0; r < rows.count; ++r) {
+      TOut* dq = output_row<TOut>(p.dq, rows.b, seq.q_begin + rows.token(r), rows.head(r));
+      for (std::int64_t d = 0; d < d_len; ++d) dq[d] = core::from_float<TOut>(f.acc[r][d] * l.scale);
+    }
+  });
+}
+
+// Pass 2, per (sequence, kv head, 64 key ranks): dk and dv of each key sum
+// over the group's query heads in head order, and within a head over the
+// query rows that see the key in token order (padding rows see none).
+template <class T, class TOut>
+void backward_keys(const AttentionBackwardProblem& p, const Workspace& ws, int num_threads) {
+  const AttentionLayout& l = p.layout;
+  const std::int64_t d_len = l.head_dim;
+  const std::int64_t group = l.num_q_heads / l.num_kv_heads;
+  const std::int64_t tiles = core::ceil_div(max_key_len(l), kBlock);
+  if (tiles == 0) return;
+  auto body = [&](std::int64_t task) {
+    const std::int64_t tile = task % tiles;
+    const std::int64_t g = (task / tiles) % l.num_kv_heads;
+    const std::int64_t b = task / tiles / l.num_kv_heads;
+    const core::AttentionSeq seq = core::attention_seq(l, b);
+    const std::int64_t valid = core::attention_valid_key_total(l, b, seq.k_len);
+    const std::int64_t start = tile * kBlock;
+    if (start >= valid) return;
+    const std::int64_t staged = valid - start < kBlock ? valid - start : kBlock;
+    alignas(64) float keys_t[kMaxD * kBlock];
+    alignas(64) float values_t[kMaxD * kBlock];
+    alignas(64) float dk[kBlock * kMaxD];
+    alignas(64) float dv[kBlock * kMaxD];
+    alignas(64) float scores[kBlock];
+    alignas(64) float dps[kBlock];
+    float q[kMaxD];
+    float grad[kMaxD];
+    const KeyBlockStage<T> keys{l, p.k, b, seq, g};
+    const KeyBlockStage<T> vals{l, p.v, b, seq, g};
+    keys.transposed(start, staged, keys_t);
+    vals.transposed(start, staged, values_t);
+    for (std::int64_t i = 0; i < kBlock * kMaxD; ++i) dk[i] = dv[i] = 0.0f;
+    for (std::int64_t h = g * group; h < (g + 1) * group; ++h) {
+      for (std::int64_t i = 0; i < seq.q_len; ++i) {
+        const std::int64_t visible = core::attention_visible_keys(l, b, seq, i);
+        if (visible <= start) continue;
+        const std::int64_t count = visible - start < kBlock ? visible - start : kBlock;
+        load_row(input_row<T>(p.q, b, seq.q_begin + i, h), q, d_len);
+        load_row(input_row<T>(p.grad_out, b, seq.q_begin + i, h), grad, d_len);
+        const float lse = *ws.at(ws.lse, seq, i, h);
+        const float delta = *ws.at(ws.delta, seq, i, h);
+        block_scores(q, d_len, l.scale, keys_t, scores);
+        block_dots(grad, d_len, values_t, dps);
+        for (std::int64_t j = 0; j < count; ++j) {
+          const float prob = core::attention_probability(scores[j], lse);
+          const float ds = core::attention_score_grad(prob, dps[j], delta);
+          core::attention_accumulate(dv + j * kMaxD, prob, grad, d_len);
+          core::attention_accumulate(dk + j * kMaxD, ds, q, d_len);
+        }
+      }
+    }
+    for (std::int64_t j = 0; j < staged; ++j) {
+      const std::int64_t token = seq.k_begin + core::attention_key_token(l, b, start + j);
+      TOut* dk_out = output_row<TOut>(p.dk, b, token, g);
+      TOut* dv_out = output_row<TOut>(p.dv, b, token, g);
+      for (std::int64_t d = 0; d < d_len; ++d) {
+        dk_out[d] = core::from_float<TOut>(dk[j * kMaxD + d] * l.scale);
+        dv_out[d] = core::from_float<TOut>(dv[j * kMaxD + d]);
+      }
+    }
+  };
+  parallel_tasks(l.num_seqs * l.num_kv_heads * tiles, num_threads, body);
+}
+
+}  // namespace
+
+void attention_forward(const AttentionForwardProblem& problem, int num_threads) {
+  visit_in_out(problem.dtype, problem.out_dtype, [&](auto in, auto out) {
+    forward<decltype(in), decltype(out)>(problem, num_threads);
+  });
+}
+
+void attention_backward(const AttentionBackwardProblem& problem, int num_threads) {
+  const Workspace ws{problem.workspace,
+                     problem.workspace + core::attention_total_query_rows(problem.layout) * problem.layout.num_q_heads,
+                     problem.layout.num_q_heads};
+  visit_in_out(problem.dtype, problem.grad_dtype, [&](auto in, auto out) {
+    backward_rows<decltype(in), decltype(out)>(problem, ws, num_threads);
+    backward_keys<decltype(in), decltype(out)>(problem, ws, num_threads);
+  });
+}
+
+GOLDEN_CPU_END

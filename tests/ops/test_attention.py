@@ -1,0 +1,504 @@
+"""attention against the contract: Axis-C every CPU path equal to the scalar
+reference on raw bits; Axis-A T1-T7 on raw bits (batch, position, neighbours,
+left/right padding with NaN garbage, chunked prefill and KV-cache decode,
+packing, threads), forward and backward; Axis-B against float64 with a
+first-order rigorous bound and the peer floor; bad input; no mutation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import golden_kernels as gk
+from golden_kernels.testing import assert_bitwise_equal, assert_peer_floor, assert_within, gamma, ulp, unit_roundoff
+from golden_kernels.testing.bounds import smallest_subnormal
+
+from .. import reference
+from ..conftest import FLOAT_DTYPES, dtype_id
+
+BLOCK = 64  # csrc/core/ops/attention.h kAttentionKeyBlock
+
+
+def rand(shape, dtype, gen, scale=1.0):
+    return (torch.randn(*shape, generator=gen) * scale).to(dtype)
+
+
+def make_qkv(b, hq, hkv, sq, skv, d, dtype, gen, scale=1.0):
+    return (rand((b, hq, sq, d), dtype, gen, scale), rand((b, hkv, skv, d), dtype, gen, scale),
+            rand((b, hkv, skv, d), dtype, gen))
+
+
+def op(backend=None):
+    return gk.get_op("attention", backend=backend)
+
+
+def everything(backend, q, k, v, g, **kw):
+    """(out, lse, out_fp32, dq, dk, dv) of one call each."""
+    o = op(backend)
+    out, lse = o.forward(q, k, v, return_lse=True, **kw)
+    return (out, lse, o.forward_fp32(q, k, v, **kw), *o.backward(g, q, k, v, **kw))
+
+
+NAMES = ("out", "lse", "out_fp32", "dq", "dk", "dv")
+
+
+def assert_all_equal(got, want, what):
+    for a, b, name in zip(got, want, NAMES):
+        assert_bitwise_equal(a, b, f"{what} {name}")
+
+
+def holes_mask(b, skv, gen):
+    mask = torch.rand(b, skv, generator=gen) > 0.3
+    mask[:, -1] = True  # every causal row's own token kept somewhere
+    return mask
+
+
+# ---- Axis-C: every CPU path gives the reference's bits -----------------------------------
+
+SHAPES = [  # (B, Hq, Hkv, Sq, Skv, D)
+    (2, 4, 2, 70, 70, 16),     # prefill across a block boundary, GQA 2
+    (1, 8, 2, 1, 130, 128),    # decode
+    (2, 6, 3, 33, 100, 7),     # chunk (Skv > Sq), odd head_dim
+    (1, 32, 8, 20, 20, 128),   # qwen3-8b heads
+]
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("masked", [False, True], ids=["nomask", "mask"])
+def test_cpu_paths_equal_reference(cpu_isa, threads, dtype, shape, masked, gen):
+    b, hq, hkv, sq, skv, d = shape
+    q, k, v = make_qkv(b, hq, hkv, sq, skv, d, dtype, gen)
+    g = rand(q.shape, dtype, gen)
+    kw = {"key_padding_mask": holes_mask(b, skv, gen)} if masked else {}
+    threads(3)
+    for causal in (True, False):
+        assert_all_equal(everything("cpu", q, k, v, g, causal=causal, **kw),
+                         everything("reference", q, k, v, g, causal=causal, **kw), f"causal={causal}")
+
+
+# ---- Axis-A --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_batch_invariance_T1_T2_T3(backend, dtype, gen):
+    q, k, v = make_qkv(6, 4, 2, 90, 90, 32, dtype, gen)
+    g = rand(q.shape, dtype, gen)
+    mask = holes_mask(6, 90, gen)
+    full = everything(backend, q, k, v, g, key_padding_mask=mask)
+    row = 3
+    one = everything(backend, q[row:row + 1], k[row:row + 1], v[row:row + 1], g[row:row + 1],
+                     key_padding_mask=mask[row:row + 1])
+    assert_all_equal([t[0] for t in one], [t[row] for t in full], "T1")
+    perm = torch.randperm(6, generator=gen)
+    permuted = everything(backend, q[perm], k[perm], v[perm], g[perm], key_padding_mask=mask[perm])
+    assert_all_equal(permuted, [t[perm] for t in full], "T2")
+    q2, k2, v2 = make_qkv(6, 4, 2, 90, 90, 32, dtype, gen, scale=30.0)
+    g2, mask2 = rand(q.shape, dtype, gen), holes_mask(6, 90, gen)
+    for new, old in ((q2, q), (k2, k), (v2, v), (g2, g), (mask2, mask)):
+        new[row] = old[row]
+    others = everything(backend, q2, k2, v2, g2, key_padding_mask=mask2)
+    assert_all_equal([t[row] for t in others], [t[row] for t in full], "T3")
+
+
+def pad(x, left, right, value, dim=2):
+    shape = list(x.shape)
+    before, after = shape.copy(), shape.copy()
+    before[dim], after[dim] = left, right
+    return torch.cat([torch.full(before, value, dtype=x.dtype), x, torch.full(after, value, dtype=x.dtype)], dim)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
+@pytest.mark.parametrize("left,right", [(0, 5), (1, 0), (63, 2), (64, 64), (65, 0), (130, 1)])
+def test_padding_T4_nan_garbage(left, right, dtype, gen):
+    """Left and right padding of any length, NaN in every padded q/k/v/grad
+    element: the real rows' bits are those of the unpadded sequence; padding
+    rows give out 0, LSE -inf, dq 0; padded keys get dk = dv = 0."""
+    length = 70
+    q, k, v = make_qkv(1, 4, 2, length, length, 16, dtype, gen)
+    g = rand(q.shape, dtype, gen)
+    alone = everything("cpu", q, k, v, g)
+    nan = float("nan")
+    padded = [pad(t, left, right, nan) for t in (q, k, v, g)]
+    mask = pad(torch.ones(1, length, dtype=torch.bool), left, right, False, dim=1)
+    got = everything("cpu", *padded, key_padding_mask=mask)
+    real = slice(left, left + length)
+    for name, a, b in zip(NAMES, got, alone):
+        assert_bitwise_equal(a[:, :, real], b, f"T4 {name}")
+    out, lse, out32, dq, dk, dv = got
+    pads = torch.cat([torch.arange(left), torch.arange(left + length, left + length + right)])
+    for name, t in (("out", out), ("out_fp32", out32), ("dq", dq), ("dk", dk), ("dv", dv)):
+        assert_bitwise_equal(t[:, :, pads], torch.zeros_like(t[:, :, pads]), f"padding rows {name}")
+    assert bool((lse[:, :, pads] == -math.inf).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
+def test_prefill_chunks_decode_T5(dtype, gen):
+    """One prefill == chunked prefill (several chunk sizes) == token by token
+    through the KV cache, on raw bits, LSE included."""
+    length, hq, hkv, d = 150, 8, 2, 32
+    q, k, v = make_qkv(2, hq, hkv, length, length, d, dtype, gen)
+    want, want_lse = gk.attention(q, k, v, return_lse=True)
+    for chunk in (1, 7, 64, 100, 150):
+        cache = gk.KVCache(2, hkv, d, length + 3, dtype=dtype)
+        outs, lses = [], []
+        for start in range(0, length, chunk):
+            part = slice(start, min(start + chunk, length))
+            cache.append(k[:, :, part], v[:, :, part])
+            out, lse = cache.attend(q[:, :, part], return_lse=True)
+            outs.append(out)
+            lses.append(lse)
+        assert_bitwise_equal(torch.cat(outs, 2), want, f"chunk {chunk} out")
+        assert_bitwise_equal(torch.cat(lses, 2), want_lse, f"chunk {chunk} lse")
+
+
+def test_ragged_prompts_left_padded_in_cache_T4_T5(gen):
+    """Ragged prompts left-padded into one cache, then decode: every real row
+    equals the sequence's own unpadded attention."""
+    lengths, steps, hq, hkv, d = (5, 67), 4, 4, 2, 16
+    prompt = max(lengths)
+    total = prompt + steps
+    seqs = [make_qkv(1, hq, hkv, n + steps, n + steps, d, torch.bfloat16, gen) for n in lengths]
+    cache = gk.KVCache(2, hkv, d, total, dtype=torch.bfloat16)
+    nan = float("nan")
+    left = [prompt - n for n in lengths]
+    batch = [torch.cat([pad(s[i][:, :, :n], p, 0, nan) for s, n, p in zip(seqs, lengths, left)]) for i in range(3)]
+    mask = torch.stack([torch.arange(prompt) >= p for p in left])
+    cache.append(batch[1], batch[2], key_padding_mask=mask)
+    outs = [cache.attend(batch[0])]
+    for t in range(steps):
+        step = [torch.cat([s[i][:, :, n + t:n + t + 1] for s, n in zip(seqs, lengths)]) for i in range(3)]
+        cache.append(step[1], step[2])
+        outs.append(cache.attend(step[0]))
+    for b, (s, n, p) in enumerate(zip(seqs, lengths, left)):
+        alone = gk.attention(*s)
+        assert_bitwise_equal(outs[0][b:b + 1, :, p:], alone[:, :, :n], f"prefill of sequence {b}")
+        for t in range(steps):
+            assert_bitwise_equal(outs[t + 1][b:b + 1], alone[:, :, n + t:n + t + 1], f"decode {t} of {b}")
+
+
+def pack(tensors):
+    """[1, H, L, D] sequences -> packed [T, H, D] and cu_seqlens."""
+    packed = torch.cat([t[0].transpose(0, 1) for t in tensors])
+    cu = torch.tensor([0] + [t.shape[2] for t in tensors]).cumsum(0)
+    return packed, cu
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=dtype_id)
+def test_packed_equals_alone_and_padded_T6(dtype, gen):
+    q_lens, k_lens = (5, 70, 1, 33), (5, 130, 40, 33)  # prefill, chunk, decode, prefill
+    seqs = [make_qkv(1, 4, 2, lq, lk, 16, dtype, gen) for lq, lk in zip(q_lens, k_lens)]
+    grads = [rand(s[0].shape, dtype, gen) for s in seqs]
+    q, cu_q = pack([s[0] for s in seqs])
+    k, cu_k = pack([s[1] for s in seqs])
+    v, _ = pack([s[2] for s in seqs])
+    g, _ = pack(grads)
+    out, lse = gk.attention_varlen(q, k, v, cu_q, cu_k, return_lse=True)
+    dq, dk, dv = gk.attention_varlen_backward(g, q, k, v, cu_q, cu_k)
+    for i, (s, grad) in enumerate(zip(seqs, grads)):
+        qs, ks = slice(int(cu_q[i]), int(cu_q[i + 1])), slice(int(cu_k[i]), int(cu_k[i + 1]))
+        a_out, a_lse = gk.attention(*s, return_lse=True)
+        a_dq, a_dk, a_dv = op().backward(grad, *s)
+        unpack = lambda t: t[0].transpose(0, 1)  # noqa: E731
+        assert_bitwise_equal(out[qs], unpack(a_out), f"T6 out {i}")
+        assert_bitwise_equal(lse[:, qs], a_lse[0], f"T6 lse {i}")
+        assert_bitwise_equal(dq[qs], unpack(a_dq), f"T6 dq {i}")
+        assert_bitwise_equal(dk[ks], unpack(a_dk), f"T6 dk {i}")
+        assert_bitwise_equal(dv[ks], unpack(a_dv), f"T6 dv {i}")
+
+
+def test_packed_equals_right_padded_batch_T6(gen):
+    lengths = (9, 70, 33)
+    seqs = [make_qkv(1, 4, 4, n, n, 16, torch.bfloat16, gen) for n in lengths]
+    grads = [rand(s[0].shape, torch.bfloat16, gen) for s in seqs]
+    longest = max(lengths)
+    padded = [torch.cat([pad(s[i], 0, longest - s[i].shape[2], float("nan")) for s in seqs]) for i in range(3)]
+    g_pad = torch.cat([pad(t, 0, longest - t.shape[2], float("nan")) for t in grads])
+    mask = torch.stack([torch.arange(longest) < n for n in lengths])
+    want = everything("cpu", *padded, g_pad, key_padding_mask=mask)
+    q, cu = pack([s[0] for s in seqs])
+    k, _ = pack([s[1] for s in seqs])
+    v, _ = pack([s[2] for s in seqs])
+    g, _ = pack(grads)
+    out = gk.attention_varlen(q, k, v, cu, cu)
+    dq, dk, dv = gk.attention_varlen_backward(g, q, k, v, cu, cu)
+    for i, n in enumerate(lengths):
+        rows = slice(int(cu[i]), int(cu[i + 1]))
+        for name, packed_t, padded_t in (("out", out, want[0]), ("dq", dq, want[3]), ("dk", dk, want[4]),
+                                         ("dv", dv, want[5])):
+            assert_bitwise_equal(packed_t[rows], padded_t[i, :, :n].transpose(0, 1), f"T6 {name} {i}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
+def test_thread_count_invariance_T7(threads, dtype, gen):
+    q, k, v = make_qkv(2, 8, 2, 100, 100, 64, dtype, gen)
+    g = rand(q.shape, dtype, gen)
+    mask = holes_mask(2, 100, gen)
+    results = []
+    for n in (1, 2, 3, 8):
+        threads(n)
+        results.append(everything("cpu", q, k, v, g, key_padding_mask=mask))
+    for n, result in zip((2, 3, 8), results[1:]):
+        assert_all_equal(result, results[0], f"{n} threads vs 1")
+
+
+# ---- Axis-B: accuracy against float64 ------------------------------------------------------
+
+def allowed_scores(q, k, causal, scale, mask):
+    """Float64 scores, |q|.|k| * scale, and the allowed-key mask, [B, Hq, Sq, Skv]."""
+    group = q.shape[1] // k.shape[1]
+    q64, k64 = q.double(), k.double().repeat_interleave(group, 1)
+    s = reference.fp32_scalar(scale)
+    weights = reference.attention_weights(q, k, causal, scale, mask)
+    allowed = weights > 0  # exp never underflows to 0 at these magnitudes
+    return (torch.einsum("bhid,bhjd->bhij", q64, k64) * s,
+            torch.einsum("bhid,bhjd->bhij", q64.abs(), k64.abs()) * s, allowed, weights)
+
+
+def forward_bounds(q, k, v, causal, scale, mask):
+    """First-order bounds for out (fp32) and LSE. Each weight's relative error
+    E_j: the score's fma chain and scale multiply, the shift s - m, exp (< 2u)
+    and the block rescales (3u each plus u times the max's total rise). The
+    ratio sum p v / sum p cancels common factors, leaving sum_j w_j E_j
+    |v_j - out|, plus the n-term accumulations and the final division."""
+    u = unit_roundoff()
+    d, skv = q.shape[-1], k.shape[2]
+    scores, absdot, allowed, w = allowed_scores(q, k, causal, scale, mask)
+    masked = scores.masked_fill(~allowed, -math.inf)
+    top = masked.amax(-1, keepdim=True)
+    low = scores.masked_fill(~allowed, math.inf).amin(-1, keepdim=True)
+    n = allowed.sum(-1, keepdim=True).double()
+    blocks = math.ceil(skv / BLOCK)
+    spread = torch.nan_to_num((top - low).abs(), posinf=0.0)
+    e = (gamma(d + 1) * absdot + u * torch.nan_to_num((scores - top).abs(), posinf=0.0)
+         + 2 * u + blocks * 3 * u + u * spread)
+    v64 = v.double().repeat_interleave(q.shape[1] // k.shape[1], 1)
+    out = w @ v64
+    deviation = (v64.unsqueeze(2) - out.unsqueeze(3)).abs()  # [B,H,Sq,Skv,D]
+    acc_gamma = gamma(skv + blocks + 2)
+    out_bound = (torch.einsum("bhij,bhijd->bhid", w * e, deviation) + acc_gamma * (w @ v64.abs() + out.abs())
+                 + u * out.abs())
+    lse_ref = torch.logsumexp(masked, -1)
+    lse_bound = (w * e).sum(-1) + acc_gamma + 4 * u * lse_ref.abs().nan_to_num(posinf=0.0) + 4 * u * torch.log(n.squeeze(-1).clamp_min(1))
+    return 1.05 * out_bound + 1e-37, 1.05 * lse_bound + 1e-37, lse_ref
+
+
+AXIS_B_SHAPES = [
+    pytest.param((1, 32, 8, 24, 24, 128), marks=pytest.mark.slow, id="qwen3-prefill"),
+    pytest.param((1, 32, 8, 1, 130, 128), marks=pytest.mark.slow, id="qwen3-decode"),
+    (1, 3, 1, 5, 9, 7),       # odd
+    (3, 2, 2, 1, 1, 1),       # single key, head_dim 1
+    (2, 4, 2, 17, 150, 33),   # chunk over three blocks
+]
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("shape", AXIS_B_SHAPES, ids=str)
+@pytest.mark.parametrize("causal,masked", [(True, False), (False, True), (True, True)])
+def test_forward_within_rigorous_bound(dtype, shape, causal, masked, gen):
+    b, hq, hkv, sq, skv, d = shape
+    q, k, v = make_qkv(b, hq, hkv, sq, skv, d, dtype, gen, scale=2.0)
+    mask = holes_mask(b, skv, gen) if masked else None
+    scale = 1 / math.sqrt(d)
+    ref = reference.attention(q, k, v, causal, scale, mask)
+    out_bound, lse_bound, lse_ref = forward_bounds(q, k, v, causal, scale, mask)
+    fp32, lse = op().forward_fp32(q, k, v, causal=causal, key_padding_mask=mask, return_lse=True)
+    assert_within(fp32, ref, out_bound, "forward_fp32")
+    assert_within(lse, lse_ref, lse_bound, "lse")
+    rounded = gk.attention(q, k, v, causal=causal, key_padding_mask=mask)
+    u_out = 0.5 * ulp(ref.abs() + out_bound, dtype) if dtype != torch.float32 else 0.0
+    assert_within(rounded, ref, out_bound + u_out + smallest_subnormal(dtype), f"forward {dtype}")
+    assert_peer_floor(rounded, ref, "attention", dtype, "peer floor")
+
+
+def test_reference_agrees_with_torch_sdpa(gen):
+    """The float64 reference itself against PyTorch's SDPA (float64, GQA
+    expanded), so the bound tests above check against the right function."""
+    q, k, v = make_qkv(2, 8, 2, 30, 30, 16, torch.float64, gen)
+    sdpa = torch.nn.functional.scaled_dot_product_attention(
+        q, k.repeat_interleave(4, 1), v.repeat_interleave(4, 1), is_causal=True)
+    assert torch.allclose(reference.attention(q, k, v, True), sdpa, rtol=1e-12, atol=1e-12)
+
+
+def backward_bounds(g, q, k, v, causal, scale, mask):
+    """First-order bounds of dq, dk, dv from dS = P (dP - Di): errors of P
+    (as in forward_bounds, against the fp32 LSE), dP and Di (fma chains over
+    d; Di also carries O's error), two roundings in dS, then the sums."""
+    u = unit_roundoff()
+    d, skv, sq = q.shape[-1], k.shape[2], q.shape[2]
+    group = q.shape[1] // k.shape[1]
+    scores, absdot, allowed, w = allowed_scores(q, k, causal, scale, mask)
+    out_bound, lse_bound, lse_ref = forward_bounds(q, k, v, causal, scale, mask)
+    g64 = g.double()
+    k64, v64 = (t.double().repeat_interleave(group, 1) for t in (k, v))
+    out = w @ v64
+    dp = g64 @ v64.transpose(-1, -2)
+    di = (g64 * out).sum(-1, keepdim=True)
+    ds = w * (dp - di)
+    lse_fin = lse_ref.nan_to_num(neginf=0.0).unsqueeze(-1)
+    e = (gamma(d + 1) * absdot + u * (scores - lse_fin).abs() + 2 * u + lse_bound.unsqueeze(-1)) * allowed
+    dp_err = gamma(d) * (g64.abs() @ v64.abs().transpose(-1, -2))
+    di_err = gamma(d) * (g64 * out).abs().sum(-1, keepdim=True) + (g64.abs() * out_bound).sum(-1, keepdim=True)
+    ds_err = w * e * (dp - di).abs() + w * (dp_err + di_err) + 2 * u * w * (dp - di).abs()
+    s = reference.fp32_scalar(scale)
+    dq_bound = s * (ds_err @ k64.abs() + gamma(skv) * (ds.abs() @ k64.abs()))
+    fold = lambda t: t.reshape(t.shape[0], -1, group, *t.shape[2:]).sum(2)  # noqa: E731
+    terms = group * sq
+    dk_bound = s * fold(ds_err.transpose(-1, -2) @ q.double().abs() + gamma(terms) * (ds.abs().transpose(-1, -2) @ q.double().abs()))
+    dv_bound = fold((w * e).transpose(-1, -2) @ g64.abs() + gamma(terms) * (w.transpose(-1, -2) @ g64.abs()))
+    tiny = 8 * smallest_subnormal(torch.float32)
+    return [1.1 * b + tiny for b in (dq_bound, dk_bound, dv_bound)]
+
+
+@pytest.mark.parametrize("shape", AXIS_B_SHAPES, ids=str)
+@pytest.mark.parametrize("causal,masked", [(True, False), (False, True), (True, True)])
+def test_backward_within_rigorous_bound(shape, causal, masked, gen):
+    b, hq, hkv, sq, skv, d = shape
+    q, k, v = make_qkv(b, hq, hkv, sq, skv, d, torch.float32, gen)
+    g = rand(q.shape, torch.float32, gen)
+    mask = holes_mask(b, skv, gen) if masked else None
+    scale = 1 / math.sqrt(d)
+    grads = op().backward(g, q, k, v, causal=causal, key_padding_mask=mask)
+    refs = reference.attention_backward(g, q, k, v, causal, scale, mask)
+    bounds = backward_bounds(g, q, k, v, causal, scale, mask)
+    for got, want, bound, name in zip(grads, refs, bounds, ("dq", "dk", "dv")):
+        assert_within(got, want, bound, name)
+        assert_peer_floor(got, want, "attention", torch.float32, f"{name} peer floor")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=dtype_id)
+def test_backward_low_precision_peer_floor(dtype, gen):
+    q, k, v = make_qkv(1, 32, 8, 24, 24, 128, dtype, gen)
+    g = rand(q.shape, dtype, gen)
+    for got, want, name in zip(op().backward(g, q, k, v), reference.attention_backward(g, q, k, v), "qkv"):
+        assert got.dtype == dtype
+        assert_peer_floor(got, want, "attention", dtype, f"d{name}")
+
+
+def test_row_without_keys_is_zero_with_lse_minus_inf(gen):
+    q, k, v = make_qkv(2, 2, 1, 4, 6, 8, torch.float32, gen)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[1] = False
+    out, lse = gk.attention(q, k, v, causal=False, key_padding_mask=mask, return_lse=True)
+    assert_bitwise_equal(out[1], torch.zeros_like(out[1]), "no valid key")
+    assert bool((lse[1] == -math.inf).all()) and bool(torch.isfinite(lse[0]).all())
+    # causal with Sq > Skv: the first rows see no key at all
+    q2 = rand((1, 2, 8, 8), torch.float32, gen)
+    out2, lse2 = gk.attention(q2, k[:1], v[:1], return_lse=True)
+    assert_bitwise_equal(out2[:, :, :2], torch.zeros_like(out2[:, :, :2]), "before the first key")
+    assert bool((lse2[:, :, :2] == -math.inf).all())
+
+
+def test_default_scale_and_explicit_scale(gen):
+    q, k, v = make_qkv(1, 2, 2, 9, 9, 24, torch.float32, gen)
+    assert_bitwise_equal(gk.attention(q, k, v), gk.attention(q, k, v, scale=1 / math.sqrt(24)), "default scale")
+    ref = reference.attention(q, k, v, True, 0.3)
+    assert_peer_floor(gk.attention(q, k, v, scale=0.3), ref, "attention", torch.float32, "scale 0.3")
+
+
+def test_strided_views_equal_contiguous(gen):
+    """[B, S, H, D] tensors viewed as [B, H, S, D] (the model's layout) give the same bits."""
+    q = rand((2, 30, 8, 16), torch.bfloat16, gen)
+    k = rand((2, 30, 2, 16), torch.bfloat16, gen)
+    v = rand((2, 30, 2, 16), torch.bfloat16, gen)
+    views = [t.transpose(1, 2) for t in (q, k, v)]
+    assert_bitwise_equal(gk.attention(*views), gk.attention(*(t.contiguous() for t in views)), "strided")
+
+
+def test_inputs_not_mutated(gen):
+    q, k, v = make_qkv(2, 4, 2, 20, 20, 8, torch.bfloat16, gen)
+    g = rand(q.shape, torch.bfloat16, gen)
+    mask = holes_mask(2, 20, gen)
+    before = [t.clone() for t in (q, k, v, g, mask)]
+    everything("cpu", q, k, v, g, key_padding_mask=mask)
+    for t, old in zip((q, k, v, g, mask), before):
+        assert_bitwise_equal(t, old, "input changed")
+
+
+# ---- Bad input -----------------------------------------------------------------------------
+
+def test_bad_input_raises(gen):
+    q, k, v = make_qkv(2, 4, 2, 5, 5, 8, torch.float32, gen)
+    with pytest.raises(ValueError, match="multiple"):
+        gk.attention(q, k[:, :1].repeat(1, 3, 1, 1), v[:, :1].repeat(1, 3, 1, 1))
+    with pytest.raises(ValueError, match="head_dim"):
+        gk.attention(q, k[..., :4], v[..., :4])
+    with pytest.raises(ValueError):
+        gk.attention(q, k, v[:, :, :4])
+    with pytest.raises(ValueError, match="B, H, S, D"):
+        gk.attention(q[0], k, v)
+    with pytest.raises(TypeError):
+        gk.attention(q.to(torch.int32), k, v)
+    with pytest.raises(TypeError):
+        gk.attention(q, k.double(), v)
+    with pytest.raises(TypeError, match="bool"):
+        gk.attention(q, k, v, key_padding_mask=torch.ones(2, 5, dtype=torch.int32))
+    with pytest.raises(ValueError, match="shape"):
+        gk.attention(q, k, v, key_padding_mask=torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="finite"):
+        gk.attention(q, k, v, scale=float("inf"))
+    big = rand((1, 1, 2, 300), torch.float32, gen)
+    with pytest.raises(ValueError, match="head_dim"):
+        gk.attention(big, big, big)
+
+
+def test_bad_cu_seqlens_raise(gen):
+    q = rand((10, 4, 8), torch.float32, gen)
+    k = rand((12, 2, 8), torch.float32, gen)
+    good_q, good_k = torch.tensor([0, 4, 10]), torch.tensor([0, 5, 12])
+    gk.attention_varlen(q, k, k, good_q, good_k)
+    for bad, what in ((torch.tensor([0, 6, 4, 10]), "non-decreasing"), (torch.tensor([0, 4, 11]), "last offset"),
+                      (torch.tensor([1, 4, 10]), "start at 0"), (torch.tensor([0, 4, 9]), "last offset")):
+        with pytest.raises(ValueError, match=what):
+            gk.attention_varlen(q, k, k, bad, good_k if len(bad) == 3 else torch.tensor([0, 5, 6, 12]))
+    with pytest.raises(ValueError, match="same number"):
+        gk.attention_varlen(q, k, k, good_q, torch.tensor([0, 12]))
+    with pytest.raises(TypeError):
+        gk.attention_varlen(q, k, k, good_q.float(), good_k)
+    with pytest.raises(ValueError, match="T, H, D"):
+        gk.attention_varlen(q[None], k, k, good_q, good_k)
+
+
+def test_kv_cache_bad_input(gen):
+    cache = gk.KVCache(1, 2, 8, 4)
+    k = rand((1, 2, 3, 8), torch.float32, gen)
+    cache.append(k, k)
+    with pytest.raises(ValueError, match="full"):
+        cache.append(k, k)
+    with pytest.raises(ValueError, match="expected"):
+        cache.append(k[:, :1], k[:, :1])
+    with pytest.raises(TypeError):
+        cache.append(k[:, :, :1].bfloat16(), k[:, :, :1].bfloat16())
+    with pytest.raises(ValueError, match="holds only"):
+        cache.attend(rand((1, 4, 5, 8), torch.float32, gen))
+
+
+def test_numpy_inputs_equal_torch(gen):
+    q, k, v = make_qkv(2, 4, 2, 9, 12, 8, torch.float32, gen)
+    mask = holes_mask(2, 12, gen)
+    got = gk.attention(q.numpy(), k.numpy(), v.numpy(), key_padding_mask=mask.numpy())
+    assert_bitwise_equal(torch.from_numpy(got), gk.attention(q, k, v, key_padding_mask=mask), "numpy")
+    packed = [t[0].transpose(0, 1).contiguous() for t in (q, k, v)]
+    cu_q, cu_k = torch.tensor([0, 9]), torch.tensor([0, 12])
+    got = gk.attention_varlen(*(t.numpy() for t in packed), cu_q.numpy(), cu_k.numpy())
+    assert_bitwise_equal(torch.from_numpy(got), gk.attention_varlen(*packed, cu_q, cu_k), "numpy varlen")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU: GPU == CPU bitwise checks cannot run")
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
+def test_gpu_equals_cpu_reference(dtype, gen):
+    """Axis-C on a GPU: forward, LSE and backward, padded with a mask and packed."""
+    q, k, v = make_qkv(2, 8, 2, 70, 130, 32, dtype, gen)
+    g = rand(q.shape, dtype, gen)
+    mask = holes_mask(2, 130, gen)
+    want = everything("reference", q, k, v, g, key_padding_mask=mask)
+    got = everything(None, *(t.cuda() for t in (q, k, v, g)), key_padding_mask=mask.cuda())
+    assert_all_equal([t.cpu() for t in got], want, "gpu padded")
+    packed = [t[0].transpose(0, 1).contiguous() for t in (q, k, v)]
+    cu_q, cu_k = torch.tensor([0, 70]), torch.tensor([0, 130])
+    want_out = gk.attention_varlen(*packed, cu_q, cu_k, backend="reference")
+    got_out = gk.attention_varlen(*(t.cuda() for t in packed), cu_q.cuda(), cu_k.cuda())
+    assert_bitwise_equal(got_out.cpu(), want_out, "gpu packed")
