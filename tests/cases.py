@@ -150,6 +150,13 @@ def _linear_logprob(rows, n, aux, dtype, gen, kind):
     return Inputs(t, ("hidden", "target_ids"))
 
 
+def _attention(rows, n, aux, dtype, gen, kind):
+    seq, kv_seq = 1 + aux % 9, 1 + aux % 9 + aux % 4  # kv_seq >= seq: a prefill chunk after a cache
+    t = {"q": fill((rows, 2, seq, n), dtype, gen, kind), "k": fill((rows, 1, kv_seq, n), dtype, gen, kind),
+         "v": fill((rows, 1, kv_seq, n), dtype, gen, kind), "grad_out": fill((rows, 2, seq, n), dtype, gen, kind)}
+    return Inputs(t, ("q", "k", "v", "grad_out"))
+
+
 def _even(n: int) -> int:
     return max(2, n + n % 2)
 
@@ -191,6 +198,11 @@ CASES: dict[str, OpCase] = {c.name: c for c in (
     OpCase("entropy", _entropy,
            lambda op, i: (op.forward(*_t(i, "logits")),),
            lambda op, i: (op.backward(*_t(i, "grad_out", "logits")),), row_local_grads=1),
+    OpCase("attention", _attention,
+           lambda op, i: (op.forward(*_t(i, "q", "k", "v")), op.forward(*_t(i, "q", "k", "v"), causal=False),
+                          *op.forward_fp32(*_t(i, "q", "k", "v"), return_lse=True)),
+           lambda op, i: op.backward(*_t(i, "grad_out", "q", "k", "v")), row_local_grads=3, max_n=256,
+           n_rule=lambda n: min(max(n, 1), 256)),  # head_dim in [1, ATTENTION_MAX_HEAD_DIM]
     OpCase("linear_logprob", _linear_logprob,
            lambda op, i: op.forward(*_t(i, "hidden", "weight", "target_ids"), return_entropy=True),
            None, max_n=8193),

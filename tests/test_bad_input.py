@@ -19,6 +19,7 @@ import torch
 
 import golden_kernels as gk
 from golden_kernels import _C, _arrays
+from golden_kernels.testing import assert_bitwise_equal
 
 from .cases import CASES, Inputs, run_case
 
@@ -45,6 +46,15 @@ class Raises:
     error: type
     match: str
     call: Callable[[], object]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Accepts:
+    """The call must succeed with the bits of `expected` (the dense call)."""
+
+    call: Callable[[], object]
+    expected: Callable[[], object]
     note: str = ""
 
 
@@ -265,6 +275,28 @@ def _linear_logprob() -> dict:
     }
 
 
+def _attention() -> dict:
+    t = T("attention")
+    q, k, v = t["q"], t["k"], t["v"]
+    attn = op("attention")
+    return {
+        "rank": Raises(ValueError, "expected \\[B, H, S, D\\]", lambda: attn.forward(q[0], k, v)),
+        "shape": Raises(ValueError, "head_dim", lambda: attn.forward(q, k[..., :7], v)),
+        "dtype": Raises(TypeError, "q: expected one of", lambda: attn.forward(q.double(), k.double(), v.double())),
+        "device": Raises(ValueError, "one framework and on one device", lambda: attn.forward(q, k.numpy(), v)),
+        "strided": Accepts(lambda: attn.forward(strided(q), k, v), lambda: attn.forward(q, k, v),
+                           "taken as a view (KV-cache slices) or copied"),
+        "output": Raises(ValueError, "overlaps", lambda: _C.attention_forward(
+            "cpu", 0, cap(q), cap(k), cap(v), cap(q), None, None, None, None, None, None, True, 0.3),
+            "out aliasing q, through the binding"),
+        "ids": Raises(ValueError, "cu_seqlens_q", lambda: gk.attention_varlen(
+            q[0].transpose(0, 1).contiguous(), k[0].transpose(0, 1).contiguous(), v[0].transpose(0, 1).contiguous(),
+            torch.tensor([0, 99]), torch.tensor([0, k.shape[2]])), "cu_seqlens past the tokens, through varlen"),
+        "scalar": Raises(ValueError, "scale must be finite", lambda: attn.forward(q, k, v, scale=float("nan"))),
+        "overflow": NotApplicable("not run: a strided view is copied, so > 2^31 elements need > 4 GiB"),
+    }
+
+
 MATRIX: dict[str, dict] = {
     "rms_norm": _rms_norm(),
     "embedding": _embedding(),
@@ -277,15 +309,19 @@ MATRIX: dict[str, dict] = {
     "token_logprob": _logits("token_logprob"),
     "entropy": _logits("entropy"),
     "linear_logprob": _linear_logprob(),
+    "attention": _attention(),
 }
 
 # One test per cell that can occur (a "n/a" cell has nothing to call).
-CELLS = [(name, column) for name in MATRIX for column in COLUMNS if isinstance(MATRIX[name][column], Raises)]
+CELLS = [(name, column) for name in MATRIX for column in COLUMNS
+         if not isinstance(MATRIX[name][column], NotApplicable)]
 
 
 def cell_text(cell) -> str:
     if isinstance(cell, NotApplicable):
         return f"n/a: {cell.reason}"
+    if isinstance(cell, Accepts):
+        return f"accepted, same bits ({cell.note})"
     text = f"`{cell.error.__name__}`"
     return f"{text} ({cell.note})" if cell.note else text
 
@@ -314,6 +350,9 @@ def test_doc_table_matches_the_test_table():
 @pytest.mark.parametrize("name,column", CELLS, ids=[f"{n}-{c}" for n, c in CELLS])
 def test_cell(name, column):
     cell = MATRIX[name][column]
+    if isinstance(cell, Accepts):
+        assert_bitwise_equal(cell.call(), cell.expected())
+        return
     with pytest.raises(cell.error, match=cell.match):
         cell.call()
 

@@ -54,6 +54,8 @@ LONG_CALLS = {
     "rope": lambda: gk.get_op("rope", "reference").forward(torch.randn(4096, 8, 128), torch.arange(4096)),
     "embedding": lambda: gk.get_op("embedding", "reference").backward(
         torch.randn(1 << 15, 256), torch.randint(64, (1 << 15,)), torch.empty(64, 256)),
+    "attention": lambda: gk.get_op("attention", "reference").forward(
+        torch.randn(1, 8, 512, 128), torch.randn(1, 2, 512, 128), torch.randn(1, 2, 512, 128)),
     "linear": lambda: gk.get_op("linear", "reference").forward(torch.randn(64, 1024), torch.randn(512, 1024)),
     "token_logprob": lambda: gk.get_op("token_logprob", "reference").forward(
         torch.randn(64, 32768), torch.zeros(64, dtype=torch.int64)),
