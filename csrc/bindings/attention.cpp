@@ -166,6 +166,17 @@ std::vector<const TensorView*> present(std::vector<const TensorView*> fixed, con
   return fixed;
 }
 
+// Every output (null: absent) shares no byte with any other argument.
+void require_outputs_apart(std::initializer_list<const TensorView*> outputs,
+                           const std::vector<const TensorView*>& arguments) {
+  for (const TensorView* output : outputs) {
+    if (output == nullptr) continue;
+    for (const TensorView* other : arguments) {
+      if (other != output) require_no_overlap(*output, *other);
+    }
+  }
+}
+
 void check_float_output(const TensorView& input, const TensorView& output, bool packed) {
   if (output.type != input.type && output.type != ElementType::f32) {
     fail_type(output.name + ": expected " + element_type_name(input.type) + " or float32, got " +
@@ -206,6 +217,7 @@ void attention_forward(const std::string& backend, std::uintptr_t stream, const 
     all.push_back(&*lse);
   }
   require_backend_device(choice, all);
+  require_outputs_apart({&out, lse ? &*lse : nullptr}, all);
   const AttentionLayout layout =
       build_layout(q, k, heads, arrays, causal, scale, choice.backend != Backend::gpu);
   const AttentionForwardProblem problem{layout,
@@ -249,7 +261,9 @@ void attention_backward(const std::string& backend, std::uintptr_t stream, const
   require_shape(workspace, {2, query_rows, heads.q_heads});
   require_contiguous(workspace);
   const BackendChoice choice = parse_backend(backend, stream);
-  require_backend_device(choice, present({&grad, &q, &k, &v, &dq, &dk, &dv, &workspace}, arrays));
+  const std::vector<const TensorView*> all = present({&grad, &q, &k, &v, &dq, &dk, &dv, &workspace}, arrays);
+  require_backend_device(choice, all);
+  require_outputs_apart({&dq, &dk, &dv, &workspace}, all);
   const AttentionLayout layout =
       build_layout(q, k, heads, arrays, causal, scale, choice.backend != Backend::gpu);
   const AttentionBackwardProblem problem{layout,

@@ -1,4 +1,5 @@
-// Runs a kernel on the chosen backend with the GIL released.
+// Runs a kernel on the chosen backend with the GIL released and, for the CPU
+// backends, the default floating-point environment on the calling thread.
 #pragma once
 
 #include <pybind11/pybind11.h>
@@ -20,6 +21,7 @@ namespace golden::bindings {
   do {                                                                                      \
     const ::golden::bindings::BackendChoice golden_choice_ = (choice);                      \
     ::pybind11::gil_scoped_release golden_no_gil_;                                          \
+    ::golden::cpu::DefaultFloatEnvironment golden_float_environment_;                       \
     switch (golden_choice_.backend) {                                                       \
       case ::golden::bindings::Backend::reference:                                          \
         ::golden::cpu::scalar::kernel(__VA_ARGS__, 1);                                      \

@@ -18,6 +18,7 @@ namespace {
   do {                                                      \
     if ((choice).backend == Backend::reference) {           \
       py::gil_scoped_release golden_no_gil_;                \
+      cpu::DefaultFloatEnvironment golden_environment_;     \
       ::golden::cpu::scalar::kernel##_reference(problem);   \
     } else {                                                \
       GOLDEN_LAUNCH(choice, kernel, problem);               \
@@ -179,7 +180,7 @@ void linear_merge(const std::string& backend, std::uintptr_t stream, const py::o
 // [begin, end) of each shard's contraction range (see core::linear_shard_first_block).
 std::vector<std::pair<std::int64_t, std::int64_t>> linear_shard_bounds(std::int64_t in_features,
                                                                        std::int64_t shards) {
-  if (in_features < 0) fail_value("in_features must be >= 0");
+  if (in_features < 0 || in_features > (std::int64_t{1} << 62)) fail_value("in_features must be in [0, 2^62]");
   const std::int64_t blocks = core::linear_block_count(in_features);
   if (shards < 1 || shards > blocks) {
     fail_value("shards must be between 1 and the number of K-blocks (" + std::to_string(blocks) + " for in_features " +

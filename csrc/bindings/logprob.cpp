@@ -299,10 +299,9 @@ void target_logits(const std::string& backend, std::uintptr_t stream, const py::
   const TensorView ids = view_capsule(ids_capsule, "target_ids");
   const TensorView out = view_capsule(out_capsule, "out");
   const RowShape s = check_logits(logits);
-  if (vocab_start < 0 || vocab_start + s.vocab > vocab_size) {
-    fail_value("the shard [vocab_start, vocab_start + shard vocab) = [" + std::to_string(vocab_start) + ", " +
-               std::to_string(vocab_start + s.vocab) + ") must lie inside [0, vocab_size = " +
-               std::to_string(vocab_size) + ")");
+  if (vocab_start < 0 || vocab_size < s.vocab || vocab_start > vocab_size - s.vocab) {  // no overflow
+    fail_value("the shard of " + std::to_string(s.vocab) + " logits starting at vocab_start = " +
+               std::to_string(vocab_start) + " must lie inside [0, vocab_size = " + std::to_string(vocab_size) + ")");
   }
   check_ids_per_row(ids, logits);
   check_per_row(out, logits, ElementType::f32);
@@ -397,6 +396,7 @@ void linear_logprob_forward(const std::string& backend, std::uintptr_t stream, c
                                             vocab,
                                             ignore_index};
   py::gil_scoped_release no_gil;
+  cpu::DefaultFloatEnvironment default_environment;
   switch (choice.backend) {
     case Backend::reference:
       cpu::scalar::linear_logprob_forward_reference(problem);
@@ -472,6 +472,7 @@ void linear_logprob_backward(const std::string& backend, std::uintptr_t stream, 
                                              ignore_index};
   if (outputs.empty()) return;
   py::gil_scoped_release no_gil;
+  cpu::DefaultFloatEnvironment default_environment;
   switch (choice.backend) {
     case Backend::reference:
       cpu::scalar::linear_logprob_backward_reference(problem);

@@ -205,12 +205,35 @@ void require_min_ndim(const TensorView& t, int ndim) {
   }
 }
 
+namespace {
+
+// [begin, end) of the bytes an array may touch: for a strided view, from its
+// lowest to its highest element (a conservative range: interleaved views of
+// one buffer count as overlapping).
+struct ByteRange {
+  std::uintptr_t begin;
+  std::uintptr_t end;
+};
+
+ByteRange byte_range(const TensorView& t) {
+  std::int64_t low = 0;
+  std::int64_t high = 0;
+  for (int i = 0; i < t.ndim(); ++i) {
+    const std::int64_t reach = (t.shape[i] - 1) * t.strides[i];
+    (reach < 0 ? low : high) += reach;
+  }
+  const std::int64_t size = element_size(t.type);
+  const auto base = reinterpret_cast<std::uintptr_t>(t.data);
+  return {base + static_cast<std::uintptr_t>(low * size), base + static_cast<std::uintptr_t>((high + 1) * size)};
+}
+
+}  // namespace
+
 void require_no_overlap(const TensorView& output, const TensorView& input) {
-  const auto out_begin = reinterpret_cast<std::uintptr_t>(output.data);
-  const auto in_begin = reinterpret_cast<std::uintptr_t>(input.data);
-  const auto out_end = out_begin + output.numel() * element_size(output.type);
-  const auto in_end = in_begin + input.numel() * element_size(input.type);
-  if (output.numel() > 0 && input.numel() > 0 && out_begin < in_end && in_begin < out_end) {
+  if (output.numel() == 0 || input.numel() == 0) return;
+  const ByteRange out = byte_range(output);
+  const ByteRange in = byte_range(input);
+  if (out.begin < in.end && in.begin < out.end) {
     fail_value(output.name + " overlaps " + input.name + "; outputs must not alias inputs");
   }
 }

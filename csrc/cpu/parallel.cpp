@@ -19,20 +19,6 @@
 namespace golden::cpu {
 namespace {
 
-// Puts the SSE control register in its power-on state for the scope: round
-// to nearest, all exceptions masked, denormals kept (no FTZ, no DAZ).
-class DefaultFloatEnvironment {
- public:
-#if defined(__x86_64__) || defined(__i386__)
-  DefaultFloatEnvironment() : saved_(_mm_getcsr()) { _mm_setcsr(kDefaultMxcsr); }
-  ~DefaultFloatEnvironment() { _mm_setcsr(saved_); }
-
- private:
-  static constexpr unsigned kDefaultMxcsr = 0x1F80;
-  unsigned saved_;
-#endif
-};
-
 struct Job {
   TaskFn fn = nullptr;
   void* context = nullptr;
@@ -130,6 +116,14 @@ ThreadPool& the_pool() {
 }
 
 }  // namespace
+
+#if defined(__x86_64__) || defined(__i386__)
+DefaultFloatEnvironment::DefaultFloatEnvironment() : saved_(_mm_getcsr()) { _mm_setcsr(0x1F80u); }
+DefaultFloatEnvironment::~DefaultFloatEnvironment() { _mm_setcsr(saved_); }
+#else
+DefaultFloatEnvironment::DefaultFloatEnvironment() = default;
+DefaultFloatEnvironment::~DefaultFloatEnvironment() = default;
+#endif
 
 void run_tasks(std::int64_t task_count, int num_threads, TaskFn fn, void* context) {
   if (task_count <= 0) return;

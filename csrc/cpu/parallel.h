@@ -16,6 +16,22 @@ using TaskFn = void (*)(void* context, std::int64_t task);
 // once and from a child process after fork().
 void run_tasks(std::int64_t task_count, int num_threads, TaskFn fn, void* context);
 
+// Puts the SSE control register (MXCSR) in its power-on state for the scope:
+// round to nearest, exceptions masked, denormals kept (no FTZ, no DAZ); the
+// caller's setting comes back at scope exit. run_tasks() holds one per task;
+// the bindings hold one around every launch, so work that runs on the
+// caller's thread outside run_tasks (the linear references) is covered too.
+class DefaultFloatEnvironment {
+ public:
+  DefaultFloatEnvironment();
+  ~DefaultFloatEnvironment();
+  DefaultFloatEnvironment(const DefaultFloatEnvironment&) = delete;
+  DefaultFloatEnvironment& operator=(const DefaultFloatEnvironment&) = delete;
+
+ private:
+  unsigned saved_ = 0;
+};
+
 // Threads used when a call does not say: GOLDEN_KERNELS_NUM_THREADS if set,
 // else the CPUs this process may run on. num_threads() reads that default once.
 int default_num_threads();

@@ -177,7 +177,7 @@ void embedding_forward(const EmbeddingForwardProblem& p, std::uintptr_t stream) 
   visit_in_out(p.dtype, p.out_dtype, [&](auto in, auto out) {
     using T = decltype(in);
     using TOut = decltype(out);
-    gather_kernel<T, TOut><<<static_cast<unsigned>(p.ids.count), kThreads, 0, as_stream(stream)>>>(
+    gather_kernel<T, TOut><<<grid_for(p.ids.count, 1), kThreads, 0, as_stream(stream)>>>(
         p.ids, static_cast<const T*>(p.weight), static_cast<TOut*>(p.out), p.dim);
   });
   check_launch("embedding_forward");
@@ -195,7 +195,7 @@ void embedding_backward(const EmbeddingBackwardProblem& p, std::uintptr_t stream
   visit_in_out(p.dtype, p.grad_dtype, [&](auto in, auto out) {
     using T = decltype(in);
     using TOut = decltype(out);
-    sum_rows_kernel<T, TOut><<<static_cast<unsigned>(p.vocab), kThreads, 0, s>>>(
+    sum_rows_kernel<T, TOut><<<grid_for(p.vocab, 1), kThreads, 0, s>>>(
         static_cast<const T*>(p.grad_out), p.workspace, p.workspace + p.vocab + 1,
         static_cast<TOut*>(p.dweight), p.dim);
   });

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 
 #if defined(__HIPCC__)
 #include "../hip/hip_compat.h"
@@ -23,9 +25,21 @@ inline cudaStream_t as_stream(std::uintptr_t stream) {
   return reinterpret_cast<cudaStream_t>(stream);
 }
 
-// Grid size for `items` work items at `per_block` items per thread block.
-inline unsigned grid_for(std::int64_t items, std::int64_t per_block) {
-  return static_cast<unsigned>((items + per_block - 1) / per_block);
+// The runtime's grid limits. A larger grid would fail to launch or, cast to
+// unsigned, silently cover only part of the problem: grid_for refuses it.
+inline constexpr std::int64_t kMaxGridX = 2147483647;
+inline constexpr std::int64_t kMaxGridY = 65535;
+
+// Grid size for `items` work items at `per_block` items per thread block;
+// std::invalid_argument (ValueError) past `max_blocks`.
+inline unsigned grid_for(std::int64_t items, std::int64_t per_block, std::int64_t max_blocks = kMaxGridX) {
+  const std::int64_t blocks = (items + per_block - 1) / per_block;
+  if (blocks > max_blocks) {
+    throw std::invalid_argument("too large for one GPU launch: " + std::to_string(items) + " items need " +
+                                std::to_string(blocks) + " thread blocks, the grid limit is " +
+                                std::to_string(max_blocks));
+  }
+  return static_cast<unsigned>(blocks);
 }
 
 }  // namespace golden::gpu

@@ -90,7 +90,7 @@ void launch_contraction(const core::LinearContraction<T>& c, TOut* out, const T*
   if (core::tree_stack_slots(core::linear_block_count(c.k_len)) > kStackSlots) {
     throw std::runtime_error(std::string(what) + ": contraction too long for the GPU tree stack");
   }
-  const dim3 grid(grid_for(c.cols, kTileCols), grid_for(c.rows, kTileRows));
+  const dim3 grid(grid_for(c.cols, kTileCols), grid_for(c.rows, kTileRows, kMaxGridY));
   contraction_kernel<<<grid, kThreads, 0, as_stream(stream)>>>(c, out, bias);
   check_launch(what);
 }

@@ -91,7 +91,7 @@ void rms_norm_backward(const RmsNormBackwardProblem& p, std::uintptr_t stream) {
     using T = decltype(in);
     using TOut = decltype(out);
     if (blocks > 0) {
-      backward_block_kernel<<<static_cast<unsigned>(blocks), kGradThreads, 0, as_stream(stream)>>>(
+      backward_block_kernel<<<grid_for(blocks, 1), kGradThreads, 0, as_stream(stream)>>>(
           static_cast<const T*>(p.grad_out), static_cast<const T*>(p.x),
           static_cast<const T*>(p.weight), static_cast<TOut*>(p.dx), p.dweight_partials, p.rows,
           p.cols, p.eps);

@@ -57,7 +57,7 @@ void rope_apply(const RopeProblem& p, std::uintptr_t stream) {
   visit_in_out(p.dtype, p.out_dtype, [&](auto in, auto out) {
     using T = decltype(in);
     using TOut = decltype(out);
-    rotate_token_kernel<T, TOut><<<static_cast<unsigned>(p.tokens), kThreads, 0, as_stream(stream)>>>(p);
+    rotate_token_kernel<T, TOut><<<grid_for(p.tokens, 1), kThreads, 0, as_stream(stream)>>>(p);
   });
   check_launch("rope_apply");
 }

@@ -72,8 +72,16 @@ def same_device(*arrays: Any) -> bool:
     return all(isinstance(a, torch.Tensor) and a.device == device for a in arrays)
 
 
+def check_writable(x: Any, name: str) -> None:
+    if _is_numpy(x) and not x.flags.writeable:
+        raise ValueError(f"{name}: the array is read-only")
+
+
 def capsule(x: Any) -> Any:
-    """A DLPack capsule viewing x (no copy).
+    """A DLPack capsule viewing x (no copy), except for a read-only NumPy
+    input: NumPy refuses to export one (DLPack 0.x has no read-only flag), and
+    inputs are never written, so it crosses as a copy. Outputs are checked
+    writable (check_writable) before they get here.
 
     For torch tensors, torch.utils.dlpack.to_dlpack exports the tensor as it
     is: unlike Tensor.__dlpack__ it needs no detach() for tensors that require
@@ -84,7 +92,7 @@ def capsule(x: Any) -> Any:
     which neither export resolves, is refused rather than read with the wrong sign."""
     torch = sys.modules.get("torch")
     if torch is None or not isinstance(x, torch.Tensor):
-        return x.__dlpack__()
+        return (x if x.flags.writeable else x.copy(order="K")).__dlpack__()
     if x.is_cuda:
         _require_current_cuda_device(x, torch)
     if x.is_neg():

@@ -3,11 +3,14 @@
 // fp32 fma chain over the contraction index in K-blocks of kLinearKBlock (acc = +0,
 // index ascending), block partials merged by the balanced tree of reduce.h, then
 // + bias in fp32, rounded once to the output type. The numerics live only here.
+// NaN bits: every NaN output is the canonical 0x7FC00000 (nan_policy.h), since
+// which payload an fma chain keeps differs between CPU and GPU.
 #pragma once
 
 #include <cstdint>
 
 #include "../dtype.h"
+#include "../nan_policy.h"
 #include "../reduce.h"
 #include "../types.h"
 
@@ -213,7 +216,7 @@ GOLDEN_INLINE LinearContraction<T> linear_dbias_contraction(const LinearBackward
 // (one fp32 add), rounded once to TOut.
 template <class TOut, class T>
 GOLDEN_INLINE TOut linear_output(float sum, const T* bias, std::int64_t n) {
-  return from_float<TOut>(bias != nullptr ? sum + to_float(bias[n]) : sum);
+  return from_float<TOut>(canonical_nan(bias != nullptr ? sum + to_float(bias[n]) : sum));
 }
 
 // ---- Sharding (T8): which contraction ranges reproduce the single-device tree. ----

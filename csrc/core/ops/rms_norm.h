@@ -4,11 +4,15 @@
 // operation correctly rounded; y = (x * r) * w, rounded once to the output
 // type (or, in HF mode, rounded to the input type after x * r and again
 // after the weight multiply, as Hugging Face's Qwen3RMSNorm does).
+// NaN bits (nan_policy.h): a NaN anywhere in a row reaches every output of
+// the row through the reduction, where hardware picks the payload, so every
+// NaN output (dx and dweight too) is the canonical 0x7FC00000.
 #pragma once
 
 #include <cstdint>
 
 #include "../dtype.h"
+#include "../nan_policy.h"
 #include "../reduce.h"
 #include "../types.h"
 
@@ -76,7 +80,7 @@ GOLDEN_INLINE float rms_norm_inverse_rms(const T* x, std::int64_t cols, float ep
 // One output element: round once, (x * r) * w.
 template <class TOut>
 GOLDEN_INLINE TOut rms_norm_output_once(float x, float w, float r) {
-  return from_float<TOut>(x * r * w);
+  return from_float<TOut>(canonical_nan(x * r * w));
 }
 
 // One output element in Hugging Face rounding: round(x * r) to T, times w,
@@ -84,7 +88,7 @@ GOLDEN_INLINE TOut rms_norm_output_once(float x, float w, float r) {
 template <class T, class TOut>
 GOLDEN_INLINE TOut rms_norm_output_hf(float x, float w, float r) {
   const float normalized = round_through<T>(x * r);
-  return from_float<TOut>(round_through<T>(normalized * w));
+  return from_float<TOut>(canonical_nan(round_through<T>(normalized * w)));
 }
 
 // The worker's share of one row's outputs: elements first(), first() + kStep, ...
@@ -131,7 +135,7 @@ GOLDEN_INLINE RmsNormGradCoefficients rms_norm_grad_coefficients(const T* grad_o
 }
 
 GOLDEN_INLINE float rms_norm_dx(float g, float x, float w, RmsNormGradCoefficients k) {
-  return g * w * k.r - x * k.c;
+  return canonical_nan(g * w * k.r - x * k.c);
 }
 
 GOLDEN_INLINE float rms_norm_fold_dweight(float acc, float g, float x, float r) {
@@ -157,7 +161,7 @@ template <class TOut>
 GOLDEN_INLINE TOut rms_norm_merge_dweight(const float* partials, std::int64_t blocks,
                                           std::int64_t cols, std::int64_t col) {
   if (blocks == 0) return from_float<TOut>(0.0f);
-  return from_float<TOut>(tree_reduce(partials + col, blocks, cols, AddCombine{}));
+  return from_float<TOut>(canonical_nan(tree_reduce(partials + col, blocks, cols, AddCombine{})));
 }
 
 GOLDEN_CORE_END

@@ -1,0 +1,170 @@
+"""Concurrency and the caller's environment: ops called from several Python
+threads at once give the serial bits; the thread pool works in a child
+forked after (or while) the parent used it; the caller's floating-point
+environment (FTZ/DAZ in MXCSR, the rounding mode) never changes a result,
+on the pool's threads or on the caller's own."""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import platform
+import subprocess
+import threading
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+import torch
+
+import golden_kernels as gk
+from golden_kernels.testing import assert_bitwise_equal
+
+from .cases import CASES, run_case
+
+BACKENDS = ("reference", "cpu")
+
+
+def inputs_for(name: str, seed: int, kind: str = "normal"):
+    case = CASES[name]
+    return case.build(5, case.n_rule(300), 17, torch.float32, torch.Generator().manual_seed(seed), kind)
+
+
+# ---- Several Python threads at once ----------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_threads_at_once_give_serial_bits(name, backend, threads):
+    threads(2)
+    case = CASES[name]
+    workers, rounds = 4, 3
+    inputs = [inputs_for(name, seed) for seed in range(workers)]
+    serial = [run_case(case, backend, i).all() for i in inputs]
+    results: dict[tuple[int, int], tuple] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(workers)
+
+    def work(w: int) -> None:
+        try:
+            start.wait()
+            for r in range(rounds):
+                results[w, r] = run_case(case, backend, inputs[w]).all()
+        except BaseException as error:  # reported below, in the main thread
+            errors.append(error)
+
+    pool = [threading.Thread(target=work, args=(w,)) for w in range(workers)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert len(results) == workers * rounds
+    for (w, r), outputs in results.items():
+        for i, (a, b) in enumerate(zip(outputs, serial[w])):
+            assert_bitwise_equal(a, b, f"{name} thread {w} round {r} output {i}")
+
+
+# ---- fork ------------------------------------------------------------------------------
+
+def output_bytes(name: str, seed: int) -> list[bytes]:
+    """The raw bytes of every output (picklable, for a child process to return)."""
+    outputs = run_case(CASES[name], "cpu", inputs_for(name, seed)).all()
+    return [out.contiguous().view(torch.uint8).numpy().tobytes() for out in outputs]
+
+
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy-parent"])
+def test_pool_survives_fork(busy, threads):
+    """A fork-start multiprocessing worker uses the library after the parent
+    used the pool; with busy=True another parent thread is inside a kernel
+    (holding the pool) at the moment of the fork."""
+    threads(2)
+    names = ("rms_norm", "linear", "token_logprob")
+    expected = {n: output_bytes(n, 1) for n in names}
+    stop = threading.Event()
+
+    def keep_pool_busy():
+        x = torch.randn(256, 1024)
+        w = torch.randn(512, 1024)
+        while not stop.is_set():
+            gk.linear(x, w)
+
+    background = threading.Thread(target=keep_pool_busy)
+    if busy:
+        background.start()
+    try:
+        context = multiprocessing.get_context("fork")
+        with context.Pool(1) as pool:
+            got = {n: pool.apply_async(output_bytes, (n, 1)).get(timeout=120) for n in names}
+    finally:
+        stop.set()
+        if busy:
+            background.join()
+    assert got == expected
+
+
+# ---- The caller's floating-point environment ------------------------------------------
+
+HELPER = r"""
+#include <fenv.h>
+#include <xmmintrin.h>
+unsigned get_mxcsr(void) { return _mm_getcsr(); }
+void set_mxcsr(unsigned value) { _mm_setcsr(value); }
+int get_rounding(void) { return fegetround(); }
+int set_rounding(int mode) { return fesetround(mode); }
+int upward(void) { return FE_UPWARD; }
+"""
+FTZ_DAZ = 0x8040
+
+
+@pytest.fixture(scope="module")
+def fenv(tmp_path_factory):
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("MXCSR is x86's")
+    directory = tmp_path_factory.mktemp("fenv")
+    (directory / "fenv.c").write_text(HELPER)
+    library = directory / "libfenv.so"
+    subprocess.run(["gcc", "-O1", "-shared", "-fPIC", str(directory / "fenv.c"), "-o", str(library), "-lm"],
+                   check=True)
+    lib = ctypes.CDLL(str(library))
+    lib.get_mxcsr.restype = ctypes.c_uint
+    lib.set_mxcsr.argtypes = [ctypes.c_uint]
+    lib.set_rounding.argtypes = [ctypes.c_int]
+    return lib
+
+
+@contextmanager
+def hostile_environment(lib):
+    """FTZ + DAZ and round-upward on this thread for the scope."""
+    mxcsr, rounding = lib.get_mxcsr(), lib.get_rounding()
+    assert lib.set_rounding(lib.upward()) == 0
+    lib.set_mxcsr(lib.get_mxcsr() | FTZ_DAZ)
+    try:
+        yield
+    finally:
+        lib.set_mxcsr(mxcsr)
+        lib.set_rounding(rounding)
+
+
+def test_hostile_environment_is_real(fenv):
+    """The precondition of the next test: this thread's own float arithmetic changes."""
+    denormal, one, tiny = np.float32(1e-40), np.float32(1.0), np.float32(1e-8)
+    with hostile_environment(fenv):
+        flushed, rounded_up = denormal * one, one + tiny
+    assert denormal * one == denormal and one + tiny == one
+    assert flushed == 0 and rounded_up > one
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_caller_float_environment_changes_nothing(name, backend, fenv, threads):
+    case = CASES[name]
+    inputs = inputs_for(name, 3, kind="special")  # denormals, infinities, NaNs, huge values
+    expected = run_case(case, backend, inputs).all()
+    got = {}
+    for n in (1, 2):
+        threads(n)
+        with hostile_environment(fenv):
+            got[n] = run_case(case, backend, inputs).all()
+    for n, outputs in got.items():
+        for i, (a, b) in enumerate(zip(outputs, expected)):
+            assert_bitwise_equal(a, b, f"{name} on {n} thread(s) under FTZ/DAZ + round-upward, output {i}")
