@@ -350,6 +350,16 @@ void pack_a(const Contraction<T>& c, Index row_tiles, float* packed_a, int num_t
   parallel_tasks(core::ceil_div(row_tiles, per_task), num_threads, body);
 }
 
+// A single fp32 row in the row-major layout is already its packed panel ([k][row]
+// with one row): decode reads x in place instead of copying it on every call.
+const float* already_packed_a(const Contraction<float>& c) {
+  return c.rows == 1 && c.a_layout == ALayout::row_major ? c.a : nullptr;
+}
+template <class T>
+const float* already_packed_a(const Contraction<T>&) {
+  return nullptr;
+}
+
 template <class T, class TOut>
 void contract_fast(const Contraction<T>& c, TOut* out, const T* bias, int num_threads) {
   if (c.rows == 0 || c.cols == 0) return;
@@ -359,9 +369,12 @@ void contract_fast(const Contraction<T>& c, TOut* out, const T* bias, int num_th
   g.panel_items = core::ceil_div(g.panels, kPanelsPerItem);
   g.items = core::ceil_div(g.row_tiles, kRowTilesPerItem) * g.panel_items;
 
-  ScratchBuffer packed_a(static_cast<std::size_t>(g.row_tiles * c.k_len * kTileRows));
-  pack_a(c, g.row_tiles, packed_a.data(), num_threads);
-  g.packed_a = packed_a.data();
+  g.packed_a = already_packed_a(c);
+  ScratchBuffer packed_a(g.packed_a != nullptr ? 0 : static_cast<std::size_t>(g.row_tiles * c.k_len * kTileRows));
+  if (g.packed_a == nullptr) {
+    pack_a(c, g.row_tiles, packed_a.data(), num_threads);
+    g.packed_a = packed_a.data();
+  }
 
   // Each worker owns its stacks and packed-B buffer and takes items from a shared
   // counter; which worker runs an item never changes what the item computes.
