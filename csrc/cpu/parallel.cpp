@@ -60,14 +60,17 @@ class ThreadPool {
       std::lock_guard<std::mutex> lock(mutex_);
       job_ = &job;
       helpers_wanted_ = helpers;
-      helpers_running_ = helpers;
+      helpers_running_ = 0;
       ++generation_;
     }
     wake_.notify_all();
     drain(job);
+    // Close the job: a helper the scheduler has not run yet (a loaded machine)
+    // stays out of it, so the caller never waits for a thread that would only
+    // find the task counter exhausted. Only helpers that joined are waited for.
     std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [this] { return helpers_running_ == 0; });
     job_ = nullptr;
+    done_.wait(lock, [this] { return helpers_running_ == 0; });
   }
 
  private:
@@ -87,6 +90,8 @@ class ThreadPool {
         wake_.wait(lock, [&] { return generation_ != seen && index < helpers_wanted_; });
         seen = generation_;
         job = job_;
+        if (job == nullptr) continue;  // closed before this helper ran
+        ++helpers_running_;
       }
       drain(*job);
       std::lock_guard<std::mutex> lock(mutex_);
