@@ -391,3 +391,16 @@ def test_bad_out_is_rejected(make_out, error, match, gen):
         gk.linear(x, w, out=make_out(x, w))
     for after, want in zip((x, w), before):
         assert_bitwise_equal(after, want, "input untouched")
+
+
+def test_back_to_back_decode_calls_on_the_thread_pool(threads, gen):
+    """Many short multi-threaded jobs in a row (helpers may join a job late or
+    not at all): every call gives the one-thread bits, and none hangs."""
+    x, w, _ = problem(1, 256, 512, torch.float32, gen, bias=False)
+    threads(1)
+    want = gk.linear(x, w)
+    for n in (2, 3, 2, 4):
+        threads(n)
+        out = torch.empty(1, 256)
+        for _ in range(200):
+            assert_bitwise_equal(gk.linear(x, w, out=out), want, f"{n} threads")
