@@ -6,7 +6,10 @@ move. Also: the machine's peak fp32 FMA rate (a tiny C loop built here), the
 weight bandwidth of the decode-sized calls, the accuracy of both against
 float64 (tests/reference.py) and PyTorch's own batch variance.
 
-    PYTHONPATH=python python benchmarks/bench_linear.py [--threads 2] [--quick]
+    PYTHONPATH=python python benchmarks/bench_linear.py [--threads 2] [--quick | --decode]
+
+Decode-sized calls (M <= 16) are also timed with out= (a reused output), as a
+decode loop would call them.
 """
 
 from __future__ import annotations
@@ -115,13 +118,19 @@ def bench_case(label, rows, out_features, in_features, dtype, repeats, peak, gen
     x = torch.randn(rows, in_features, generator=gen).to(dtype)
     w = (torch.randn(out_features, in_features, generator=gen) * in_features**-0.5).to(dtype)
     ours = gk.get_op("linear", "cpu")
-    t = interleaved_medians({"ours": lambda: ours.forward(x, w), "torch": lambda: torch_linear(x, w)}, repeats)
+    calls = {"ours": lambda: ours.forward(x, w), "torch": lambda: torch_linear(x, w)}
+    if rows <= 16:
+        out = torch.empty(rows, out_features, dtype=dtype)
+        calls["ours_out"] = lambda: ours.forward(x, w, out=out)
+    t = interleaved_medians(calls, repeats)
     flops = 2.0 * rows * out_features * in_features
     row = {
         "case": label, "M": rows, "N": out_features, "K": in_features, "dtype": str(dtype).removeprefix("torch."),
         "ours_ms": t["ours"] * 1e3, "torch_ms": t["torch"] * 1e3,
         "ours_gflops": flops / t["ours"] / 1e9, "torch_gflops": flops / t["torch"] / 1e9,
         "ratio": t["torch"] / t["ours"],
+        "ours_out_ms": t["ours_out"] * 1e3 if "ours_out" in t else None,
+        "out_ratio": t["torch"] / t["ours_out"] if "ours_out" in t else None,
         "weight_gbps": w.numel() * w.element_size() / t["ours"] / 1e9 if rows <= 16 else None,
         "torch_weight_gbps": w.numel() * w.element_size() / t["torch"] / 1e9 if rows <= 16 else None,
         "peak_fraction": flops / t["ours"] / 1e9 / peak if peak else None,
@@ -149,6 +158,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--quick", action="store_true", help="skip the lm_head case")
+    parser.add_argument("--decode", action="store_true", help="only the M = 1 cases")
     args = parser.parse_args()
     gk.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
@@ -159,11 +169,13 @@ def main():
           f"peak fp32 FMA {fmt(peak, '.1f')} GFLOP/s (measured, {args.threads} threads)\n")
     cases = [("linear", m, 4096, 4096, torch.float32) for m in (1, 16, 256, 2048)]
     cases += [("linear", m, 4096, 4096, torch.bfloat16) for m in (1, 16, 256)]
-    if not args.quick:
+    if args.decode:
+        cases = [c for c in cases if c[1] == 1]
+    elif not args.quick:
         cases.append(("lm_head", 16, 151936, 4096, torch.bfloat16))
     print("| case | dtype | M | N | K | ours ms | torch ms | ours GFLOP/s | torch GFLOP/s | ratio (torch/ours time) "
-          "| of peak | weight GB/s ours / torch | torch batch variance | ours |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| ours out= ms | ratio with out= | of peak | weight GB/s ours / torch | torch batch variance | ours |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for label, m, n, k, dtype in cases:
         # Short calls get more repeats: their medians move most with the machine's load.
         flops = 2.0 * m * n * k
@@ -171,9 +183,12 @@ def main():
         r = bench_case(label, m, n, k, dtype, repeats, peak, gen)
         gbps = "-" if r["weight_gbps"] is None else f"{r['weight_gbps']:.1f} / {r['torch_weight_gbps']:.1f}"
         print(f"| {r['case']} | {r['dtype']} | {m} | {n} | {k} | {r['ours_ms']:.2f} | {r['torch_ms']:.2f} "
-              f"| {r['ours_gflops']:.1f} | {r['torch_gflops']:.1f} | {r['ratio']:.2f} | {fmt(r['peak_fraction'], '.0%')} "
+              f"| {r['ours_gflops']:.1f} | {r['torch_gflops']:.1f} | {r['ratio']:.2f} | {fmt(r['ours_out_ms'], '.2f')} "
+              f"| {fmt(r['out_ratio'], '.2f')} | {fmt(r['peak_fraction'], '.0%')} "
               f"| {gbps} | {fmt(r.get('torch_batch_variance'), '.2e')} | {fmt(r.get('ours_batch_variance'), '.0e')} |",
               flush=True)
+    if args.decode:
+        return
     ours_err, torch_err = accuracy(gen)
     print(f"\nfp32 16x4096x4096 max |error| vs float64: ours {ours_err:.2e}, torch {torch_err:.2e}")
 

@@ -13,7 +13,9 @@
 
 GOLDEN_CORE_BEGIN
 
-GOLDEN_INLINE bool bits_is_nan(float x) { return (float_bits(x) & 0x7FFFFFFFu) > 0x7F800000u; }
+// Only a NaN is unordered with itself (fast-math is banned: CONTRACT.md). One
+// vector compare, where the bit test (|bits| > inf) costs x86 three instructions.
+GOLDEN_INLINE bool bits_is_nan(float x) { return x != x; }
 GOLDEN_INLINE float quieted_nan(float x) { return bits_float(float_bits(x) | 0x00400000u); }
 
 // `result` computed from inputs that were not NaN.

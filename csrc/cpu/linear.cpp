@@ -277,11 +277,25 @@ void run_panel(const Gemm<T, TOut>& g, Index tile0, Index tiles, Index panel, fl
 constexpr bool kHasGemv = true;
 constexpr Index kGemvCols = 8;
 
+// Decode streams the weight through a single fma chain, whose latency limits how
+// far out-of-order execution runs ahead of the loads; on a loaded memory system the
+// stream then stalls. Prefetching each row a fixed distance ahead keeps lines in
+// flight (a prefetch never faults, also past the end of the weight).
+constexpr Index kPrefetchBytes = 1024;
+
+template <class T>
+inline void prefetch_rows(const T* w, Index ld, Index k) {
+  for (int j = 0; j < 8; ++j) {
+    _mm_prefetch(reinterpret_cast<const char*>(w + j * ld + k) + kPrefetchBytes, _MM_HINT_T0);
+  }
+}
+
 template <class T>
 inline __m256 gemv_block(const float* a, const T* w, Index ld, Index len) {
   __m256 acc = _mm256_setzero_ps();
   Index k = 0;
   for (; k + 8 <= len; k += 8) {
+    if (k % kLineElems<T> == 0) prefetch_rows(w, ld, k);
     __m256 r[8];
     load_transposed8x8(w, ld, k, r);
     for (int kk = 0; kk < 8; ++kk) acc = _mm256_fmadd_ps(_mm256_set1_ps(a[k + kk]), r[kk], acc);
@@ -350,6 +364,16 @@ void pack_a(const Contraction<T>& c, Index row_tiles, float* packed_a, int num_t
   parallel_tasks(core::ceil_div(row_tiles, per_task), num_threads, body);
 }
 
+// A single fp32 row in the row-major layout is already its packed panel ([k][row]
+// with one row): decode reads x in place instead of copying it on every call.
+const float* already_packed_a(const Contraction<float>& c) {
+  return c.rows == 1 && c.a_layout == ALayout::row_major ? c.a : nullptr;
+}
+template <class T>
+const float* already_packed_a(const Contraction<T>&) {
+  return nullptr;
+}
+
 template <class T, class TOut>
 void contract_fast(const Contraction<T>& c, TOut* out, const T* bias, int num_threads) {
   if (c.rows == 0 || c.cols == 0) return;
@@ -359,9 +383,12 @@ void contract_fast(const Contraction<T>& c, TOut* out, const T* bias, int num_th
   g.panel_items = core::ceil_div(g.panels, kPanelsPerItem);
   g.items = core::ceil_div(g.row_tiles, kRowTilesPerItem) * g.panel_items;
 
-  ScratchBuffer packed_a(static_cast<std::size_t>(g.row_tiles * c.k_len * kTileRows));
-  pack_a(c, g.row_tiles, packed_a.data(), num_threads);
-  g.packed_a = packed_a.data();
+  g.packed_a = already_packed_a(c);
+  ScratchBuffer packed_a(g.packed_a != nullptr ? 0 : static_cast<std::size_t>(g.row_tiles * c.k_len * kTileRows));
+  if (g.packed_a == nullptr) {
+    pack_a(c, g.row_tiles, packed_a.data(), num_threads);
+    g.packed_a = packed_a.data();
+  }
 
   // Each worker owns its stacks and packed-B buffer and takes items from a shared
   // counter; which worker runs an item never changes what the item computes.

@@ -346,3 +346,61 @@ def test_bad_backward_input_raises_clearly():
         op().backward(torch.zeros(4, 5, dtype=BF16), x, w)
     with pytest.raises(ValueError, match="unknown backend"):
         gk.get_op("linear", backend="tpu")
+
+
+# ---- out= ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rows", [1, 7])
+def test_out_argument_receives_the_same_bits(rows, gen):
+    x, w, b = problem(rows, 40, 300, torch.bfloat16, gen)
+    out = torch.empty(rows, 40, dtype=torch.bfloat16)
+    assert gk.linear(x, w, b, out=out) is out
+    assert_bitwise_equal(out, gk.linear(x, w, b), "out=")
+    out32 = torch.empty(rows, 40)
+    gk.linear(x, w, b, out=out32)
+    assert_bitwise_equal(out32, op().forward_fp32(x, w, b), "float32 out=")
+    x32, w32, _ = problem(rows, 40, 300, torch.float32, gen)
+    out32 = torch.full((rows, 40), float("nan"))
+    gk.linear(x32, w32, out=out32)
+    assert_bitwise_equal(out32, op(backend="reference").forward(x32, w32), "fp32 decode out= vs reference")
+
+
+def test_lm_head_out_argument(gen):
+    hidden, w, _ = problem(3, 500, 256, torch.bfloat16, gen, bias=False)
+    out = torch.empty(3, 500, dtype=torch.bfloat16)
+    assert gk.lm_head(hidden, w, out=out) is out
+    assert_bitwise_equal(out, gk.lm_head(hidden, w), "lm_head out=")
+
+
+@pytest.mark.parametrize(
+    "make_out, error, match",
+    [
+        (lambda x, w: torch.empty(4, 5, dtype=x.dtype), ValueError, "out: expected shape"),
+        (lambda x, w: torch.empty(4, 6, dtype=torch.float16), TypeError, "out: expected bfloat16 or float32"),
+        (lambda x, w: x[:, :6], ValueError, "contiguous"),
+        (lambda x, w: torch.empty(6, 4, dtype=x.dtype).t(), ValueError, "contiguous"),
+        (lambda x, w: x.reshape(-1)[:24].reshape(4, 6), ValueError, "overlaps x"),
+        (lambda x, w: w.reshape(-1)[:24].reshape(4, 6), ValueError, "overlaps weight"),
+        (lambda x, w: torch.empty(4, 6).numpy(), ValueError, "one device"),
+    ],
+)
+def test_bad_out_is_rejected(make_out, error, match, gen):
+    x, w, _ = problem(4, 6, 8, torch.bfloat16, gen, bias=False)
+    before = [t.clone() for t in (x, w)]
+    with pytest.raises(error, match=match):
+        gk.linear(x, w, out=make_out(x, w))
+    for after, want in zip((x, w), before):
+        assert_bitwise_equal(after, want, "input untouched")
+
+
+def test_back_to_back_decode_calls_on_the_thread_pool(threads, gen):
+    """Many short multi-threaded jobs in a row (helpers may join a job late or
+    not at all): every call gives the one-thread bits, and none hangs."""
+    x, w, _ = problem(1, 256, 512, torch.float32, gen, bias=False)
+    threads(1)
+    want = gk.linear(x, w)
+    for n in (2, 3, 2, 4):
+        threads(n)
+        out = torch.empty(1, 256)
+        for _ in range(200):
+            assert_bitwise_equal(gk.linear(x, w, out=out), want, f"{n} threads")

@@ -61,27 +61,37 @@ struct SwigluBackwardProblem {
 
 GOLDEN_CORE_BEGIN
 
-GOLDEN_INLINE float silu_f32(float x) { return apply_nan_policy(x * sigmoid_f32(x), x); }
+// The NaN policy is applied once, on the final value: a NaN input overrides
+// whatever the inner steps produced, so they use the core's non-NaN variants
+// (identical values for every other input) and vector code pays once.
+GOLDEN_INLINE float silu_non_nan(float x) { return x * math_detail::sigmoid_non_nan(x); }
 
-// d/dx x*sigmoid(x) = s + x*s*(1 - s) = s * (1 + x * sigmoid(-x)).
-GOLDEN_INLINE float silu_derivative_f32(float x) {
-  return sigmoid_f32(x) * fma_rn(x, sigmoid_f32(-x), 1.0f);
+GOLDEN_INLINE float silu_f32(float x) { return apply_nan_policy(silu_non_nan(x), x); }
+
+// d/dx x*sigmoid(x) = s + x*s*(1 - s) = s * (1 + x * sigmoid(-x)); sigmoid(x)
+// and sigmoid(-x) share one exp and one division.
+GOLDEN_INLINE float silu_derivative_non_nan(float x) {
+  const math_detail::SigmoidDenominator s = math_detail::sigmoid_denominator(x);
+  const float sig = math_detail::sigmoid_quotient(s, math_detail::select(x >= 0.0f, 1.0f, s.e));
+  return sig * fma_rn(x, math_detail::sigmoid_neg_non_nan(s, x), 1.0f);
 }
 
 GOLDEN_INLINE float silu_backward_f32(float g, float x) {
-  return apply_nan_policy(g * silu_derivative_f32(x), g, x);
+  return apply_nan_policy(g * silu_derivative_non_nan(x), g, x);
 }
 
+// A NaN made inside silu (silu(-inf) = -inf * 0) stays a NaN through * up and
+// becomes the canonical NaN here, as silu_f32 alone would make it.
 GOLDEN_INLINE float swiglu_f32(float gate, float up) {
-  return apply_nan_policy(silu_f32(gate) * up, gate, up);
+  return apply_nan_policy(silu_non_nan(gate) * up, gate, up);
 }
 
 GOLDEN_INLINE float swiglu_dgate_f32(float g, float gate, float up) {
-  return apply_nan_policy((g * up) * silu_derivative_f32(gate), g, gate, up);
+  return apply_nan_policy((g * up) * silu_derivative_non_nan(gate), g, gate, up);
 }
 
 GOLDEN_INLINE float swiglu_dup_f32(float g, float gate) {
-  return apply_nan_policy(g * silu_f32(gate), g, gate);
+  return apply_nan_policy(g * silu_non_nan(gate), g, gate);
 }
 
 // The element loops every CPU path runs over a contiguous span; a GPU thread

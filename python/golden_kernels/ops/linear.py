@@ -36,19 +36,24 @@ def _present(*arrays: Any) -> list[Any]:
     return [a for a in arrays if a is not None]
 
 
-def _forward(x: Any, weight: Any, bias: Any, backend: str | None, fp32: bool) -> Any:
+def _forward(x: Any, weight: Any, bias: Any, backend: str | None, fp32: bool, out: Any = None) -> Any:
     _check(x, weight, bias)
-    backend = resolve_backend(backend, *_present(x, weight, bias))
-    out_shape = _arrays.shape(x)[:-1] + (_arrays.shape(weight)[0],)
-    out = _arrays.empty(x, out_shape, "float32" if fp32 else _arrays.dtype_name(x))
+    if out is None:
+        out_shape = _arrays.shape(x)[:-1] + (_arrays.shape(weight)[0],)
+        out = _arrays.empty(x, out_shape, "float32" if fp32 else _arrays.dtype_name(x))
+    else:
+        _arrays.check_array(out, "out")
+    backend = resolve_backend(backend, *_present(x, weight, bias, out))
     _C.linear_forward(backend, _arrays.stream(x), _arrays.capsule(x), _arrays.capsule(weight),
                       _optional_capsule(bias), _arrays.capsule(out))
     return out
 
 
-def forward(x: Any, weight: Any, bias: Any = None, *, backend: str | None = None) -> Any:
-    """x @ weight.T (+ bias) accumulated in fp32, rounded once to x's dtype."""
-    return _forward(x, weight, bias, backend, fp32=False)
+def forward(x: Any, weight: Any, bias: Any = None, *, backend: str | None = None, out: Any = None) -> Any:
+    """x @ weight.T (+ bias) accumulated in fp32, rounded once to x's dtype (or
+    written into `out`, of shape [..., out_features] and x's dtype or float32,
+    contiguous and not overlapping an input: saves the allocation in decode loops)."""
+    return _forward(x, weight, bias, backend, fp32=False, out=out)
 
 
 def forward_fp32(x: Any, weight: Any, bias: Any = None, *, backend: str | None = None) -> Any:
@@ -75,9 +80,9 @@ def backward(grad_out: Any, x: Any, weight: Any, bias: Any = None, *, backend: s
     return (dx, dweight) if bias is None else (dx, dweight, dbias)
 
 
-def linear(x: Any, weight: Any, bias: Any = None, *, backend: str | None = None) -> Any:
+def linear(x: Any, weight: Any, bias: Any = None, *, backend: str | None = None, out: Any = None) -> Any:
     """Functional linear (see forward)."""
-    return forward(x, weight, bias, backend=backend)
+    return forward(x, weight, bias, backend=backend, out=out)
 
 
 # ---- Sharding (T8): tensor-parallel shards that reproduce the single-device bits. ----

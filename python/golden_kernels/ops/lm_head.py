@@ -9,9 +9,10 @@ from typing import Any
 from . import linear as _linear
 
 
-def forward(hidden: Any, weight: Any, bias: Any = None, *, backend: str | None = None) -> Any:
-    """Logits in fp32, rounded once to hidden's dtype."""
-    return _linear.forward(hidden, weight, bias, backend=backend)
+def forward(hidden: Any, weight: Any, bias: Any = None, *, backend: str | None = None, out: Any = None) -> Any:
+    """Logits in fp32, rounded once to hidden's dtype (or written into `out`, as
+    linear.forward: [..., vocab], hidden's dtype or float32)."""
+    return _linear.forward(hidden, weight, bias, backend=backend, out=out)
 
 
 def forward_fp32(hidden: Any, weight: Any, bias: Any = None, *, backend: str | None = None) -> Any:
@@ -25,6 +26,6 @@ def backward(grad_logits: Any, hidden: Any, weight: Any, bias: Any = None, *, ba
     return _linear.backward(grad_logits, hidden, weight, bias, backend=backend, fp32=fp32)
 
 
-def lm_head(hidden: Any, weight: Any, bias: Any = None, *, backend: str | None = None) -> Any:
+def lm_head(hidden: Any, weight: Any, bias: Any = None, *, backend: str | None = None, out: Any = None) -> Any:
     """Functional LM head (see forward)."""
-    return forward(hidden, weight, bias, backend=backend)
+    return forward(hidden, weight, bias, backend=backend, out=out)
