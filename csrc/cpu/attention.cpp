@@ -115,6 +115,98 @@ void block_accumulate(float* acc, std::int64_t d_len, const float* weights, std:
   }
 }
 
+// Register tiles of kTileRows query rows that fold the same key count: each
+// K or V vector loaded feeds all the tile's rows. Every row keeps its own
+// chains in the core's order (score lane j: fma over d; sum: + over j; acc
+// column d: fma over j), so the bits are those of the one-row path.
+constexpr int kTileRows = 4;
+constexpr int kTileVecs = 2;  // key (or acc column) vectors per tile row
+constexpr int kTileWidth = kTileVecs * kVecLanes;
+static_assert(kBlock % kTileWidth == 0, "the key block splits into tile widths");
+
+// scores[r] = the core's attention_block_scores of q[r], for the tile's rows.
+void tile_scores(const float* const* q, std::int64_t d_len, float scale, const float* keys_t,
+                 float (*scores)[kBlock]) {
+  for (std::int64_t c0 = 0; c0 < kBlock; c0 += kTileWidth) {
+    Vec acc[kTileRows][kTileVecs];
+    for (int r = 0; r < kTileRows; ++r) {
+      for (int c = 0; c < kTileVecs; ++c) acc[r][c] = vec_zero();
+    }
+    for (std::int64_t d = 0; d < d_len; ++d) {
+      Vec key[kTileVecs];
+      for (int c = 0; c < kTileVecs; ++c) key[c] = vec_load(keys_t + d * kBlock + c0 + c * kVecLanes);
+      for (int r = 0; r < kTileRows; ++r) {
+        const Vec qd = vec_broadcast(q[r][d]);
+        for (int c = 0; c < kTileVecs; ++c) acc[r][c] = vec_fma(qd, key[c], acc[r][c]);
+      }
+    }
+    for (int r = 0; r < kTileRows; ++r) {
+      for (int c = 0; c < kTileVecs; ++c) vec_store(scores[r] + c0 + c * kVecLanes, acc[r][c]);
+    }
+  }
+  for (int r = 0; r < kTileRows; ++r) core::attention_block_scale(scores[r], scale);
+}
+
+// The core's attention_block_softmax for the tile's rows, step by step, with
+// the rows' serial max and sum chains interleaved (independent chains overlap)
+// and each row's exp over the whole block in one loop (vectorised by the
+// compiler: exp_f32 is branch-free and lanes are independent).
+void tile_softmax(core::AttentionRowState* const* st, float* const* acc, std::int64_t d_len,
+                  const float (*scores)[kBlock], std::int64_t count, float (*probs)[kBlock]) {
+  float block_max[kTileRows];
+  for (int r = 0; r < kTileRows; ++r) block_max[r] = -core::math_detail::inf();
+  for (std::int64_t j = 0; j < count; ++j) {
+    for (int r = 0; r < kTileRows; ++r) block_max[r] = core::attention_max(block_max[r], scores[r][j]);
+  }
+  float origin[kTileRows];
+  for (int r = 0; r < kTileRows; ++r) {
+    const float new_max = core::attention_max(st[r]->max, block_max[r]);
+    origin[r] = new_max == -core::math_detail::inf() ? 0.0f : new_max;
+    const float alpha = core::exp_f32(st[r]->max - origin[r]);
+    st[r]->sum = st[r]->sum * alpha;
+    for (std::int64_t d = 0; d < d_len; ++d) acc[r][d] = acc[r][d] * alpha;
+    st[r]->max = new_max;
+  }
+  for (int r = 0; r < kTileRows; ++r) {
+    const float o = origin[r];
+    for (int j = 0; j < kBlock; ++j) probs[r][j] = core::exp_f32(scores[r][j] - o);
+  }
+  float sum[kTileRows];
+  for (int r = 0; r < kTileRows; ++r) sum[r] = st[r]->sum;
+  for (std::int64_t j = 0; j < count; ++j) {
+    for (int r = 0; r < kTileRows; ++r) sum[r] = sum[r] + probs[r][j];
+  }
+  for (int r = 0; r < kTileRows; ++r) st[r]->sum = sum[r];
+}
+
+// block_accumulate for the tile's rows: each V vector loaded feeds all rows.
+void tile_accumulate(float* const* acc, std::int64_t d_len, const float (*weights)[kBlock],
+                     std::int64_t count, const float* rows) {
+  std::int64_t d0 = 0;
+  for (; d0 + kTileWidth <= d_len; d0 += kTileWidth) {
+    Vec sum[kTileRows][kTileVecs];
+    for (int r = 0; r < kTileRows; ++r) {
+      for (int c = 0; c < kTileVecs; ++c) sum[r][c] = vec_load(acc[r] + d0 + c * kVecLanes);
+    }
+    for (std::int64_t j = 0; j < count; ++j) {
+      Vec value[kTileVecs];
+      for (int c = 0; c < kTileVecs; ++c) value[c] = vec_load(rows + j * kMaxD + d0 + c * kVecLanes);
+      for (int r = 0; r < kTileRows; ++r) {
+        const Vec w = vec_broadcast(weights[r][j]);
+        for (int c = 0; c < kTileVecs; ++c) sum[r][c] = vec_fma(w, value[c], sum[r][c]);
+      }
+    }
+    for (int r = 0; r < kTileRows; ++r) {
+      for (int c = 0; c < kTileVecs; ++c) vec_store(acc[r] + d0 + c * kVecLanes, sum[r][c]);
+    }
+  }
+  for (int r = 0; r < kTileRows; ++r) {
+    for (std::int64_t j = 0; j < count; ++j) {
+      for (std::int64_t d = d0; d < d_len; ++d) acc[r][d] = core::fma_rn(weights[r][j], rows[j * kMaxD + d], acc[r][d]);
+    }
+  }
+}
+
 #else
 
 // The scalar build (the reference backend) runs the core's loops as written.
@@ -195,6 +287,53 @@ struct RowForward {
   std::int64_t visible[kTaskRows];
 };
 
+// Keys of rank [start, start + count) that row r folds in this block.
+std::int64_t block_count(const RowForward& f, std::int64_t r, std::int64_t start) {
+  const std::int64_t left = f.visible[r] - start;
+  return left <= 0 ? 0 : (left < kBlock ? left : kBlock);
+}
+
+// Folds the staged key block into one row (the core's functions as written).
+void fold_row(RowForward& f, std::int64_t r, std::int64_t count, std::int64_t d_len, float scale,
+              const float* keys_t, const float* values) {
+  alignas(64) float scores[kBlock];
+  alignas(64) float probs[kBlock];
+  block_scores(f.q[r], d_len, scale, keys_t, scores);
+  core::attention_block_softmax(f.state[r], f.acc[r], d_len, scores, count, probs);
+  block_accumulate(f.acc[r], d_len, probs, count, values);
+}
+
+// Folds the staged block into row r, or into rows r.. r + kTileRows - 1 at
+// once when they all fold the same key count; returns the rows done.
+std::int64_t fold_key_block(RowForward& f, std::int64_t r, std::int64_t row_count, std::int64_t start,
+                            std::int64_t d_len, float scale, const float* keys_t, const float* values) {
+  const std::int64_t count = block_count(f, r, start);
+#if defined(__AVX2__)
+  bool tile = count > 0 && r + kTileRows <= row_count;
+  for (int t = 1; tile && t < kTileRows; ++t) tile = block_count(f, r + t, start) == count;
+  if (tile) {
+    const float* q[kTileRows];
+    float* acc[kTileRows];
+    core::AttentionRowState* st[kTileRows];
+    for (int t = 0; t < kTileRows; ++t) {
+      q[t] = f.q[r + t];
+      acc[t] = f.acc[r + t];
+      st[t] = &f.state[r + t];
+    }
+    alignas(64) float scores[kTileRows][kBlock];
+    alignas(64) float probs[kTileRows][kBlock];
+    tile_scores(q, d_len, scale, keys_t, scores);
+    tile_softmax(st, acc, d_len, scores, count, probs);
+    tile_accumulate(acc, d_len, probs, count, values);
+    return kTileRows;
+  }
+#else
+  (void)row_count;
+#endif
+  if (count > 0) fold_row(f, r, count, d_len, scale, keys_t, values);
+  return 1;
+}
+
 template <class T>
 void run_forward_rows(const AttentionLayout& l, const AttentionInput& q_in, const AttentionInput& k_in,
                       const AttentionInput& v_in, const core::AttentionSeq& seq, const TaskRows& rows,
@@ -210,20 +349,14 @@ void run_forward_rows(const AttentionLayout& l, const AttentionInput& q_in, cons
   }
   alignas(64) float keys_t[kMaxD * kBlock];
   alignas(64) float values[kBlock * kMaxD];
-  alignas(64) float scores[kBlock];
-  alignas(64) float probs[kBlock];
   const KeyBlockStage<T> keys{l, k_in, rows.b, seq, rows.g};
   const KeyBlockStage<T> vals{l, v_in, rows.b, seq, rows.g};
   for (std::int64_t start = 0; start < most_visible; start += kBlock) {
     const std::int64_t staged = most_visible - start < kBlock ? most_visible - start : kBlock;
     keys.transposed(start, staged, keys_t);
     vals.rows(start, staged, values);
-    for (std::int64_t r = 0; r < rows.count; ++r) {
-      if (f.visible[r] <= start) continue;
-      const std::int64_t count = f.visible[r] - start < kBlock ? f.visible[r] - start : kBlock;
-      block_scores(f.q[r], d_len, l.scale, keys_t, scores);
-      core::attention_block_softmax(f.state[r], f.acc[r], d_len, scores, count, probs);
-      block_accumulate(f.acc[r], d_len, probs, count, values);
+    for (std::int64_t r = 0; r < rows.count;) {
+      r += fold_key_block(f, r, rows.count, start, d_len, l.scale, keys_t, values);
     }
   }
 }
