@@ -147,6 +147,11 @@ void tile_scores(const float* const* q, std::int64_t d_len, float scale, const f
   for (int r = 0; r < kTileRows; ++r) core::attention_block_scale(scores[r], scale);
 }
 
+// probs[j] = exp_f32(scores[j] - origin) for the whole block, as in the core.
+void block_exp(const float* __restrict scores, float origin, float* __restrict probs) {
+  for (int j = 0; j < kBlock; ++j) probs[j] = core::exp_f32(scores[j] - origin);
+}
+
 // The core's attention_block_softmax for the tile's rows, step by step, with
 // the rows' serial max and sum chains interleaved (independent chains overlap)
 // and each row's exp over the whole block in one loop (vectorised by the
@@ -167,10 +172,7 @@ void tile_softmax(core::AttentionRowState* const* st, float* const* acc, std::in
     for (std::int64_t d = 0; d < d_len; ++d) acc[r][d] = acc[r][d] * alpha;
     st[r]->max = new_max;
   }
-  for (int r = 0; r < kTileRows; ++r) {
-    const float o = origin[r];
-    for (int j = 0; j < kBlock; ++j) probs[r][j] = core::exp_f32(scores[r][j] - o);
-  }
+  for (int r = 0; r < kTileRows; ++r) block_exp(scores[r], origin[r], probs[r]);
   float sum[kTileRows];
   for (int r = 0; r < kTileRows; ++r) sum[r] = st[r]->sum;
   for (std::int64_t j = 0; j < count; ++j) {
