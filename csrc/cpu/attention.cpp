@@ -2,7 +2,8 @@
 // group) for the forward and dq, (sequence, kv head, 64 key ranks) for dk/dv.
 // A task stages one block of keys as fp32 (K transposed so the score loop
 // vectorises across keys) and runs the core's per-row functions
-// (csrc/core/ops/attention.h) on it; no arithmetic here.
+// (csrc/core/ops/attention.h) on it; the SIMD builds fold 4 rows at once
+// (tile_*), each row's chains in the core's order, so the bits are the same.
 #include "../core/ops/attention.h"
 #include "../core/reduce.h"
 #include "simd.h"
