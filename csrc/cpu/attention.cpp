@@ -125,9 +125,8 @@ constexpr int kTileVecs = 2;  // key (or acc column) vectors per tile row
 constexpr int kTileWidth = kTileVecs * kVecLanes;
 static_assert(kBlock % kTileWidth == 0, "the key block splits into tile widths");
 
-// scores[r] = the core's attention_block_scores of q[r], for the tile's rows.
-void tile_scores(const float* const* q, std::int64_t d_len, float scale, const float* keys_t,
-                 float (*scores)[kBlock]) {
+// dots[r] = the core's attention_block_dots of x[r], for the tile's rows.
+void tile_dots(const float* const* q, std::int64_t d_len, const float* keys_t, float (*scores)[kBlock]) {
   for (std::int64_t c0 = 0; c0 < kBlock; c0 += kTileWidth) {
     Vec acc[kTileRows][kTileVecs];
     for (int r = 0; r < kTileRows; ++r) {
@@ -145,6 +144,12 @@ void tile_scores(const float* const* q, std::int64_t d_len, float scale, const f
       for (int c = 0; c < kTileVecs; ++c) vec_store(scores[r] + c0 + c * kVecLanes, acc[r][c]);
     }
   }
+}
+
+// scores[r] = the core's attention_block_scores of q[r], for the tile's rows.
+void tile_scores(const float* const* q, std::int64_t d_len, float scale, const float* keys_t,
+                 float (*scores)[kBlock]) {
+  tile_dots(q, d_len, keys_t, scores);
   for (int r = 0; r < kTileRows; ++r) core::attention_block_scale(scores[r], scale);
 }
 
@@ -395,6 +400,62 @@ struct Workspace {
   }
 };
 
+// What pass 1 knows of each task row besides its forward state.
+struct RowGrads {
+  const float (*grad)[kMaxD];  // dO rows
+  const float* lse;
+  const float* delta;
+  std::int64_t d_len;
+  float scale;
+};
+
+// dS of one row's block: dps[j] = P * (dP - Di) from the scores and dP = dps.
+void block_score_grads(const float* scores, float lse, float delta, std::int64_t count, float* dps) {
+  for (std::int64_t j = 0; j < count; ++j) {
+    dps[j] = core::attention_score_grad(core::attention_probability(scores[j], lse), dps[j], delta);
+  }
+}
+
+// dq += dS k for row r over the staged block, or for rows r.. r + kTileRows - 1
+// at once when they see the same key count; returns the rows done.
+std::int64_t dq_key_block(RowForward& f, std::int64_t r, std::int64_t row_count, std::int64_t start,
+                          const RowGrads& g, const float* keys_t, const float* values_t,
+                          const float* key_rows) {
+  const std::int64_t count = block_count(f, r, start);
+#if defined(__AVX2__)
+  bool tile = count > 0 && r + kTileRows <= row_count;
+  for (int t = 1; tile && t < kTileRows; ++t) tile = block_count(f, r + t, start) == count;
+  if (tile) {
+    const float* q[kTileRows];
+    const float* grad[kTileRows];
+    float* acc[kTileRows];
+    for (int t = 0; t < kTileRows; ++t) {
+      q[t] = f.q[r + t];
+      grad[t] = g.grad[r + t];
+      acc[t] = f.acc[r + t];
+    }
+    alignas(64) float scores[kTileRows][kBlock];
+    alignas(64) float dps[kTileRows][kBlock];
+    tile_scores(q, g.d_len, g.scale, keys_t, scores);
+    tile_dots(grad, g.d_len, values_t, dps);
+    for (int t = 0; t < kTileRows; ++t) block_score_grads(scores[t], g.lse[r + t], g.delta[r + t], count, dps[t]);
+    tile_accumulate(acc, g.d_len, dps, count, key_rows);
+    return kTileRows;
+  }
+#else
+  (void)row_count;
+#endif
+  if (count > 0) {
+    alignas(64) float scores[kBlock];
+    alignas(64) float dps[kBlock];
+    block_scores(f.q[r], g.d_len, g.scale, keys_t, scores);
+    block_dots(g.grad[r], g.d_len, values_t, dps);
+    block_score_grads(scores, g.lse[r], g.delta[r], count, dps);
+    block_accumulate(f.acc[r], g.d_len, dps, count, key_rows);
+  }
+  return 1;
+}
+
 // Pass 1, per task of query rows: recompute the forward, store LSE and Di,
 // then dq = scale * sum over visible keys in rank order of dS * k.
 template <class T, class TOut>
@@ -423,8 +484,6 @@ void backward_rows(const AttentionBackwardProblem& p, const Workspace& ws, int n
     alignas(64) float keys_t[kMaxD * kBlock];
     alignas(64) float values_t[kMaxD * kBlock];
     alignas(64) float key_rows[kBlock * kMaxD];
-    alignas(64) float scores[kBlock];
-    alignas(64) float dps[kBlock];
     const KeyBlockStage<T> keys{l, p.k, rows.b, seq, rows.g};
     const KeyBlockStage<T> vals{l, p.v, rows.b, seq, rows.g};
     for (std::int64_t start = 0; start < most_visible; start += kBlock) {
@@ -432,15 +491,8 @@ void backward_rows(const AttentionBackwardProblem& p, const Workspace& ws, int n
       keys.transposed(start, staged, keys_t);
       keys.rows(start, staged, key_rows);
       vals.transposed(start, staged, values_t);
-      for (std::int64_t r = 0; r < rows.count; ++r) {
-        if (f.visible[r] <= start) continue;
-        const std::int64_t count = f.visible[r] - start < kBlock ? f.visible[r] - start : kBlock;
-        block_scores(f.q[r], d_len, l.scale, keys_t, scores);
-        block_dots(grad[r], d_len, values_t, dps);
-        for (std::int64_t j = 0; j < count; ++j) {
-          dps[j] = core::attention_score_grad(core::attention_probability(scores[j], lse[r]), dps[j], delta[r]);
-        }
-        block_accumulate(f.acc[r], d_len, dps, count, key_rows);
+      for (std::int64_t r = 0; r < rows.count;) {
+        r += dq_key_block(f, r, rows.count, start, {grad, lse, delta, d_len, l.scale}, keys_t, values_t, key_rows);
       }
     }
     for (std::int64_t r = 0; r < rows.count; ++r) {
