@@ -1,4 +1,4 @@
-// Attention on the CPU: tasks of (sequence, kv head, 32 query rows of its
+// Attention on the CPU: tasks of (sequence, kv head, 64 query rows of its
 // group) for the forward and dq, (sequence, kv head, 64 key ranks) for dk/dv.
 // A task stages one block of keys as fp32 (K transposed so the score loop
 // vectorises across keys) and runs the core's per-row functions
