@@ -1,8 +1,9 @@
-// Attention on the CPU: tasks of (sequence, kv head, 32 query rows of its
+// Attention on the CPU: tasks of (sequence, kv head, 64 query rows of its
 // group) for the forward and dq, (sequence, kv head, 64 key ranks) for dk/dv.
 // A task stages one block of keys as fp32 (K transposed so the score loop
 // vectorises across keys) and runs the core's per-row functions
-// (csrc/core/ops/attention.h) on it; no arithmetic here.
+// (csrc/core/ops/attention.h) on it; the SIMD builds fold 4 rows at once
+// (tile_*), each row's chains in the core's order, so the bits are the same.
 #include "../core/ops/attention.h"
 #include "../core/reduce.h"
 #include "simd.h"
@@ -115,6 +116,105 @@ void block_accumulate(float* acc, std::int64_t d_len, const float* weights, std:
   }
 }
 
+// Register tiles of kTileRows query rows that fold the same key count: each
+// K or V vector loaded feeds all the tile's rows. Every row keeps its own
+// chains in the core's order (score lane j: fma over d; sum: + over j; acc
+// column d: fma over j), so the bits are those of the one-row path.
+constexpr int kTileRows = 4;
+constexpr int kTileVecs = 2;  // key (or acc column) vectors per tile row
+constexpr int kTileWidth = kTileVecs * kVecLanes;
+static_assert(kBlock % kTileWidth == 0, "the key block splits into tile widths");
+
+// dots[r] = the core's attention_block_dots of x[r], for the tile's rows.
+void tile_dots(const float* const* q, std::int64_t d_len, const float* keys_t, float (*scores)[kBlock]) {
+  for (std::int64_t c0 = 0; c0 < kBlock; c0 += kTileWidth) {
+    Vec acc[kTileRows][kTileVecs];
+    for (int r = 0; r < kTileRows; ++r) {
+      for (int c = 0; c < kTileVecs; ++c) acc[r][c] = vec_zero();
+    }
+    for (std::int64_t d = 0; d < d_len; ++d) {
+      Vec key[kTileVecs];
+      for (int c = 0; c < kTileVecs; ++c) key[c] = vec_load(keys_t + d * kBlock + c0 + c * kVecLanes);
+      for (int r = 0; r < kTileRows; ++r) {
+        const Vec qd = vec_broadcast(q[r][d]);
+        for (int c = 0; c < kTileVecs; ++c) acc[r][c] = vec_fma(qd, key[c], acc[r][c]);
+      }
+    }
+    for (int r = 0; r < kTileRows; ++r) {
+      for (int c = 0; c < kTileVecs; ++c) vec_store(scores[r] + c0 + c * kVecLanes, acc[r][c]);
+    }
+  }
+}
+
+// scores[r] = the core's attention_block_scores of q[r], for the tile's rows.
+void tile_scores(const float* const* q, std::int64_t d_len, float scale, const float* keys_t,
+                 float (*scores)[kBlock]) {
+  tile_dots(q, d_len, keys_t, scores);
+  for (int r = 0; r < kTileRows; ++r) core::attention_block_scale(scores[r], scale);
+}
+
+// probs[j] = exp_f32(scores[j] - origin) for the whole block, as in the core.
+void block_exp(const float* __restrict scores, float origin, float* __restrict probs) {
+  for (int j = 0; j < kBlock; ++j) probs[j] = core::exp_f32(scores[j] - origin);
+}
+
+// The core's attention_block_softmax for the tile's rows, step by step, with
+// the rows' serial max and sum chains interleaved (independent chains overlap)
+// and each row's exp over the whole block in one loop (vectorised by the
+// compiler: exp_f32 is branch-free and lanes are independent).
+void tile_softmax(core::AttentionRowState* const* st, float* const* acc, std::int64_t d_len,
+                  const float (*scores)[kBlock], std::int64_t count, float (*probs)[kBlock]) {
+  float block_max[kTileRows];
+  for (int r = 0; r < kTileRows; ++r) block_max[r] = -core::math_detail::inf();
+  for (std::int64_t j = 0; j < count; ++j) {
+    for (int r = 0; r < kTileRows; ++r) block_max[r] = core::attention_max(block_max[r], scores[r][j]);
+  }
+  float origin[kTileRows];
+  for (int r = 0; r < kTileRows; ++r) {
+    const float new_max = core::attention_max(st[r]->max, block_max[r]);
+    origin[r] = new_max == -core::math_detail::inf() ? 0.0f : new_max;
+    const float alpha = core::exp_f32(st[r]->max - origin[r]);
+    st[r]->sum = st[r]->sum * alpha;
+    for (std::int64_t d = 0; d < d_len; ++d) acc[r][d] = acc[r][d] * alpha;
+    st[r]->max = new_max;
+  }
+  for (int r = 0; r < kTileRows; ++r) block_exp(scores[r], origin[r], probs[r]);
+  float sum[kTileRows];
+  for (int r = 0; r < kTileRows; ++r) sum[r] = st[r]->sum;
+  for (std::int64_t j = 0; j < count; ++j) {
+    for (int r = 0; r < kTileRows; ++r) sum[r] = sum[r] + probs[r][j];
+  }
+  for (int r = 0; r < kTileRows; ++r) st[r]->sum = sum[r];
+}
+
+// block_accumulate for the tile's rows: each V vector loaded feeds all rows.
+void tile_accumulate(float* const* acc, std::int64_t d_len, const float (*weights)[kBlock],
+                     std::int64_t count, const float* rows) {
+  std::int64_t d0 = 0;
+  for (; d0 + kTileWidth <= d_len; d0 += kTileWidth) {
+    Vec sum[kTileRows][kTileVecs];
+    for (int r = 0; r < kTileRows; ++r) {
+      for (int c = 0; c < kTileVecs; ++c) sum[r][c] = vec_load(acc[r] + d0 + c * kVecLanes);
+    }
+    for (std::int64_t j = 0; j < count; ++j) {
+      Vec value[kTileVecs];
+      for (int c = 0; c < kTileVecs; ++c) value[c] = vec_load(rows + j * kMaxD + d0 + c * kVecLanes);
+      for (int r = 0; r < kTileRows; ++r) {
+        const Vec w = vec_broadcast(weights[r][j]);
+        for (int c = 0; c < kTileVecs; ++c) sum[r][c] = vec_fma(w, value[c], sum[r][c]);
+      }
+    }
+    for (int r = 0; r < kTileRows; ++r) {
+      for (int c = 0; c < kTileVecs; ++c) vec_store(acc[r] + d0 + c * kVecLanes, sum[r][c]);
+    }
+  }
+  for (int r = 0; r < kTileRows; ++r) {
+    for (std::int64_t j = 0; j < count; ++j) {
+      for (std::int64_t d = d0; d < d_len; ++d) acc[r][d] = core::fma_rn(weights[r][j], rows[j * kMaxD + d], acc[r][d]);
+    }
+  }
+}
+
 #else
 
 // The scalar build (the reference backend) runs the core's loops as written.
@@ -195,6 +295,53 @@ struct RowForward {
   std::int64_t visible[kTaskRows];
 };
 
+// Keys of rank [start, start + count) that row r folds in this block.
+std::int64_t block_count(const RowForward& f, std::int64_t r, std::int64_t start) {
+  const std::int64_t left = f.visible[r] - start;
+  return left <= 0 ? 0 : (left < kBlock ? left : kBlock);
+}
+
+// Folds the staged key block into one row (the core's functions as written).
+void fold_row(RowForward& f, std::int64_t r, std::int64_t count, std::int64_t d_len, float scale,
+              const float* keys_t, const float* values) {
+  alignas(64) float scores[kBlock];
+  alignas(64) float probs[kBlock];
+  block_scores(f.q[r], d_len, scale, keys_t, scores);
+  core::attention_block_softmax(f.state[r], f.acc[r], d_len, scores, count, probs);
+  block_accumulate(f.acc[r], d_len, probs, count, values);
+}
+
+// Folds the staged block into row r, or into rows r.. r + kTileRows - 1 at
+// once when they all fold the same key count; returns the rows done.
+std::int64_t fold_key_block(RowForward& f, std::int64_t r, std::int64_t row_count, std::int64_t start,
+                            std::int64_t d_len, float scale, const float* keys_t, const float* values) {
+  const std::int64_t count = block_count(f, r, start);
+#if defined(__AVX2__)
+  bool tile = count > 0 && r + kTileRows <= row_count;
+  for (int t = 1; tile && t < kTileRows; ++t) tile = block_count(f, r + t, start) == count;
+  if (tile) {
+    const float* q[kTileRows];
+    float* acc[kTileRows];
+    core::AttentionRowState* st[kTileRows];
+    for (int t = 0; t < kTileRows; ++t) {
+      q[t] = f.q[r + t];
+      acc[t] = f.acc[r + t];
+      st[t] = &f.state[r + t];
+    }
+    alignas(64) float scores[kTileRows][kBlock];
+    alignas(64) float probs[kTileRows][kBlock];
+    tile_scores(q, d_len, scale, keys_t, scores);
+    tile_softmax(st, acc, d_len, scores, count, probs);
+    tile_accumulate(acc, d_len, probs, count, values);
+    return kTileRows;
+  }
+#else
+  (void)row_count;
+#endif
+  if (count > 0) fold_row(f, r, count, d_len, scale, keys_t, values);
+  return 1;
+}
+
 template <class T>
 void run_forward_rows(const AttentionLayout& l, const AttentionInput& q_in, const AttentionInput& k_in,
                       const AttentionInput& v_in, const core::AttentionSeq& seq, const TaskRows& rows,
@@ -210,20 +357,14 @@ void run_forward_rows(const AttentionLayout& l, const AttentionInput& q_in, cons
   }
   alignas(64) float keys_t[kMaxD * kBlock];
   alignas(64) float values[kBlock * kMaxD];
-  alignas(64) float scores[kBlock];
-  alignas(64) float probs[kBlock];
   const KeyBlockStage<T> keys{l, k_in, rows.b, seq, rows.g};
   const KeyBlockStage<T> vals{l, v_in, rows.b, seq, rows.g};
   for (std::int64_t start = 0; start < most_visible; start += kBlock) {
     const std::int64_t staged = most_visible - start < kBlock ? most_visible - start : kBlock;
     keys.transposed(start, staged, keys_t);
     vals.rows(start, staged, values);
-    for (std::int64_t r = 0; r < rows.count; ++r) {
-      if (f.visible[r] <= start) continue;
-      const std::int64_t count = f.visible[r] - start < kBlock ? f.visible[r] - start : kBlock;
-      block_scores(f.q[r], d_len, l.scale, keys_t, scores);
-      core::attention_block_softmax(f.state[r], f.acc[r], d_len, scores, count, probs);
-      block_accumulate(f.acc[r], d_len, probs, count, values);
+    for (std::int64_t r = 0; r < rows.count;) {
+      r += fold_key_block(f, r, rows.count, start, d_len, l.scale, keys_t, values);
     }
   }
 }
@@ -259,6 +400,62 @@ struct Workspace {
   }
 };
 
+// What pass 1 knows of each task row besides its forward state.
+struct RowGrads {
+  const float (*grad)[kMaxD];  // dO rows
+  const float* lse;
+  const float* delta;
+  std::int64_t d_len;
+  float scale;
+};
+
+// dS of one row's block: dps[j] = P * (dP - Di) from the scores and dP = dps.
+void block_score_grads(const float* scores, float lse, float delta, std::int64_t count, float* dps) {
+  for (std::int64_t j = 0; j < count; ++j) {
+    dps[j] = core::attention_score_grad(core::attention_probability(scores[j], lse), dps[j], delta);
+  }
+}
+
+// dq += dS k for row r over the staged block, or for rows r.. r + kTileRows - 1
+// at once when they see the same key count; returns the rows done.
+std::int64_t dq_key_block(RowForward& f, std::int64_t r, std::int64_t row_count, std::int64_t start,
+                          const RowGrads& g, const float* keys_t, const float* values_t,
+                          const float* key_rows) {
+  const std::int64_t count = block_count(f, r, start);
+#if defined(__AVX2__)
+  bool tile = count > 0 && r + kTileRows <= row_count;
+  for (int t = 1; tile && t < kTileRows; ++t) tile = block_count(f, r + t, start) == count;
+  if (tile) {
+    const float* q[kTileRows];
+    const float* grad[kTileRows];
+    float* acc[kTileRows];
+    for (int t = 0; t < kTileRows; ++t) {
+      q[t] = f.q[r + t];
+      grad[t] = g.grad[r + t];
+      acc[t] = f.acc[r + t];
+    }
+    alignas(64) float scores[kTileRows][kBlock];
+    alignas(64) float dps[kTileRows][kBlock];
+    tile_scores(q, g.d_len, g.scale, keys_t, scores);
+    tile_dots(grad, g.d_len, values_t, dps);
+    for (int t = 0; t < kTileRows; ++t) block_score_grads(scores[t], g.lse[r + t], g.delta[r + t], count, dps[t]);
+    tile_accumulate(acc, g.d_len, dps, count, key_rows);
+    return kTileRows;
+  }
+#else
+  (void)row_count;
+#endif
+  if (count > 0) {
+    alignas(64) float scores[kBlock];
+    alignas(64) float dps[kBlock];
+    block_scores(f.q[r], g.d_len, g.scale, keys_t, scores);
+    block_dots(g.grad[r], g.d_len, values_t, dps);
+    block_score_grads(scores, g.lse[r], g.delta[r], count, dps);
+    block_accumulate(f.acc[r], g.d_len, dps, count, key_rows);
+  }
+  return 1;
+}
+
 // Pass 1, per task of query rows: recompute the forward, store LSE and Di,
 // then dq = scale * sum over visible keys in rank order of dS * k.
 template <class T, class TOut>
@@ -287,8 +484,6 @@ void backward_rows(const AttentionBackwardProblem& p, const Workspace& ws, int n
     alignas(64) float keys_t[kMaxD * kBlock];
     alignas(64) float values_t[kMaxD * kBlock];
     alignas(64) float key_rows[kBlock * kMaxD];
-    alignas(64) float scores[kBlock];
-    alignas(64) float dps[kBlock];
     const KeyBlockStage<T> keys{l, p.k, rows.b, seq, rows.g};
     const KeyBlockStage<T> vals{l, p.v, rows.b, seq, rows.g};
     for (std::int64_t start = 0; start < most_visible; start += kBlock) {
@@ -296,15 +491,8 @@ void backward_rows(const AttentionBackwardProblem& p, const Workspace& ws, int n
       keys.transposed(start, staged, keys_t);
       keys.rows(start, staged, key_rows);
       vals.transposed(start, staged, values_t);
-      for (std::int64_t r = 0; r < rows.count; ++r) {
-        if (f.visible[r] <= start) continue;
-        const std::int64_t count = f.visible[r] - start < kBlock ? f.visible[r] - start : kBlock;
-        block_scores(f.q[r], d_len, l.scale, keys_t, scores);
-        block_dots(grad[r], d_len, values_t, dps);
-        for (std::int64_t j = 0; j < count; ++j) {
-          dps[j] = core::attention_score_grad(core::attention_probability(scores[j], lse[r]), dps[j], delta[r]);
-        }
-        block_accumulate(f.acc[r], d_len, dps, count, key_rows);
+      for (std::int64_t r = 0; r < rows.count;) {
+        r += dq_key_block(f, r, rows.count, start, {grad, lse, delta, d_len, l.scale}, keys_t, values_t, key_rows);
       }
     }
     for (std::int64_t r = 0; r < rows.count; ++r) {
