@@ -163,7 +163,7 @@ def test_embedding_gradient_nan_stays_in_its_id_row(backend):
 # ---- The same bits on a GPU ----------------------------------------------------------------
 
 GPU = "hip" if torch.version.hip else "cuda"
-GPU_OPS = sorted(n for n in CASES if n != "linear_logprob")  # linear_logprob has no GPU kernel yet
+GPU_OPS = sorted(CASES)
 
 
 @pytest.mark.gpu
