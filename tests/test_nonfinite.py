@@ -59,7 +59,8 @@ def test_non_finite_row_touches_no_other_row(name, backend, dtype, value):
                                  f"{name}: {value} in {arg}, output {i}")
 
 
-REDUCTIONS = ("rms_norm", "linear", "lm_head", "log_softmax", "token_logprob", "entropy", "linear_logprob")
+REDUCTIONS = ("rms_norm", "linear", "lm_head", "log_softmax", "token_logprob", "entropy", "linear_logprob",
+              "attention")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=dtype_id)

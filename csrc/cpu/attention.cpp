@@ -497,7 +497,9 @@ void backward_rows(const AttentionBackwardProblem& p, const Workspace& ws, int n
     }
     for (std::int64_t r = 0; r < rows.count; ++r) {
       TOut* dq = output_row<TOut>(p.dq, rows.b, seq.q_begin + rows.token(r), rows.head(r));
-      for (std::int64_t d = 0; d < d_len; ++d) dq[d] = core::from_float<TOut>(f.acc[r][d] * l.scale);
+      for (std::int64_t d = 0; d < d_len; ++d) {
+        dq[d] = core::from_float<TOut>(core::attention_grad_output(f.acc[r][d], l.scale));
+      }
     }
   });
 }
@@ -558,8 +560,8 @@ void backward_keys(const AttentionBackwardProblem& p, const Workspace& ws, int n
       TOut* dk_out = output_row<TOut>(p.dk, b, token, g);
       TOut* dv_out = output_row<TOut>(p.dv, b, token, g);
       for (std::int64_t d = 0; d < d_len; ++d) {
-        dk_out[d] = core::from_float<TOut>(dk[j * kMaxD + d] * l.scale);
-        dv_out[d] = core::from_float<TOut>(dv[j * kMaxD + d]);
+        dk_out[d] = core::from_float<TOut>(core::attention_grad_output(dk[j * kMaxD + d], l.scale));
+        dv_out[d] = core::from_float<TOut>(core::attention_grad_output(dv[j * kMaxD + d], 1.0f));
       }
     }
   };

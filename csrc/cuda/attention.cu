@@ -173,7 +173,7 @@ __global__ void backward_rows_kernel(AttentionBackwardProblem p) {
     core::attention_block_accumulate(acc, d_len, dps, count, Rows<T>{keys});
   }
   TOut* dq = output_row<TOut>(p.dq, r.b, token, r.h);
-  for (std::int64_t d = 0; d < d_len; ++d) dq[d] = core::from_float<TOut>(acc[d] * l.scale);
+  for (std::int64_t d = 0; d < d_len; ++d) dq[d] = core::from_float<TOut>(core::attention_grad_output(acc[d], l.scale));
 }
 
 // Pass 2: one thread per (valid key, kv head). The key's score and dP against
@@ -223,8 +223,8 @@ __global__ void backward_keys_kernel(AttentionBackwardProblem p, std::int64_t ke
   TOut* dk_out = output_row<TOut>(p.dk, b, token, g);
   TOut* dv_out = output_row<TOut>(p.dv, b, token, g);
   for (std::int64_t d = 0; d < d_len; ++d) {
-    dk_out[d] = core::from_float<TOut>(dk[d] * l.scale);
-    dv_out[d] = core::from_float<TOut>(dv[d]);
+    dk_out[d] = core::from_float<TOut>(core::attention_grad_output(dk[d], l.scale));
+    dv_out[d] = core::from_float<TOut>(core::attention_grad_output(dv[d], 1.0f));
   }
 }
 

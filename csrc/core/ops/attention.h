@@ -11,6 +11,7 @@
 
 #include "../dtype.h"
 #include "../math.h"
+#include "../nan_policy.h"
 #include "../types.h"
 
 namespace golden {
@@ -230,15 +231,16 @@ GOLDEN_INLINE void attention_fold_block(AttentionRowState& st, float* acc, std::
 }
 
 // out[d] = acc[d] / sum (one correctly rounded division); a row with no valid
-// key gives +0.
+// key gives +0. A NaN is the canonical one (a reduction keeps no input payload,
+// so every device writes the same bits).
 GOLDEN_INLINE float attention_output(const AttentionRowState& st, const float* acc,
                                      std::int64_t d, std::int64_t visible) {
-  return visible == 0 ? 0.0f : div_rn(acc[d], st.sum);
+  return visible == 0 ? 0.0f : canonical_nan(div_rn(acc[d], st.sum));
 }
 
 // LSE = max + log(sum); -inf for a row with no valid key.
 GOLDEN_INLINE float attention_lse(const AttentionRowState& st, std::int64_t visible) {
-  return visible == 0 ? -math_detail::inf() : st.max + log_f32(st.sum);
+  return visible == 0 ? -math_detail::inf() : canonical_nan(st.max + log_f32(st.sum));
 }
 
 // ---- Backward ---------------------------------------------------------------------------
@@ -259,6 +261,12 @@ GOLDEN_INLINE float attention_probability(float score, float lse) {
 // dS = P * (dP - Di), dP = dot(dO, v) (an fma chain over d like the score).
 GOLDEN_INLINE float attention_score_grad(float p, float dp, float delta) {
   return p * (dp - delta);
+}
+
+// A finished dq or dk sum times the scale (applied once, at the end), or a dv
+// sum with scale 1; NaN canonical like the forward's.
+GOLDEN_INLINE float attention_grad_output(float sum, float scale) {
+  return canonical_nan(sum * scale);
 }
 
 // acc[d] = fma(w, row[d], acc[d]): one term of dq (w = dS, row = k), dk
