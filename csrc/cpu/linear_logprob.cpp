@@ -91,20 +91,9 @@ struct ReferenceLinear {
   void backward(const LinearBackwardProblem& p) const { linear_backward_reference(p); }
 };
 
-// The operands shared by the forward and backward problems.
-struct FusedOperands {
-  const void* hidden;
-  const void* weight;
-  TargetIds target_ids;
-  DType dtype;
-  Index rows;
-  Index hidden_size;
-  Index vocab;
-};
-
 // out[n, width] = fp32 logits of rows [row0, row0 + n) for vocabulary [begin, begin + width).
 template <class T, class Linear>
-void chunk_logits(const FusedOperands& p, const Linear& linear, Index row0, Index n, Index begin, Index width,
+void chunk_logits(const LinearLogprobOperands& p, const Linear& linear, Index row0, Index n, Index begin, Index width,
                   float* out) {
   const T* hidden = static_cast<const T*>(p.hidden) + row0 * p.hidden_size;
   const T* weight = static_cast<const T*>(p.weight) + begin * p.hidden_size;
@@ -115,7 +104,7 @@ void chunk_logits(const FusedOperands& p, const Linear& linear, Index row0, Inde
 
 // Calls finish(row, merged partial, target logit) once per row.
 template <class T, bool kWithEntropy, class Linear, class Finish>
-void stream_row_partials(const FusedOperands& p, const Linear& linear, const Finish& finish) {
+void stream_row_partials(const LinearLogprobOperands& p, const Linear& linear, const Finish& finish) {
   using Partial = PartialOf<kWithEntropy>;
   const Index chunks = core::ceil_div(p.vocab, core::kRowBlock);
   const Index tile = min_index(p.rows, kTokenTile);
@@ -149,14 +138,6 @@ void stream_row_partials(const FusedOperands& p, const Linear& linear, const Fin
   }
 }
 
-FusedOperands operands_of(const LinearLogprobForwardProblem& p) {
-  return {p.hidden, p.weight, p.target_ids, p.dtype, p.rows, p.hidden_size, p.vocab};
-}
-
-FusedOperands operands_of(const LinearLogprobBackwardProblem& p) {
-  return {p.hidden, p.weight, p.target_ids, p.dtype, p.rows, p.hidden_size, p.vocab};
-}
-
 template <class T, bool kWithEntropy, class Linear>
 void fused_forward(const LinearLogprobForwardProblem& p, const Linear& linear) {
   auto finish = [&](Index row, const PartialOf<kWithEntropy>& merged, float target_logit) {
@@ -164,7 +145,7 @@ void fused_forward(const LinearLogprobForwardProblem& p, const Linear& linear) {
                                                 p.target_ids[row], p.ignore_index);
     if constexpr (kWithEntropy) p.entropy[row] = core::entropy_of(merged);
   };
-  stream_row_partials<T, kWithEntropy>(operands_of(p), linear, finish);
+  stream_row_partials<T, kWithEntropy>(core::linear_logprob_operands(p), linear, finish);
 }
 
 template <class Linear>
@@ -255,7 +236,7 @@ template <class T, class TOut, class Linear>
 struct FusedBackward {
   const LinearLogprobBackwardProblem& p;
   const Linear& linear;
-  FusedOperands operands;
+  LinearLogprobOperands operands;
   GradRows grad_rows;
   const float* hidden_f32;  // hidden widened to fp32 (exact): the weight gradient's operand
 
@@ -374,7 +355,7 @@ void row_statistics(const LinearLogprobBackwardProblem& p, const Linear& linear,
     lse[row] = core::lse_of({merged.max, merged.sum});
     if constexpr (kWithEntropy) entropy_rows[row] = core::entropy_grad_row(merged, p.grad_entropy[row]);
   };
-  stream_row_partials<T, kWithEntropy>(operands_of(p), linear, finish);
+  stream_row_partials<T, kWithEntropy>(core::linear_logprob_operands(p), linear, finish);
 }
 
 template <class T, class TOut, class Linear>
@@ -394,7 +375,8 @@ void fused_backward(const LinearLogprobBackwardProblem& p, const Linear& linear)
   if (widen) convert(p.hidden, p.dtype, hidden_wide.data(), DType::f32, p.rows * p.hidden_size, linear.num_threads);
   const float* hidden_f32 = widen ? hidden_wide.data() : static_cast<const float*>(p.hidden);  // read only for grad_weight
   const GradRows grad_rows{&p, lse.data(), with_entropy ? entropy_rows : nullptr};
-  FusedBackward<T, TOut, Linear>{p, linear, operands_of(p), grad_rows, hidden_f32}.run();
+  const LinearLogprobOperands operands = core::linear_logprob_operands(p);
+  FusedBackward<T, TOut, Linear>{p, linear, operands, grad_rows, hidden_f32}.run();
 }
 
 template <class Linear>

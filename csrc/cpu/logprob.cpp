@@ -143,15 +143,7 @@ void entropy_partials(const EntropyPartialsProblem& p, int num_threads) {
 }
 
 void merge_entropy_partials(const MergeEntropyPartialsProblem& p, int num_threads) {
-  for_each_row(p.rows, num_threads, [&](std::int64_t row) {
-    const core::EntropyPartial merged = core::merge_shard_entropy_partials(p.partials + 3 * row, p.shards, 3 * p.rows);
-    if (p.merged != nullptr) {
-      p.merged[3 * row] = merged.max;
-      p.merged[3 * row + 1] = merged.sum;
-      p.merged[3 * row + 2] = merged.shifted;
-    }
-    if (p.entropy != nullptr) p.entropy[row] = core::entropy_of(merged);
-  });
+  for_each_row(p.rows, num_threads, [&](std::int64_t row) { core::merge_entropy_partials_row(p, row); });
 }
 
 void target_logits(const TargetLogitsProblem& p, int num_threads) {

@@ -100,25 +100,9 @@ __global__ void finish_rows_kernel(Finish finish, Index row0, Index rows, Index 
   finish(row0 + r, merged, target_logits[r]);
 }
 
-// The operands shared by the forward and backward problems.
-struct FusedOperands {
-  const void* hidden;
-  const void* weight;
-  TargetIds target_ids;
-  DType dtype;
-  Index rows;
-  Index hidden_size;
-  Index vocab;
-};
-
-template <class Problem>
-FusedOperands operands_of(const Problem& p) {
-  return {p.hidden, p.weight, p.target_ids, p.dtype, p.rows, p.hidden_size, p.vocab};
-}
-
 // out[n, width] = fp32 logits of rows [row0, row0 + n) for vocabulary [begin, begin + width).
 template <class T>
-void chunk_logits(const FusedOperands& p, Index row0, Index n, Index begin, Index width, float* out,
+void chunk_logits(const LinearLogprobOperands& p, Index row0, Index n, Index begin, Index width, float* out,
                   cudaStream_t stream) {
   const T* hidden = static_cast<const T*>(p.hidden) + row0 * p.hidden_size;
   const T* weight = static_cast<const T*>(p.weight) + begin * p.hidden_size;
@@ -128,7 +112,7 @@ void chunk_logits(const FusedOperands& p, Index row0, Index n, Index begin, Inde
 
 // Streams the vocabulary for every row; finish (a device functor) gets each row's merged partial.
 template <class T, bool kWithEntropy, class Finish>
-void stream_row_partials(const FusedOperands& p, Finish finish, cudaStream_t stream) {
+void stream_row_partials(const LinearLogprobOperands& p, Finish finish, cudaStream_t stream) {
   using Partial = PartialOf<kWithEntropy>;
   const Index chunks = core::ceil_div(p.vocab, core::kRowBlock);
   const Index tile = p.rows < kTokenTile ? p.rows : kTokenTile;
@@ -253,7 +237,7 @@ class TreeStacks {
 template <class T, class TOut>
 struct FusedBackward {
   const LinearLogprobBackwardProblem& p;
-  FusedOperands operands;
+  LinearLogprobOperands operands;
   GradRows grad_rows;
   const float* hidden_f32;  // hidden widened (exact): the weight gradient's operand
   cudaStream_t stream;
@@ -365,10 +349,11 @@ void fused_backward(const LinearLogprobBackwardProblem& p, cudaStream_t stream) 
   DeviceBuffer entropy_rows(static_cast<std::size_t>(with_entropy ? p.rows : 1) * sizeof(core::EntropyGradRow),
                             stream);
   auto* rows = entropy_rows.as<core::EntropyGradRow>();
+  const LinearLogprobOperands operands = core::linear_logprob_operands(p);
   if (with_entropy) {
-    stream_row_partials<T, true>(operands_of(p), WriteRowStats<true>{p.grad_entropy, lse.as<float>(), rows}, stream);
+    stream_row_partials<T, true>(operands, WriteRowStats<true>{p.grad_entropy, lse.as<float>(), rows}, stream);
   } else {
-    stream_row_partials<T, false>(operands_of(p), WriteRowStats<false>{nullptr, lse.as<float>(), nullptr}, stream);
+    stream_row_partials<T, false>(operands, WriteRowStats<false>{nullptr, lse.as<float>(), nullptr}, stream);
   }
   const bool widen = !std::is_same_v<T, float> && p.grad_weight != nullptr;
   DeviceBuffer hidden_wide(static_cast<std::size_t>(widen ? p.rows * p.hidden_size : 1) * sizeof(float), stream);
@@ -380,7 +365,7 @@ void fused_backward(const LinearLogprobBackwardProblem& p, cudaStream_t stream) 
   const float* hidden_f32 = widen ? hidden_wide.as<float>() : static_cast<const float*>(p.hidden);
   const GradRows grad_rows{p.grad_logprob, p.target_ids, p.ignore_index, lse.as<float>(),
                            with_entropy ? rows : nullptr};
-  FusedBackward<T, TOut>{p, operands_of(p), grad_rows, hidden_f32, stream}.run();
+  FusedBackward<T, TOut>{p, core::linear_logprob_operands(p), grad_rows, hidden_f32, stream}.run();
 }
 
 }  // namespace
@@ -391,9 +376,9 @@ void linear_logprob_forward(const LinearLogprobForwardProblem& p, std::uintptr_t
   visit_dtype(p.dtype, [&](auto in) {
     using T = decltype(in);
     if (p.entropy != nullptr) {
-      stream_row_partials<T, true>(operands_of(p), WriteOutputs<true>{p}, as_stream(stream));
+      stream_row_partials<T, true>(core::linear_logprob_operands(p), WriteOutputs<true>{p}, as_stream(stream));
     } else {
-      stream_row_partials<T, false>(operands_of(p), WriteOutputs<false>{p}, as_stream(stream));
+      stream_row_partials<T, false>(core::linear_logprob_operands(p), WriteOutputs<false>{p}, as_stream(stream));
     }
   });
 }

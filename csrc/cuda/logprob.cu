@@ -122,14 +122,7 @@ __global__ void entropy_partials_kernel(EntropyPartialsProblem p) {
 
 __global__ void merge_entropy_partials_kernel(MergeEntropyPartialsProblem p) {
   const std::int64_t row = this_thread();
-  if (row >= p.rows) return;
-  const core::EntropyPartial merged = core::merge_shard_entropy_partials(p.partials + 3 * row, p.shards, 3 * p.rows);
-  if (p.merged != nullptr) {
-    p.merged[3 * row] = merged.max;
-    p.merged[3 * row + 1] = merged.sum;
-    p.merged[3 * row + 2] = merged.shifted;
-  }
-  if (p.entropy != nullptr) p.entropy[row] = core::entropy_of(merged);
+  if (row < p.rows) core::merge_entropy_partials_row(p, row);
 }
 
 template <class T>

@@ -191,9 +191,26 @@ struct LinearLogprobBackwardProblem {
   std::int64_t ignore_index;
 };
 
+// What the fused forward and backward share: the operands a backend
+// recomputes one vocabulary chunk's logits from.
+struct LinearLogprobOperands {
+  const void* hidden;
+  const void* weight;
+  TargetIds target_ids;
+  DType dtype;
+  std::int64_t rows;
+  std::int64_t hidden_size;
+  std::int64_t vocab;
+};
+
 }  // namespace golden
 
 GOLDEN_CORE_BEGIN
+
+template <class Problem>
+GOLDEN_INLINE LinearLogprobOperands linear_logprob_operands(const Problem& p) {
+  return {p.hidden, p.weight, p.target_ids, p.dtype, p.rows, p.hidden_size, p.vocab};
+}
 
 // A chunk's (or merged chunks') softmax denominator relative to its max.
 struct LsePartial {
@@ -338,6 +355,18 @@ GOLDEN_INLINE float lse_of(LsePartial p) { return p.max + log_f32(p.sum); }
 // H = -sum p log p = log(sum) - shifted / sum: both terms >= 0, no cancellation.
 GOLDEN_INLINE float entropy_of(EntropyPartial p) {
   return canonical_nan(log_f32(p.sum) - div_rn(p.shifted, p.sum));
+}
+
+// One row of merge_entropy_partials: the merged (max, sum, shifted) triple
+// and the entropy, each where the problem asks for it.
+GOLDEN_INLINE void merge_entropy_partials_row(const MergeEntropyPartialsProblem& p, std::int64_t row) {
+  const EntropyPartial merged = merge_shard_entropy_partials(p.partials + 3 * row, p.shards, 3 * p.rows);
+  if (p.merged != nullptr) {
+    p.merged[3 * row] = merged.max;
+    p.merged[3 * row + 1] = merged.sum;
+    p.merged[3 * row + 2] = merged.shifted;
+  }
+  if (p.entropy != nullptr) p.entropy[row] = entropy_of(merged);
 }
 
 // log p(target) = x_target - lse; 0 for an ignored target. Shared by the
