@@ -105,7 +105,7 @@ def cap(t) -> object:
 # ---- The matrix -------------------------------------------------------------------------
 
 def _rms_norm() -> dict:
-    x, w, g = T("rms_norm")["x"], T("rms_norm")["weight"], T("rms_norm")["grad_out"]
+    x, w = T("rms_norm")["x"], T("rms_norm")["weight"]
     x_in, x_out = overlapping(x)
     return {
         "rank": Raises(ValueError, "weight: expected shape", lambda: op("rms_norm").forward(x, w.reshape(2, 4))),

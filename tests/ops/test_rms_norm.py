@@ -13,6 +13,12 @@ import golden_kernels as gk
 from golden_kernels import _C
 from golden_kernels.testing import assert_bitwise_equal, assert_peer_floor, assert_within, gamma, ulp, unit_roundoff
 from golden_kernels.testing.bounds import smallest_subnormal
+from golden_kernels.testing import (
+    check_batch_invariance,
+    check_neighbour_invariance,
+    check_position_invariance,
+    check_thread_invariance,
+)
 
 from .. import reference
 from ..conftest import FLOAT_DTYPES, dtype_id
@@ -77,42 +83,24 @@ def test_cpu_paths_equal_reference(cpu_isa, threads, dtype, cols, gen):
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
 def test_batch_invariance_T1_T2_T3(backend, dtype, gen):
     cols = 4096
-    batch = random_rows(64, cols, dtype, gen)
+    x, g = random_rows(64, cols, dtype, gen), random_rows(64, cols, dtype, gen)
     w = random_rows(1, cols, dtype, gen).reshape(cols)
-    g = random_rows(64, cols, dtype, gen)
     op = rms_op(backend)
-    y = op.forward(batch, w)
-    dx, _ = op.backward(g, batch, w)
-    row = 3
-    # T1: the row alone.
-    assert_bitwise_equal(op.forward(batch[row:row + 1], w)[0], y[row], "T1 forward")
-    assert_bitwise_equal(op.backward(g[row:row + 1], batch[row:row + 1], w)[0][0], dx[row], "T1 dx")
-    # T2: the batch permuted (row 3 moves to index 17 and elsewhere).
-    perm = torch.randperm(64, generator=gen)
-    assert_bitwise_equal(op.forward(batch[perm], w), y[perm], "T2 forward")
-    assert_bitwise_equal(op.backward(g[perm], batch[perm], w)[0], dx[perm], "T2 dx")
-    # T3: every other row replaced by different data.
-    others = random_rows(64, cols, dtype, gen, scale=100.0)
-    others[row] = batch[row]
-    other_g = random_rows(64, cols, dtype, gen)
-    other_g[row] = g[row]
-    assert_bitwise_equal(op.forward(others, w)[row], y[row], "T3 forward")
-    assert_bitwise_equal(op.backward(other_g, others, w)[0][row], dx[row], "T3 dx")
+
+    def y_and_dx(x, g):
+        return op.forward(x, w), op.backward(g, x, w)[0]
+
+    check_batch_invariance(y_and_dx, x, g, batched=(0, 1))
+    check_position_invariance(y_and_dx, x, g, batched=(0, 1))
+    check_neighbour_invariance(y_and_dx, x, g, batched=(0, 1), row=3)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
-def test_thread_count_invariance_T7(threads, dtype, gen):
-    x = random_rows(300, 4097, dtype, gen)
+def test_thread_count_invariance_T7(dtype, gen):
+    x, g = random_rows(300, 4097, dtype, gen), random_rows(300, 4097, dtype, gen)
     w = random_rows(1, 4097, dtype, gen).reshape(4097)
-    g = random_rows(300, 4097, dtype, gen)
-    results = []
-    for n in (1, 2, 3, 8):
-        threads(n)
-        op = rms_op("cpu")
-        results.append((op.forward(x, w), *op.backward(g, x, w)))
-    for n, result in zip((2, 3, 8), results[1:]):
-        for got, want, what in zip(result, results[0], ("y", "dx", "dweight")):
-            assert_bitwise_equal(got, want, f"{what} with {n} threads vs 1")
+    op = rms_op("cpu")
+    check_thread_invariance(lambda x, g: (op.forward(x, w), *op.backward(g, x, w)), x, g, thread_counts=(1, 2, 3, 8))
 
 
 def test_qk_norm_layout_matches_rows(gen):

@@ -10,6 +10,12 @@ import torch
 import golden_kernels as gk
 from golden_kernels.testing import assert_bitwise_equal, assert_peer_floor, assert_within, ulp, unit_roundoff
 from golden_kernels.testing.bounds import smallest_subnormal
+from golden_kernels.testing import (
+    check_batch_invariance,
+    check_neighbour_invariance,
+    check_position_invariance,
+    check_thread_invariance,
+)
 
 from .. import reference
 from ..conftest import FLOAT_DTYPES, dtype_id
@@ -91,30 +97,24 @@ def test_every_bf16_input_fast_equals_reference(cpu_isa):
 def test_batch_invariance_T1_T2_T3(backend, gen):
     gate, up, g = (sample((64, 512), torch.bfloat16, gen) for _ in range(3))
     op = gk.get_op("swiglu", backend)
-    y = op.forward(gate, up)
-    dgate, dup = op.backward(g, gate, up)
-    row = 3
-    assert_bitwise_equal(op.forward(gate[row:row + 1], up[row:row + 1])[0], y[row], "T1 forward")
-    assert_bitwise_equal(op.backward(g[row:row + 1], gate[row:row + 1], up[row:row + 1])[0][0], dgate[row], "T1")
-    perm = torch.randperm(64, generator=gen)
-    assert_bitwise_equal(op.forward(gate[perm], up[perm]), y[perm], "T2 forward")
-    assert_bitwise_equal(op.backward(g[perm], gate[perm], up[perm])[1], dup[perm], "T2 dup")
-    others = sample((64, 512), torch.bfloat16, gen, scale=100.0)
-    others[row] = gate[row]
-    assert_bitwise_equal(op.forward(others, up)[row], y[row], "T3 forward")
+
+    def y_and_grads(gate, up, g):
+        return op.forward(gate, up), *op.backward(g, gate, up)
+
+    for check in (check_batch_invariance, check_position_invariance):
+        check(y_and_grads, gate, up, g, batched=(0, 1, 2))
+    check_neighbour_invariance(y_and_grads, gate, up, g, batched=(0, 1, 2), row=3)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
-def test_thread_count_invariance_T7(threads, dtype, gen):
+def test_thread_count_invariance_T7(dtype, gen):
     gate, up, g = (sample((300, 1001), dtype, gen) for _ in range(3))
-    results = []
-    for n in (1, 2, 3, 8):
-        threads(n)
-        op = gk.get_op("swiglu", "cpu")
-        results.append((op.forward(gate, up), *op.backward(g, gate, up), gk.get_op("silu", "cpu").backward(g, gate)))
-    for n, result in zip((2, 3, 8), results[1:]):
-        for got, want, what in zip(result, results[0], ("y", "dgate", "dup", "silu dx")):
-            assert_bitwise_equal(got, want, f"{what} with {n} threads vs 1")
+    swiglu, silu = gk.get_op("swiglu", "cpu"), gk.get_op("silu", "cpu")
+
+    def outputs(gate, up, g):
+        return swiglu.forward(gate, up), *swiglu.backward(g, gate, up), silu.backward(g, gate)
+
+    check_thread_invariance(outputs, gate, up, g, thread_counts=(1, 2, 3, 8))
 
 
 # ---- Axis-B: accuracy against float64 ------------------------------------------------
