@@ -12,7 +12,17 @@ import torch
 
 import golden_kernels as gk
 from golden_kernels import _C
-from golden_kernels.testing import assert_bitwise_equal, assert_peer_floor, assert_within, gamma, ulp
+from golden_kernels.testing import (
+    assert_bitwise_equal,
+    assert_peer_floor,
+    assert_within,
+    check_batch_invariance,
+    check_neighbour_invariance,
+    check_position_invariance,
+    check_thread_invariance,
+    gamma,
+    ulp,
+)
 from golden_kernels.testing.bounds import smallest_subnormal
 
 from .. import reference
@@ -125,37 +135,25 @@ def test_batch_invariance_T1_T2_T3(backend, dtype, gen):
     x, w, b = problem(64, 48, 300, dtype, gen)
     g = randn(64, 48, dtype=dtype, gen=gen)
     lin = op(backend)
-    y = lin.forward(x, w, b)
-    dx = lin.backward(g, x, w)[0]
-    row = 3
-    # T1: the row alone.
-    assert_bitwise_equal(lin.forward(x[row:row + 1], w, b)[0], y[row], "T1 forward")
-    assert_bitwise_equal(lin.backward(g[row:row + 1], x[row:row + 1], w)[0][0], dx[row], "T1 dx")
-    # T2: the batch permuted (rows move to other tiles and tile positions).
-    perm = torch.randperm(64, generator=gen)
-    assert_bitwise_equal(lin.forward(x[perm], w, b), y[perm], "T2 forward")
-    assert_bitwise_equal(lin.backward(g[perm], x[perm], w)[0], dx[perm], "T2 dx")
-    # T3: every other row replaced by different data.
-    others = randn(64, 300, dtype=dtype, gen=gen, scale=100.0)
-    others[row] = x[row]
-    other_g = randn(64, 48, dtype=dtype, gen=gen)
-    other_g[row] = g[row]
-    assert_bitwise_equal(lin.forward(others, w, b)[row], y[row], "T3 forward")
-    assert_bitwise_equal(lin.backward(other_g, others, w)[0][row], dx[row], "T3 dx")
+
+    def y_and_dx(x, g):  # rows move to other tiles and tile positions
+        return lin.forward(x, w, b), lin.backward(g, x, w)[0]
+
+    check_batch_invariance(y_and_dx, x, g, batched=(0, 1))
+    check_position_invariance(y_and_dx, x, g, batched=(0, 1))
+    check_neighbour_invariance(y_and_dx, x, g, batched=(0, 1), row=3)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=dtype_id)
-def test_thread_count_invariance_T7(threads, dtype, gen):
+def test_thread_count_invariance_T7(dtype, gen):
     x, w, b = problem(301, 150, 700, dtype, gen)
     g = randn(301, 150, dtype=dtype, gen=gen)
-    results = []
-    for n in (1, 2, 3, 8):
-        threads(n)
-        lin = op("cpu")
-        results.append((lin.forward(x, w, b), lin.forward(x[:1], w, b), *lin.backward(g, x, w, b)))
-    for n, result in zip((2, 3, 8), results[1:]):
-        for got, want, what in zip(result, results[0], ("y", "decode y", "dx", "dweight", "dbias")):
-            assert_bitwise_equal(got, want, f"{what} with {n} threads vs 1")
+    lin = op("cpu")
+
+    def outputs(x, g):  # y, the decode row alone, dx, dweight, dbias
+        return lin.forward(x, w, b), lin.forward(x[:1], w, b), *lin.backward(g, x, w, b)
+
+    check_thread_invariance(outputs, x, g, thread_counts=(1, 2, 3, 8))
 
 
 def test_weight_gradients_are_deterministic_over_runs(threads, gen):
