@@ -153,38 +153,20 @@ void tile_scores(const float* const* q, std::int64_t d_len, float scale, const f
   for (int r = 0; r < kTileRows; ++r) core::attention_block_scale(scores[r], scale);
 }
 
-// probs[j] = exp_f32(scores[j] - origin) for the whole block, as in the core.
-void block_exp(const float* __restrict scores, float origin, float* __restrict probs) {
-  for (int j = 0; j < kBlock; ++j) probs[j] = core::exp_f32(scores[j] - origin);
+// The core's attention_block_probs in a function of its own, where the
+// compiler vectorises the block's exps (exp_f32 is branch-free).
+void block_probs(const float* __restrict scores, float origin, float* __restrict probs) {
+  core::attention_block_probs(scores, origin, probs);
 }
 
-// The core's attention_block_softmax for the tile's rows, step by step, with
-// the rows' serial max and sum chains interleaved (independent chains overlap)
-// and each row's exp over the whole block in one loop (vectorised by the
-// compiler: exp_f32 is branch-free and lanes are independent).
+// The core's attention_block_softmax for each of the tile's rows.
 void tile_softmax(core::AttentionRowState* const* st, float* const* acc, std::int64_t d_len,
                   const float (*scores)[kBlock], std::int64_t count, float (*probs)[kBlock]) {
-  float block_max[kTileRows];
-  for (int r = 0; r < kTileRows; ++r) block_max[r] = -core::math_detail::inf();
-  for (std::int64_t j = 0; j < count; ++j) {
-    for (int r = 0; r < kTileRows; ++r) block_max[r] = core::attention_max(block_max[r], scores[r][j]);
-  }
-  float origin[kTileRows];
   for (int r = 0; r < kTileRows; ++r) {
-    const float new_max = core::attention_max(st[r]->max, block_max[r]);
-    origin[r] = new_max == -core::math_detail::inf() ? 0.0f : new_max;
-    const float alpha = core::exp_f32(st[r]->max - origin[r]);
-    st[r]->sum = st[r]->sum * alpha;
-    for (std::int64_t d = 0; d < d_len; ++d) acc[r][d] = acc[r][d] * alpha;
-    st[r]->max = new_max;
+    const float origin = core::attention_block_rescale(*st[r], acc[r], d_len, scores[r], count);
+    block_probs(scores[r], origin, probs[r]);
+    core::attention_block_sum(*st[r], probs[r], count);
   }
-  for (int r = 0; r < kTileRows; ++r) block_exp(scores[r], origin[r], probs[r]);
-  float sum[kTileRows];
-  for (int r = 0; r < kTileRows; ++r) sum[r] = st[r]->sum;
-  for (std::int64_t j = 0; j < count; ++j) {
-    for (int r = 0; r < kTileRows; ++r) sum[r] = sum[r] + probs[r][j];
-  }
-  for (int r = 0; r < kTileRows; ++r) st[r]->sum = sum[r];
 }
 
 // block_accumulate for the tile's rows: each V vector loaded feeds all rows.

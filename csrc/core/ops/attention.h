@@ -193,10 +193,10 @@ GOLDEN_INLINE float attention_max(float a, float b) { return math_detail::select
 
 // Starts folding `count` keys (scores[0..count)) into the row: the block
 // max, one rescale of sum and acc by exp(old_max - new_max) (always applied;
-// it is exactly 1 when the max is unchanged), then p = exp(s - new_max) into
-// probs (kAttentionKeyBlock floats) and sum += p in rank order.
-GOLDEN_INLINE void attention_block_softmax(AttentionRowState& st, float* acc, std::int64_t head_dim,
-                                           const float* scores, std::int64_t count, float* probs) {
+// it is exactly 1 when the max is unchanged). Returns the origin the block's
+// probabilities are measured from.
+GOLDEN_INLINE float attention_block_rescale(AttentionRowState& st, float* acc, std::int64_t head_dim,
+                                            const float* scores, std::int64_t count) {
   float block_max = -math_detail::inf();
   for (std::int64_t j = 0; j < count; ++j) block_max = attention_max(block_max, scores[j]);
   const float new_max = attention_max(st.max, block_max);
@@ -206,8 +206,26 @@ GOLDEN_INLINE void attention_block_softmax(AttentionRowState& st, float* acc, st
   st.sum = st.sum * alpha;
   for (std::int64_t d = 0; d < head_dim; ++d) acc[d] = acc[d] * alpha;
   st.max = new_max;
+  return origin;
+}
+
+// p = exp(s - origin) for the whole block (kAttentionKeyBlock floats; lanes are
+// independent, so a vectorised loop gives the same bits).
+GOLDEN_INLINE void attention_block_probs(const float* scores, float origin, float* probs) {
   for (int j = 0; j < kAttentionKeyBlock; ++j) probs[j] = exp_f32(scores[j] - origin);
+}
+
+// sum += p over the block's keys in rank order.
+GOLDEN_INLINE void attention_block_sum(AttentionRowState& st, const float* probs, std::int64_t count) {
   for (std::int64_t j = 0; j < count; ++j) st.sum = st.sum + probs[j];
+}
+
+// The three steps for one row: rescale, probabilities into probs, their sum.
+GOLDEN_INLINE void attention_block_softmax(AttentionRowState& st, float* acc, std::int64_t head_dim,
+                                           const float* scores, std::int64_t count, float* probs) {
+  const float origin = attention_block_rescale(st, acc, head_dim, scores, count);
+  attention_block_probs(scores, origin, probs);
+  attention_block_sum(st, probs, count);
 }
 
 // Then acc[d] = fma(w_j, row_j[d], acc[d]) over the block's keys in rank
