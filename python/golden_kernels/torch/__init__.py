@@ -1,6 +1,6 @@
 """golden_kernels.torch: the golden ops for PyTorch models.
 
-- functional: differentiable functions (rms_norm, linear, ...), each a
+- functional: differentiable functions (rms_norm, linear, attention, ...), each a
   torch.library custom op "golden::<name>" with a fake implementation and a
   registered golden backward, so autograd and torch.compile(fullgraph=True) work;
 - modules: RMSNorm, Linear, LMHead, Embedding, SiLU, SwiGLUMLP with torch.nn /
