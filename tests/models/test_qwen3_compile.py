@@ -1,28 +1,67 @@
 """torch.compile(fullgraph=True) traces the golden Qwen3 trainer forward and
-backward (every op a golden custom op) and returns the eager bits."""
+backward (every op a golden custom op), unpadded and with a padded
+attention_mask, and returns the eager bits; a bad mask raises in both."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from golden_kernels.testing import assert_bitwise_equal
 
 
-def test_fullgraph_compile_of_the_trainer_gives_eager_bits(pair):
-    _, model = pair
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    """Each test compiles afresh: no cached graph or recompile count carries over."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def batch(model, padded: bool):
+    """ids and next-token targets [2, 9]; padded: row 0 left-padded by 3, row 1
+    right-padded by 2 (pad ids are garbage, pad targets ignored)."""
     gen = torch.Generator().manual_seed(5)
     ids = torch.randint(1, model.dims.vocab_size, (2, 9), generator=gen)
     targets = ids.roll(-1, dims=1)
+    if not padded:
+        return ids, None, targets
+    mask = torch.ones_like(ids)
+    mask[0, :3] = 0
+    mask[1, 7:] = 0
+    targets = torch.where(mask.bool() & mask.roll(-1, dims=1).bool(), targets, torch.full_like(targets, -100))
+    return ids, mask, targets
 
-    def loss_and_grads(fn):
-        model.zero_grad()
-        logprobs = fn(ids, targets=targets)
-        logprobs.sum().backward()
-        return logprobs.detach(), [p.grad.clone() for p in model.parameters()]
 
-    eager, eager_grads = loss_and_grads(model)
-    compiled, compiled_grads = loss_and_grads(torch.compile(model, fullgraph=True, backend="aot_eager"))
+def logprobs_and_grads(model, fn, ids, mask, targets):
     model.zero_grad()
+    logprobs = fn(ids, mask, targets=targets)
+    logprobs.sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    return logprobs.detach(), grads
+
+
+def assert_bad_mask_raises(fn, ids, mask, targets):
+    holey = mask.clone()
+    holey[1, 4] = 0  # real tokens in two runs
+    with pytest.raises(ValueError, match="contiguous run"):
+        fn(ids, holey, targets=targets)
+
+
+@pytest.mark.parametrize("backend, padded", [("aot_eager", False), ("aot_eager", True), ("eager", True)],
+                         ids=["aot_eager-unpadded", "aot_eager-padded", "eager-padded"])
+def test_fullgraph_compile_of_the_trainer_gives_eager_bits(pair, backend, padded):
+    _, model = pair
+    ids, mask, targets = batch(model, padded)
+    eager, eager_grads = logprobs_and_grads(model, model, ids, mask, targets)
+    compiled_model = torch.compile(model, fullgraph=True, backend=backend)
+    compiled, compiled_grads = logprobs_and_grads(model, compiled_model, ids, mask, targets)
     assert_bitwise_equal(compiled, eager, "logprobs")
     for i, (got, want) in enumerate(zip(compiled_grads, eager_grads)):
         assert_bitwise_equal(got, want, f"gradient of parameter {i}")
+    if padded:
+        assert bool((eager[mask == 0] == 0).all()), "padding scores 0"
+        # The mask check reads the data, so it lives in a custom op: the compiled graph runs it too.
+        assert_bad_mask_raises(model, ids, mask, targets)
+        assert_bad_mask_raises(compiled_model, ids, mask, targets)

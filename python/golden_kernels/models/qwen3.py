@@ -285,13 +285,27 @@ def _keep_mask(attention_mask: torch.Tensor | None, input_ids: torch.Tensor) -> 
     if attention_mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask: expected input_ids' shape {tuple(input_ids.shape)}, "
                          f"got {tuple(attention_mask.shape)}")
-    keep = attention_mask.to(torch.bool)
+    return padding_keep_mask(attention_mask)
+
+
+@torch.library.custom_op("golden::padding_keep_mask", mutates_args=())
+def padding_keep_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """attention_mask [B, S] as bool, after checking that each row's real tokens
+    are one contiguous run. A custom op so that the check, which reads the data,
+    runs (and raises) in eager calls and in compiled graphs alike while
+    torch.compile(fullgraph=True) traces through it (its fake gives the shape)."""
+    keep = attention_mask != 0  # a new tensor: a custom op's output may not alias its input
     starts = keep[:, 1:] & ~keep[:, :-1]
     runs = starts.sum(dim=1) + keep[:, 0].long()
     if bool((runs > 1).any()):
         raise ValueError("attention_mask: each row's real tokens must be one contiguous run "
                          "(left and/or right padding only)")
     return keep
+
+
+@padding_keep_mask.register_fake
+def _(attention_mask):
+    return torch.empty_like(attention_mask, dtype=torch.bool)
 
 
 def _heads_first(x: torch.Tensor) -> torch.Tensor:
