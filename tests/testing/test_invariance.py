@@ -64,6 +64,11 @@ def test_row_checks_compare_every_output(x):
         gt.check_batch_invariance(lambda a: (a * 2, batch_dependent(a)), x)
 
 
+def test_row_checks_name_the_outputs_of_a_dict(x):
+    with pytest.raises(AssertionError, match="T2 position in batch: batch reversed, shifted"):
+        gt.check_position_invariance(lambda a: {"doubled": a * 2, "shifted": position_dependent(a)}, x)
+
+
 def nan_neighbour_leaks(x):
     """Row-local unless some row holds a NaN: a fault generic fresh data misses."""
     return x + x.isnan().any() * STEP

@@ -4,7 +4,7 @@ and compares the rows that should not change on raw bits, raising
 AssertionError with a readable diff when they differ.
 
 Conventions: fn takes tensors (and anything else) positionally and returns a
-tensor or a tuple/list of tensors. `batched` names the positional arguments
+tensor, a tuple/list of tensors, or a dict of them by name (failures name them). `batched` names the positional arguments
 that carry rows in dim 0; every output carries the same rows in dim 0 (wrap fn
 to return only row-local outputs: a weight gradient sums over rows)."""
 
@@ -21,21 +21,31 @@ Fn = Callable[..., Any]
 
 
 def _outputs(result: Any) -> tuple[torch.Tensor, ...]:
+    if isinstance(result, dict):
+        return tuple(result.values())
     return tuple(result) if isinstance(result, (tuple, list)) else (result,)
 
 
+def _output_names(*results: Any) -> list[str] | None:
+    return next((list(r) for r in results if isinstance(r, dict)), None)
+
+
 def _assert_outputs_equal(got: Any, want: Any, what: str) -> None:
+    names = _output_names(got, want)
     got, want = _outputs(got), _outputs(want)
     assert len(got) == len(want), f"{what}: {len(got)} outputs vs {len(want)}"
     for i, (g, w) in enumerate(zip(got, want)):
-        assert_bitwise_equal(g, w, what if len(got) == 1 else f"{what}, output {i}")
+        label = names[i] if names else f"output {i}"
+        assert_bitwise_equal(g, w, what if len(got) == 1 else f"{what}, {label}")
 
 
-def _select(result: Any, index: Any, dim: int = 0) -> tuple[torch.Tensor, ...]:
-    """Each output indexed along dim (a slice or an index tensor)."""
+def _select(result: Any, index: Any, dim: int = 0) -> Any:
+    """Each output indexed along dim (a slice or an index tensor); a dict keeps its names."""
     if isinstance(index, slice):
-        return tuple(out[(slice(None),) * dim + (index,)] for out in _outputs(result))
-    return tuple(out.index_select(dim, index.to(out.device)) for out in _outputs(result))
+        selected = tuple(out[(slice(None),) * dim + (index,)] for out in _outputs(result))
+    else:
+        selected = tuple(out.index_select(dim, index.to(out.device)) for out in _outputs(result))
+    return dict(zip(result, selected)) if isinstance(result, dict) else selected
 
 
 def _map_batched(args: Sequence[Any], batched: Iterable[int], transform: Callable[[torch.Tensor], Any]) -> list:
