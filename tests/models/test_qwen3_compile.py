@@ -1,12 +1,14 @@
 """torch.compile(fullgraph=True) traces the golden Qwen3 trainer forward and
-backward (every op a golden custom op), unpadded and with a padded
-attention_mask, and returns the eager bits; a bad mask raises in both."""
+backward (every op a golden custom op), unpadded, with a padded
+attention_mask and packed (cu_seqlens), and returns the eager bits; a bad
+mask or bad offsets raise in the compiled graph as in eager calls."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from golden_kernels.models import Qwen3ForCausalLM, next_token_targets
 from golden_kernels.testing import assert_bitwise_equal
 
 
@@ -65,3 +67,24 @@ def test_fullgraph_compile_of_the_trainer_gives_eager_bits(pair, backend, padded
         # The mask check reads the data, so it lives in a custom op: the compiled graph runs it too.
         assert_bad_mask_raises(model, ids, mask, targets)
         assert_bad_mask_raises(compiled_model, ids, mask, targets)
+
+
+def test_fullgraph_compile_of_the_packed_trainer_gives_eager_bits(hf_fp32):
+    """Sequences of 4, 1 and 6 tokens packed end to end (cu_seqlens); float32."""
+    model = Qwen3ForCausalLM.from_hf(hf_fp32)
+    gen = torch.Generator().manual_seed(6)
+    ids = torch.randint(1, model.dims.vocab_size, (11,), generator=gen)
+    cu_seqlens = torch.tensor([0, 4, 5, 11], dtype=torch.int32)
+    targets = next_token_targets(ids, cu_seqlens=cu_seqlens)
+
+    def packed(fn):
+        return lambda ids, _, targets: fn(ids, cu_seqlens=cu_seqlens, targets=targets)
+
+    eager, eager_grads = logprobs_and_grads(model, packed(model), ids, None, targets)
+    compiled_model = torch.compile(model, fullgraph=True, backend="aot_eager")
+    compiled, compiled_grads = logprobs_and_grads(model, packed(compiled_model), ids, None, targets)
+    assert_bitwise_equal(compiled, eager, "logprobs")
+    for i, (got, want) in enumerate(zip(compiled_grads, eager_grads)):
+        assert_bitwise_equal(got, want, f"gradient of parameter {i}")
+    with pytest.raises(ValueError, match="cu_seqlens: expected non-decreasing offsets"):
+        compiled_model(ids, cu_seqlens=torch.tensor([0, 6, 5, 11], dtype=torch.int32), targets=targets)
