@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from golden_kernels.models import Qwen3ForCausalLM, next_token_targets
+from golden_kernels.models.qwen3 import packed_positions, padding_keep_mask
 from golden_kernels.testing import assert_bitwise_equal
 
 
@@ -88,3 +89,12 @@ def test_fullgraph_compile_of_the_packed_trainer_gives_eager_bits(hf_fp32):
         assert_bitwise_equal(got, want, f"gradient of parameter {i}")
     with pytest.raises(ValueError, match="cu_seqlens: expected non-decreasing offsets"):
         compiled_model(ids, cu_seqlens=torch.tensor([0, 6, 5, 11], dtype=torch.int32), targets=targets)
+
+
+def test_the_mask_and_offset_ops_pass_opcheck():
+    """Schema, fake implementation and dispatch of the two data-reading custom ops."""
+    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 0]])
+    torch.library.opcheck(padding_keep_mask, (mask,))
+    torch.library.opcheck(packed_positions, (torch.tensor([0, 4, 5, 11], dtype=torch.int32), 11))
+    assert padding_keep_mask(mask).tolist() == [[False, False, True, True], [True, True, True, False]]
+    assert packed_positions(torch.tensor([0, 2, 2, 5]), 5).tolist() == [0, 1, 0, 1, 2]
