@@ -4,9 +4,10 @@ and compares the rows that should not change on raw bits, raising
 AssertionError with a readable diff when they differ.
 
 Conventions: fn takes tensors (and anything else) positionally and returns a
-tensor, a tuple/list of tensors, or a dict of them by name (failures name them). `batched` names the positional arguments
-that carry rows in dim 0; every output carries the same rows in dim 0 (wrap fn
-to return only row-local outputs: a weight gradient sums over rows)."""
+tensor, a tuple/list of tensors, or a dict of them (failures name its keys).
+`batched` names the positional arguments that carry rows in dim 0; every
+output carries the same rows in dim 0 (wrap fn to return only row-local
+outputs: a weight gradient sums over rows)."""
 
 from __future__ import annotations
 
