@@ -128,12 +128,15 @@ def test_padding_invariance_T4(gen):
     check_padding_invariance(every_output("cpu"), *args, padded=(0, 1, 2, 3), dim=0,
                              pads=((1, 0), (0, 1), (5, 0), (0, 5), (2, 7)), int_pad_value=-100)
     logits, ids = args[0], args[1]
-    pad_logits = torch.full((3, vocab), float("nan"), dtype=torch.bfloat16)
-    padded_logits, padded_ids = torch.cat((pad_logits, logits)), torch.cat((torch.full((3,), -100), ids))
+    pad_logits, pad_ids = torch.full((3, vocab), float("nan"), dtype=torch.bfloat16), torch.full((3,), -100)
     tok = gk.get_op("token_logprob")
-    assert_bitwise_equal(tok.forward(padded_logits, padded_ids)[:3], torch.zeros(3), "padded rows give 0")
-    grad = tok.backward(torch.randn(9, generator=gen), padded_logits, padded_ids)
-    assert_bitwise_equal(grad[:3], torch.zeros(3, vocab, dtype=torch.bfloat16), "zero grad")
+    for where, pads in (("left", slice(0, 3)), ("right", slice(6, 9))):
+        order = (lambda pad, real: (pad, real)) if where == "left" else (lambda pad, real: (real, pad))
+        padded_logits, padded_ids = torch.cat(order(pad_logits, logits)), torch.cat(order(pad_ids, ids))
+        out = tok.forward(padded_logits, padded_ids)
+        assert_bitwise_equal(out[pads], torch.zeros(3), f"{where} padded rows give 0")
+        grad = tok.backward(torch.randn(9, generator=gen), padded_logits, padded_ids)
+        assert_bitwise_equal(grad[pads], torch.zeros(3, vocab, dtype=torch.bfloat16), f"{where} zero grad")
 
 
 def test_vocab_padding_with_masked_entries_inside_the_last_chunk_T4(gen):
