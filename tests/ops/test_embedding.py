@@ -1,7 +1,8 @@
 """embedding against the contract: the gather is an exact copy; the weight
 gradient is the documented segmented sum (sequential fp32 additions in token
-order) on raw bits, deterministic over threads and ISAs; Axis-B bound
-against float64; out-of-range ids raise before any read; bad input."""
+order) on raw bits, deterministic over threads and ISAs (T1-T3, T7 through
+golden_kernels.testing); Axis-B bound against float64; out-of-range ids raise
+before any read; bad input."""
 
 from __future__ import annotations
 
@@ -11,6 +12,12 @@ import torch
 
 import golden_kernels as gk
 from golden_kernels.testing import assert_bitwise_equal, assert_peer_floor, assert_within, gamma, ulp
+from golden_kernels.testing import (
+    check_batch_invariance,
+    check_neighbour_invariance,
+    check_position_invariance,
+    check_thread_invariance,
+)
 from golden_kernels.testing.bounds import smallest_subnormal
 
 from .. import reference
@@ -142,33 +149,31 @@ def test_dweight_row_depends_only_on_its_own_tokens(gen):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
-def test_thread_count_invariance_T7(threads, dtype, gen):
+def test_thread_count_invariance_T7(dtype, gen):
     vocab, dim = 3000, 256
     ids = ids_with_repeats((2000,), vocab, gen)
     g = torch.randn(2000, dim, generator=gen).to(dtype)
     weight = table(vocab, dim, dtype, gen)
-    results = []
-    for n in (1, 2, 3, 8):
-        threads(n)
-        op = gk.get_op("embedding", "cpu")
-        results.append((op.forward(ids, weight), op.backward(g, ids, weight)))
-    for n, result in zip((2, 3, 8), results[1:]):
-        for got, want, what in zip(result, results[0], ("out", "dweight")):
-            assert_bitwise_equal(got, want, f"{what} with {n} threads vs 1")
+    op = gk.get_op("embedding", "cpu")
+    check_thread_invariance(lambda ids: (op.forward(ids, weight), op.backward(g, ids, weight)), ids,
+                            thread_counts=(1, 2, 3, 8))
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
 def test_forward_batch_invariance_T1_T2_T3(backend, gen):
+    """Rows of ids [16, 9]; the weight gradient sums over rows, so its own
+    order property is test_dweight_row_depends_only_on_its_own_tokens."""
     weight = table(500, 128, torch.bfloat16, gen)
     ids = torch.randint(0, 500, (16, 9), generator=gen)
     op = gk.get_op("embedding", backend)
-    out = op.forward(ids, weight)
-    assert_bitwise_equal(op.forward(ids[3:4], weight)[0], out[3], "T1")
-    perm = torch.randperm(16, generator=gen)
-    assert_bitwise_equal(op.forward(ids[perm], weight), out[perm], "T2")
-    other = torch.randint(0, 500, (16, 9), generator=gen)
-    other[3] = ids[3]
-    assert_bitwise_equal(op.forward(other, weight)[3], out[3], "T3")
+
+    def gather(ids):
+        return op.forward(ids, weight)
+
+    check_batch_invariance(gather, ids, rows=(0, 3, 8, 15))
+    check_position_invariance(gather, ids)
+    check_neighbour_invariance(gather, ids, row=3)
+    check_neighbour_invariance(gather, ids, row=3, neighbours=(torch.randint(0, 500, (16, 9), generator=gen),))
 
 
 # ---- Axis-B: accuracy of the weight gradient against float64 ----------------------------

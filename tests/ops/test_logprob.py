@@ -1,7 +1,8 @@
 """log_softmax, token_logprob and entropy against the contract: Axis-C every
 CPU path equal to the scalar reference on raw bits, Axis-A invariance (T1-T4,
-T7), Axis-B accuracy against float64 PyTorch with a rigorous bound and the
-peer floor, the non-finite policy, ignore_index, bad input, no mutation."""
+T7 and in-process T8 through golden_kernels.testing), Axis-B accuracy against
+float64 PyTorch with a rigorous bound and the peer floor, the non-finite
+policy, ignore_index, bad input, no mutation."""
 
 from __future__ import annotations
 
@@ -12,6 +13,14 @@ import torch
 
 import golden_kernels as gk
 from golden_kernels.testing import assert_bitwise_equal, assert_peer_floor, assert_within, gamma, ulp, unit_roundoff
+from golden_kernels.testing import (
+    check_batch_invariance,
+    check_neighbour_invariance,
+    check_padding_invariance,
+    check_position_invariance,
+    check_sharding_invariance,
+    check_thread_invariance,
+)
 from golden_kernels.testing.bounds import smallest_subnormal
 
 from .. import reference
@@ -84,60 +93,50 @@ def test_cpu_equals_reference_at_qwen3_vocab(gen):
 
 # ---- Axis-A: a row's bits do not depend on its batch ----------------------------------
 
+def every_output(backend):
+    """fn(logits, ids, g_rows, g_full) -> all_outputs by name; every output is
+    row-local, so the invariance checks compare them as they are."""
+    return lambda *args: all_outputs(backend, *args)
+
+
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
 def test_batch_invariance_T1_T2_T3(backend, dtype, gen):
     rows, vocab, row = 24, 9000, 3
-    logits = random_logits(rows, vocab, dtype, gen)
-    ids = random_targets(rows, vocab, gen, ignore_every=5)
-    g_rows, g_full = grads_per_row(rows, gen), random_logits(rows, vocab, dtype, gen, 1.0)
-    batch = all_outputs(backend, logits, ids, g_rows, g_full)
-    # T1: the row alone.
-    alone = all_outputs(backend, logits[row:row + 1], ids[row:row + 1], g_rows[row:row + 1], g_full[row:row + 1])
-    for name in batch:
-        assert_bitwise_equal(alone[name][0], batch[name][row], f"T1 {name}")
-    # T2: the batch permuted.
-    perm = torch.randperm(rows, generator=gen)
-    permuted = all_outputs(backend, logits[perm], ids[perm], g_rows[perm], g_full[perm])
-    for name in batch:
-        assert_bitwise_equal(permuted[name], batch[name][perm], f"T2 {name}")
-    # T3: every other row replaced by different data (NaN and -inf rows included).
+    args = (random_logits(rows, vocab, dtype, gen), random_targets(rows, vocab, gen, ignore_every=5),
+            grads_per_row(rows, gen), random_logits(rows, vocab, dtype, gen, 1.0))
+    fn = every_output(backend)
+    check_batch_invariance(fn, *args, batched=(0, 1, 2, 3), rows=(0, row, rows // 2, rows - 1))
+    check_position_invariance(fn, *args, batched=(0, 1, 2, 3))
+    check_neighbour_invariance(fn, *args, batched=(0, 1, 2, 3), row=row)
+    # Neighbours no random draw gives: a NaN row, an all -inf row, logits 50x larger.
     others = random_logits(rows, vocab, dtype, gen, scale=50.0)
     others[0] = float("nan")
     others[1] = float("-inf")
-    others[row] = logits[row]
-    other_ids = random_targets(rows, vocab, gen)
-    other_ids[row] = ids[row]
-    other_g_rows, other_g_full = grads_per_row(rows, gen), random_logits(rows, vocab, dtype, gen, 9.0)
-    other_g_rows[row], other_g_full[row] = g_rows[row], g_full[row]
-    changed = all_outputs(backend, others, other_ids, other_g_rows, other_g_full)
-    for name in batch:
-        assert_bitwise_equal(changed[name][row], batch[name][row], f"T3 {name}")
+    neighbours = (others, random_targets(rows, vocab, gen), grads_per_row(rows, gen),
+                  random_logits(rows, vocab, dtype, gen, 9.0))
+    check_neighbour_invariance(fn, *args, batched=(0, 1, 2, 3), row=row, neighbours=neighbours)
 
 
 def test_padding_invariance_T4(gen):
-    """Padded token rows (NaN garbage logits, ignored targets) to the left or
-    right leave the real rows' bits alone and give logprob 0, zero gradient."""
+    """Padded token rows (NaN garbage logits and gradients, ignored targets) to
+    the left and/or right leave the real rows' bits alone; padded rows give
+    token logprob 0 and a zero gradient."""
     vocab = 5000
-    logits = random_logits(6, vocab, torch.bfloat16, gen)
-    ids = random_targets(6, vocab, gen)
-    g = grads_per_row(6, gen)
-    want, want_grad = gk.token_logprob(logits, ids), gk.get_op("token_logprob").backward(g, logits, ids)
-    for pad in (1, 5):
-        garbage = torch.full((pad, vocab), float("nan"), dtype=torch.bfloat16)
-        pad_ids = torch.full((pad,), -100)
-        for where in ("left", "right"):
-            parts = (garbage, logits) if where == "left" else (logits, garbage)
-            id_parts = (pad_ids, ids) if where == "left" else (ids, pad_ids)
-            g_parts = (torch.randn(pad, generator=gen), g) if where == "left" else (g, torch.randn(pad, generator=gen))
-            real = slice(pad, None) if where == "left" else slice(0, 6)
-            padded_ids = torch.cat(id_parts)
-            out = gk.token_logprob(torch.cat(parts), padded_ids)
-            grad = gk.get_op("token_logprob").backward(torch.cat(g_parts), torch.cat(parts), padded_ids)
-            assert_bitwise_equal(out[real], want, f"{where} pad {pad}")
-            assert_bitwise_equal(grad[real], want_grad, f"{where} pad {pad} grad")
-            assert_bitwise_equal(out[padded_ids == -100], torch.zeros(pad), "padded rows give 0")
-            assert_bitwise_equal(grad[padded_ids == -100], torch.zeros(pad, vocab, dtype=torch.bfloat16), "zero grad")
+    args = (random_logits(6, vocab, torch.bfloat16, gen), random_targets(6, vocab, gen), grads_per_row(6, gen),
+            random_logits(6, vocab, torch.bfloat16, gen, 1.0))
+    check_padding_invariance(every_output("cpu"), *args, padded=(0, 1, 2, 3), dim=0,
+                             pads=((1, 0), (0, 1), (5, 0), (0, 5), (2, 7)), int_pad_value=-100)
+    logits, ids = args[0], args[1]
+    pad_logits, pad_ids = torch.full((3, vocab), float("nan"), dtype=torch.bfloat16), torch.full((3,), -100)
+    tok = gk.get_op("token_logprob")
+    for where, pads in (("left", slice(0, 3)), ("right", slice(6, 9))):
+        order = (lambda pad, real: (pad, real)) if where == "left" else (lambda pad, real: (real, pad))
+        padded_logits, padded_ids = torch.cat(order(pad_logits, logits)), torch.cat(order(pad_ids, ids))
+        out = tok.forward(padded_logits, padded_ids)
+        assert_bitwise_equal(out[pads], torch.zeros(3), f"{where} padded rows give 0")
+        grad = tok.backward(torch.randn(9, generator=gen), padded_logits, padded_ids)
+        assert_bitwise_equal(grad[pads], torch.zeros(3, vocab, dtype=torch.bfloat16), f"{where} zero grad")
 
 
 def test_vocab_padding_with_masked_entries_inside_the_last_chunk_T4(gen):
@@ -152,18 +151,11 @@ def test_vocab_padding_with_masked_entries_inside_the_last_chunk_T4(gen):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
-def test_thread_count_invariance_T7(threads, dtype, gen):
+def test_thread_count_invariance_T7(dtype, gen):
     rows, vocab = 40, 4 * 4096 + 3
-    logits = random_logits(rows, vocab, dtype, gen)
-    ids = random_targets(rows, vocab, gen, ignore_every=7)
-    g_rows, g_full = grads_per_row(rows, gen), random_logits(rows, vocab, dtype, gen, 1.0)
-    threads(1)
-    want = all_outputs("cpu", logits, ids, g_rows, g_full)
-    for n in (2, 3, 8):
-        threads(n)
-        got = all_outputs("cpu", logits, ids, g_rows, g_full)
-        for name in want:
-            assert_bitwise_equal(got[name], want[name], f"{name} with {n} threads vs 1")
+    args = (random_logits(rows, vocab, dtype, gen), random_targets(rows, vocab, gen, ignore_every=7),
+            grads_per_row(rows, gen), random_logits(rows, vocab, dtype, gen, 1.0))
+    check_thread_invariance(every_output("cpu"), *args, thread_counts=(1, 2, 3, 8))
 
 
 def test_leading_dimensions_are_rows(gen):
@@ -176,21 +168,25 @@ def test_leading_dimensions_are_rows(gen):
     assert_bitwise_equal(gk.log_softmax(logits).reshape(6, 700), gk.log_softmax(logits.reshape(6, 700)), "lsm")
 
 
-def test_single_device_equals_vocab_parallel_pieces(gen):
+def token_logprob_from_shards(logits, ids, *, num_shards):
+    """The vocab-parallel pieces in one process: per-shard partials and target
+    logits, merged by the canonical tree."""
+    vocab = logits.shape[-1]
+    bounds = gk.vocab_shard_bounds(vocab, num_shards)
+    assert bounds[0][0] == 0 and bounds[-1][1] == vocab and len(bounds) == num_shards
+    partials = torch.stack([gk.logsumexp_partials(logits[:, a:b].contiguous()) for a, b in bounds])
+    picked = sum(gk.target_logits(logits[:, a:b].contiguous(), ids, vocab_start=a, vocab_size=vocab)
+                 for a, b in bounds)
+    return gk.logprob_from_partials(picked, gk.merge_logsumexp_partials(partials), ids)
+
+
+def test_single_device_equals_vocab_parallel_pieces_T8(gen):
     """token_logprob is logprob_from_partials of the row's own partial: one
     formula for both paths, for every shard count (in-process T8)."""
     vocab = 10 * 4096 + 77
     logits = random_logits(5, vocab, torch.bfloat16, gen)
     ids = random_targets(5, vocab, gen, ignore_every=3)
-    want = gk.token_logprob(logits, ids)
-    for shards in (1, 2, 3, 4, 8, 11):
-        bounds = gk.vocab_shard_bounds(vocab, shards)
-        assert bounds[0][0] == 0 and bounds[-1][1] == vocab and len(bounds) == shards
-        partials = torch.stack([gk.logsumexp_partials(logits[:, a:b].contiguous()) for a, b in bounds])
-        picked = sum(gk.target_logits(logits[:, a:b].contiguous(), ids, vocab_start=a, vocab_size=vocab)
-                     for a, b in bounds)
-        got = gk.logprob_from_partials(picked, gk.merge_logsumexp_partials(partials), ids)
-        assert_bitwise_equal(got, want, f"{shards} shards")
+    check_sharding_invariance(gk.token_logprob, token_logprob_from_shards, logits, ids, num_shards=(1, 2, 3, 4, 8, 11))
 
 
 def test_vocab_shard_bounds_are_chunk_aligned_subtrees():

@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import golden_kernels as gk
-from golden_kernels.testing import assert_bitwise_equal
+from golden_kernels.testing import assert_bitwise_equal, check_sharding_invariance
 
 VOCAB = 151936  # Qwen3: 38 chunks of 4096, the last one ragged
 ROWS = 6
@@ -76,16 +76,22 @@ def test_vocab_parallel_matches_single_device_T8(tmp_path):
     mp.spawn(check_on_rank, args=(4, str(tmp_path / "init")), nprocs=4, join=True)
 
 
+def entropy_and_lse_partials(logits):
+    return {"entropy": gk.entropy(logits), "(max, sum)": gk.logsumexp_partials(logits)}
+
+
+def entropy_from_shards(logits, *, num_shards):
+    """Merged (max, sum, shifted) shard partials: the entropy, and their (max, sum)."""
+    parts = [gk.entropy_partials(logits[:, a:b].contiguous()) for a, b in gk.vocab_shard_bounds(VOCAB, num_shards)]
+    merged = gk.merge_entropy_partials(torch.stack(parts))
+    return {"entropy": gk.entropy_from_partials(merged), "(max, sum)": merged[..., :2].contiguous()}
+
+
 def test_entropy_shards_in_process_T8():
     """Any shard count: merged (max, sum, shifted) partials give the entropy's bits,
     and their (max, sum) are those of the logsumexp partials."""
     logits, _ = problem()
-    want = gk.entropy(logits)
-    for shards in (1, 2, 3, 4, 8, 11):
-        parts = [gk.entropy_partials(logits[:, a:b].contiguous()) for a, b in gk.vocab_shard_bounds(VOCAB, shards)]
-        merged = gk.merge_entropy_partials(torch.stack(parts))
-        assert_bitwise_equal(gk.entropy_from_partials(merged), want, f"{shards} shards")
-        assert_bitwise_equal(merged[..., :2].contiguous(), gk.logsumexp_partials(logits), f"{shards} shards (max, sum)")
+    check_sharding_invariance(entropy_and_lse_partials, entropy_from_shards, logits, num_shards=(1, 2, 3, 4, 8, 11))
 
 
 def test_entropy_partials_bad_input_raises_clearly():

@@ -1,8 +1,9 @@
 """rope against the contract: the inverse-frequency table is HF's fp32 formula
 correctly rounded; Axis-C every CPU path equal to the scalar reference on raw
-bits; Axis-A T1-T3, T5 (chunked prefill / decode), T6 (packing), T7; Axis-B
-against float64 at HF's fp32 angles (rigorous bound) and against HF's rotary
-code entirely in float64 (bound including the fp32 angle); bad input."""
+bits; Axis-A T1-T7 through golden_kernels.testing (T4 padding, T5 chunked
+prefill / decode, T6 packing) plus a ragged padded batch; Axis-B against
+float64 at HF's fp32 angles (rigorous bound) and against HF's rotary code
+entirely in float64 (bound including the fp32 angle); bad input."""
 
 from __future__ import annotations
 
@@ -15,6 +16,15 @@ import torch
 import golden_kernels as gk
 from golden_kernels.ops.rope import inverse_frequencies
 from golden_kernels.testing import assert_bitwise_equal, assert_peer_floor, assert_within, ulp, unit_roundoff
+from golden_kernels.testing import (
+    check_batch_invariance,
+    check_chunk_invariance,
+    check_neighbour_invariance,
+    check_packing_invariance,
+    check_padding_invariance,
+    check_position_invariance,
+    check_thread_invariance,
+)
 from golden_kernels.testing.bounds import smallest_subnormal
 
 from .. import reference
@@ -104,64 +114,79 @@ def test_cpu_paths_equal_reference(cpu_isa, threads, dtype, head_dim, pos_dtype,
 
 # ---- Axis-A: a token's bits depend only on itself and its position -----------------------
 
+def forward_and_backward(op):
+    return lambda x, positions: (op.forward(x, positions), op.backward(x, positions))
+
+
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
 def test_batch_invariance_T1_T2_T3(backend, gen):
     x = torch.randn(8, 16, 4, 128, generator=gen).to(torch.bfloat16)
     positions = torch.arange(16).repeat(8, 1)
-    op = gk.get_op("rope", backend)
-    y = op.forward(x, positions)
-    dx = op.backward(x, positions)
-    assert_bitwise_equal(op.forward(x[3:4], positions[3:4])[0], y[3], "T1")
-    assert_bitwise_equal(op.backward(x[3:4], positions[3:4])[0], dx[3], "T1 backward")
-    perm = torch.randperm(8, generator=gen)
-    assert_bitwise_equal(op.forward(x[perm], positions[perm]), y[perm], "T2")
-    other = torch.randn(8, 16, 4, 128, generator=gen).to(torch.bfloat16) * 100
-    other[3] = x[3]
-    assert_bitwise_equal(op.forward(other, positions)[3], y[3], "T3")
+    fn = forward_and_backward(gk.get_op("rope", backend))
+    check_batch_invariance(fn, x, positions, batched=(0, 1), rows=(0, 3, 4, 7))
+    check_position_invariance(fn, x, positions, batched=(0, 1))
+    check_neighbour_invariance(fn, x, positions, batched=(0, 1), row=3)  # fresh values and shuffled positions
+    louder = torch.randn(8, 16, 4, 128, generator=gen).to(torch.bfloat16) * 100
+    check_neighbour_invariance(fn, x, positions, batched=(0, 1), row=3, neighbours=(louder, None))
+
+
+def two_sequences(gen):
+    """(x [n, 8, 128], positions [n]) of lengths 5 and 9 at explicit positions."""
+    return [(torch.randn(n, 8, 128, generator=gen).to(torch.bfloat16), torch.arange(n) + 100 * k)
+            for k, n in enumerate((5, 9))]
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
-def test_padding_packing_chunking_decode_T4_T5_T6(backend, gen):
-    """Two sequences (lengths 5 and 9): padded right, padded left (positions
-    counted from the first real token, pads at position 0 or garbage), packed
-    end to end, chunked prefill and one-token decode steps all give the same
-    bits for the same token at the same position."""
+def test_padding_invariance_T4(backend, gen):
+    """NaN tokens to the left and/or right, their positions 0 or garbage (-1)."""
+    fn = forward_and_backward(gk.get_op("rope", backend))
+    for x, positions in two_sequences(gen):
+        for pad_position in (0, -1):
+            check_padding_invariance(fn, x[None], positions[None], padded=(0, 1), dim=1,
+                                     pads=((0, 4), (4, 0), (2, 7)), int_pad_value=pad_position)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_chunked_prefill_and_decode_T5(backend, gen):
+    fn = forward_and_backward(gk.get_op("rope", backend))
+    for x, positions in two_sequences(gen):
+        check_chunk_invariance(fn, x, positions, chunked=(0, 1), dim=0, chunk_sizes=(1, 3, 4))
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_packing_T6(backend, gen):
+    check_packing_invariance(forward_and_backward(gk.get_op("rope", backend)), two_sequences(gen))
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_ragged_padded_batch_equals_packed_T4_T6(backend, gen):
+    """One batch holding both sequences, padded to a common length on the right
+    (pad positions 0) or on the left (pad positions -1): each sequence's tokens
+    keep their packed bits. (The library's T4 pads every row alike.)"""
     op = gk.get_op("rope", backend)
-    lengths = (5, 9)
-    seqs = [torch.randn(n, 8, 128, generator=gen).to(torch.bfloat16) for n in lengths]
-    pos = [torch.arange(n) + 100 * k for k, n in enumerate(lengths)]  # any explicit positions
-    packed = op.forward(torch.cat(seqs), torch.cat(pos))
-    expected = list(torch.split(packed, lengths))
+    seqs = two_sequences(gen)
+    lengths = [len(positions) for _, positions in seqs]
+    expected = torch.split(op.forward(torch.cat([x for x, _ in seqs]), torch.cat([p for _, p in seqs])), lengths)
     width = max(lengths)
     right = torch.full((2, width, 8, 128), float("nan"), dtype=torch.bfloat16)
     left = right.clone()
     right_pos = torch.zeros(2, width, dtype=torch.int64)
     left_pos = torch.full((2, width), -1, dtype=torch.int64)
-    for k, n in enumerate(lengths):
-        right[k, :n], right_pos[k, :n] = seqs[k], pos[k]
-        left[k, width - n:], left_pos[k, width - n:] = seqs[k], pos[k]
+    for k, ((x, positions), n) in enumerate(zip(seqs, lengths)):
+        right[k, :n], right_pos[k, :n] = x, positions
+        left[k, width - n:], left_pos[k, width - n:] = x, positions
     out_right, out_left = op.forward(right, right_pos), op.forward(left, left_pos)
     for k, n in enumerate(lengths):
-        assert_bitwise_equal(out_right[k, :n], expected[k], f"T4 right padding, seq {k}")
-        assert_bitwise_equal(out_left[k, width - n:], expected[k], f"T4 left padding, seq {k}")
-        chunks = [op.forward(c, p) for c, p in zip(torch.split(seqs[k], 4), torch.split(pos[k], 4))]
-        assert_bitwise_equal(torch.cat(chunks), expected[k], f"T5 chunked prefill, seq {k}")
-        steps = [op.forward(seqs[k][t:t + 1], pos[k][t:t + 1]) for t in range(n)]
-        assert_bitwise_equal(torch.cat(steps), expected[k], f"T5 decode, seq {k}")
+        assert_bitwise_equal(out_right[k, :n], expected[k], f"right padding, seq {k}")
+        assert_bitwise_equal(out_left[k, width - n:], expected[k], f"left padding, seq {k}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
-def test_thread_count_invariance_T7(threads, dtype, gen):
+def test_thread_count_invariance_T7(dtype, gen):
     x = rows(301, 5, 128, dtype, gen)
     positions = torch.randint(0, 40000, (301,), generator=gen)
-    results = []
-    for n in (1, 2, 3, 8):
-        threads(n)
-        op = gk.get_op("rope", "cpu")
-        results.append((op.forward(x, positions), op.backward(x, positions)))
-    for n, result in zip((2, 3, 8), results[1:]):
-        for got, want, what in zip(result, results[0], ("y", "dx")):
-            assert_bitwise_equal(got, want, f"{what} with {n} threads vs 1")
+    check_thread_invariance(forward_and_backward(gk.get_op("rope", "cpu")), x, positions,
+                            thread_counts=(1, 2, 3, 8))
 
 
 # ---- Axis-B: accuracy against float64 ------------------------------------------------

@@ -64,6 +64,33 @@ def test_row_checks_compare_every_output(x):
         gt.check_batch_invariance(lambda a: (a * 2, batch_dependent(a)), x)
 
 
+def test_row_checks_name_the_outputs_of_a_dict(x):
+    with pytest.raises(AssertionError, match="T2 position in batch: batch reversed, shifted"):
+        gt.check_position_invariance(lambda a: {"doubled": a * 2, "shifted": position_dependent(a)}, x)
+
+
+def nan_neighbour_leaks(x):
+    """Row-local unless some row holds a NaN: a fault generic fresh data misses."""
+    return x + x.isnan().any() * STEP
+
+
+def test_neighbour_check_uses_the_given_neighbours(x):
+    gt.check_neighbour_invariance(nan_neighbour_leaks, x, row=2)  # fresh data holds no NaN
+    nan_rows = torch.full_like(x, float("nan"))
+    with pytest.raises(AssertionError, match="T3 neighbour content: row 2"):
+        gt.check_neighbour_invariance(nan_neighbour_leaks, x, row=2, neighbours=(nan_rows,))
+    gt.check_neighbour_invariance(lambda a: a * 2, x, row=2, neighbours=(nan_rows,))
+
+
+def test_neighbour_check_fills_unnamed_arguments_and_checks_shapes(x, gen):
+    ids = torch.randint(0, 5, (12,), generator=gen)
+    gt.check_neighbour_invariance(lambda a, i: a * i[:, None], x, ids, batched=(0, 1), neighbours=(None, ids.flip(0)))
+    with pytest.raises(ValueError, match="one entry per batched argument"):
+        gt.check_neighbour_invariance(lambda a: a, x, neighbours=(x, x))
+    with pytest.raises(ValueError, match="neighbours: expected shape"):
+        gt.check_neighbour_invariance(lambda a: a, x, neighbours=(x[:5],))
+
+
 def test_batched_arguments_must_share_their_rows(x):
     with pytest.raises(ValueError, match="share dim 0"):
         gt.check_batch_invariance(lambda a, b: a + b, x, x[:5], batched=(0, 1))
@@ -80,6 +107,18 @@ def test_padding_passes_on_golden_rope_and_raises_on_length_dependence(gen):
     gt.check_padding_invariance(gk.rope, x, positions, padded=(0, 1))
     with pytest.raises(AssertionError, match="T4 padding"):
         gt.check_padding_invariance(lambda a, p: gk.rope(a, p) + a.shape[1] * STEP, x, positions, padded=(0, 1))
+
+
+def test_padding_uses_the_integer_pad_value(gen):
+    x, positions = rope_inputs(gen)
+
+    def negative_position_leaks(a, p):
+        return gk.rope(a, p.clamp(min=0)) + bool((p < 0).any()) * STEP
+
+    gt.check_padding_invariance(negative_position_leaks, x, positions, padded=(0, 1))
+    with pytest.raises(AssertionError, match="T4 padding"):
+        gt.check_padding_invariance(negative_position_leaks, x, positions, padded=(0, 1), int_pad_value=-1)
+    gt.check_padding_invariance(gk.rope, x, positions, padded=(0, 1), int_pad_value=-1)
 
 
 def test_padding_passes_the_mask_and_pads_with_nan(gen):

@@ -10,6 +10,7 @@ from typing import Callable
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import golden_kernels as gk
 import golden_kernels.torch as gt
@@ -191,6 +192,69 @@ def test_linear_logprob_gradient_matches_float64_reference(dtype, gen):
     for got, expected, what in zip(grads, want, ("dhidden", "dweight")):
         assert got.dtype == dtype
         assert_peer_floor(got, expected, "reduction", dtype, what)
+
+
+# ---- the eager autograd path and the custom op's registered autograd agree ------------------
+
+class RecordOps(TorchDispatchMode):
+    """Passes every op through and records its name; while it is active, golden
+    calls go through the custom op and torch.library's autograd kernel."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def linear_logprob_with_entropy(hidden, weight, ids):
+    return torch.stack(gt.linear_logprob(hidden, weight, ids, return_entropy=True))
+
+
+def packed_attention(q, k, v):
+    cu_seqlens = torch.tensor([0, 3, 7], dtype=torch.int32)
+    return gt.attention_varlen(q, k, v, cu_seqlens, cu_seqlens)
+
+
+def graph_node_names(out):
+    """The class names of the autograd nodes behind out."""
+    names, todo = [], [out.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is not None:
+            names.append(type(node).__name__)
+            todo.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+# name: (make(gen, dtype) -> inputs, differentiable inputs, differentiable golden call)
+EVERY_AUTOGRAD_OP = {
+    **{name: (case.make, case.differentiable, case.golden) for name, case in CASES.items()},
+    "linear_logprob": (linear_logprob_inputs, (0, 1), lambda h, w, ids: gt.linear_logprob(h, w, ids)),
+    "linear_logprob_entropy": (linear_logprob_inputs, (0, 1), linear_logprob_with_entropy),
+    "attention_varlen": (lambda g, d: (randn(g, d, 7, 4, 16), randn(g, d, 7, 2, 16), randn(g, d, 7, 2, 16)),
+                         (0, 1, 2), packed_attention),
+}
+
+
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16), ids=dtype_id)
+@pytest.mark.parametrize("name", EVERY_AUTOGRAD_OP)
+def test_eager_autograd_path_equals_the_custom_ops_autograd(name, dtype, gen):
+    make, differentiable, golden = EVERY_AUTOGRAD_OP[name]
+    inputs = make(gen, dtype)
+    out = golden(*inputs)
+    grad_out = randn(gen, out.dtype, *out.shape)
+    eager_out, eager_grads = autograd_grads(golden, inputs, differentiable, grad_out)
+    assert any(n.startswith("golden_") for n in graph_node_names(eager_out)), "the eager autograd path"
+    with RecordOps() as recorder:
+        op_out, op_grads = autograd_grads(golden, inputs, differentiable, grad_out)
+    assert any(n.startswith("GeneratedBackwardFor_golden") for n in graph_node_names(op_out)), "torch.library's"
+    assert any(op_name.startswith("golden.") and "_backward" in op_name for op_name in recorder.names)
+    assert_bitwise_equal(eager_out, op_out, f"{name} forward")
+    for i, (got, want) in enumerate(zip(eager_grads, op_grads)):
+        assert_bitwise_equal(got, want, f"{name} gradient of input {differentiable[i]}")
 
 
 # ---- inputs autograd hands over: non-contiguous gradients and views ----------------------

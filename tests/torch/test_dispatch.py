@@ -1,8 +1,10 @@
-"""golden_kernels.torch's two call paths: a plain eager call (no autograd, no
-tracing, no mode) runs the op's body directly, everything else goes through
-the torch.library custom op. Both paths must give the op's bits, and every
-situation torch.library exists for (autograd, dispatch modes, fake tensors)
-must still reach the custom op."""
+"""golden_kernels.torch's call paths: a plain eager call (no tracing, no mode)
+runs the op's body directly, inside an autograd.Function made of the op's
+registered setup_context and backward when an input requires grad; everything
+else goes through the torch.library custom op. Every path must give the op's
+bits (and gradients: tests/torch/test_autograd.py), and every situation
+torch.library exists for (dispatch modes, fake tensors, tracing) must still
+reach the custom op."""
 
 from __future__ import annotations
 
@@ -41,8 +43,16 @@ def test_plain_calls_skip_the_custom_op(custom_op_refused):
         gt.rms_norm(x, weight)
 
 
-def test_calls_needing_autograd_take_the_custom_op(custom_op_refused):
-    with pytest.raises(AssertionError, match="went through the custom op"):
+def test_eager_autograd_records_the_registered_backward_without_the_custom_op(custom_op_refused):
+    x, weight = inputs(requires_grad=True)
+    out = gt.rms_norm(x, weight)
+    assert type(out.grad_fn).__name__ == "golden_rms_normBackward"
+    out.sum().backward()
+    assert x.grad is not None and weight.grad is not None
+
+
+def test_autograd_under_a_mode_takes_the_custom_op(custom_op_refused):
+    with pytest.raises(AssertionError, match="went through the custom op"), RecordOps():
         gt.rms_norm(*inputs(requires_grad=True))
 
 

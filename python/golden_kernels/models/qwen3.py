@@ -285,13 +285,27 @@ def _keep_mask(attention_mask: torch.Tensor | None, input_ids: torch.Tensor) -> 
     if attention_mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask: expected input_ids' shape {tuple(input_ids.shape)}, "
                          f"got {tuple(attention_mask.shape)}")
-    keep = attention_mask.to(torch.bool)
+    return padding_keep_mask(attention_mask)
+
+
+@torch.library.custom_op("golden::padding_keep_mask", mutates_args=())
+def padding_keep_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """attention_mask [B, S] as bool, after checking that each row's real tokens
+    are one contiguous run. A custom op so that the check, which reads the data,
+    runs (and raises) in eager calls and in compiled graphs alike while
+    torch.compile(fullgraph=True) traces through it (its fake gives the shape)."""
+    keep = attention_mask != 0  # a new tensor: a custom op's output may not alias its input
     starts = keep[:, 1:] & ~keep[:, :-1]
     runs = starts.sum(dim=1) + keep[:, 0].long()
     if bool((runs > 1).any()):
         raise ValueError("attention_mask: each row's real tokens must be one contiguous run "
                          "(left and/or right padding only)")
     return keep
+
+
+@padding_keep_mask.register_fake
+def _(attention_mask):
+    return torch.empty_like(attention_mask, dtype=torch.bool)
 
 
 def _heads_first(x: torch.Tensor) -> torch.Tensor:
@@ -317,6 +331,14 @@ def positions_from_mask(keep: torch.Tensor) -> torch.Tensor:
 
 def positions_from_cu_seqlens(cu_seqlens: torch.Tensor, tokens: int) -> torch.Tensor:
     """Position ids [T] of packed sequences: t - start of t's sequence."""
+    return packed_positions(cu_seqlens, tokens)
+
+
+@torch.library.custom_op("golden::packed_positions", mutates_args=())
+def packed_positions(cu_seqlens: torch.Tensor, tokens: int) -> torch.Tensor:
+    """positions_from_cu_seqlens after checking the offsets. A custom op for the
+    same reason as padding_keep_mask: the check and the per-sequence repeat
+    read the data, and its fake gives the [tokens] shape to torch.compile."""
     cu = cu_seqlens.to(torch.int64)
     if cu.dim() != 1 or cu.numel() < 1 or int(cu[0]) != 0 or int(cu[-1]) != tokens or bool((cu[1:] < cu[:-1]).any()):
         raise ValueError(f"cu_seqlens: expected non-decreasing offsets from 0 to {tokens} (the token count), "
@@ -324,6 +346,11 @@ def positions_from_cu_seqlens(cu_seqlens: torch.Tensor, tokens: int) -> torch.Te
     lengths = cu[1:] - cu[:-1]
     starts = torch.repeat_interleave(cu[:-1], lengths)
     return torch.arange(tokens, dtype=torch.int64, device=cu.device) - starts
+
+
+@packed_positions.register_fake
+def _(cu_seqlens, tokens):
+    return cu_seqlens.new_empty(tokens, dtype=torch.int64)
 
 
 def next_token_targets(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

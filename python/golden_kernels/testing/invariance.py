@@ -4,9 +4,10 @@ and compares the rows that should not change on raw bits, raising
 AssertionError with a readable diff when they differ.
 
 Conventions: fn takes tensors (and anything else) positionally and returns a
-tensor or a tuple/list of tensors. `batched` names the positional arguments
-that carry rows in dim 0; every output carries the same rows in dim 0 (wrap fn
-to return only row-local outputs: a weight gradient sums over rows)."""
+tensor, a tuple/list of tensors, or a dict of them (failures name its keys).
+`batched` names the positional arguments that carry rows in dim 0; every
+output carries the same rows in dim 0 (wrap fn to return only row-local
+outputs: a weight gradient sums over rows)."""
 
 from __future__ import annotations
 
@@ -21,21 +22,31 @@ Fn = Callable[..., Any]
 
 
 def _outputs(result: Any) -> tuple[torch.Tensor, ...]:
+    if isinstance(result, dict):
+        return tuple(result.values())
     return tuple(result) if isinstance(result, (tuple, list)) else (result,)
 
 
+def _output_names(*results: Any) -> list[str] | None:
+    return next((list(r) for r in results if isinstance(r, dict)), None)
+
+
 def _assert_outputs_equal(got: Any, want: Any, what: str) -> None:
+    names = _output_names(got, want)
     got, want = _outputs(got), _outputs(want)
     assert len(got) == len(want), f"{what}: {len(got)} outputs vs {len(want)}"
     for i, (g, w) in enumerate(zip(got, want)):
-        assert_bitwise_equal(g, w, what if len(got) == 1 else f"{what}, output {i}")
+        label = names[i] if names else f"output {i}"
+        assert_bitwise_equal(g, w, what if len(got) == 1 else f"{what}, {label}")
 
 
-def _select(result: Any, index: Any, dim: int = 0) -> tuple[torch.Tensor, ...]:
-    """Each output indexed along dim (a slice or an index tensor)."""
+def _select(result: Any, index: Any, dim: int = 0) -> Any:
+    """Each output indexed along dim (a slice or an index tensor); a dict keeps its names."""
     if isinstance(index, slice):
-        return tuple(out[(slice(None),) * dim + (index,)] for out in _outputs(result))
-    return tuple(out.index_select(dim, index.to(out.device)) for out in _outputs(result))
+        selected = tuple(out[(slice(None),) * dim + (index,)] for out in _outputs(result))
+    else:
+        selected = tuple(out.index_select(dim, index.to(out.device)) for out in _outputs(result))
+    return dict(zip(result, selected)) if isinstance(result, dict) else selected
 
 
 def _map_batched(args: Sequence[Any], batched: Iterable[int], transform: Callable[[torch.Tensor], Any]) -> list:
@@ -96,23 +107,46 @@ def _fresh_like(a: torch.Tensor, keep: int, gen: torch.Generator) -> torch.Tenso
     return fresh
 
 
+def _with_row_kept(replacement: torch.Tensor, original: torch.Tensor, keep: int) -> torch.Tensor:
+    if replacement.shape != original.shape or replacement.dtype != original.dtype:
+        raise ValueError(f"neighbours: expected shape {tuple(original.shape)} and dtype {original.dtype}, "
+                         f"got {tuple(replacement.shape)} and {replacement.dtype}")
+    replaced = replacement.to(original.device).clone()
+    replaced[keep] = original[keep]
+    return replaced
+
+
 def check_neighbour_invariance(fn: Fn, *args: Any, batched: Sequence[int] = (0,), row: int = 0, seed: int = 0,
-                               ) -> None:
-    """T3: every other row replaced by different data; `row` keeps its bits."""
+                               neighbours: Sequence[torch.Tensor | None] | None = None) -> None:
+    """T3: every other row replaced by different data; `row` keeps its bits.
+    neighbours: the replacement data, one tensor (the argument's shape and dtype;
+    its own `row` is ignored) or None per batched argument, in `batched`'s
+    order, for neighbours a generic draw would not produce (NaN or -inf rows,
+    extreme scales); None: fresh data as described in _fresh_like."""
     n = _rows(args, batched)
     if not 0 <= row < n:
         raise ValueError(f"row must be in [0, {n}), got {row}")
+    if neighbours is not None and len(neighbours) != len(batched):
+        raise ValueError(f"neighbours: expected one entry per batched argument ({len(batched)}), got {len(neighbours)}")
     gen = _generator(seed)
+    given = dict(zip(batched, neighbours)) if neighbours is not None else {}
+
+    def replace(index: int, a: torch.Tensor) -> torch.Tensor:
+        if given.get(index) is not None:
+            return _with_row_kept(given[index], a, row)
+        return _fresh_like(a, row, gen)
+
+    changed_args = [replace(i, a).contiguous() if i in batched else a for i, a in enumerate(args)]
     full = fn(*args)
-    changed = fn(*_map_batched(args, batched, lambda a: _fresh_like(a, row, gen)))
+    changed = fn(*changed_args)
     _assert_outputs_equal(_select(changed, slice(row, row + 1)), _select(full, slice(row, row + 1)),
                           f"T3 neighbour content: row {row} with its {n - 1} neighbours replaced")
 
 
 # ---- T4, T5, T6: padding, chunking / decode, packing --------------------------------------
 
-def _pad(a: torch.Tensor, dim: int, left: int, right: int, pad_value: float) -> torch.Tensor:
-    value = pad_value if a.is_floating_point() else 0
+def _pad(a: torch.Tensor, dim: int, left: int, right: int, pad_value: float, int_pad_value: int) -> torch.Tensor:
+    value = pad_value if a.is_floating_point() else int_pad_value
     shape = list(a.shape)
     pieces = []
     for length in (left, right):
@@ -129,10 +163,12 @@ def _mask(batch: int, length: int, left: int, right: int, device: torch.device) 
 
 def check_padding_invariance(fn: Fn, *args: Any, padded: Sequence[int] = (0,), dim: int = 1,
                              pads: Sequence[tuple[int, int]] = ((0, 3), (5, 0), (2, 7)),
-                             pad_value: float = float("nan"), mask_kwarg: str | None = None) -> None:
+                             pad_value: float = float("nan"), int_pad_value: int = 0,
+                             mask_kwarg: str | None = None) -> None:
     """T4: the arguments in `padded` padded along `dim` by (left, right) elements
-    of garbage (pad_value, NaN by default; 0 for integer arguments such as ids or
-    positions); the outputs over the real elements (same dim) keep their bits.
+    of garbage (pad_value, NaN by default; int_pad_value, 0 by default, for
+    integer arguments such as ids, positions or ignored targets); the outputs
+    over the real elements (same dim) keep their bits.
     With mask_kwarg, fn also receives a [batch, length] 0/1 long mask by that
     keyword (all ones for the unpadded call), as an attention mask."""
     length = int(args[padded[0]].shape[dim])
@@ -145,7 +181,7 @@ def check_padding_invariance(fn: Fn, *args: Any, padded: Sequence[int] = (0,), d
 
     full = call(args, 0, 0)
     for left, right in pads:
-        padded_args = _map_batched(args, padded, lambda a: _pad(a, dim, left, right, pad_value))
+        padded_args = _map_batched(args, padded, lambda a: _pad(a, dim, left, right, pad_value, int_pad_value))
         got = _select(call(padded_args, left, right), slice(left, left + length), dim)
         _assert_outputs_equal(got, full, f"T4 padding: {left} left, {right} right along dim {dim}")
 

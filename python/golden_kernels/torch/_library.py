@@ -5,14 +5,17 @@ The numerics are the ops' own (golden_kernels.ops.*, csrc/core/); this file
 only maps tensors to them. Backward formulas are custom ops too, so a compiled
 backward graph stays traceable. A call that torch.library would only pass
 straight to the body (no autograd, tracing or mode involved) runs the body
-directly: same function, same bits, without the dispatch cost."""
+directly, and an eager call that only needs autograd runs it inside a plain
+autograd.Function built from the same registered setup_context and backward:
+same functions, same bits, without the dispatch cost."""
 
 from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
 import torch
-from torch.library import custom_op, register_autograd, register_fake
+from torch.library import custom_op, register_fake
+from torch.library import register_autograd as _register_op_autograd
 
 from .. import _C
 from ..ops import attention as _attention
@@ -34,45 +37,95 @@ DEFAULT_IGNORE_INDEX = int(_C.DEFAULT_IGNORE_INDEX)
 _PLAIN_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 
-def _plain_eager_call(args: tuple) -> bool:
-    """Whether torch.library would hand these arguments straight to the op's
-    body: no graph to record (grad off or no input requiring it), no tracing
-    (torch.compile, jit, functorch transforms), no dispatch or function modes
-    (fake tensors, FlopCounter, torch.device contexts), and plain tensors on a
-    CPU or CUDA device (no subclasses, no meta). Each check is a cheap C call."""
+# How GoldenOp.__call__ runs a call (see _eager_path).
+VIA_CUSTOM_OP, BODY, BODY_WITH_AUTOGRAD = 0, 1, 2
+
+
+def _eager_path(args: tuple) -> int:
+    """BODY where torch.library would hand these arguments straight to the op's
+    body: no tracing (torch.compile, jit, functorch transforms), no dispatch or
+    function modes (fake tensors, FlopCounter, torch.device contexts), plain
+    tensors on a CPU or CUDA device (no subclasses, no meta), and no graph to
+    record (grad off or no input requiring it). BODY_WITH_AUTOGRAD where only
+    the graph is missing. VIA_CUSTOM_OP otherwise (a functorch wrapper that
+    outlived its transform included). Each check is a cheap C call."""
     if (torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack()
             or torch._C._is_torch_function_mode_enabled() or torch._C._get_tracing_state() is not None
             or torch._C._functorch.peek_interpreter_stack() is not None):
-        return False
+        return VIA_CUSTOM_OP
     grad_mode = torch.is_grad_enabled()
+    path = BODY
     for arg in args:
         if isinstance(arg, torch.Tensor):
-            if type(arg) not in _PLAIN_TENSOR_TYPES or (grad_mode and arg.requires_grad):
-                return False
-            if not (arg.is_cpu or arg.is_cuda):
-                return False
-    return True
+            if (type(arg) not in _PLAIN_TENSOR_TYPES or not (arg.is_cpu or arg.is_cuda)
+                    or torch._C._functorch.is_functorch_wrapped_tensor(arg)):
+                return VIA_CUSTOM_OP
+            if grad_mode and arg.requires_grad:
+                path = BODY_WITH_AUTOGRAD
+    return path
+
+
+def _eager_autograd_function(name: str, body: Callable[..., Any], backward: Callable[..., Any],
+                             setup_context: Callable[..., Any]) -> type:
+    """An autograd.Function running body, then the op's registered setup_context
+    and, on backward, its registered backward: what torch.library's autograd
+    kernel does around a redispatch, without the dispatcher round trip and
+    argument re-binding (forward takes ctx directly for the same reason)."""
+    def forward(ctx, *args):
+        output = body(*args)
+        setup_context(ctx, args, output)
+        return output
+
+    return type(name, (torch.autograd.Function,), {"forward": staticmethod(forward),
+                                                   "backward": staticmethod(backward)})
 
 
 class GoldenOp:
     """A custom op golden::<name> (`.op`, also torch.ops.golden.<name>) and the
     one function that defines it (`.body`). Calling a GoldenOp runs the body
-    directly when _plain_eager_call() says the custom op would do nothing
-    else, and the custom op otherwise."""
+    directly when _eager_path() says the custom op would do nothing else,
+    the body inside `.eager_autograd` (once register_autograd gave it one) when
+    only autograd is needed, and the custom op otherwise."""
+
+    by_name: dict[str, "GoldenOp"] = {}
 
     def __init__(self, qualified_name: str, body: Callable[..., Any]):
         self.body = body
         self.op = custom_op(qualified_name, mutates_args=())(body)
+        self.eager_autograd: Optional[type] = None
+        self._record = None
+        GoldenOp.by_name[qualified_name] = self
+
+    def set_eager_autograd(self, function: type) -> None:
+        self.eager_autograd = function
+        # autograd.Function.apply's Python layer only re-binds default arguments
+        # (none here: forward takes ctx) and unwraps functorch wrappers, which
+        # _eager_path excludes; the C apply under it records the same node,
+        # 20-40 us sooner per call.
+        self._record = super(torch.autograd.Function, function).apply
 
     def __call__(self, *args: Any) -> Any:
-        if _plain_eager_call(args):
+        path = _eager_path(args)
+        if path == BODY:
             return self.body(*args)
+        if path == BODY_WITH_AUTOGRAD and self._record is not None:
+            return self._record(*args)
         return self.op(*args)
 
 
 def golden_op(qualified_name: str) -> Callable[[Callable[..., Any]], GoldenOp]:
     """Decorator: the function becomes the body of custom op `qualified_name`."""
     return lambda body: GoldenOp(qualified_name, body)
+
+
+def register_autograd(qualified_name: str, backward: Callable[..., Any], *,
+                      setup_context: Callable[..., Any]) -> None:
+    """torch.library.register_autograd on the custom op, and the same two
+    functions as the GoldenOp's eager autograd path."""
+    _register_op_autograd(qualified_name, backward, setup_context=setup_context)
+    golden = GoldenOp.by_name[qualified_name]
+    name = qualified_name.replace("::", "_")
+    golden.set_eager_autograd(_eager_autograd_function(name, golden.body, backward, setup_context))
 
 
 def _dense(t: torch.Tensor) -> torch.Tensor:
