@@ -2,12 +2,9 @@
 // gathered by core::embedding_gather_row. Backward: a stable counting sort of
 // token positions by id (one thread, O(tokens + vocab)), then vocabulary rows
 // spread over threads, each summed in token order by the core's
-// embedding_grad_add_token (csrc/core/ops/embedding.h). No atomics. The
-// dense gradient is written once, never-indexed rows as zeros in the same
-// pass, onto huge pages (pages.h): first-touch faults dominated its cost.
+// embedding_grad_add_token (csrc/core/ops/embedding.h). No atomics.
 #include "../core/ops/embedding.h"
 #include "../core/reduce.h"
-#include "pages.h"
 #include "target.h"
 
 GOLDEN_CPU_BEGIN
@@ -71,7 +68,6 @@ template <class T, class TOut>
 void scatter_add_rows(const EmbeddingBackwardProblem& p, int num_threads) {
   std::int64_t* bucket_begin = p.workspace;
   std::int64_t* order = p.workspace + p.vocab + 1;
-  advise_huge_pages(p.dweight, p.vocab * p.dim * static_cast<std::int64_t>(sizeof(TOut)));
   sort_tokens_by_id(p.ids, p.vocab, bucket_begin, order);
   const std::int64_t per_task = items_per_task(p.vocab, num_threads, kMinVocabRowsPerTask);
   auto body = [&](std::int64_t task) {

@@ -1,10 +1,8 @@
 // SiLU and SwiGLU on the CPU: the flat element range cut into contiguous
 // spans spread over threads, each span computed by the core's *_span loops
 // (csrc/core/ops/swiglu.h), vectorised for this file's instruction set.
-// Outputs are fresh arrays written once: they get huge pages (pages.h).
 #include "../core/ops/swiglu.h"
 #include "../core/reduce.h"
-#include "pages.h"
 #include "target.h"
 
 GOLDEN_CPU_BEGIN
@@ -25,11 +23,6 @@ void for_each_span(std::int64_t count, int num_threads, Span&& span) {
   parallel_tasks(core::ceil_div(count, per_task), num_threads, body);
 }
 
-template <class T>
-void advise_output(T* out, std::int64_t count) {
-  advise_huge_pages(out, count * static_cast<std::int64_t>(sizeof(T)));
-}
-
 }  // namespace
 
 void silu_forward(const SiluForwardProblem& p, int num_threads) {
@@ -38,7 +31,6 @@ void silu_forward(const SiluForwardProblem& p, int num_threads) {
     using TOut = decltype(out);
     const T* x = static_cast<const T*>(p.x);
     TOut* y = static_cast<TOut*>(p.y);
-    advise_output(y, p.count);
     for_each_span(p.count, num_threads,
                   [&](std::int64_t b, std::int64_t n) { core::silu_forward_span(x + b, y + b, n); });
   });
@@ -51,7 +43,6 @@ void silu_backward(const SiluBackwardProblem& p, int num_threads) {
     const T* g = static_cast<const T*>(p.grad_out);
     const T* x = static_cast<const T*>(p.x);
     TOut* dx = static_cast<TOut*>(p.dx);
-    advise_output(dx, p.count);
     for_each_span(p.count, num_threads, [&](std::int64_t b, std::int64_t n) {
       core::silu_backward_span(g + b, x + b, dx + b, n);
     });
@@ -65,7 +56,6 @@ void swiglu_forward(const SwigluForwardProblem& p, int num_threads) {
     const T* gate = static_cast<const T*>(p.gate);
     const T* up = static_cast<const T*>(p.up);
     TOut* y = static_cast<TOut*>(p.y);
-    advise_output(y, p.count);
     for_each_span(p.count, num_threads, [&](std::int64_t b, std::int64_t n) {
       core::swiglu_forward_span(gate + b, up + b, y + b, n);
     });
@@ -81,8 +71,6 @@ void swiglu_backward(const SwigluBackwardProblem& p, int num_threads) {
     const T* up = static_cast<const T*>(p.up);
     TOut* dgate = static_cast<TOut*>(p.dgate);
     TOut* dup = static_cast<TOut*>(p.dup);
-    advise_output(dgate, p.count);
-    advise_output(dup, p.count);
     for_each_span(p.count, num_threads, [&](std::int64_t b, std::int64_t n) {
       core::swiglu_backward_span(g + b, gate + b, up + b, dgate + b, dup + b, n);
     });
