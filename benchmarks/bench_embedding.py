@@ -1,19 +1,28 @@
 """Embedding on the CPU at the real Qwen3-8B table size ([151936, 4096] bf16)
-with 4096 tokens, against torch.nn.functional.embedding and its dense
-backward. Run: PYTHONPATH=python python benchmarks/bench_embedding.py"""
+with 4096 tokens, against torch: the forward against F.embedding, the
+backward (a dense [151936, 4096] gradient, allocated by each call on both
+sides) against what a user runs: autograd through F.embedding with a bf16
+weight, and torch.zeros + index_add_. Medians of the two sides timed
+alternately. Run: PYTHONPATH=python python benchmarks/bench_embedding.py"""
 
 from __future__ import annotations
 
 import torch
-from common import header, median_seconds, row
+from common import header, median_seconds_pair, row
 
 import golden_kernels as gk
 
 VOCAB, HIDDEN, TOKENS = 151936, 4096, 4096
 
 
-def torch_embedding_backward(g, ids):
-    return torch.ops.aten.embedding_dense_backward(g, ids, VOCAB, -1, False)
+def torch_autograd_backward(weight, ids, g):
+    weight.grad = None
+    torch.nn.functional.embedding(ids, weight).backward(g)
+    return weight.grad
+
+
+def torch_index_add_backward(ids, g):
+    return torch.zeros(VOCAB, HIDDEN, dtype=g.dtype).index_add_(0, ids, g)
 
 
 def main() -> None:
@@ -21,16 +30,26 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     weight = torch.randn(VOCAB, HIDDEN, generator=gen).to(torch.bfloat16)
     ids = torch.randint(0, VOCAB, (TOKENS,), generator=gen)
-    row_bytes = TOKENS * HIDDEN * weight.element_size()
-    row("forward", median_seconds(lambda: gk.embedding(ids, weight)),
-        median_seconds(lambda: torch.nn.functional.embedding(ids, weight)), 2 * row_bytes)
-    row("forward_fp32", median_seconds(lambda: gk.get_op("embedding").forward_fp32(ids, weight)),
-        median_seconds(lambda: torch.nn.functional.embedding(ids, weight).float()), 3 * row_bytes)
-    g = torch.randn(TOKENS, HIDDEN, generator=gen).to(torch.bfloat16)
     op = gk.get_op("embedding")
+    row_bytes = TOKENS * HIDDEN * weight.element_size()
+    row("forward", *median_seconds_pair(lambda: gk.embedding(ids, weight),
+                                        lambda: torch.nn.functional.embedding(ids, weight)), 2 * row_bytes)
+    row("forward_fp32", *median_seconds_pair(lambda: op.forward_fp32(ids, weight),
+                                             lambda: torch.nn.functional.embedding(ids, weight).float()),
+        3 * row_bytes)
+    g = torch.randn(TOKENS, HIDDEN, generator=gen).to(torch.bfloat16)
+    trainable = weight.detach().requires_grad_()
     table_bytes = VOCAB * HIDDEN * weight.element_size()
-    row("backward (writes the whole dweight)", median_seconds(lambda: op.backward(g, ids, weight), repeats=3),
-        median_seconds(lambda: torch_embedding_backward(g, ids), repeats=3), table_bytes + row_bytes)
+
+    def golden_backward():
+        return op.backward(g, ids, weight)
+
+    row("backward vs autograd(F.embedding)",
+        *median_seconds_pair(golden_backward, lambda: torch_autograd_backward(trainable, ids, g), repeats=5),
+        table_bytes + row_bytes)
+    row("backward vs torch.zeros + index_add_",
+        *median_seconds_pair(golden_backward, lambda: torch_index_add_backward(ids, g), repeats=5),
+        table_bytes + row_bytes)
 
 
 if __name__ == "__main__":

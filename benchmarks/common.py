@@ -28,6 +28,22 @@ def median_seconds(fn: Callable[[], object], repeats: int = 15, warmup: int = 3)
     return statistics.median(times)
 
 
+def median_seconds_pair(fn_a: Callable[[], object], fn_b: Callable[[], object], repeats: int = 15,
+                        warmup: int = 2) -> tuple[float, float]:
+    """Medians of fn_a and fn_b timed alternately: a change of load on the
+    shared machine hits both sides alike, which keeps their ratio honest."""
+    for _ in range(warmup):
+        fn_a()
+        fn_b()
+    times_a, times_b = [], []
+    for _ in range(repeats):
+        for fn, times in ((fn_a, times_a), (fn_b, times_b)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times_a), statistics.median(times_b)
+
+
 def copy_bandwidth_gbs(num_bytes: int = 512 << 20, repeats: int = 15) -> float:
     """Read + write GB/s of a large preallocated copy: the memory roofline."""
     src = torch.empty(num_bytes // 4, dtype=torch.float32).uniform_()
@@ -44,18 +60,27 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
 
 
+# The run's measured copy bandwidth, set by header(); row() reports against it.
+_copy_gbs = float("nan")
+
+
 def header(title: str) -> None:
+    import os
+
     import golden_kernels as gk
 
+    global _copy_gbs
+    _copy_gbs = copy_bandwidth_gbs()
     print(f"## {title}")
     print(f"golden_kernels cpu isa {gk.cpu_isa()}, {gk.num_threads()} threads; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"copy bandwidth (torch clone) {copy_bandwidth_gbs():.2f} GB/s")
+          f"copy bandwidth (torch copy_) {_copy_gbs:.2f} GB/s; load average {os.getloadavg()[0]:.2f}")
     print()
-    print("| case | golden ms | torch eager ms | speedup | golden GB/s |")
-    print("|---|---:|---:|---:|---:|")
+    print("| case | golden ms | torch eager ms | speedup | golden GB/s | % of copy |")
+    print("|---|---:|---:|---:|---:|---:|")
 
 
 def row(case: str, golden_s: float, torch_s: float, nbytes: int) -> None:
+    gbs = nbytes / golden_s / 1e9
     print(f"| {case} | {golden_s * 1e3:.2f} | {torch_s * 1e3:.2f} | {torch_s / golden_s:.2f}x | "
-          f"{nbytes / golden_s / 1e9:.2f} |")
+          f"{gbs:.2f} | {100 * gbs / _copy_gbs:.0f}% |")

@@ -91,6 +91,40 @@ def test_every_bf16_input_fast_equals_reference(cpu_isa):
     assert_bitwise_equal(gk.get_op("silu", "cpu").backward(x, x), gk.get_op("silu", "reference").backward(x, x))
 
 
+def every_16bit_value(dtype):
+    return torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype)
+
+
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float16), ids=dtype_id)
+def test_16bit_silu_equals_the_fp32_path_on_every_input(cpu_isa, dtype):
+    """16-bit inputs take silu from a table built once per type; float32
+    inputs compute it element by element. Every 16-bit value widened exactly
+    to float32 must give the same bits through both paths."""
+    x = every_16bit_value(dtype)
+    for backend in ("cpu", "reference"):
+        op = gk.get_op("silu", backend)
+        direct = op.forward_fp32(x.float())
+        assert_bitwise_equal(op.forward_fp32(x), direct, f"{backend} forward_fp32")
+        rounded, want = op.forward(x), direct.to(dtype)
+        nan = direct.isnan()
+        assert rounded[nan].isnan().all(), backend
+        assert_bitwise_equal(rounded[~nan], want[~nan], f"{backend} forward")
+
+
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float16), ids=dtype_id)
+def test_16bit_swiglu_equals_the_fp32_path_on_every_gate(cpu_isa, dtype, gen):
+    """Every 16-bit gate value against ups with NaN, infinities, zeros and
+    random values: the tabled 16-bit path gives the float32 path's bits."""
+    gate = every_16bit_value(dtype)
+    special = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1.0])
+    for up_value in (*special, *torch.randn(3, generator=gen)):
+        up = torch.full_like(gate, float(up_value))
+        for backend in ("cpu", "reference"):
+            op = gk.get_op("swiglu", backend)
+            assert_bitwise_equal(op.forward_fp32(gate, up), op.forward_fp32(gate.float(), up.float()),
+                                 f"{backend} up={float(up_value)}")
+
+
 # ---- Axis-A: an element's bits do not depend on anything else -------------------------
 
 @pytest.mark.parametrize("backend", ["reference", "cpu"])

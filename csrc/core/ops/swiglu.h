@@ -66,7 +66,11 @@ GOLDEN_CORE_BEGIN
 // (identical values for every other input) and vector code pays once.
 GOLDEN_INLINE float silu_non_nan(float x) { return x * math_detail::sigmoid_non_nan(x); }
 
-GOLDEN_INLINE float silu_f32(float x) { return apply_nan_policy(silu_non_nan(x), x); }
+// The last step of silu_f32, from silu = silu_non_nan(x) computed elsewhere:
+// the CPU backend looks silu_non_nan up in a table over all bf16 inputs.
+GOLDEN_INLINE float silu_from_non_nan(float silu, float x) { return apply_nan_policy(silu, x); }
+
+GOLDEN_INLINE float silu_f32(float x) { return silu_from_non_nan(silu_non_nan(x), x); }
 
 // d/dx x*sigmoid(x) = s + x*s*(1 - s) = s * (1 + x * sigmoid(-x)); sigmoid(x)
 // and sigmoid(-x) share one exp and one division.
@@ -82,9 +86,12 @@ GOLDEN_INLINE float silu_backward_f32(float g, float x) {
 
 // A NaN made inside silu (silu(-inf) = -inf * 0) stays a NaN through * up and
 // becomes the canonical NaN here, as silu_f32 alone would make it.
-GOLDEN_INLINE float swiglu_f32(float gate, float up) {
-  return apply_nan_policy(silu_non_nan(gate) * up, gate, up);
+// The steps of swiglu_f32 after silu_gate = silu_non_nan(gate) (see above).
+GOLDEN_INLINE float swiglu_from_silu(float silu_gate, float gate, float up) {
+  return apply_nan_policy(silu_gate * up, gate, up);
 }
+
+GOLDEN_INLINE float swiglu_f32(float gate, float up) { return swiglu_from_silu(silu_non_nan(gate), gate, up); }
 
 GOLDEN_INLINE float swiglu_dgate_f32(float g, float gate, float up) {
   return apply_nan_policy((g * up) * silu_derivative_non_nan(gate), g, gate, up);
@@ -112,6 +119,21 @@ template <class T, class TOut>
 GOLDEN_INLINE void swiglu_forward_span(const T* gate, const T* up, TOut* y, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) {
     y[i] = from_float<TOut>(swiglu_f32(to_float(gate[i]), to_float(up[i])));
+  }
+}
+
+// The forward loops finished from silu_non_nan values computed elsewhere
+// (silu[i] = silu_non_nan(to_float(x[i]))): the same bits as the loops above.
+template <class T, class TOut>
+GOLDEN_INLINE void silu_forward_span_from(const float* silu, const T* x, TOut* y, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) y[i] = from_float<TOut>(silu_from_non_nan(silu[i], to_float(x[i])));
+}
+
+template <class T, class TOut>
+GOLDEN_INLINE void swiglu_forward_span_from(const float* silu_gate, const T* gate, const T* up, TOut* y,
+                                            std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    y[i] = from_float<TOut>(swiglu_from_silu(silu_gate[i], to_float(gate[i]), to_float(up[i])));
   }
 }
 
