@@ -35,6 +35,52 @@ void load_row(const T* src, float* dst, std::int64_t n) {
   for (std::int64_t d = 0; d < n; ++d) dst[d] = core::to_float(src[d]);
 }
 
+#if defined(__AVX2__)
+
+// 8 consecutive elements as fp32 (exact conversions: the core's to_float).
+__m256 load_8_as_float(const float* p) { return _mm256_loadu_ps(p); }
+
+__m256 load_8_as_float(const bf16* p) {
+  const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+}
+
+__m256 load_8_as_float(const f16* p) {
+  alignas(32) float wide[8];
+  for (int i = 0; i < 8; ++i) wide[i] = core::to_float(p[i]);
+  return _mm256_load_ps(wide);
+}
+
+// out[d * kBlock + j] = rows[j][d] for 8 keys j: 8 x 8 tiles transposed in
+// registers (pure data movement), the d tail element by element.
+template <class T>
+void transpose_8_keys(const T* const* rows, std::int64_t d_len, float* out) {
+  std::int64_t d0 = 0;
+  for (; d0 + 8 <= d_len; d0 += 8) {
+    __m256 r[8];
+    for (int j = 0; j < 8; ++j) r[j] = load_8_as_float(rows[j] + d0);
+    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    const __m256 cols[8] = {
+        _mm256_permute2f128_ps(u0, u4, 0x20), _mm256_permute2f128_ps(u1, u5, 0x20),
+        _mm256_permute2f128_ps(u2, u6, 0x20), _mm256_permute2f128_ps(u3, u7, 0x20),
+        _mm256_permute2f128_ps(u0, u4, 0x31), _mm256_permute2f128_ps(u1, u5, 0x31),
+        _mm256_permute2f128_ps(u2, u6, 0x31), _mm256_permute2f128_ps(u3, u7, 0x31)};
+    for (int i = 0; i < 8; ++i) _mm256_storeu_ps(out + (d0 + i) * kBlock, cols[i]);
+  }
+  for (; d0 < d_len; ++d0) {
+    for (int j = 0; j < 8; ++j) out[d0 * kBlock + j] = core::to_float(rows[j][d0]);
+  }
+}
+
+#endif
+
 // Key ranks [start, start + count) of kv head g as fp32: transposed
 // [D][kBlock] (lanes past count zero) and/or as rows [kBlock][D].
 template <class T>
@@ -47,8 +93,18 @@ struct KeyBlockStage {
 
   void transposed(std::int64_t start, std::int64_t count, float* out) const {
     const std::int64_t d_len = layout.head_dim;
-    for (std::int64_t i = 0; i < d_len * kBlock; ++i) out[i] = 0.0f;
-    for (std::int64_t j = 0; j < count; ++j) {
+    for (std::int64_t d = 0; d < d_len; ++d) {
+      for (std::int64_t j = count; j < kBlock; ++j) out[d * kBlock + j] = 0.0f;
+    }
+    std::int64_t j0 = 0;
+#if defined(__AVX2__)
+    for (; j0 + 8 <= count; j0 += 8) {
+      const T* rows8[8];
+      for (int j = 0; j < 8; ++j) rows8[j] = token_row(start + j0 + j);
+      transpose_8_keys(rows8, d_len, out + j0);
+    }
+#endif
+    for (std::int64_t j = j0; j < count; ++j) {
       const T* row = token_row(start + j);
       for (std::int64_t d = 0; d < d_len; ++d) out[d * kBlock + j] = core::to_float(row[d]);
     }
@@ -159,14 +215,63 @@ void block_probs(const float* __restrict scores, float origin, float* __restrict
   core::attention_block_probs(scores, origin, probs);
 }
 
+// The tile's serial chains over a block's keys (max, then sum) run with row r
+// in lane r of one 4-wide vector: each lane is the core's chain over j in
+// rank order, and the 4 rows' chains overlap instead of queueing.
+static_assert(kTileRows == 4, "one row per lane of a 4-wide vector");
+
+// Lanes r = m[r][j .. j + 3], transposed so that out[i] holds key j + i.
+void tile_columns(const float (*m)[kBlock], std::int64_t j, __m128* out) {
+  out[0] = _mm_load_ps(m[0] + j);
+  out[1] = _mm_load_ps(m[1] + j);
+  out[2] = _mm_load_ps(m[2] + j);
+  out[3] = _mm_load_ps(m[3] + j);
+  _MM_TRANSPOSE4_PS(out[0], out[1], out[2], out[3]);
+}
+
+__m128 tile_column(const float (*m)[kBlock], std::int64_t j) {
+  return _mm_setr_ps(m[0][j], m[1][j], m[2][j], m[3][j]);
+}
+
+// The core's attention_block_max for each row: max_ps(s, m) is the core's
+// select(s > m, s, m), lane by lane.
+__m128 tile_block_max(const float (*scores)[kBlock], std::int64_t count) {
+  __m128 block_max = _mm_set1_ps(-core::math_detail::inf());
+  std::int64_t j = 0;
+  for (; j + 4 <= count; j += 4) {
+    __m128 col[4];
+    tile_columns(scores, j, col);
+    for (int i = 0; i < 4; ++i) block_max = _mm_max_ps(col[i], block_max);
+  }
+  for (; j < count; ++j) block_max = _mm_max_ps(tile_column(scores, j), block_max);
+  return block_max;
+}
+
+// The core's attention_block_sum for each row: sum = sum + p over j in order.
+__m128 tile_block_sum(__m128 sum, const float (*probs)[kBlock], std::int64_t count) {
+  std::int64_t j = 0;
+  for (; j + 4 <= count; j += 4) {
+    __m128 col[4];
+    tile_columns(probs, j, col);
+    for (int i = 0; i < 4; ++i) sum = _mm_add_ps(sum, col[i]);
+  }
+  for (; j < count; ++j) sum = _mm_add_ps(sum, tile_column(probs, j));
+  return sum;
+}
+
 // The core's attention_block_softmax for each of the tile's rows.
 void tile_softmax(core::AttentionRowState* const* st, float* const* acc, std::int64_t d_len,
                   const float (*scores)[kBlock], std::int64_t count, float (*probs)[kBlock]) {
+  alignas(16) float block_max[kTileRows];
+  alignas(16) float sum[kTileRows];
+  _mm_store_ps(block_max, tile_block_max(scores, count));
   for (int r = 0; r < kTileRows; ++r) {
-    const float origin = core::attention_block_rescale(*st[r], acc[r], d_len, scores[r], count);
+    const float origin = core::attention_rescale_to(*st[r], acc[r], d_len, block_max[r]);
     block_probs(scores[r], origin, probs[r]);
-    core::attention_block_sum(*st[r], probs[r], count);
+    sum[r] = st[r]->sum;
   }
+  _mm_store_ps(sum, tile_block_sum(_mm_load_ps(sum), probs, count));
+  for (int r = 0; r < kTileRows; ++r) st[r]->sum = sum[r];
 }
 
 // block_accumulate for the tile's rows: each V vector loaded feeds all rows.

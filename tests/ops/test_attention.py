@@ -135,6 +135,29 @@ def test_padding_T4_nan_garbage(left, right, dtype, gen):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
+@pytest.mark.parametrize("left,right", [(0, 5), (1, 0), (63, 2), (64, 64), (130, 1)])
+def test_padding_T4_nan_garbage_not_causal(left, right, dtype, gen):
+    """Without causal every query row attends, so only the keys are padded:
+    NaN in every padded k/v element, and the output, LSE, dq and the real
+    keys' dk, dv are the bits of the unpadded keys; padded keys get dk = dv = 0."""
+    length = 70
+    q, k, v = make_qkv(1, 4, 2, length, length, 16, dtype, gen)
+    g = rand(q.shape, dtype, gen)
+    alone = everything("cpu", q, k, v, g, causal=False)
+    nan = float("nan")
+    k_pad, v_pad = (pad(t, left, right, nan) for t in (k, v))
+    mask = pad(torch.ones(1, length, dtype=torch.bool), left, right, False, dim=1)
+    out, lse, out32, dq, dk, dv = everything("cpu", q, k_pad, v_pad, g, causal=False, key_padding_mask=mask)
+    for name, a, b in zip(NAMES[:4], (out, lse, out32, dq), alone[:4]):
+        assert_bitwise_equal(a, b, f"T4 {name}")
+    real = slice(left, left + length)
+    pads = torch.cat([torch.arange(left), torch.arange(left + length, left + length + right)])
+    for name, t, want in (("dk", dk, alone[4]), ("dv", dv, alone[5])):
+        assert_bitwise_equal(t[:, :, real], want, f"T4 {name}")
+        assert_bitwise_equal(t[:, :, pads], torch.zeros_like(t[:, :, pads]), f"padded keys {name}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
 def test_prefill_chunks_decode_T5(dtype, gen):
     """One prefill == chunked prefill (several chunk sizes) == token by token
     through the KV cache, on raw bits, LSE included."""
