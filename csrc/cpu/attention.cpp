@@ -177,29 +177,41 @@ void block_accumulate(float* acc, std::int64_t d_len, const float* weights, std:
 // chains in the core's order (score lane j: fma over d; sum: + over j; acc
 // column d: fma over j), so the bits are those of the one-row path.
 constexpr int kTileRows = 4;
-constexpr int kTileVecs = 2;  // key (or acc column) vectors per tile row
-constexpr int kTileWidth = kTileVecs * kVecLanes;
-static_assert(kBlock % kTileWidth == 0, "the key block splits into tile widths");
+// Up to 3 vectors per row: 4 x 3 independent fma chains in flight hide the
+// fma latency (2 vectors would leave none to spare), and with the vectors
+// they share they fill the 16 AVX2 registers.
+constexpr int kTileVecs = 3;
+
+// Columns [c0, c0 + kVecs * kVecLanes) of the tile's block dots.
+template <int kVecs>
+void tile_dots_chunk(const float* const* q, std::int64_t d_len, const float* keys_t, std::int64_t c0,
+                     float (*scores)[kBlock]) {
+  Vec acc[kTileRows][kVecs];
+  for (int r = 0; r < kTileRows; ++r) {
+    for (int c = 0; c < kVecs; ++c) acc[r][c] = vec_zero();
+  }
+  for (std::int64_t d = 0; d < d_len; ++d) {
+    Vec key[kVecs];
+    for (int c = 0; c < kVecs; ++c) key[c] = vec_load(keys_t + d * kBlock + c0 + c * kVecLanes);
+    for (int r = 0; r < kTileRows; ++r) {
+      const Vec qd = vec_broadcast(q[r][d]);
+      for (int c = 0; c < kVecs; ++c) acc[r][c] = vec_fma(qd, key[c], acc[r][c]);
+    }
+  }
+  for (int r = 0; r < kTileRows; ++r) {
+    for (int c = 0; c < kVecs; ++c) vec_store(scores[r] + c0 + c * kVecLanes, acc[r][c]);
+  }
+}
 
 // dots[r] = the core's attention_block_dots of x[r], for the tile's rows.
 void tile_dots(const float* const* q, std::int64_t d_len, const float* keys_t, float (*scores)[kBlock]) {
-  for (std::int64_t c0 = 0; c0 < kBlock; c0 += kTileWidth) {
-    Vec acc[kTileRows][kTileVecs];
-    for (int r = 0; r < kTileRows; ++r) {
-      for (int c = 0; c < kTileVecs; ++c) acc[r][c] = vec_zero();
-    }
-    for (std::int64_t d = 0; d < d_len; ++d) {
-      Vec key[kTileVecs];
-      for (int c = 0; c < kTileVecs; ++c) key[c] = vec_load(keys_t + d * kBlock + c0 + c * kVecLanes);
-      for (int r = 0; r < kTileRows; ++r) {
-        const Vec qd = vec_broadcast(q[r][d]);
-        for (int c = 0; c < kTileVecs; ++c) acc[r][c] = vec_fma(qd, key[c], acc[r][c]);
-      }
-    }
-    for (int r = 0; r < kTileRows; ++r) {
-      for (int c = 0; c < kTileVecs; ++c) vec_store(scores[r] + c0 + c * kVecLanes, acc[r][c]);
-    }
+  static_assert(kBlock % kVecLanes == 0, "the key block splits into vectors");
+  std::int64_t c0 = 0;
+  for (; c0 + kTileVecs * kVecLanes <= kBlock; c0 += kTileVecs * kVecLanes) {
+    tile_dots_chunk<kTileVecs>(q, d_len, keys_t, c0, scores);
   }
+  for (; c0 + 2 * kVecLanes <= kBlock; c0 += 2 * kVecLanes) tile_dots_chunk<2>(q, d_len, keys_t, c0, scores);
+  for (; c0 < kBlock; c0 += kVecLanes) tile_dots_chunk<1>(q, d_len, keys_t, c0, scores);
 }
 
 // scores[r] = the core's attention_block_scores of q[r], for the tile's rows.
@@ -274,27 +286,36 @@ void tile_softmax(core::AttentionRowState* const* st, float* const* acc, std::in
   for (int r = 0; r < kTileRows; ++r) st[r]->sum = sum[r];
 }
 
+// Columns [d0, d0 + kVecs * kVecLanes) of the tile's accumulation.
+template <int kVecs>
+void tile_accumulate_chunk(float* const* acc, const float (*weights)[kBlock], std::int64_t count,
+                           const float* rows, std::int64_t d0) {
+  Vec sum[kTileRows][kVecs];
+  for (int r = 0; r < kTileRows; ++r) {
+    for (int c = 0; c < kVecs; ++c) sum[r][c] = vec_load(acc[r] + d0 + c * kVecLanes);
+  }
+  for (std::int64_t j = 0; j < count; ++j) {
+    Vec value[kVecs];
+    for (int c = 0; c < kVecs; ++c) value[c] = vec_load(rows + j * kMaxD + d0 + c * kVecLanes);
+    for (int r = 0; r < kTileRows; ++r) {
+      const Vec w = vec_broadcast(weights[r][j]);
+      for (int c = 0; c < kVecs; ++c) sum[r][c] = vec_fma(w, value[c], sum[r][c]);
+    }
+  }
+  for (int r = 0; r < kTileRows; ++r) {
+    for (int c = 0; c < kVecs; ++c) vec_store(acc[r] + d0 + c * kVecLanes, sum[r][c]);
+  }
+}
+
 // block_accumulate for the tile's rows: each V vector loaded feeds all rows.
 void tile_accumulate(float* const* acc, std::int64_t d_len, const float (*weights)[kBlock],
                      std::int64_t count, const float* rows) {
   std::int64_t d0 = 0;
-  for (; d0 + kTileWidth <= d_len; d0 += kTileWidth) {
-    Vec sum[kTileRows][kTileVecs];
-    for (int r = 0; r < kTileRows; ++r) {
-      for (int c = 0; c < kTileVecs; ++c) sum[r][c] = vec_load(acc[r] + d0 + c * kVecLanes);
-    }
-    for (std::int64_t j = 0; j < count; ++j) {
-      Vec value[kTileVecs];
-      for (int c = 0; c < kTileVecs; ++c) value[c] = vec_load(rows + j * kMaxD + d0 + c * kVecLanes);
-      for (int r = 0; r < kTileRows; ++r) {
-        const Vec w = vec_broadcast(weights[r][j]);
-        for (int c = 0; c < kTileVecs; ++c) sum[r][c] = vec_fma(w, value[c], sum[r][c]);
-      }
-    }
-    for (int r = 0; r < kTileRows; ++r) {
-      for (int c = 0; c < kTileVecs; ++c) vec_store(acc[r] + d0 + c * kVecLanes, sum[r][c]);
-    }
+  for (; d0 + kTileVecs * kVecLanes <= d_len; d0 += kTileVecs * kVecLanes) {
+    tile_accumulate_chunk<kTileVecs>(acc, weights, count, rows, d0);
   }
+  for (; d0 + 2 * kVecLanes <= d_len; d0 += 2 * kVecLanes) tile_accumulate_chunk<2>(acc, weights, count, rows, d0);
+  for (; d0 + kVecLanes <= d_len; d0 += kVecLanes) tile_accumulate_chunk<1>(acc, weights, count, rows, d0);
   for (int r = 0; r < kTileRows; ++r) {
     for (std::int64_t j = 0; j < count; ++j) {
       for (std::int64_t d = d0; d < d_len; ++d) acc[r][d] = core::fma_rn(weights[r][j], rows[j * kMaxD + d], acc[r][d]);
