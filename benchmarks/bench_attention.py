@@ -53,8 +53,13 @@ def mib(n: float) -> str:
     return f"{n / 2**20:.1f}"
 
 
+NAIVE_BF16_MAX_S = 512  # PyTorch's CPU bf16 matmuls take minutes per call beyond this
+
+
 def naive_fits(b: int, s: int, element_size: int) -> bool:
-    return 2 * b * HQ * s * s * element_size <= NAIVE_LIMIT_BYTES
+    """Whether the naive method is run: its scores and probabilities fit the
+    memory limit, and (bf16) it finishes in reasonable time."""
+    return 2 * b * HQ * s * s * element_size <= NAIVE_LIMIT_BYTES and (element_size == 4 or s <= NAIVE_BF16_MAX_S)
 
 
 def repeats_for(s: int, repeats: int) -> tuple[int, int]:
@@ -111,7 +116,8 @@ def memory_rows(batches, lengths, dtypes):
     print_table(["dtype", "B", "S", "golden MiB", "SDPA MiB", "naive MiB", "output MiB", "one S^2 score tensor MiB",
                  "golden / output"], rows)
     print("peak extra = RSS high-water mark during one call minus the resident size before it (the output "
-          f"included); naive not run where its scores and probabilities exceed {NAIVE_LIMIT_BYTES >> 30} GiB")
+          f"included); naive not run where its scores and probabilities exceed {NAIVE_LIMIT_BYTES >> 30} GiB, "
+          f"nor in bf16 beyond S = {NAIVE_BF16_MAX_S} (minutes per call)")
 
 
 def prefill_rows(batches, lengths, dtypes, repeats):
