@@ -14,6 +14,8 @@ import torch
 import golden_kernels as gk
 from golden_kernels.testing import assert_bitwise_equal, assert_peer_floor, assert_within, gamma, ulp, unit_roundoff
 from golden_kernels.testing.bounds import smallest_subnormal
+from golden_kernels.testing.invariance import (check_batch_invariance, check_position_invariance,
+                                               check_thread_invariance)
 
 from .. import reference
 from ..conftest import FLOAT_DTYPES, dtype_id
@@ -84,22 +86,25 @@ def test_cpu_paths_equal_reference(cpu_isa, threads, dtype, shape, masked, gen):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
 def test_batch_invariance_T1_T2_T3(backend, dtype, gen):
+    """T1, T2 through golden_kernels.testing.invariance (every output, dq, dk
+    and dv included, carries the batch in dim 0); T3 with neighbours of 30x
+    the row's magnitude."""
     q, k, v = make_qkv(6, 4, 2, 90, 90, 32, dtype, gen)
     g = rand(q.shape, dtype, gen)
     mask = holes_mask(6, 90, gen)
-    full = everything(backend, q, k, v, g, key_padding_mask=mask)
+
+    def fn(q, k, v, g, mask):
+        return everything(backend, q, k, v, g, key_padding_mask=mask)
+
+    check_batch_invariance(fn, q, k, v, g, mask, batched=range(5))
+    check_position_invariance(fn, q, k, v, g, mask, batched=range(5))
+    full = fn(q, k, v, g, mask)
     row = 3
-    one = everything(backend, q[row:row + 1], k[row:row + 1], v[row:row + 1], g[row:row + 1],
-                     key_padding_mask=mask[row:row + 1])
-    assert_all_equal([t[0] for t in one], [t[row] for t in full], "T1")
-    perm = torch.randperm(6, generator=gen)
-    permuted = everything(backend, q[perm], k[perm], v[perm], g[perm], key_padding_mask=mask[perm])
-    assert_all_equal(permuted, [t[perm] for t in full], "T2")
     q2, k2, v2 = make_qkv(6, 4, 2, 90, 90, 32, dtype, gen, scale=30.0)
     g2, mask2 = rand(q.shape, dtype, gen), holes_mask(6, 90, gen)
     for new, old in ((q2, q), (k2, k), (v2, v), (g2, g), (mask2, mask)):
         new[row] = old[row]
-    others = everything(backend, q2, k2, v2, g2, key_padding_mask=mask2)
+    others = fn(q2, k2, v2, g2, mask2)
     assert_all_equal([t[row] for t in others], [t[row] for t in full], "T3")
 
 
@@ -255,16 +260,12 @@ def test_packed_equals_right_padded_batch_T6(gen):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
-def test_thread_count_invariance_T7(threads, dtype, gen):
+def test_thread_count_invariance_T7(dtype, gen):
     q, k, v = make_qkv(2, 8, 2, 100, 100, 64, dtype, gen)
     g = rand(q.shape, dtype, gen)
     mask = holes_mask(2, 100, gen)
-    results = []
-    for n in (1, 2, 3, 8):
-        threads(n)
-        results.append(everything("cpu", q, k, v, g, key_padding_mask=mask))
-    for n, result in zip((2, 3, 8), results[1:]):
-        assert_all_equal(result, results[0], f"{n} threads vs 1")
+    check_thread_invariance(lambda *args: everything("cpu", *args, key_padding_mask=mask), q, k, v, g,
+                            thread_counts=(1, 2, 3, 8))
 
 
 # ---- Axis-B: accuracy against float64 ------------------------------------------------------
