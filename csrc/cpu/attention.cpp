@@ -612,6 +612,58 @@ void backward_rows(const AttentionBackwardProblem& p, const Workspace& ws, int n
   });
 }
 
+// Up to kPendingRows query rows of one head (token order) waiting to fold
+// into a key block's dk, dv: each key's dk, dv columns are then loaded and
+// stored once per batch of rows instead of once per row.
+constexpr int kPendingRows = 4;
+
+struct PendingRows {
+  float q[kPendingRows][kMaxD];
+  float grad[kPendingRows][kMaxD];
+  float prob[kPendingRows][kBlock];
+  float ds[kPendingRows][kBlock];
+  std::int64_t count[kPendingRows];  // the block's keys the row sees
+  int size;
+};
+
+// acc[d] = fma(w[t], rows[t][d], acc[d]) for t = 0..n-1 in order: the core's
+// attention_accumulate of each row in turn (lanes are independent columns).
+void accumulate_rows(float* acc, std::int64_t d_len, const float* w, const float* const* rows, int n) {
+  std::int64_t d = 0;
+  for (; d + kVecLanes <= d_len; d += kVecLanes) {
+    Vec sum = vec_load(acc + d);
+    for (int t = 0; t < n; ++t) sum = vec_fma(vec_broadcast(w[t]), vec_load(rows[t] + d), sum);
+    vec_store(acc + d, sum);
+  }
+  for (; d < d_len; ++d) {
+    for (int t = 0; t < n; ++t) acc[d] = core::fma_rn(w[t], rows[t][d], acc[d]);
+  }
+}
+
+// dv_j += P * dO and dk_j += dS * q of the pending rows that see key j, in
+// their order; empties the batch.
+void fold_pending_rows(PendingRows& rows, std::int64_t d_len, float* dk, float* dv) {
+  for (std::int64_t j = 0; j < kBlock; ++j) {
+    float prob[kPendingRows];
+    float ds[kPendingRows];
+    const float* grad[kPendingRows];
+    const float* q[kPendingRows];
+    int n = 0;
+    for (int t = 0; t < rows.size; ++t) {
+      if (j >= rows.count[t]) continue;
+      prob[n] = rows.prob[t][j];
+      ds[n] = rows.ds[t][j];
+      grad[n] = rows.grad[t];
+      q[n] = rows.q[t];
+      ++n;
+    }
+    if (n == 0) continue;
+    accumulate_rows(dv + j * kMaxD, d_len, prob, grad, n);
+    accumulate_rows(dk + j * kMaxD, d_len, ds, q, n);
+  }
+  rows.size = 0;
+}
+
 // Pass 2, per (sequence, kv head, 64 key ranks): dk and dv of each key sum
 // over the group's query heads in head order, and within a head over the
 // query rows that see the key in token order (padding rows see none).
@@ -637,8 +689,8 @@ void backward_keys(const AttentionBackwardProblem& p, const Workspace& ws, int n
     alignas(64) float dv[kBlock * kMaxD];
     alignas(64) float scores[kBlock];
     alignas(64) float dps[kBlock];
-    float q[kMaxD];
-    float grad[kMaxD];
+    PendingRows pending;
+    pending.size = 0;
     const KeyBlockStage<T> keys{l, p.k, b, seq, g};
     const KeyBlockStage<T> vals{l, p.v, b, seq, g};
     keys.transposed(start, staged, keys_t);
@@ -649,19 +701,21 @@ void backward_keys(const AttentionBackwardProblem& p, const Workspace& ws, int n
         const std::int64_t visible = core::attention_visible_keys(l, b, seq, i);
         if (visible <= start) continue;
         const std::int64_t count = visible - start < kBlock ? visible - start : kBlock;
-        load_row(input_row<T>(p.q, b, seq.q_begin + i, h), q, d_len);
-        load_row(input_row<T>(p.grad_out, b, seq.q_begin + i, h), grad, d_len);
+        const int t = pending.size++;
+        load_row(input_row<T>(p.q, b, seq.q_begin + i, h), pending.q[t], d_len);
+        load_row(input_row<T>(p.grad_out, b, seq.q_begin + i, h), pending.grad[t], d_len);
         const float lse = *ws.at(ws.lse, seq, i, h);
         const float delta = *ws.at(ws.delta, seq, i, h);
-        block_scores(q, d_len, l.scale, keys_t, scores);
-        block_dots(grad, d_len, values_t, dps);
+        block_scores(pending.q[t], d_len, l.scale, keys_t, scores);
+        block_dots(pending.grad[t], d_len, values_t, dps);
         for (std::int64_t j = 0; j < count; ++j) {
-          const float prob = core::attention_probability(scores[j], lse);
-          const float ds = core::attention_score_grad(prob, dps[j], delta);
-          core::attention_accumulate(dv + j * kMaxD, prob, grad, d_len);
-          core::attention_accumulate(dk + j * kMaxD, ds, q, d_len);
+          pending.prob[t][j] = core::attention_probability(scores[j], lse);
+          pending.ds[t][j] = core::attention_score_grad(pending.prob[t][j], dps[j], delta);
         }
+        pending.count[t] = count;
+        if (pending.size == kPendingRows) fold_pending_rows(pending, d_len, dk, dv);
       }
+      fold_pending_rows(pending, d_len, dk, dv);  // a head's rows fold before the next head's
     }
     for (std::int64_t j = 0; j < staged; ++j) {
       const std::int64_t token = seq.k_begin + core::attention_key_token(l, b, start + j);
