@@ -1,15 +1,22 @@
 """attention (Hq 32 / Hkv 8 / D 128, causal) against PyTorch SDPA and a naive
 materialising implementation, fp32 and bf16: causal prefill and one-token
 decode against a KV cache. Median times, ratios, decode GB/s against the
-measured copy bandwidth, and the extra memory each method needs.
+measured copy bandwidth, and (--memory) the peak extra memory of one call of
+each method, measured in a fresh subprocess per case.
 
     PYTHONPATH=python python benchmarks/bench_attention.py           # quick: S 512, cache 4096
     PYTHONPATH=python python benchmarks/bench_attention.py --full    # S 512/2048/8192, B 1/4, caches 4096/32768
+    PYTHONPATH=python python benchmarks/bench_attention.py --memory --lengths 512 2048 8192
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
 
 import torch
 
@@ -18,7 +25,7 @@ from common import copy_bandwidth_gbs, median_seconds, print_table
 import golden_kernels as gk
 
 HQ, HKV, D = 32, 8, 128
-NAIVE_LIMIT_BYTES = 8 << 30  # skip the naive method when its score tensor alone would exceed this
+NAIVE_LIMIT_BYTES = 8 << 30  # skip the naive method when its scores and probabilities would exceed this
 
 
 def naive(q, k, v):
@@ -35,8 +42,82 @@ def sdpa(q, k, v):
     return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=q.shape[2] > 1, enable_gqa=True)
 
 
+def golden(q, k, v):
+    return gk.attention(q, k, v)
+
+
+METHODS = {"golden": golden, "sdpa": sdpa, "naive": naive}
+
+
 def mib(n: float) -> str:
     return f"{n / 2**20:.1f}"
+
+
+NAIVE_BF16_MAX_S = 512  # PyTorch's CPU bf16 matmuls take minutes per call beyond this
+
+
+def naive_fits(b: int, s: int, element_size: int) -> bool:
+    """Whether the naive method is run: its scores and probabilities fit the
+    memory limit, and (bf16) it finishes in reasonable time."""
+    return 2 * b * HQ * s * s * element_size <= NAIVE_LIMIT_BYTES and (element_size == 4 or s <= NAIVE_BF16_MAX_S)
+
+
+def repeats_for(s: int, repeats: int) -> tuple[int, int]:
+    """(repeats, warm-ups): fewer of both at long sequences (seconds per call)."""
+    if s <= 512:
+        return repeats, 1
+    if s <= 2048:
+        return max(1, repeats // 2), 1
+    return 1, 0
+
+
+def inputs(b: int, s: int, dtype: torch.dtype, sq: int | None = None):
+    """q [b, Hq, sq, D], k, v [b, Hkv, s, D] made directly in dtype, so that
+    creating them raises the RSS high-water mark only by their own size."""
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(b, HQ, s if sq is None else sq, D, generator=gen, dtype=dtype)
+    k, v = (torch.randn(b, HKV, s, D, generator=gen, dtype=dtype) for _ in range(2))
+    return q, k, v
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_extra_case(method: str, dtype_name: str, b: int, s: int) -> None:
+    """In this (fresh) process: one call of method; prints the RSS high-water
+    mark during the call minus the resident size before it (output included)."""
+    fn, dtype = METHODS[method], getattr(torch, dtype_name)
+    fn(*inputs(1, 64, dtype))  # library start-up (thread pools, kernels) outside the measurement
+    q, k, v = inputs(b, s, dtype)
+    before = resident_bytes()
+    out = fn(q, k, v)
+    extra = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before  # Linux: KiB
+    print(json.dumps({"peak_extra_bytes": extra, "out_bytes": out.numel() * out.element_size()}))
+
+
+def peak_extra_bytes(method: str, dtype: torch.dtype, b: int, s: int) -> int:
+    command = [sys.executable, __file__, "--peak-case", method, str(dtype).removeprefix("torch."), str(b), str(s)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True, env=os.environ).stdout
+    return json.loads(output.strip().splitlines()[-1])["peak_extra_bytes"]
+
+
+def memory_rows(batches, lengths, dtypes):
+    rows = []
+    for dtype in dtypes:
+        for b in batches:
+            for s in lengths:
+                ours, theirs = peak_extra_bytes("golden", dtype, b, s), peak_extra_bytes("sdpa", dtype, b, s)
+                elem = torch.tensor([], dtype=dtype).element_size()
+                naive_cell = mib(peak_extra_bytes("naive", dtype, b, s)) if naive_fits(b, s, elem) else "not run"
+                rows.append([str(dtype).removeprefix("torch."), b, s, mib(ours), mib(theirs), naive_cell,
+                             mib(b * HQ * s * D * elem), mib(b * HQ * s * s * elem), f"{ours / (b * HQ * s * D * elem):.2f}"])
+    print_table(["dtype", "B", "S", "golden MiB", "SDPA MiB", "naive MiB", "output MiB", "one S^2 score tensor MiB",
+                 "golden / output"], rows)
+    print("peak extra = RSS high-water mark during one call minus the resident size before it (the output "
+          f"included); naive not run where its scores and probabilities exceed {NAIVE_LIMIT_BYTES >> 30} GiB, "
+          f"nor in bf16 beyond S = {NAIVE_BF16_MAX_S} (minutes per call)")
 
 
 def prefill_rows(batches, lengths, dtypes, repeats):
@@ -44,28 +125,24 @@ def prefill_rows(batches, lengths, dtypes, repeats):
     for dtype in dtypes:
         for b in batches:
             for s in lengths:
-                q = torch.randn(b, HQ, s, D).to(dtype)
-                k, v = (torch.randn(b, HKV, s, D).to(dtype) for _ in range(2))
-                reps = max(1, repeats if s <= 512 else repeats // 5)
-                t_gk = median_seconds(lambda: gk.attention(q, k, v), reps, warmup=1)
-                t_sdpa = median_seconds(lambda: sdpa(q, k, v), reps, warmup=1)
-                score_bytes = b * HQ * s * s * q.element_size()
-                naive_ok = 2 * score_bytes <= NAIVE_LIMIT_BYTES
-                t_naive = median_seconds(lambda: naive(q, k, v), reps, warmup=1) if naive_ok else float("nan")
-                rows.append([str(dtype).removeprefix("torch."), b, s, f"{t_gk * 1e3:.1f}", f"{t_sdpa * 1e3:.1f}",
-                             f"{t_naive * 1e3:.1f}" if naive_ok else "skipped", f"{t_sdpa / t_gk:.2f}x",
-                             f"{t_naive / t_gk:.2f}x" if naive_ok else "-", mib(q.numel() * q.element_size()),
-                             mib(2 * score_bytes)])
-    print_table(["dtype", "B", "S", "golden ms", "SDPA ms", "naive ms", "vs SDPA", "vs naive",
-                 "golden extra MiB (out)", "naive extra MiB (scores+probs)"], rows)
+                q, k, v = inputs(b, s, dtype)
+                reps, warmup = repeats_for(s, repeats)
+                t_gk = median_seconds(lambda: golden(q, k, v), reps, warmup)
+                t_sdpa = median_seconds(lambda: sdpa(q, k, v), reps, warmup)
+                naive_ok = naive_fits(b, s, q.element_size())
+                t_naive = median_seconds(lambda: naive(q, k, v), reps, warmup) if naive_ok else float("nan")
+                rows.append([str(dtype).removeprefix("torch."), b, s, reps, f"{t_gk * 1e3:.1f}", f"{t_sdpa * 1e3:.1f}",
+                             f"{t_naive * 1e3:.1f}" if naive_ok else "not run", f"{t_sdpa / t_gk:.2f}x",
+                             f"{t_naive / t_gk:.2f}x" if naive_ok else "-"])
+                print("  ".join(map(str, rows[-1])), flush=True)  # long runs: show progress
+    print_table(["dtype", "B", "S", "repeats", "golden ms", "SDPA ms", "naive ms", "vs SDPA", "vs naive"], rows)
 
 
 def decode_rows(caches, dtypes, repeats, copy_gbs):
     rows = []
     for dtype in dtypes:
         for length in caches:
-            q = torch.randn(1, HQ, 1, D).to(dtype)
-            k, v = (torch.randn(1, HKV, length, D).to(dtype) for _ in range(2))
+            q, k, v = inputs(1, length, dtype, sq=1)
             t_gk = median_seconds(lambda: gk.attention(q, k, v), repeats)
             t_sdpa = median_seconds(lambda: sdpa(q, k, v), repeats)
             t_naive = median_seconds(lambda: naive(q, k, v), repeats)
@@ -82,18 +159,33 @@ def decode_rows(caches, dtypes, repeats, copy_gbs):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--full", action="store_true", help="the issue's full sizes (slow on a small CPU)")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="at S <= 512; half at 2048, one at longer")
     parser.add_argument("--lengths", type=int, nargs="*", help="prefill lengths (overrides the preset)")
     parser.add_argument("--batches", type=int, nargs="*", help="prefill batch sizes (overrides the preset)")
     parser.add_argument("--caches", type=int, nargs="*", help="decode cache lengths (overrides the preset)")
+    parser.add_argument("--dtypes", nargs="*", default=["float32", "bfloat16"])
+    parser.add_argument("--no-prefill", action="store_true")
+    parser.add_argument("--no-decode", action="store_true")
+    parser.add_argument("--memory", action="store_true", help="peak extra memory instead of timings")
+    parser.add_argument("--peak-case", nargs=4, metavar=("METHOD", "DTYPE", "B", "S"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.peak_case:
+        method, dtype_name, b, s = args.peak_case
+        peak_extra_case(method, dtype_name, int(b), int(s))
+        return
+    dtypes = [getattr(torch, name) for name in args.dtypes]
+    batches, lengths, caches = ((1, 4), (512, 2048, 8192), (4096, 32768)) if args.full else ((1,), (512,), (4096,))
+    batches, lengths = args.batches or batches, args.lengths or lengths
+    if args.memory:
+        memory_rows(batches, lengths, dtypes)
+        return
     copy_gbs = copy_bandwidth_gbs()
     print(f"cpu isa {gk.cpu_isa()}, golden threads {gk.num_threads()}, torch threads {torch.get_num_threads()}, "
           f"copy bandwidth (read+write) {copy_gbs:.1f} GB/s")
-    dtypes = (torch.float32, torch.bfloat16)
-    batches, lengths, caches = ((1, 4), (512, 2048, 8192), (4096, 32768)) if args.full else ((1,), (512,), (4096,))
-    prefill_rows(args.batches or batches, args.lengths or lengths, dtypes, args.repeats)
-    decode_rows(args.caches or caches, dtypes, args.repeats, copy_gbs)
+    if not args.no_prefill:
+        prefill_rows(batches, lengths, dtypes, args.repeats)
+    if not args.no_decode:
+        decode_rows(args.caches or caches, dtypes, args.repeats, copy_gbs)
 
 
 if __name__ == "__main__":

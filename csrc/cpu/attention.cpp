@@ -35,6 +35,52 @@ void load_row(const T* src, float* dst, std::int64_t n) {
   for (std::int64_t d = 0; d < n; ++d) dst[d] = core::to_float(src[d]);
 }
 
+#if defined(__AVX2__)
+
+// 8 consecutive elements as fp32 (exact conversions: the core's to_float).
+__m256 load_8_as_float(const float* p) { return _mm256_loadu_ps(p); }
+
+__m256 load_8_as_float(const bf16* p) {
+  const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+}
+
+__m256 load_8_as_float(const f16* p) {
+  alignas(32) float wide[8];
+  for (int i = 0; i < 8; ++i) wide[i] = core::to_float(p[i]);
+  return _mm256_load_ps(wide);
+}
+
+// out[d * kBlock + j] = rows[j][d] for 8 keys j: 8 x 8 tiles transposed in
+// registers (pure data movement), the d tail element by element.
+template <class T>
+void transpose_8_keys(const T* const* rows, std::int64_t d_len, float* out) {
+  std::int64_t d0 = 0;
+  for (; d0 + 8 <= d_len; d0 += 8) {
+    __m256 r[8];
+    for (int j = 0; j < 8; ++j) r[j] = load_8_as_float(rows[j] + d0);
+    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    const __m256 cols[8] = {
+        _mm256_permute2f128_ps(u0, u4, 0x20), _mm256_permute2f128_ps(u1, u5, 0x20),
+        _mm256_permute2f128_ps(u2, u6, 0x20), _mm256_permute2f128_ps(u3, u7, 0x20),
+        _mm256_permute2f128_ps(u0, u4, 0x31), _mm256_permute2f128_ps(u1, u5, 0x31),
+        _mm256_permute2f128_ps(u2, u6, 0x31), _mm256_permute2f128_ps(u3, u7, 0x31)};
+    for (int i = 0; i < 8; ++i) _mm256_storeu_ps(out + (d0 + i) * kBlock, cols[i]);
+  }
+  for (; d0 < d_len; ++d0) {
+    for (int j = 0; j < 8; ++j) out[d0 * kBlock + j] = core::to_float(rows[j][d0]);
+  }
+}
+
+#endif
+
 // Key ranks [start, start + count) of kv head g as fp32: transposed
 // [D][kBlock] (lanes past count zero) and/or as rows [kBlock][D].
 template <class T>
@@ -47,8 +93,18 @@ struct KeyBlockStage {
 
   void transposed(std::int64_t start, std::int64_t count, float* out) const {
     const std::int64_t d_len = layout.head_dim;
-    for (std::int64_t i = 0; i < d_len * kBlock; ++i) out[i] = 0.0f;
-    for (std::int64_t j = 0; j < count; ++j) {
+    for (std::int64_t d = 0; d < d_len; ++d) {
+      for (std::int64_t j = count; j < kBlock; ++j) out[d * kBlock + j] = 0.0f;
+    }
+    std::int64_t j0 = 0;
+#if defined(__AVX2__)
+    for (; j0 + 8 <= count; j0 += 8) {
+      const T* rows8[8];
+      for (int j = 0; j < 8; ++j) rows8[j] = token_row(start + j0 + j);
+      transpose_8_keys(rows8, d_len, out + j0);
+    }
+#endif
+    for (std::int64_t j = j0; j < count; ++j) {
       const T* row = token_row(start + j);
       for (std::int64_t d = 0; d < d_len; ++d) out[d * kBlock + j] = core::to_float(row[d]);
     }
@@ -121,29 +177,41 @@ void block_accumulate(float* acc, std::int64_t d_len, const float* weights, std:
 // chains in the core's order (score lane j: fma over d; sum: + over j; acc
 // column d: fma over j), so the bits are those of the one-row path.
 constexpr int kTileRows = 4;
-constexpr int kTileVecs = 2;  // key (or acc column) vectors per tile row
-constexpr int kTileWidth = kTileVecs * kVecLanes;
-static_assert(kBlock % kTileWidth == 0, "the key block splits into tile widths");
+// Up to 3 vectors per row: 4 x 3 independent fma chains in flight hide the
+// fma latency (2 vectors would leave none to spare), and with the vectors
+// they share they fill the 16 AVX2 registers.
+constexpr int kTileVecs = 3;
+
+// Columns [c0, c0 + kVecs * kVecLanes) of the tile's block dots.
+template <int kVecs>
+void tile_dots_chunk(const float* const* q, std::int64_t d_len, const float* keys_t, std::int64_t c0,
+                     float (*scores)[kBlock]) {
+  Vec acc[kTileRows][kVecs];
+  for (int r = 0; r < kTileRows; ++r) {
+    for (int c = 0; c < kVecs; ++c) acc[r][c] = vec_zero();
+  }
+  for (std::int64_t d = 0; d < d_len; ++d) {
+    Vec key[kVecs];
+    for (int c = 0; c < kVecs; ++c) key[c] = vec_load(keys_t + d * kBlock + c0 + c * kVecLanes);
+    for (int r = 0; r < kTileRows; ++r) {
+      const Vec qd = vec_broadcast(q[r][d]);
+      for (int c = 0; c < kVecs; ++c) acc[r][c] = vec_fma(qd, key[c], acc[r][c]);
+    }
+  }
+  for (int r = 0; r < kTileRows; ++r) {
+    for (int c = 0; c < kVecs; ++c) vec_store(scores[r] + c0 + c * kVecLanes, acc[r][c]);
+  }
+}
 
 // dots[r] = the core's attention_block_dots of x[r], for the tile's rows.
 void tile_dots(const float* const* q, std::int64_t d_len, const float* keys_t, float (*scores)[kBlock]) {
-  for (std::int64_t c0 = 0; c0 < kBlock; c0 += kTileWidth) {
-    Vec acc[kTileRows][kTileVecs];
-    for (int r = 0; r < kTileRows; ++r) {
-      for (int c = 0; c < kTileVecs; ++c) acc[r][c] = vec_zero();
-    }
-    for (std::int64_t d = 0; d < d_len; ++d) {
-      Vec key[kTileVecs];
-      for (int c = 0; c < kTileVecs; ++c) key[c] = vec_load(keys_t + d * kBlock + c0 + c * kVecLanes);
-      for (int r = 0; r < kTileRows; ++r) {
-        const Vec qd = vec_broadcast(q[r][d]);
-        for (int c = 0; c < kTileVecs; ++c) acc[r][c] = vec_fma(qd, key[c], acc[r][c]);
-      }
-    }
-    for (int r = 0; r < kTileRows; ++r) {
-      for (int c = 0; c < kTileVecs; ++c) vec_store(scores[r] + c0 + c * kVecLanes, acc[r][c]);
-    }
+  static_assert(kBlock % kVecLanes == 0, "the key block splits into vectors");
+  std::int64_t c0 = 0;
+  for (; c0 + kTileVecs * kVecLanes <= kBlock; c0 += kTileVecs * kVecLanes) {
+    tile_dots_chunk<kTileVecs>(q, d_len, keys_t, c0, scores);
   }
+  for (; c0 + 2 * kVecLanes <= kBlock; c0 += 2 * kVecLanes) tile_dots_chunk<2>(q, d_len, keys_t, c0, scores);
+  for (; c0 < kBlock; c0 += kVecLanes) tile_dots_chunk<1>(q, d_len, keys_t, c0, scores);
 }
 
 // scores[r] = the core's attention_block_scores of q[r], for the tile's rows.
@@ -159,13 +227,83 @@ void block_probs(const float* __restrict scores, float origin, float* __restrict
   core::attention_block_probs(scores, origin, probs);
 }
 
+// The tile's serial chains over a block's keys (max, then sum) run with row r
+// in lane r of one 4-wide vector: each lane is the core's chain over j in
+// rank order, and the 4 rows' chains overlap instead of queueing.
+static_assert(kTileRows == 4, "one row per lane of a 4-wide vector");
+
+// Lanes r = m[r][j .. j + 3], transposed so that out[i] holds key j + i.
+void tile_columns(const float (*m)[kBlock], std::int64_t j, __m128* out) {
+  out[0] = _mm_load_ps(m[0] + j);
+  out[1] = _mm_load_ps(m[1] + j);
+  out[2] = _mm_load_ps(m[2] + j);
+  out[3] = _mm_load_ps(m[3] + j);
+  _MM_TRANSPOSE4_PS(out[0], out[1], out[2], out[3]);
+}
+
+__m128 tile_column(const float (*m)[kBlock], std::int64_t j) {
+  return _mm_setr_ps(m[0][j], m[1][j], m[2][j], m[3][j]);
+}
+
+// The core's attention_block_max for each row: max_ps(s, m) is the core's
+// select(s > m, s, m), lane by lane.
+__m128 tile_block_max(const float (*scores)[kBlock], std::int64_t count) {
+  __m128 block_max = _mm_set1_ps(-core::math_detail::inf());
+  std::int64_t j = 0;
+  for (; j + 4 <= count; j += 4) {
+    __m128 col[4];
+    tile_columns(scores, j, col);
+    for (int i = 0; i < 4; ++i) block_max = _mm_max_ps(col[i], block_max);
+  }
+  for (; j < count; ++j) block_max = _mm_max_ps(tile_column(scores, j), block_max);
+  return block_max;
+}
+
+// The core's attention_block_sum for each row: sum = sum + p over j in order.
+__m128 tile_block_sum(__m128 sum, const float (*probs)[kBlock], std::int64_t count) {
+  std::int64_t j = 0;
+  for (; j + 4 <= count; j += 4) {
+    __m128 col[4];
+    tile_columns(probs, j, col);
+    for (int i = 0; i < 4; ++i) sum = _mm_add_ps(sum, col[i]);
+  }
+  for (; j < count; ++j) sum = _mm_add_ps(sum, tile_column(probs, j));
+  return sum;
+}
+
 // The core's attention_block_softmax for each of the tile's rows.
 void tile_softmax(core::AttentionRowState* const* st, float* const* acc, std::int64_t d_len,
                   const float (*scores)[kBlock], std::int64_t count, float (*probs)[kBlock]) {
+  alignas(16) float block_max[kTileRows];
+  alignas(16) float sum[kTileRows];
+  _mm_store_ps(block_max, tile_block_max(scores, count));
   for (int r = 0; r < kTileRows; ++r) {
-    const float origin = core::attention_block_rescale(*st[r], acc[r], d_len, scores[r], count);
+    const float origin = core::attention_rescale_to(*st[r], acc[r], d_len, block_max[r]);
     block_probs(scores[r], origin, probs[r]);
-    core::attention_block_sum(*st[r], probs[r], count);
+    sum[r] = st[r]->sum;
+  }
+  _mm_store_ps(sum, tile_block_sum(_mm_load_ps(sum), probs, count));
+  for (int r = 0; r < kTileRows; ++r) st[r]->sum = sum[r];
+}
+
+// Columns [d0, d0 + kVecs * kVecLanes) of the tile's accumulation.
+template <int kVecs>
+void tile_accumulate_chunk(float* const* acc, const float (*weights)[kBlock], std::int64_t count,
+                           const float* rows, std::int64_t d0) {
+  Vec sum[kTileRows][kVecs];
+  for (int r = 0; r < kTileRows; ++r) {
+    for (int c = 0; c < kVecs; ++c) sum[r][c] = vec_load(acc[r] + d0 + c * kVecLanes);
+  }
+  for (std::int64_t j = 0; j < count; ++j) {
+    Vec value[kVecs];
+    for (int c = 0; c < kVecs; ++c) value[c] = vec_load(rows + j * kMaxD + d0 + c * kVecLanes);
+    for (int r = 0; r < kTileRows; ++r) {
+      const Vec w = vec_broadcast(weights[r][j]);
+      for (int c = 0; c < kVecs; ++c) sum[r][c] = vec_fma(w, value[c], sum[r][c]);
+    }
+  }
+  for (int r = 0; r < kTileRows; ++r) {
+    for (int c = 0; c < kVecs; ++c) vec_store(acc[r] + d0 + c * kVecLanes, sum[r][c]);
   }
 }
 
@@ -173,23 +311,11 @@ void tile_softmax(core::AttentionRowState* const* st, float* const* acc, std::in
 void tile_accumulate(float* const* acc, std::int64_t d_len, const float (*weights)[kBlock],
                      std::int64_t count, const float* rows) {
   std::int64_t d0 = 0;
-  for (; d0 + kTileWidth <= d_len; d0 += kTileWidth) {
-    Vec sum[kTileRows][kTileVecs];
-    for (int r = 0; r < kTileRows; ++r) {
-      for (int c = 0; c < kTileVecs; ++c) sum[r][c] = vec_load(acc[r] + d0 + c * kVecLanes);
-    }
-    for (std::int64_t j = 0; j < count; ++j) {
-      Vec value[kTileVecs];
-      for (int c = 0; c < kTileVecs; ++c) value[c] = vec_load(rows + j * kMaxD + d0 + c * kVecLanes);
-      for (int r = 0; r < kTileRows; ++r) {
-        const Vec w = vec_broadcast(weights[r][j]);
-        for (int c = 0; c < kTileVecs; ++c) sum[r][c] = vec_fma(w, value[c], sum[r][c]);
-      }
-    }
-    for (int r = 0; r < kTileRows; ++r) {
-      for (int c = 0; c < kTileVecs; ++c) vec_store(acc[r] + d0 + c * kVecLanes, sum[r][c]);
-    }
+  for (; d0 + kTileVecs * kVecLanes <= d_len; d0 += kTileVecs * kVecLanes) {
+    tile_accumulate_chunk<kTileVecs>(acc, weights, count, rows, d0);
   }
+  for (; d0 + 2 * kVecLanes <= d_len; d0 += 2 * kVecLanes) tile_accumulate_chunk<2>(acc, weights, count, rows, d0);
+  for (; d0 + kVecLanes <= d_len; d0 += kVecLanes) tile_accumulate_chunk<1>(acc, weights, count, rows, d0);
   for (int r = 0; r < kTileRows; ++r) {
     for (std::int64_t j = 0; j < count; ++j) {
       for (std::int64_t d = d0; d < d_len; ++d) acc[r][d] = core::fma_rn(weights[r][j], rows[j * kMaxD + d], acc[r][d]);
@@ -486,6 +612,58 @@ void backward_rows(const AttentionBackwardProblem& p, const Workspace& ws, int n
   });
 }
 
+// Up to kPendingRows query rows of one head (token order) waiting to fold
+// into a key block's dk, dv: each key's dk, dv columns are then loaded and
+// stored once per batch of rows instead of once per row.
+constexpr int kPendingRows = 4;
+
+struct PendingRows {
+  float q[kPendingRows][kMaxD];
+  float grad[kPendingRows][kMaxD];
+  float prob[kPendingRows][kBlock];
+  float ds[kPendingRows][kBlock];
+  std::int64_t count[kPendingRows];  // the block's keys the row sees
+  int size;
+};
+
+// acc[d] = fma(w[t], rows[t][d], acc[d]) for t = 0..n-1 in order: the core's
+// attention_accumulate of each row in turn (lanes are independent columns).
+void accumulate_rows(float* acc, std::int64_t d_len, const float* w, const float* const* rows, int n) {
+  std::int64_t d = 0;
+  for (; d + kVecLanes <= d_len; d += kVecLanes) {
+    Vec sum = vec_load(acc + d);
+    for (int t = 0; t < n; ++t) sum = vec_fma(vec_broadcast(w[t]), vec_load(rows[t] + d), sum);
+    vec_store(acc + d, sum);
+  }
+  for (; d < d_len; ++d) {
+    for (int t = 0; t < n; ++t) acc[d] = core::fma_rn(w[t], rows[t][d], acc[d]);
+  }
+}
+
+// dv_j += P * dO and dk_j += dS * q of the pending rows that see key j, in
+// their order; empties the batch.
+void fold_pending_rows(PendingRows& rows, std::int64_t d_len, float* dk, float* dv) {
+  for (std::int64_t j = 0; j < kBlock; ++j) {
+    float prob[kPendingRows];
+    float ds[kPendingRows];
+    const float* grad[kPendingRows];
+    const float* q[kPendingRows];
+    int n = 0;
+    for (int t = 0; t < rows.size; ++t) {
+      if (j >= rows.count[t]) continue;
+      prob[n] = rows.prob[t][j];
+      ds[n] = rows.ds[t][j];
+      grad[n] = rows.grad[t];
+      q[n] = rows.q[t];
+      ++n;
+    }
+    if (n == 0) continue;
+    accumulate_rows(dv + j * kMaxD, d_len, prob, grad, n);
+    accumulate_rows(dk + j * kMaxD, d_len, ds, q, n);
+  }
+  rows.size = 0;
+}
+
 // Pass 2, per (sequence, kv head, 64 key ranks): dk and dv of each key sum
 // over the group's query heads in head order, and within a head over the
 // query rows that see the key in token order (padding rows see none).
@@ -511,8 +689,8 @@ void backward_keys(const AttentionBackwardProblem& p, const Workspace& ws, int n
     alignas(64) float dv[kBlock * kMaxD];
     alignas(64) float scores[kBlock];
     alignas(64) float dps[kBlock];
-    float q[kMaxD];
-    float grad[kMaxD];
+    PendingRows pending;
+    pending.size = 0;
     const KeyBlockStage<T> keys{l, p.k, b, seq, g};
     const KeyBlockStage<T> vals{l, p.v, b, seq, g};
     keys.transposed(start, staged, keys_t);
@@ -523,19 +701,21 @@ void backward_keys(const AttentionBackwardProblem& p, const Workspace& ws, int n
         const std::int64_t visible = core::attention_visible_keys(l, b, seq, i);
         if (visible <= start) continue;
         const std::int64_t count = visible - start < kBlock ? visible - start : kBlock;
-        load_row(input_row<T>(p.q, b, seq.q_begin + i, h), q, d_len);
-        load_row(input_row<T>(p.grad_out, b, seq.q_begin + i, h), grad, d_len);
+        const int t = pending.size++;
+        load_row(input_row<T>(p.q, b, seq.q_begin + i, h), pending.q[t], d_len);
+        load_row(input_row<T>(p.grad_out, b, seq.q_begin + i, h), pending.grad[t], d_len);
         const float lse = *ws.at(ws.lse, seq, i, h);
         const float delta = *ws.at(ws.delta, seq, i, h);
-        block_scores(q, d_len, l.scale, keys_t, scores);
-        block_dots(grad, d_len, values_t, dps);
+        block_scores(pending.q[t], d_len, l.scale, keys_t, scores);
+        block_dots(pending.grad[t], d_len, values_t, dps);
         for (std::int64_t j = 0; j < count; ++j) {
-          const float prob = core::attention_probability(scores[j], lse);
-          const float ds = core::attention_score_grad(prob, dps[j], delta);
-          core::attention_accumulate(dv + j * kMaxD, prob, grad, d_len);
-          core::attention_accumulate(dk + j * kMaxD, ds, q, d_len);
+          pending.prob[t][j] = core::attention_probability(scores[j], lse);
+          pending.ds[t][j] = core::attention_score_grad(pending.prob[t][j], dps[j], delta);
         }
+        pending.count[t] = count;
+        if (pending.size == kPendingRows) fold_pending_rows(pending, d_len, dk, dv);
       }
+      fold_pending_rows(pending, d_len, dk, dv);  // a head's rows fold before the next head's
     }
     for (std::int64_t j = 0; j < staged; ++j) {
       const std::int64_t token = seq.k_begin + core::attention_key_token(l, b, start + j);

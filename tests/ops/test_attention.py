@@ -14,6 +14,8 @@ import torch
 import golden_kernels as gk
 from golden_kernels.testing import assert_bitwise_equal, assert_peer_floor, assert_within, gamma, ulp, unit_roundoff
 from golden_kernels.testing.bounds import smallest_subnormal
+from golden_kernels.testing.invariance import (check_batch_invariance, check_position_invariance,
+                                               check_thread_invariance)
 
 from .. import reference
 from ..conftest import FLOAT_DTYPES, dtype_id
@@ -84,22 +86,25 @@ def test_cpu_paths_equal_reference(cpu_isa, threads, dtype, shape, masked, gen):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
 def test_batch_invariance_T1_T2_T3(backend, dtype, gen):
+    """T1, T2 through golden_kernels.testing.invariance (every output, dq, dk
+    and dv included, carries the batch in dim 0); T3 with neighbours of 30x
+    the row's magnitude."""
     q, k, v = make_qkv(6, 4, 2, 90, 90, 32, dtype, gen)
     g = rand(q.shape, dtype, gen)
     mask = holes_mask(6, 90, gen)
-    full = everything(backend, q, k, v, g, key_padding_mask=mask)
+
+    def fn(q, k, v, g, mask):
+        return everything(backend, q, k, v, g, key_padding_mask=mask)
+
+    check_batch_invariance(fn, q, k, v, g, mask, batched=range(5))
+    check_position_invariance(fn, q, k, v, g, mask, batched=range(5))
+    full = fn(q, k, v, g, mask)
     row = 3
-    one = everything(backend, q[row:row + 1], k[row:row + 1], v[row:row + 1], g[row:row + 1],
-                     key_padding_mask=mask[row:row + 1])
-    assert_all_equal([t[0] for t in one], [t[row] for t in full], "T1")
-    perm = torch.randperm(6, generator=gen)
-    permuted = everything(backend, q[perm], k[perm], v[perm], g[perm], key_padding_mask=mask[perm])
-    assert_all_equal(permuted, [t[perm] for t in full], "T2")
     q2, k2, v2 = make_qkv(6, 4, 2, 90, 90, 32, dtype, gen, scale=30.0)
     g2, mask2 = rand(q.shape, dtype, gen), holes_mask(6, 90, gen)
     for new, old in ((q2, q), (k2, k), (v2, v), (g2, g), (mask2, mask)):
         new[row] = old[row]
-    others = everything(backend, q2, k2, v2, g2, key_padding_mask=mask2)
+    others = fn(q2, k2, v2, g2, mask2)
     assert_all_equal([t[row] for t in others], [t[row] for t in full], "T3")
 
 
@@ -132,6 +137,29 @@ def test_padding_T4_nan_garbage(left, right, dtype, gen):
     for name, t in (("out", out), ("out_fp32", out32), ("dq", dq), ("dk", dk), ("dv", dv)):
         assert_bitwise_equal(t[:, :, pads], torch.zeros_like(t[:, :, pads]), f"padding rows {name}")
     assert bool((lse[:, :, pads] == -math.inf).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
+@pytest.mark.parametrize("left,right", [(0, 5), (1, 0), (63, 2), (64, 64), (130, 1)])
+def test_padding_T4_nan_garbage_not_causal(left, right, dtype, gen):
+    """Without causal every query row attends, so only the keys are padded:
+    NaN in every padded k/v element, and the output, LSE, dq and the real
+    keys' dk, dv are the bits of the unpadded keys; padded keys get dk = dv = 0."""
+    length = 70
+    q, k, v = make_qkv(1, 4, 2, length, length, 16, dtype, gen)
+    g = rand(q.shape, dtype, gen)
+    alone = everything("cpu", q, k, v, g, causal=False)
+    nan = float("nan")
+    k_pad, v_pad = (pad(t, left, right, nan) for t in (k, v))
+    mask = pad(torch.ones(1, length, dtype=torch.bool), left, right, False, dim=1)
+    out, lse, out32, dq, dk, dv = everything("cpu", q, k_pad, v_pad, g, causal=False, key_padding_mask=mask)
+    for name, a, b in zip(NAMES[:4], (out, lse, out32, dq), alone[:4]):
+        assert_bitwise_equal(a, b, f"T4 {name}")
+    real = slice(left, left + length)
+    pads = torch.cat([torch.arange(left), torch.arange(left + length, left + length + right)])
+    for name, t, want in (("dk", dk, alone[4]), ("dv", dv, alone[5])):
+        assert_bitwise_equal(t[:, :, real], want, f"T4 {name}")
+        assert_bitwise_equal(t[:, :, pads], torch.zeros_like(t[:, :, pads]), f"padded keys {name}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
@@ -232,16 +260,12 @@ def test_packed_equals_right_padded_batch_T6(gen):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
-def test_thread_count_invariance_T7(threads, dtype, gen):
+def test_thread_count_invariance_T7(dtype, gen):
     q, k, v = make_qkv(2, 8, 2, 100, 100, 64, dtype, gen)
     g = rand(q.shape, dtype, gen)
     mask = holes_mask(2, 100, gen)
-    results = []
-    for n in (1, 2, 3, 8):
-        threads(n)
-        results.append(everything("cpu", q, k, v, g, key_padding_mask=mask))
-    for n, result in zip((2, 3, 8), results[1:]):
-        assert_all_equal(result, results[0], f"{n} threads vs 1")
+    check_thread_invariance(lambda *args: everything("cpu", *args, key_padding_mask=mask), q, k, v, g,
+                            thread_counts=(1, 2, 3, 8))
 
 
 # ---- Axis-B: accuracy against float64 ------------------------------------------------------

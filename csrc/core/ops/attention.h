@@ -191,14 +191,20 @@ GOLDEN_INLINE AttentionRowState attention_row_start(float* acc, std::int64_t hea
 
 GOLDEN_INLINE float attention_max(float a, float b) { return math_detail::select(b > a, b, a); }
 
-// Starts folding `count` keys (scores[0..count)) into the row: the block
-// max, one rescale of sum and acc by exp(old_max - new_max) (always applied;
-// it is exactly 1 when the max is unchanged). Returns the origin the block's
-// probabilities are measured from.
-GOLDEN_INLINE float attention_block_rescale(AttentionRowState& st, float* acc, std::int64_t head_dim,
-                                            const float* scores, std::int64_t count) {
+// The largest of the block's `count` scores, a chain over j in rank order
+// (a NaN score never wins; of equal zeros the first is kept).
+GOLDEN_INLINE float attention_block_max(const float* scores, std::int64_t count) {
   float block_max = -math_detail::inf();
   for (std::int64_t j = 0; j < count; ++j) block_max = attention_max(block_max, scores[j]);
+  return block_max;
+}
+
+// Starts folding a block whose max is block_max into the row: one rescale of
+// sum and acc by exp(old_max - new_max) (always applied; it is exactly 1 when
+// the max is unchanged). Returns the origin the block's probabilities are
+// measured from.
+GOLDEN_INLINE float attention_rescale_to(AttentionRowState& st, float* acc, std::int64_t head_dim,
+                                         float block_max) {
   const float new_max = attention_max(st.max, block_max);
   // All scores -inf so far: measure from 0 so every exp is exp(-inf) = 0, not NaN.
   const float origin = new_max == -math_detail::inf() ? 0.0f : new_max;
@@ -207,6 +213,12 @@ GOLDEN_INLINE float attention_block_rescale(AttentionRowState& st, float* acc, s
   for (std::int64_t d = 0; d < head_dim; ++d) acc[d] = acc[d] * alpha;
   st.max = new_max;
   return origin;
+}
+
+// Both for `count` keys (scores[0..count)).
+GOLDEN_INLINE float attention_block_rescale(AttentionRowState& st, float* acc, std::int64_t head_dim,
+                                            const float* scores, std::int64_t count) {
+  return attention_rescale_to(st, acc, head_dim, attention_block_max(scores, count));
 }
 
 // p = exp(s - origin) for the whole block (kAttentionKeyBlock floats; lanes are
