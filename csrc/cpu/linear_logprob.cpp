@@ -28,6 +28,12 @@ static_assert(kTokenTile == kLinearKBlock, "a token tile must be one K-block of 
 // 16 MiB per level at hidden 4096). Changes no bit.
 constexpr Index kWeightSlice = 1024;
 
+// When the weight gradient's tree stacks over the whole vocabulary take at most
+// this many floats (32 MiB), the hidden pass also folds each token tile's weight
+// gradient from the logits it recomputes anyway, and the weight pass (a second
+// recomputation of every logit) is skipped. Changes no bit.
+constexpr Index kMaxWeightStackFloats = Index{1} << 23;
+
 Index min_index(Index a, Index b) { return a < b ? a : b; }
 
 // Runs row_body(r) for r in [0, rows), rows grouped into tasks over the threads.
@@ -216,19 +222,47 @@ struct GradRows {
 // logits[n, width] (rows from row0, vocabulary from begin) become, in place,
 // d = token_logprob_grad (+ entropy_grad): token_logprob backward (+ entropy backward,
 // added in fp32) with fp32 output, element for element.
+// The row loops below are functions of their own, each one core expression per
+// element with no branch, so that the compiler vectorises them (exp_f32 is branch-free).
+
+// x[i] = token_logprob_grad of a non-target element (the target is patched after).
+void non_target_grads(float grad, float lse, float* __restrict x, Index width) {
+  for (Index i = 0; i < width; ++i) x[i] = core::token_logprob_grad(grad, x[i], lse, false);
+}
+
+// d[i] = d[i] + entropy_grad(x[i]), in fp32.
+void add_entropy_grads(const float* __restrict x, const core::EntropyGradRow& row, float* __restrict d, Index width) {
+  for (Index i = 0; i < width; ++i) d[i] = d[i] + core::entropy_grad(x[i], row);
+}
+
+// One row of logits_to_grad; `logits` for the entropy term (x itself when there is none).
+void row_grad(const GradRows& g, Index row, Index begin, Index width, float* x, float* logits) {
+  const LinearLogprobBackwardProblem& p = *g.p;
+  const std::int64_t target = p.target_ids[row];
+  const bool has_target = target >= begin && target < begin + width;
+  const float target_logit = has_target ? x[target - begin] : 0.0f;
+  if (target == p.ignore_index) {
+    for (Index i = 0; i < width; ++i) x[i] = 0.0f;
+  } else {
+    non_target_grads(p.grad_logprob[row], g.lse[row], x, width);
+    if (has_target) x[target - begin] = core::token_logprob_grad(p.grad_logprob[row], target_logit, g.lse[row], true);
+  }
+  if (g.entropy_rows != nullptr) add_entropy_grads(logits, g.entropy_rows[row], x, width);
+}
+
 void logits_to_grad(const GradRows& g, float* logits, Index row0, Index n, Index begin, Index width,
                     int num_threads) {
-  const LinearLogprobBackwardProblem& p = *g.p;
+  const bool with_entropy = g.entropy_rows != nullptr;
+  // The entropy term reads the logits after the token term overwrote them: a row's copy.
+  ScratchBuffer copies(with_entropy ? static_cast<std::size_t>(n * width) : 0);
   for_each_tile_row(n, num_threads, [&](Index r) {
-    const Index row = row0 + r;
-    const std::int64_t target = p.target_ids[row];
-    const bool ignored = target == p.ignore_index;
     float* x = logits + r * width;
-    for (Index i = 0; i < width; ++i) {
-      float d = ignored ? 0.0f : core::token_logprob_grad(p.grad_logprob[row], x[i], g.lse[row], begin + i == target);
-      if (g.entropy_rows != nullptr) d = d + core::entropy_grad(x[i], g.entropy_rows[row]);
-      x[i] = d;
+    float* kept = x;
+    if (with_entropy) {
+      kept = copies.data() + r * width;
+      for (Index i = 0; i < width; ++i) kept[i] = x[i];
     }
+    row_grad(g, row0 + r, begin, width, x, kept);
   });
 }
 
@@ -272,21 +306,34 @@ struct FusedBackward {
                                           DType::f32, DType::f32, n, p.hidden_size, len});
   }
 
-  // Tile by tile: grad_hidden over the vocabulary's K-blocks (and, when all rows
-  // are one tile, grad_weight block by block from the same recomputed logits).
+  // Token tiles: the leaves of grad_weight's tree (its contraction over rows).
+  Index token_tiles() const { return core::ceil_div(p.rows, kTokenTile); }
+
+  // Whether the hidden pass can hold grad_weight's tree stacks for the whole
+  // vocabulary (see kMaxWeightStackFloats); one tile needs none.
+  bool weight_fits_hidden_pass() const {
+    return token_tiles() == 1 || core::tree_stack_slots(token_tiles()) * p.vocab * p.hidden_size <= kMaxWeightStackFloats;
+  }
+
+  // Tile by tile: grad_hidden over the vocabulary's K-blocks and, with_weight,
+  // grad_weight block by block from the same recomputed logits: stored as it is
+  // when all rows are one tile, else each tile's blocks are one leaf of its tree.
   void hidden_pass(bool with_weight) const {
     const Index tile = min_index(p.rows, kTokenTile);
     const Index blocks = core::linear_block_count(p.vocab);
     const bool with_hidden = p.grad_hidden != nullptr;
+    const bool weight_tree = with_weight && token_tiles() > 1;
+    TreeStacks dw(weight_tree ? token_tiles() : 1, weight_tree ? p.vocab * p.hidden_size : 0);
     TreeStacks dx(with_hidden ? blocks : 1, with_hidden ? tile * p.hidden_size : 0);
     ScratchBuffer d(static_cast<std::size_t>(tile * core::kRowBlock));
     ScratchBuffer d_block(static_cast<std::size_t>(tile * kLinearKBlock));
     const bool widen = DTypeOf<T>::value != DType::f32;
     ScratchBuffer w_block(static_cast<std::size_t>(widen ? kLinearKBlock * p.hidden_size : 0));
-    ScratchBuffer dw_block(static_cast<std::size_t>(with_weight ? kLinearKBlock * p.hidden_size : 0));
+    ScratchBuffer dw_block(static_cast<std::size_t>(with_weight && !weight_tree ? kLinearKBlock * p.hidden_size : 0));
     for (Index row0 = 0; row0 < p.rows; row0 += tile) {
       const Index n = min_index(p.rows - row0, tile);
       dx.reset();
+      float* dw_leaf = weight_tree ? dw.next_leaf() : nullptr;
       for (Index begin = 0; begin < p.vocab; begin += core::kRowBlock) {
         const Index width = min_index(p.vocab - begin, core::kRowBlock);
         grad_logits(row0, n, begin, width, d.data());
@@ -297,23 +344,29 @@ struct FusedBackward {
             hidden_block(d_block.data(), weight_f32(k0, len, w_block.data()), n, len, dx.next_leaf());
             dx.fold_leaf(k0 / kLinearKBlock, threads());
           }
-          if (with_weight) {
+          if (weight_tree) {
+            weight_block(d_block.data(), row0, n, len, dw_leaf + k0 * p.hidden_size);
+          } else if (with_weight) {
             weight_block(d_block.data(), row0, n, len, dw_block.data());
             store_rounded(dw_block.data(), static_cast<TOut*>(p.grad_weight) + k0 * p.hidden_size,
                           len * p.hidden_size, threads());
           }
         }
       }
+      if (weight_tree) dw.fold_leaf(row0 / tile, threads());
       if (with_hidden) {
         store_rounded(dx.root(), static_cast<TOut*>(p.grad_hidden) + row0 * p.hidden_size, n * p.hidden_size,
                       threads());
       }
     }
+    if (weight_tree) {
+      store_rounded(dw.root(), static_cast<TOut*>(p.grad_weight), p.vocab * p.hidden_size, threads());
+    }
   }
 
   // Slice by slice of the vocabulary: grad_weight over the token tiles (its K-blocks).
   void weight_pass() const {
-    const Index tiles = core::ceil_div(p.rows, kTokenTile);
+    const Index tiles = token_tiles();
     const Index slice = min_index(p.vocab, kWeightSlice);
     TreeStacks dw(tiles, slice * p.hidden_size);
     ScratchBuffer d(static_cast<std::size_t>(kTokenTile * slice));
@@ -340,10 +393,9 @@ struct FusedBackward {
   }
 
   void run() const {
-    const bool one_tile = p.rows <= kTokenTile;
-    const bool with_weight = p.grad_weight != nullptr;
-    if (p.grad_hidden != nullptr || (with_weight && one_tile)) hidden_pass(with_weight && one_tile);
-    if (with_weight && !one_tile) weight_pass();
+    const bool weight_in_hidden_pass = p.grad_weight != nullptr && weight_fits_hidden_pass();
+    if (p.grad_hidden != nullptr || weight_in_hidden_pass) hidden_pass(weight_in_hidden_pass);
+    if (p.grad_weight != nullptr && !weight_in_hidden_pass) weight_pass();
   }
 };
 
