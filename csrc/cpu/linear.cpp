@@ -29,12 +29,7 @@ constexpr int kTileFloats = kTileRows * kPanelCols;     // one register tile
 constexpr Index kBlock = kLinearKBlock;
 constexpr Index kPanelFloats = kBlock * kPanelCols;     // one packed K-block of a panel
 constexpr Index kPanelsPerItem = 8;   // output columns of one work item, in panels
-constexpr Index kRowTilesPerItem = 40;  // most rows of one work item, in tiles (A block ~ L2)
-// B is packed once for the whole call, not once per row group, when its panels
-// take at most this many floats (64 MiB): the per-group packs read the layout
-// column panel by panel, 64 bytes a row, which on long rows costs far more than
-// the one sequential pass.
-constexpr Index kMaxPrepackedFloats = Index{1} << 24;
+constexpr Index kRowTilesPerItem = 40;  // rows of one work item, in tiles (A block ~ L2)
 
 // The contractions (operands, layouts, lengths) are the core's: LinearContraction.
 using ALayout = core::LinearALayout;
@@ -166,37 +161,6 @@ void pack_b_panel(const Contraction<T>& c, Index panel, Index k0, Index len, flo
   }
 }
 
-// Rows [k_begin, k_end) of the k_rows layout into every panel (layout [panel][k][column],
-// panels of k_len rows), each row read once, front to back.
-template <class T>
-void pack_b_rows(const Contraction<T>& c, Index panels, Index k_begin, Index k_end, float* dst) {
-  for (Index k = k_begin; k < k_end; ++k) {
-    const T* src = c.b + k * c.ldb;
-    for (Index panel = 0; panel < panels; ++panel) {
-      const Index col0 = panel * kPanelCols;
-      const Index cols = min_index(kPanelCols, c.cols - col0);
-      float* out = dst + (panel * c.k_len + k) * kPanelCols;
-      for (Index j = 0; j < cols; ++j) out[j] = to_float(src[col0 + j]);
-      for (Index j = cols; j < kPanelCols; ++j) out[j] = 0.0f;
-    }
-  }
-}
-
-// Every panel of B over all k, once per call (see kMaxPrepackedFloats).
-template <class T>
-void prepack_b(const Contraction<T>& c, Index panels, float* dst, int num_threads) {
-  if (c.b_layout == BLayout::k_rows) {
-    const Index per_task = items_per_task(c.k_len, num_threads, 16);
-    auto body = [&](Index task) {
-      pack_b_rows(c, panels, task * per_task, min_index((task + 1) * per_task, c.k_len), dst);
-    };
-    parallel_tasks(core::ceil_div(c.k_len, per_task), num_threads, body);
-    return;
-  }
-  auto body = [&](Index panel) { pack_b_panel(c, panel, 0, c.k_len, dst + panel * c.k_len * kPanelCols); };
-  parallel_tasks(panels, num_threads, body);
-}
-
 // ---- The microkernel: R rows x one panel, one K-block, accumulators in registers. ----
 
 // acc[i][v] = the K-block partial of the outputs (row i, vector v of the panel): for
@@ -259,11 +223,9 @@ struct Gemm {
   TOut* out;        // [rows, cols]
   const T* bias;    // [cols] or nullptr
   const float* packed_a;
-  const float* packed_b;  // all panels [panel][k][column], or nullptr: packed per block
   Index blocks;     // K-blocks
   int slots;        // tree stack slots
   Index row_tiles;
-  Index tiles_per_item;
   Index panels;
   Index panel_items;
   Index items;
@@ -288,17 +250,12 @@ void run_panel(const Gemm<T, TOut>& g, Index tile0, Index tiles, Index panel, fl
   for (Index block = 0; block < g.blocks; ++block) {
     const Index k0 = block * kBlock;
     const Index len = core::linear_block_end(block, g.c.k_len) - k0;
-    const float* b = packed_b;
-    if (g.packed_b != nullptr) {
-      b = g.packed_b + (panel * g.c.k_len + k0) * kPanelCols;
-    } else {
-      pack_b_panel(g.c, panel, k0, len, packed_b);
-    }
+    pack_b_panel(g.c, panel, k0, len, packed_b);
     const int merges = core::tree_merges_after_leaf(block, g.blocks);
     for (Index t = 0; t < tiles; ++t) {
       const Index tile = tile0 + t;
       const Index rows = min_index(kTileRows, g.c.rows - tile * kTileRows);
-      const BlockStep step{g.packed_a + tile * g.c.k_len * kTileRows + k0 * rows, b, len,
+      const BlockStep step{g.packed_a + tile * g.c.k_len * kTileRows + k0 * rows, packed_b, len,
                            stacks + t * tile_stack, height, merges};
       multiply_rows(static_cast<int>(rows), step);
     }
@@ -383,8 +340,8 @@ void gemv_columns(const Gemm<T, TOut>&, Index, float*) {}
 
 template <class T, class TOut>
 void run_item(const Gemm<T, TOut>& g, Index item, float* stacks, float* packed_b) {
-  const Index tile0 = item / g.panel_items * g.tiles_per_item;
-  const Index tiles = min_index(g.tiles_per_item, g.row_tiles - tile0);
+  const Index tile0 = item / g.panel_items * kRowTilesPerItem;
+  const Index tiles = min_index(kRowTilesPerItem, g.row_tiles - tile0);
   const Index panel_end = min_index((item % g.panel_items + 1) * kPanelsPerItem, g.panels);
   const bool gemv = kHasGemv && g.c.rows == 1 && g.c.b_layout == BLayout::output_rows;
   for (Index panel = item % g.panel_items * kPanelsPerItem; panel < panel_end; ++panel) {
@@ -420,21 +377,11 @@ const float* already_packed_a(const Contraction<T>&) {
 template <class T, class TOut>
 void contract_fast(const Contraction<T>& c, TOut* out, const T* bias, int num_threads) {
   if (c.rows == 0 || c.cols == 0) return;
-  Gemm<T, TOut> g{c, out, bias, nullptr, nullptr, core::linear_block_count(c.k_len),
+  Gemm<T, TOut> g{c, out, bias, nullptr, core::linear_block_count(c.k_len),
                   core::tree_stack_slots(core::linear_block_count(c.k_len)),
-                  core::ceil_div(c.rows, kTileRows), 0, core::ceil_div(c.cols, kPanelCols), 0, 0};
-  // Row groups of equal size: a short last group would pack B for a few tiles only.
-  const Index row_groups = core::ceil_div(g.row_tiles, kRowTilesPerItem);
-  g.tiles_per_item = core::ceil_div(g.row_tiles, row_groups);
+                  core::ceil_div(c.rows, kTileRows), core::ceil_div(c.cols, kPanelCols), 0, 0};
   g.panel_items = core::ceil_div(g.panels, kPanelsPerItem);
-  g.items = row_groups * g.panel_items;
-
-  const bool prepack = row_groups > 1 && g.panels * c.k_len * kPanelCols <= kMaxPrepackedFloats;
-  ScratchBuffer packed_b(prepack ? static_cast<std::size_t>(g.panels * c.k_len * kPanelCols) : 0);
-  if (prepack) {
-    prepack_b(c, g.panels, packed_b.data(), num_threads);
-    g.packed_b = packed_b.data();
-  }
+  g.items = core::ceil_div(g.row_tiles, kRowTilesPerItem) * g.panel_items;
 
   g.packed_a = already_packed_a(c);
   ScratchBuffer packed_a(g.packed_a != nullptr ? 0 : static_cast<std::size_t>(g.row_tiles * c.k_len * kTileRows));
@@ -446,7 +393,7 @@ void contract_fast(const Contraction<T>& c, TOut* out, const T* bias, int num_th
   // Each worker owns its stacks and packed-B buffer and takes items from a shared
   // counter; which worker runs an item never changes what the item computes.
   const Index workers = min_index(num_threads, g.items);
-  const Index stack_floats = g.tiles_per_item * g.slots * kTileFloats;
+  const Index stack_floats = min_index(kRowTilesPerItem, g.row_tiles) * g.slots * kTileFloats;
   const Index worker_floats = stack_floats + kPanelFloats;
   ScratchBuffer scratch(static_cast<std::size_t>(workers * worker_floats));
   Index next_item = 0;
