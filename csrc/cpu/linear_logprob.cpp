@@ -223,15 +223,18 @@ struct GradRows {
 // d = token_logprob_grad (+ entropy_grad): token_logprob backward (+ entropy backward,
 // added in fp32) with fp32 output, element for element.
 // The row loops below are functions of their own, each one core expression per
-// element with no branch, so that the compiler vectorises them (exp_f32 is branch-free).
+// element with no branch, so that the compiler vectorises them (exp_f32 is
+// branch-free); flatten inlines the core's exp, which this large file's inlining
+// budget otherwise leaves as a call that blocks vectorisation.
 
 // x[i] = token_logprob_grad of a non-target element (the target is patched after).
-void non_target_grads(float grad, float lse, float* __restrict x, Index width) {
+[[gnu::flatten]] void non_target_grads(float grad, float lse, float* __restrict x, Index width) {
   for (Index i = 0; i < width; ++i) x[i] = core::token_logprob_grad(grad, x[i], lse, false);
 }
 
 // d[i] = d[i] + entropy_grad(x[i]), in fp32.
-void add_entropy_grads(const float* __restrict x, const core::EntropyGradRow& row, float* __restrict d, Index width) {
+[[gnu::flatten]] void add_entropy_grads(const float* __restrict x, const core::EntropyGradRow row, float* __restrict d,
+                                        Index width) {
   for (Index i = 0; i < width; ++i) d[i] = d[i] + core::entropy_grad(x[i], row);
 }
 
@@ -312,7 +315,8 @@ struct FusedBackward {
   // Whether the hidden pass can hold grad_weight's tree stacks for the whole
   // vocabulary (see kMaxWeightStackFloats); one tile needs none.
   bool weight_fits_hidden_pass() const {
-    return token_tiles() == 1 || core::tree_stack_slots(token_tiles()) * p.vocab * p.hidden_size <= kMaxWeightStackFloats;
+    const Index stack_floats = core::tree_stack_slots(token_tiles()) * p.vocab * p.hidden_size;
+    return token_tiles() == 1 || stack_floats <= kMaxWeightStackFloats;
   }
 
   // Tile by tile: grad_hidden over the vocabulary's K-blocks and, with_weight,
