@@ -34,6 +34,20 @@ constexpr Index kWeightSlice = 1024;
 // recomputation of every logit) is skipped. Changes no bit.
 constexpr Index kMaxWeightStackFloats = Index{1} << 23;
 
+// When all rows' logits take at most this many floats (32 MiB), the backward
+// keeps the ones its row statistics computed and reads them back instead of
+// recomputing them (the same linear forward, hence the same bits). Changes no bit.
+constexpr Index kMaxCachedLogits = Index{1} << 23;
+
+// Where the logits of row r (of the token tile starting at row0, n rows) and
+// vocabulary index v sit in the cache: tile by tile, each tile chunk by chunk as
+// the forward stream computes them ([n, chunk width] row-major).
+Index cached_logit_index(Index vocab, Index row0, Index n, Index r, Index v) {
+  const Index chunk = v / core::kRowBlock;
+  const Index begin = chunk * core::kRowBlock;
+  return row0 * vocab + begin * n + r * (core::chunk_end(chunk, vocab) - begin) + (v - begin);
+}
+
 Index min_index(Index a, Index b) { return a < b ? a : b; }
 
 // Runs row_body(r) for r in [0, rows), rows grouped into tasks over the threads.
@@ -108,9 +122,11 @@ void chunk_logits(const LinearLogprobOperands& p, const Linear& linear, Index ro
 
 // ---- Forward: every row's merged partial over the whole vocabulary. ----
 
-// Calls finish(row, merged partial, target logit) once per row.
+// Calls finish(row, merged partial, target logit) once per row; with a cache
+// (rows x vocab floats), the logits are left there (see cached_logit_index).
 template <class T, bool kWithEntropy, class Linear, class Finish>
-void stream_row_partials(const LinearLogprobOperands& p, const Linear& linear, const Finish& finish) {
+void stream_row_partials(const LinearLogprobOperands& p, const Linear& linear, const Finish& finish,
+                         float* cache = nullptr) {
   using Partial = PartialOf<kWithEntropy>;
   const Index chunks = core::ceil_div(p.vocab, core::kRowBlock);
   const Index tile = min_index(p.rows, kTokenTile);
@@ -125,9 +141,10 @@ void stream_row_partials(const LinearLogprobOperands& p, const Linear& linear, c
     for (Index c = 0; c < chunks; ++c) {
       const Index begin = c * core::kRowBlock;
       const Index end = core::chunk_end(c, p.vocab);
-      chunk_logits<T>(p, linear, row0, rows, begin, end - begin, logits.data());
+      float* chunk = cache != nullptr ? cache + cached_logit_index(p.vocab, row0, rows, 0, begin) : logits.data();
+      chunk_logits<T>(p, linear, row0, rows, begin, end - begin, chunk);
       auto fold_chunk = [&](Index r) {
-        const float* row = logits.data() + r * (end - begin);
+        const float* row = chunk + r * (end - begin);
         auto load = [row, begin](Index i) { return row[i - begin]; };
         partials[r * chunks + c] = chunk_partial<kWithEntropy>(load, begin, end);
         const std::int64_t target = p.target_ids[row0 + r];
@@ -276,13 +293,18 @@ struct FusedBackward {
   LinearLogprobOperands operands;
   GradRows grad_rows;
   const float* hidden_f32;  // hidden widened to fp32 (exact): the weight gradient's operand
+  const float* cached_logits;  // all rows' logits (cached_logit_index), or nullptr: recomputed
 
   Index hidden_size() const { return p.hidden_size; }
   int threads() const { return linear.num_threads; }
 
   // fp32 gradient of the logits of rows [row0, row0 + n) x vocabulary [begin, begin + width).
   void grad_logits(Index row0, Index n, Index begin, Index width, float* out) const {
-    chunk_logits<T>(operands, linear, row0, n, begin, width, out);
+    if (cached_logits != nullptr) {
+      copy_cached_logits(row0, n, begin, width, out);
+    } else {
+      chunk_logits<T>(operands, linear, row0, n, begin, width, out);
+    }
     logits_to_grad(grad_rows, out, row0, n, begin, width, threads());
   }
 
@@ -389,6 +411,18 @@ struct FusedBackward {
     }
   }
 
+  // out[n, width] = the cached logits of rows [row0, row0 + n) x vocabulary [begin, begin + width).
+  void copy_cached_logits(Index row0, Index n, Index begin, Index width, float* out) const {
+    for_each_tile_row(n, threads(), [&](Index r) {
+      for (Index v = begin; v < begin + width;) {  // one run per forward chunk
+        const Index run = min_index(begin + width, core::chunk_end(v / core::kRowBlock, p.vocab)) - v;
+        const float* src = cached_logits + cached_logit_index(p.vocab, row0, n, r, v);
+        for (Index i = 0; i < run; ++i) out[r * width + (v - begin) + i] = src[i];
+        v += run;
+      }
+    });
+  }
+
   // dst[n, len] = columns [col0, col0 + len) of src[n, width] (a dense grad_out for linear backward).
   static void copy_columns(const float* src, Index width, Index col0, Index n, Index len, float* dst) {
     for (Index r = 0; r < n; ++r) {
@@ -406,12 +440,12 @@ struct FusedBackward {
 // Each row's lse (and entropy statistics) from one forward stream.
 template <class T, bool kWithEntropy, class Linear>
 void row_statistics(const LinearLogprobBackwardProblem& p, const Linear& linear, float* lse,
-                    core::EntropyGradRow* entropy_rows) {
+                    core::EntropyGradRow* entropy_rows, float* cache) {
   auto finish = [&](Index row, const PartialOf<kWithEntropy>& merged, float) {
     lse[row] = core::lse_of({merged.max, merged.sum});
     if constexpr (kWithEntropy) entropy_rows[row] = core::entropy_grad_row(merged, p.grad_entropy[row]);
   };
-  stream_row_partials<T, kWithEntropy>(core::linear_logprob_operands(p), linear, finish);
+  stream_row_partials<T, kWithEntropy>(core::linear_logprob_operands(p), linear, finish, cache);
 }
 
 template <class T, class TOut, class Linear>
@@ -421,10 +455,13 @@ void fused_backward(const LinearLogprobBackwardProblem& p, const Linear& linear)
   ScratchBuffer entropy_floats(
       with_entropy ? static_cast<std::size_t>(p.rows) * sizeof(core::EntropyGradRow) / sizeof(float) + 1 : 0);
   auto* entropy_rows = reinterpret_cast<core::EntropyGradRow*>(entropy_floats.data());
+  const bool cache_logits = p.rows * p.vocab <= kMaxCachedLogits;
+  ScratchBuffer logits(cache_logits ? static_cast<std::size_t>(p.rows * p.vocab) : 0);
+  float* cache = cache_logits ? logits.data() : nullptr;
   if (with_entropy) {
-    row_statistics<T, true>(p, linear, lse.data(), entropy_rows);
+    row_statistics<T, true>(p, linear, lse.data(), entropy_rows, cache);
   } else {
-    row_statistics<T, false>(p, linear, lse.data(), entropy_rows);
+    row_statistics<T, false>(p, linear, lse.data(), entropy_rows, cache);
   }
   const bool widen = DTypeOf<T>::value != DType::f32 && p.grad_weight != nullptr;
   ScratchBuffer hidden_wide(static_cast<std::size_t>(widen ? p.rows * p.hidden_size : 0));
@@ -432,7 +469,7 @@ void fused_backward(const LinearLogprobBackwardProblem& p, const Linear& linear)
   const float* hidden_f32 = widen ? hidden_wide.data() : static_cast<const float*>(p.hidden);  // read only for grad_weight
   const GradRows grad_rows{&p, lse.data(), with_entropy ? entropy_rows : nullptr};
   const LinearLogprobOperands operands = core::linear_logprob_operands(p);
-  FusedBackward<T, TOut, Linear>{p, linear, operands, grad_rows, hidden_f32}.run();
+  FusedBackward<T, TOut, Linear>{p, linear, operands, grad_rows, hidden_f32, cache}.run();
 }
 
 template <class Linear>
