@@ -2,10 +2,10 @@
 // without the full logits: the vocabulary streams in chunks (core kRowBlock)
 // whose fp32 logits come from this instruction set's linear kernel (the bits of
 // lm_head.forward_fp32). Forward: each row folds a chunk into its chunk partial,
-// partials merge by the canonical tree. Backward: the logits are recomputed, turned
-// into their gradient element by element, and contracted by the linear backward
-// kernel one K-block at a time, the block partials folded into the linear op's
-// own tree. All arithmetic is in csrc/core/ops/linear.h and csrc/core/ops/logprob.h.
+// partials merge by the canonical tree. Backward: the logits are recomputed (once,
+// and kept, when they fit), turned into their gradient element by element, and
+// contracted by the linear backward kernel one K-block at a time, the block
+// partials folded into the linear op's own tree. All arithmetic is in csrc/core/ops/linear.h and csrc/core/ops/logprob.h.
 #include "../core/ops/linear.h"
 #include "../core/ops/logprob.h"
 #include "kernels.h"
