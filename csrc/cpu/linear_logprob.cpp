@@ -5,7 +5,8 @@
 // partials merge by the canonical tree. Backward: the logits are recomputed (once,
 // and kept, when they fit), turned into their gradient element by element, and
 // contracted by the linear backward kernel one K-block at a time, the block
-// partials folded into the linear op's own tree. All arithmetic is in csrc/core/ops/linear.h and csrc/core/ops/logprob.h.
+// partials folded into the linear op's own tree. All arithmetic is in
+// csrc/core/ops/linear.h and csrc/core/ops/logprob.h.
 #include "../core/ops/linear.h"
 #include "../core/ops/logprob.h"
 #include "kernels.h"
