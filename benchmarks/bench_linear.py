@@ -6,10 +6,13 @@ move. Also: the machine's peak fp32 FMA rate (a tiny C loop built here), the
 weight bandwidth of the decode-sized calls, the accuracy of both against
 float64 (tests/reference.py) and PyTorch's own batch variance.
 
-    PYTHONPATH=python python benchmarks/bench_linear.py [--threads 2] [--quick | --decode]
+    PYTHONPATH=python python benchmarks/bench_linear.py [--threads 2] [--quick | --decode | --backward]
 
 Decode-sized calls (M <= 16) are also timed with out= (a reused output), as a
-decode loop would call them.
+decode loop would call them. --backward times the trainer's gradients instead at
+the small Qwen3's shapes (512 tokens): dx = grad @ W and dweight = grad^T @ x,
+each alone (the binding computes only the gradients given an output), against
+torch's matmuls for the same contractions.
 """
 
 from __future__ import annotations
@@ -141,6 +144,43 @@ def bench_case(label, rows, out_features, in_features, dtype, repeats, peak, gen
     return row
 
 
+# (in_features, out_features) of the small Qwen3 preset's linears and lm_head (512 tokens).
+BACKWARD_SHAPES = [(512, 512), (512, 128), (512, 1024), (512, 256), (512, 1536), (1536, 512), (1024, 512),
+                   (512, 8192)]
+
+
+def golden_gradients(grad, x, w, dx, dweight):
+    """Only the gradients given an output (None skips one), straight through the binding."""
+    from golden_kernels import _C, _arrays
+
+    capsule = lambda a: None if a is None else _arrays.capsule(a)  # noqa: E731
+    _C.linear_backward("cpu", 0, capsule(grad), capsule(x), capsule(w), capsule(dx), capsule(dweight), None)
+
+
+def bench_backward(rows, repeats, gen, dtype=torch.float32):
+    print("| K (in) | N (out) | dx ours ms | dx torch ms | dx ratio | dweight ours ms | dweight torch ms "
+          "| dweight ratio | both (op) ms | both torch ms | both ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for k, n in BACKWARD_SHAPES:
+        x = torch.randn(rows, k, generator=gen).to(dtype)
+        w = (torch.randn(n, k, generator=gen) * k**-0.5).to(dtype)
+        grad = torch.randn(rows, n, generator=gen).to(dtype)
+        dx, dweight = torch.empty_like(x), torch.empty_like(w)
+        calls = {
+            "dx": lambda: golden_gradients(grad, x, w, dx, None),
+            "dx_torch": lambda: torch.mm(grad, w),
+            "dw": lambda: golden_gradients(grad, x, w, None, dweight),
+            "dw_torch": lambda: torch.mm(grad.t(), x),
+            "both": lambda: gk.get_op("linear", "cpu").backward(grad, x, w),
+            "both_torch": lambda: (torch.mm(grad, w), torch.mm(grad.t(), x)),
+        }
+        t = interleaved_medians(calls, repeats)
+        ms = {name: v * 1e3 for name, v in t.items()}
+        print(f"| {k} | {n} | {ms['dx']:.3f} | {ms['dx_torch']:.3f} | {t['dx_torch'] / t['dx']:.2f} "
+              f"| {ms['dw']:.3f} | {ms['dw_torch']:.3f} | {t['dw_torch'] / t['dw']:.2f} "
+              f"| {ms['both']:.3f} | {ms['both_torch']:.3f} | {t['both_torch'] / t['both']:.2f} |", flush=True)
+
+
 def accuracy(gen, dtype=torch.float32):
     """Max |error| vs float64 of ours and PyTorch on a 16 x 4096 x 4096 problem."""
     x = torch.randn(16, 4096, generator=gen).to(dtype)
@@ -159,6 +199,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--quick", action="store_true", help="skip the lm_head case")
     parser.add_argument("--decode", action="store_true", help="only the M = 1 cases")
+    parser.add_argument("--backward", action="store_true", help="dx and dweight at the small Qwen3's shapes")
     args = parser.parse_args()
     gk.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
@@ -167,6 +208,8 @@ def main():
     peak = peak_fma_gflops(args.threads)
     print(f"# linear: {args.threads} threads, isa {gk.cpu_isa()}, torch {torch.__version__}, "
           f"peak fp32 FMA {fmt(peak, '.1f')} GFLOP/s (measured, {args.threads} threads)\n")
+    if args.backward:
+        return bench_backward(512, args.repeats * 2, gen)
     cases = [("linear", m, 4096, 4096, torch.float32) for m in (1, 16, 256, 2048)]
     cases += [("linear", m, 4096, 4096, torch.bfloat16) for m in (1, 16, 256)]
     if args.decode:

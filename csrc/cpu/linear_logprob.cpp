@@ -2,10 +2,11 @@
 // without the full logits: the vocabulary streams in chunks (core kRowBlock)
 // whose fp32 logits come from this instruction set's linear kernel (the bits of
 // lm_head.forward_fp32). Forward: each row folds a chunk into its chunk partial,
-// partials merge by the canonical tree. Backward: the logits are recomputed, turned
-// into their gradient element by element, and contracted by the linear backward
-// kernel one K-block at a time, the block partials folded into the linear op's
-// own tree. All arithmetic is in csrc/core/ops/linear.h and csrc/core/ops/logprob.h.
+// partials merge by the canonical tree. Backward: the logits are recomputed (once,
+// and kept, when they fit), turned into their gradient element by element, and
+// contracted by the linear backward kernel one K-block at a time, the block
+// partials folded into the linear op's own tree. All arithmetic is in
+// csrc/core/ops/linear.h and csrc/core/ops/logprob.h.
 #include "../core/ops/linear.h"
 #include "../core/ops/logprob.h"
 #include "kernels.h"
@@ -27,6 +28,26 @@ static_assert(kTokenTile == kLinearKBlock, "a token tile must be one K-block of 
 // Vocabulary rows per step of the weight-gradient pass (bounds its tree stacks,
 // 16 MiB per level at hidden 4096). Changes no bit.
 constexpr Index kWeightSlice = 1024;
+
+// When the weight gradient's tree stacks over the whole vocabulary take at most
+// this many floats (32 MiB), the hidden pass also folds each token tile's weight
+// gradient from the logits it recomputes anyway, and the weight pass (a second
+// recomputation of every logit) is skipped. Changes no bit.
+constexpr Index kMaxWeightStackFloats = Index{1} << 23;
+
+// When all rows' logits take at most this many floats (32 MiB), the backward
+// keeps the ones its row statistics computed and reads them back instead of
+// recomputing them (the same linear forward, hence the same bits). Changes no bit.
+constexpr Index kMaxCachedLogits = Index{1} << 23;
+
+// Where the logits of row r (of the token tile starting at row0, n rows) and
+// vocabulary index v sit in the cache: tile by tile, each tile chunk by chunk as
+// the forward stream computes them ([n, chunk width] row-major).
+Index cached_logit_index(Index vocab, Index row0, Index n, Index r, Index v) {
+  const Index chunk = v / core::kRowBlock;
+  const Index begin = chunk * core::kRowBlock;
+  return row0 * vocab + begin * n + r * (core::chunk_end(chunk, vocab) - begin) + (v - begin);
+}
 
 Index min_index(Index a, Index b) { return a < b ? a : b; }
 
@@ -102,9 +123,11 @@ void chunk_logits(const LinearLogprobOperands& p, const Linear& linear, Index ro
 
 // ---- Forward: every row's merged partial over the whole vocabulary. ----
 
-// Calls finish(row, merged partial, target logit) once per row.
+// Calls finish(row, merged partial, target logit) once per row; with a cache
+// (rows x vocab floats), the logits are left there (see cached_logit_index).
 template <class T, bool kWithEntropy, class Linear, class Finish>
-void stream_row_partials(const LinearLogprobOperands& p, const Linear& linear, const Finish& finish) {
+void stream_row_partials(const LinearLogprobOperands& p, const Linear& linear, const Finish& finish,
+                         float* cache = nullptr) {
   using Partial = PartialOf<kWithEntropy>;
   const Index chunks = core::ceil_div(p.vocab, core::kRowBlock);
   const Index tile = min_index(p.rows, kTokenTile);
@@ -119,9 +142,10 @@ void stream_row_partials(const LinearLogprobOperands& p, const Linear& linear, c
     for (Index c = 0; c < chunks; ++c) {
       const Index begin = c * core::kRowBlock;
       const Index end = core::chunk_end(c, p.vocab);
-      chunk_logits<T>(p, linear, row0, rows, begin, end - begin, logits.data());
+      float* chunk = cache != nullptr ? cache + cached_logit_index(p.vocab, row0, rows, 0, begin) : logits.data();
+      chunk_logits<T>(p, linear, row0, rows, begin, end - begin, chunk);
       auto fold_chunk = [&](Index r) {
-        const float* row = logits.data() + r * (end - begin);
+        const float* row = chunk + r * (end - begin);
         auto load = [row, begin](Index i) { return row[i - begin]; };
         partials[r * chunks + c] = chunk_partial<kWithEntropy>(load, begin, end);
         const std::int64_t target = p.target_ids[row0 + r];
@@ -216,19 +240,50 @@ struct GradRows {
 // logits[n, width] (rows from row0, vocabulary from begin) become, in place,
 // d = token_logprob_grad (+ entropy_grad): token_logprob backward (+ entropy backward,
 // added in fp32) with fp32 output, element for element.
+// The row loops below are functions of their own, each one core expression per
+// element with no branch, so that the compiler vectorises them (exp_f32 is
+// branch-free); flatten inlines the core's exp, which this large file's inlining
+// budget otherwise leaves as a call that blocks vectorisation.
+
+// x[i] = token_logprob_grad of a non-target element (the target is patched after).
+[[gnu::flatten]] void non_target_grads(float grad, float lse, float* __restrict x, Index width) {
+  for (Index i = 0; i < width; ++i) x[i] = core::token_logprob_grad(grad, x[i], lse, false);
+}
+
+// d[i] = d[i] + entropy_grad(x[i]), in fp32.
+[[gnu::flatten]] void add_entropy_grads(const float* __restrict x, const core::EntropyGradRow row, float* __restrict d,
+                                        Index width) {
+  for (Index i = 0; i < width; ++i) d[i] = d[i] + core::entropy_grad(x[i], row);
+}
+
+// One row of logits_to_grad; `logits` for the entropy term (x itself when there is none).
+void row_grad(const GradRows& g, Index row, Index begin, Index width, float* x, float* logits) {
+  const LinearLogprobBackwardProblem& p = *g.p;
+  const std::int64_t target = p.target_ids[row];
+  const bool has_target = target >= begin && target < begin + width;
+  const float target_logit = has_target ? x[target - begin] : 0.0f;
+  if (target == p.ignore_index) {
+    for (Index i = 0; i < width; ++i) x[i] = 0.0f;
+  } else {
+    non_target_grads(p.grad_logprob[row], g.lse[row], x, width);
+    if (has_target) x[target - begin] = core::token_logprob_grad(p.grad_logprob[row], target_logit, g.lse[row], true);
+  }
+  if (g.entropy_rows != nullptr) add_entropy_grads(logits, g.entropy_rows[row], x, width);
+}
+
 void logits_to_grad(const GradRows& g, float* logits, Index row0, Index n, Index begin, Index width,
                     int num_threads) {
-  const LinearLogprobBackwardProblem& p = *g.p;
+  const bool with_entropy = g.entropy_rows != nullptr;
+  // The entropy term reads the logits after the token term overwrote them: a row's copy.
+  ScratchBuffer copies(with_entropy ? static_cast<std::size_t>(n * width) : 0);
   for_each_tile_row(n, num_threads, [&](Index r) {
-    const Index row = row0 + r;
-    const std::int64_t target = p.target_ids[row];
-    const bool ignored = target == p.ignore_index;
     float* x = logits + r * width;
-    for (Index i = 0; i < width; ++i) {
-      float d = ignored ? 0.0f : core::token_logprob_grad(p.grad_logprob[row], x[i], g.lse[row], begin + i == target);
-      if (g.entropy_rows != nullptr) d = d + core::entropy_grad(x[i], g.entropy_rows[row]);
-      x[i] = d;
+    float* kept = x;
+    if (with_entropy) {
+      kept = copies.data() + r * width;
+      for (Index i = 0; i < width; ++i) kept[i] = x[i];
     }
+    row_grad(g, row0 + r, begin, width, x, kept);
   });
 }
 
@@ -239,13 +294,18 @@ struct FusedBackward {
   LinearLogprobOperands operands;
   GradRows grad_rows;
   const float* hidden_f32;  // hidden widened to fp32 (exact): the weight gradient's operand
+  const float* cached_logits;  // all rows' logits (cached_logit_index), or nullptr: recomputed
 
   Index hidden_size() const { return p.hidden_size; }
   int threads() const { return linear.num_threads; }
 
   // fp32 gradient of the logits of rows [row0, row0 + n) x vocabulary [begin, begin + width).
   void grad_logits(Index row0, Index n, Index begin, Index width, float* out) const {
-    chunk_logits<T>(operands, linear, row0, n, begin, width, out);
+    if (cached_logits != nullptr) {
+      copy_cached_logits(row0, n, begin, width, out);
+    } else {
+      chunk_logits<T>(operands, linear, row0, n, begin, width, out);
+    }
     logits_to_grad(grad_rows, out, row0, n, begin, width, threads());
   }
 
@@ -272,21 +332,35 @@ struct FusedBackward {
                                           DType::f32, DType::f32, n, p.hidden_size, len});
   }
 
-  // Tile by tile: grad_hidden over the vocabulary's K-blocks (and, when all rows
-  // are one tile, grad_weight block by block from the same recomputed logits).
+  // Token tiles: the leaves of grad_weight's tree (its contraction over rows).
+  Index token_tiles() const { return core::ceil_div(p.rows, kTokenTile); }
+
+  // Whether the hidden pass can hold grad_weight's tree stacks for the whole
+  // vocabulary (see kMaxWeightStackFloats); one tile needs none.
+  bool weight_fits_hidden_pass() const {
+    const Index stack_floats = core::tree_stack_slots(token_tiles()) * p.vocab * p.hidden_size;
+    return token_tiles() == 1 || stack_floats <= kMaxWeightStackFloats;
+  }
+
+  // Tile by tile: grad_hidden over the vocabulary's K-blocks and, with_weight,
+  // grad_weight block by block from the same recomputed logits: stored as it is
+  // when all rows are one tile, else each tile's blocks are one leaf of its tree.
   void hidden_pass(bool with_weight) const {
     const Index tile = min_index(p.rows, kTokenTile);
     const Index blocks = core::linear_block_count(p.vocab);
     const bool with_hidden = p.grad_hidden != nullptr;
+    const bool weight_tree = with_weight && token_tiles() > 1;
+    TreeStacks dw(weight_tree ? token_tiles() : 1, weight_tree ? p.vocab * p.hidden_size : 0);
     TreeStacks dx(with_hidden ? blocks : 1, with_hidden ? tile * p.hidden_size : 0);
     ScratchBuffer d(static_cast<std::size_t>(tile * core::kRowBlock));
     ScratchBuffer d_block(static_cast<std::size_t>(tile * kLinearKBlock));
     const bool widen = DTypeOf<T>::value != DType::f32;
     ScratchBuffer w_block(static_cast<std::size_t>(widen ? kLinearKBlock * p.hidden_size : 0));
-    ScratchBuffer dw_block(static_cast<std::size_t>(with_weight ? kLinearKBlock * p.hidden_size : 0));
+    ScratchBuffer dw_block(static_cast<std::size_t>(with_weight && !weight_tree ? kLinearKBlock * p.hidden_size : 0));
     for (Index row0 = 0; row0 < p.rows; row0 += tile) {
       const Index n = min_index(p.rows - row0, tile);
       dx.reset();
+      float* dw_leaf = weight_tree ? dw.next_leaf() : nullptr;
       for (Index begin = 0; begin < p.vocab; begin += core::kRowBlock) {
         const Index width = min_index(p.vocab - begin, core::kRowBlock);
         grad_logits(row0, n, begin, width, d.data());
@@ -297,23 +371,29 @@ struct FusedBackward {
             hidden_block(d_block.data(), weight_f32(k0, len, w_block.data()), n, len, dx.next_leaf());
             dx.fold_leaf(k0 / kLinearKBlock, threads());
           }
-          if (with_weight) {
+          if (weight_tree) {
+            weight_block(d_block.data(), row0, n, len, dw_leaf + k0 * p.hidden_size);
+          } else if (with_weight) {
             weight_block(d_block.data(), row0, n, len, dw_block.data());
             store_rounded(dw_block.data(), static_cast<TOut*>(p.grad_weight) + k0 * p.hidden_size,
                           len * p.hidden_size, threads());
           }
         }
       }
+      if (weight_tree) dw.fold_leaf(row0 / tile, threads());
       if (with_hidden) {
         store_rounded(dx.root(), static_cast<TOut*>(p.grad_hidden) + row0 * p.hidden_size, n * p.hidden_size,
                       threads());
       }
     }
+    if (weight_tree) {
+      store_rounded(dw.root(), static_cast<TOut*>(p.grad_weight), p.vocab * p.hidden_size, threads());
+    }
   }
 
   // Slice by slice of the vocabulary: grad_weight over the token tiles (its K-blocks).
   void weight_pass() const {
-    const Index tiles = core::ceil_div(p.rows, kTokenTile);
+    const Index tiles = token_tiles();
     const Index slice = min_index(p.vocab, kWeightSlice);
     TreeStacks dw(tiles, slice * p.hidden_size);
     ScratchBuffer d(static_cast<std::size_t>(kTokenTile * slice));
@@ -332,6 +412,18 @@ struct FusedBackward {
     }
   }
 
+  // out[n, width] = the cached logits of rows [row0, row0 + n) x vocabulary [begin, begin + width).
+  void copy_cached_logits(Index row0, Index n, Index begin, Index width, float* out) const {
+    for_each_tile_row(n, threads(), [&](Index r) {
+      for (Index v = begin; v < begin + width;) {  // one run per forward chunk
+        const Index run = min_index(begin + width, core::chunk_end(v / core::kRowBlock, p.vocab)) - v;
+        const float* src = cached_logits + cached_logit_index(p.vocab, row0, n, r, v);
+        for (Index i = 0; i < run; ++i) out[r * width + (v - begin) + i] = src[i];
+        v += run;
+      }
+    });
+  }
+
   // dst[n, len] = columns [col0, col0 + len) of src[n, width] (a dense grad_out for linear backward).
   static void copy_columns(const float* src, Index width, Index col0, Index n, Index len, float* dst) {
     for (Index r = 0; r < n; ++r) {
@@ -340,22 +432,21 @@ struct FusedBackward {
   }
 
   void run() const {
-    const bool one_tile = p.rows <= kTokenTile;
-    const bool with_weight = p.grad_weight != nullptr;
-    if (p.grad_hidden != nullptr || (with_weight && one_tile)) hidden_pass(with_weight && one_tile);
-    if (with_weight && !one_tile) weight_pass();
+    const bool weight_in_hidden_pass = p.grad_weight != nullptr && weight_fits_hidden_pass();
+    if (p.grad_hidden != nullptr || weight_in_hidden_pass) hidden_pass(weight_in_hidden_pass);
+    if (p.grad_weight != nullptr && !weight_in_hidden_pass) weight_pass();
   }
 };
 
 // Each row's lse (and entropy statistics) from one forward stream.
 template <class T, bool kWithEntropy, class Linear>
 void row_statistics(const LinearLogprobBackwardProblem& p, const Linear& linear, float* lse,
-                    core::EntropyGradRow* entropy_rows) {
+                    core::EntropyGradRow* entropy_rows, float* cache) {
   auto finish = [&](Index row, const PartialOf<kWithEntropy>& merged, float) {
     lse[row] = core::lse_of({merged.max, merged.sum});
     if constexpr (kWithEntropy) entropy_rows[row] = core::entropy_grad_row(merged, p.grad_entropy[row]);
   };
-  stream_row_partials<T, kWithEntropy>(core::linear_logprob_operands(p), linear, finish);
+  stream_row_partials<T, kWithEntropy>(core::linear_logprob_operands(p), linear, finish, cache);
 }
 
 template <class T, class TOut, class Linear>
@@ -365,10 +456,13 @@ void fused_backward(const LinearLogprobBackwardProblem& p, const Linear& linear)
   ScratchBuffer entropy_floats(
       with_entropy ? static_cast<std::size_t>(p.rows) * sizeof(core::EntropyGradRow) / sizeof(float) + 1 : 0);
   auto* entropy_rows = reinterpret_cast<core::EntropyGradRow*>(entropy_floats.data());
+  const bool cache_logits = p.rows * p.vocab <= kMaxCachedLogits;
+  ScratchBuffer logits(cache_logits ? static_cast<std::size_t>(p.rows * p.vocab) : 0);
+  float* cache = cache_logits ? logits.data() : nullptr;
   if (with_entropy) {
-    row_statistics<T, true>(p, linear, lse.data(), entropy_rows);
+    row_statistics<T, true>(p, linear, lse.data(), entropy_rows, cache);
   } else {
-    row_statistics<T, false>(p, linear, lse.data(), entropy_rows);
+    row_statistics<T, false>(p, linear, lse.data(), entropy_rows, cache);
   }
   const bool widen = DTypeOf<T>::value != DType::f32 && p.grad_weight != nullptr;
   ScratchBuffer hidden_wide(static_cast<std::size_t>(widen ? p.rows * p.hidden_size : 0));
@@ -376,7 +470,7 @@ void fused_backward(const LinearLogprobBackwardProblem& p, const Linear& linear)
   const float* hidden_f32 = widen ? hidden_wide.data() : static_cast<const float*>(p.hidden);  // read only for grad_weight
   const GradRows grad_rows{&p, lse.data(), with_entropy ? entropy_rows : nullptr};
   const LinearLogprobOperands operands = core::linear_logprob_operands(p);
-  FusedBackward<T, TOut, Linear>{p, linear, operands, grad_rows, hidden_f32}.run();
+  FusedBackward<T, TOut, Linear>{p, linear, operands, grad_rows, hidden_f32, cache}.run();
 }
 
 template <class Linear>

@@ -79,6 +79,19 @@ def test_multi_tile_reference_path(gen):
     assert_grads_equal(fused_backward(g, h, w, ids, "cpu", fp32=True), want, "cpu")
 
 
+@pytest.mark.parametrize("rows, hidden, vocab", [(257, 8, 33000), (257, 1100, 4100)],
+                         ids=["logits-recomputed", "weight-own-pass"])
+def test_multi_tile_memory_paths(rows, hidden, vocab, gen):
+    """Two token tiles where the CPU backward's memory budgets (2^23 floats each)
+    change its plan: rows x vocab over the logit cache (the logits are recomputed;
+    grad_weight still folds in the hidden pass), and grad_weight's tree stacks
+    over the hidden pass's budget (its own pass, from the cached logits). Every
+    plan gives the unfused chain's bits."""
+    h, w, ids, g = problem(rows, hidden, vocab, torch.float32, gen)
+    want = unfused_backward(g, h, w, ids)
+    assert_grads_equal(fused_backward(g, h, w, ids, "cpu", fp32=True), want, f"{rows}x{hidden}x{vocab}")
+
+
 def test_one_gradient_at_a_time(gen):
     h, w, ids, g = problem(270, 24, 1000, torch.bfloat16, gen)
     both = fused_backward(g, h, w, ids)
