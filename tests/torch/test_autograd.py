@@ -10,7 +10,6 @@ from typing import Callable
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import golden_kernels as gk
 import golden_kernels.torch as gt
@@ -19,6 +18,7 @@ from golden_kernels.testing import assert_bitwise_equal, assert_peer_floor
 
 from .. import reference
 from ..conftest import dtype_id
+from .dispatch_log import RecordOps
 
 EPS = 1e-5
 IGNORE = -100
@@ -195,19 +195,6 @@ def test_linear_logprob_gradient_matches_float64_reference(dtype, gen):
 
 
 # ---- the eager autograd path and the custom op's registered autograd agree ------------------
-
-class RecordOps(TorchDispatchMode):
-    """Passes every op through and records its name; while it is active, golden
-    calls go through the custom op and torch.library's autograd kernel."""
-
-    def __init__(self):
-        super().__init__()
-        self.names = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.names.append(str(func))
-        return func(*args, **(kwargs or {}))
-
 
 def linear_logprob_with_entropy(hidden, weight, ids):
     return torch.stack(gt.linear_logprob(hidden, weight, ids, return_entropy=True))

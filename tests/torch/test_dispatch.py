@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import golden_kernels.torch as gt
 from golden_kernels.testing import assert_bitwise_equal
 from golden_kernels.torch import _library
+
+from .dispatch_log import RecordOps
 
 
 def inputs(requires_grad: bool = False):
@@ -66,14 +67,6 @@ def test_direct_path_and_custom_op_give_the_same_bits():
     assert with_grad.grad_fn is not None and direct.grad_fn is None
 
 
-class RecordOps(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.names = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.names.append(str(func))
-        return func(*args, **(kwargs or {}))
 
 
 def test_dispatch_modes_still_see_golden_ops():
