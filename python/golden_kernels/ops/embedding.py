@@ -50,8 +50,8 @@ def backward(grad_out: Any, token_ids: Any, weight: Any, *, backend: str | None 
     gives the table's shape, dtype and device; its values are not read.
 
     With `out` (weight's shape, weight's dtype or float32, dense, overlapping
-    no input) dweight is written there, every row
-    overwritten (unindexed rows with zeros), never accumulated into."""
+    no input) dweight is written there, every row overwritten (unindexed rows
+    with zeros), never accumulated into."""
     _check(token_ids, weight)
     _arrays.check_array(grad_out, "grad_out")
     weight_shape = _arrays.shape(weight)
