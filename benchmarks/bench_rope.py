@@ -1,12 +1,13 @@
 """RoPE on the CPU at Qwen3-8B sizes (4096 tokens, 32 heads x 128, theta 1e6)
 against Hugging Face's rotary code in PyTorch eager: with its cos/sin (which
 HF computes once per model forward and reuses in every layer) and the
-rotation alone. Run: PYTHONPATH=python python benchmarks/bench_rope.py"""
+rotation alone; the out= row writes into a preallocated, already-touched
+output (HF's rotation, which has no out=, allocates). Run: PYTHONPATH=python python benchmarks/bench_rope.py"""
 
 from __future__ import annotations
 
 import torch
-from common import header, median_seconds, row
+from common import header, median_seconds, median_seconds_pair, row
 
 import golden_kernels as gk
 from tests import reference
@@ -34,6 +35,9 @@ def main() -> None:
         emb = torch.cat([positions[..., None].float() * inv_freq] * 2, -1)
         cos, sin = emb.cos().to(dtype)[:, :, None], emb.sin().to(dtype)[:, :, None]
         row(f"forward {name} vs HF rotation only", golden, median_seconds(lambda: hf_rotation_only(x, cos, sin)), size)
+        out = torch.empty_like(x)
+        row(f"forward {name} out= vs HF rotation only",
+            *median_seconds_pair(lambda: gk.rope(x, positions, out=out), lambda: hf_rotation_only(x, cos, sin)), size)
         row(f"backward {name} vs HF rotation only", median_seconds(lambda: gk.get_op("rope").backward(x, positions)),
             median_seconds(lambda: hf_rotation_only(x, cos, -sin)), size)
 

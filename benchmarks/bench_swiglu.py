@@ -1,7 +1,10 @@
 """SwiGLU and SiLU on the CPU at Qwen3-8B sizes (4096 tokens x intermediate
 12288) against PyTorch eager (Hugging Face's act_fn(gate) * up): median time
 (the two sides timed alternately), speedup, achieved GB/s and its share of the
-measured copy bandwidth. Both sides allocate their outputs.
+measured copy bandwidth. Both sides allocate their outputs, except in the
+out= rows: golden writes into a preallocated, already-touched output, against
+torch.mul(..., out=) for swiglu (silu itself allocates) and F.silu for silu
+(which has no out=).
 Run: PYTHONPATH=python python benchmarks/bench_swiglu.py"""
 
 from __future__ import annotations
@@ -27,6 +30,12 @@ def main() -> None:
             3 * size)
         row(f"silu forward {name}",
             *median_seconds_pair(lambda: gk.silu(gate), lambda: torch.nn.functional.silu(gate)), 2 * size)
+        out, torch_out = torch.empty_like(gate), torch.empty_like(gate)
+        row(f"swiglu forward {name} out=",
+            *median_seconds_pair(lambda: gk.swiglu(gate, up, out=out),
+                                 lambda: torch.mul(torch.nn.functional.silu(gate), up, out=torch_out)), 3 * size)
+        row(f"silu forward {name} out= (torch allocates)",
+            *median_seconds_pair(lambda: gk.silu(gate, out=out), lambda: torch.nn.functional.silu(gate)), 2 * size)
         op = gk.get_op("swiglu")
         row(f"swiglu backward {name}",
             *median_seconds_pair(lambda: op.backward(g, gate, up), lambda: torch_swiglu_backward(g, gate, up),

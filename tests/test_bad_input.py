@@ -136,9 +136,9 @@ def _embedding() -> dict:
         "device": Raises(ValueError, "one framework and on one device",
                          lambda: op("embedding").forward(ids.numpy(), w)),
         "strided": Raises(ValueError, "contiguous", lambda: op("embedding").forward(strided(ids), w)),
-        "output": Raises(ValueError, "overlaps",
-                         lambda: _C.embedding_forward("cpu", 0, cap(ids), cap(w), cap(w[:4])),
-                         "out aliasing weight, through the binding"),
+        "output": Raises(ValueError, "overlaps", lambda: op("embedding").forward(ids, w, out=w[:4]),
+                         "out= aliasing weight; backward out= (dweight) overlapping grad_out or weight, "
+                         "strided, wrong shape/dtype/device out= also tested"),
         "ids": Raises(ValueError, "out of range", lambda: op("embedding").forward(ids - 100, w),
                       "negative, = vocab, int32 and int64 tested"),
         "scalar": NotApplicable("no float argument"),
@@ -153,7 +153,6 @@ def _elementwise(name: str, args: tuple[str, ...]) -> dict:
     x = t[args[0]]
     rest = [t[a] for a in args[1:]]
     x_in, x_out = overlapping(x)
-    raw = getattr(_C, f"{name}_forward")
     return {
         "rank": NotApplicable("elementwise: any rank"),
         "shape": Raises(ValueError, "must have the shape of",
@@ -162,8 +161,8 @@ def _elementwise(name: str, args: tuple[str, ...]) -> dict:
         "device": Raises(ValueError, "one framework and on one device",
                          lambda: op(name).backward(t["grad_out"].numpy(), *[t[a] for a in args])),
         "strided": Raises(ValueError, "contiguous", lambda: op(name).forward(strided(x), *rest)),
-        "output": Raises(ValueError, "overlaps", lambda: raw("cpu", 0, cap(x_in), *[cap(r) for r in rest], cap(x_out)),
-                         "out half-overlapping the input, through the binding"),
+        "output": Raises(ValueError, "overlaps", lambda: op(name).forward(x_in, *rest, out=x_out),
+                         "out= half-overlapping the input; strided, wrong shape/dtype/device out= also tested"),
         "ids": NotApplicable("no ids"),
         "scalar": NotApplicable("no float argument"),
         "overflow": Raises(ValueError, "contiguous",
@@ -176,7 +175,6 @@ def _rope() -> dict:
     t = T("rope")
     x, pos = t["x"], t["positions"]
     x_in, x_out = overlapping(x)
-    inv = torch.empty(4)
     return {
         "rank": Raises(ValueError, "expected \\[batch, seq, heads, head_dim\\]",
                        lambda: op("rope").forward(x[:, 0], pos)),
@@ -184,9 +182,8 @@ def _rope() -> dict:
         "dtype": Raises(TypeError, "positions: expected int32 or int64", lambda: op("rope").forward(x, pos.float())),
         "device": Raises(ValueError, "one framework and on one device", lambda: op("rope").forward(x, meta(pos))),
         "strided": Raises(ValueError, "contiguous", lambda: op("rope").forward(strided(x), pos)),
-        "output": Raises(ValueError, "overlaps",
-                         lambda: _C.rope_apply("cpu", 0, cap(x_in), cap(pos), cap(inv), cap(x_out), 1e6, False),
-                         "out half-overlapping x, through the binding"),
+        "output": Raises(ValueError, "overlaps", lambda: op("rope").forward(x_in, pos, out=x_out),
+                         "out= half-overlapping x; strided, wrong shape/dtype/device out= also tested"),
         "ids": NotApplicable("any integer position is valid (angle = position * inv_freq)"),
         "scalar": Raises(ValueError, "theta must be finite", lambda: op("rope").forward(x, pos, theta=float("inf")),
                          "theta = NaN, inf, 0, -1 tested; odd head_dim too"),

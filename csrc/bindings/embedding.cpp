@@ -89,7 +89,7 @@ void embedding_backward(const std::string& backend, std::uintptr_t stream, const
   require_shape(workspace, {weight.dim(0) + 1 + id_view.count});
   require_contiguous(workspace);
   for (const TensorView* output : {&dweight, &workspace}) {
-    for (const TensorView* input : {&grad, &ids}) require_no_overlap(*output, *input);
+    for (const TensorView* input : {&grad, &ids, &weight}) require_no_overlap(*output, *input);
   }
   require_no_overlap(dweight, workspace);
   const BackendChoice choice = parse_backend(backend, stream);

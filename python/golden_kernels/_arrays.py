@@ -77,6 +77,18 @@ def check_writable(x: Any, name: str) -> None:
         raise ValueError(f"{name}: the array is read-only")
 
 
+def output(like: Any, shape: Sequence[int], dtype: str, out: Any = None) -> Any:
+    """The array an op writes: a fresh empty(like, shape, dtype), or the
+    caller's `out` checked to be an array and writable. Its shape, dtype
+    (the op's or float32), density, device and overlap with the inputs are
+    checked by the binding (csrc/bindings) and resolve_backend, once for every op."""
+    if out is None:
+        return empty(like, shape, dtype)
+    check_array(out, "out")
+    check_writable(out, "out")
+    return out
+
+
 def capsule(x: Any) -> Any:
     """A DLPack capsule viewing x (no copy), except for a read-only NumPy
     input: NumPy refuses to export one (DLPack 0.x has no read-only flag), and

@@ -267,3 +267,87 @@ def test_bad_backward_input_raises_clearly():
         op.backward(torch.ones(2, 4, dtype=torch.float16), torch.tensor([0, 1]), torch.ones(5, 4))
     with pytest.raises(ValueError, match="unknown backend"):
         gk.get_op("embedding", backend="tpu")
+
+
+# ---- out= -------------------------------------------------------------------------------
+
+def test_forward_out_receives_the_same_bits_and_is_returned(gen):
+    weight = table(30, 8, torch.bfloat16, gen)
+    ids = ids_with_repeats((4, 5), 30, gen, torch.int32)
+    copies = [t.clone() for t in (weight, ids)]
+    out = torch.full((4, 5, 8), float("nan"), dtype=torch.bfloat16)
+    assert gk.embedding(ids, weight, out=out) is out
+    assert_bitwise_equal(out, gk.embedding(ids, weight), "out=")
+    out32 = torch.full((4, 5, 8), float("nan"))
+    assert gk.get_op("embedding").forward(ids, weight, out=out32) is out32
+    assert_bitwise_equal(out32, gk.get_op("embedding").forward_fp32(ids, weight), "float32 out=")
+    for before, after in zip(copies, (weight, ids)):
+        assert_bitwise_equal(after, before, "input changed")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=dtype_id)
+def test_backward_out_is_fully_overwritten(dtype, gen):
+    weight = table(30, 8, torch.bfloat16, gen)
+    ids = torch.tensor([5, 1, 5, 29, 5, 1], dtype=torch.int64)  # rows 0, 2-4, 6-28 never indexed
+    g = torch.randn(6, 8, generator=gen).to(torch.bfloat16)
+    copies = [t.clone() for t in (weight, ids, g)]
+    op = gk.get_op("embedding")
+    out = torch.full((30, 8), float("nan"), dtype=dtype)  # stale contents: neither kept nor accumulated into
+    assert op.backward(g, ids, weight, out=out) is out
+    expected = op.backward(g, ids, weight, fp32=dtype == torch.float32)
+    assert_bitwise_equal(out, expected, "out=")
+    untouched = torch.ones(30, dtype=torch.bool)
+    untouched[ids] = False
+    assert_bitwise_equal(out[untouched], torch.zeros(int(untouched.sum()), 8, dtype=dtype), "unindexed rows")
+    for before, after in zip(copies, (weight, ids, g)):
+        assert_bitwise_equal(after, before, "input changed")
+
+
+BAD_FORWARD_OUT = [
+    (lambda w, ids: torch.empty(4, 5, 7, dtype=w.dtype), ValueError, r"out: expected shape \(4, 5, 8\)"),
+    (lambda w, ids: torch.empty(4, 5, 8, dtype=torch.float16), TypeError, "out: expected bfloat16 or float32"),
+    (lambda w, ids: torch.empty(8, 5, 4, dtype=w.dtype).transpose(0, 2), ValueError, "contiguous"),
+    (lambda w, ids: torch.empty(4, 5, 8, dtype=w.dtype, device="meta"), ValueError, "one device"),
+    (lambda w, ids: torch.empty(4, 5, 8).numpy(), ValueError, "one device"),
+    (lambda w, ids: w[:20].view(4, 5, 8), ValueError, "out overlaps weight"),
+]
+
+
+@pytest.mark.parametrize("make_out, error, match", BAD_FORWARD_OUT)
+def test_bad_forward_out_is_rejected(make_out, error, match, gen):
+    weight = table(30, 8, torch.bfloat16, gen)
+    ids = ids_with_repeats((4, 5), 30, gen, torch.int32)
+    copies = [t.clone() for t in (weight, ids)]
+    with pytest.raises(error, match=match):
+        gk.embedding(ids, weight, out=make_out(weight, ids))
+    for before, after in zip(copies, (weight, ids)):
+        assert_bitwise_equal(after, before, "input changed")
+
+
+def test_forward_out_overlapping_ids_is_rejected():
+    buffer = torch.zeros(4, dtype=torch.int32)  # ids [2] int32 inside out [2, 2] float32's storage
+    with pytest.raises(ValueError, match="out overlaps token_ids"):
+        gk.embedding(buffer[:2], torch.ones(3, 2), out=buffer.view(torch.float32).view(2, 2))
+
+
+BAD_BACKWARD_OUT = [
+    (lambda w, grad_buffer: torch.empty(30, 7, dtype=w.dtype), ValueError, "dweight must have the shape of weight"),
+    (lambda w, grad_buffer: torch.empty(30, 8, dtype=torch.float16), TypeError, "dweight: expected bfloat16 or float32"),
+    (lambda w, grad_buffer: torch.empty(8, 30, dtype=w.dtype).t(), ValueError, "contiguous"),
+    (lambda w, grad_buffer: torch.empty(30, 8, dtype=w.dtype, device="meta"), ValueError, "one device"),
+    (lambda w, grad_buffer: w, ValueError, "dweight overlaps weight"),
+    (lambda w, grad_buffer: grad_buffer, ValueError, "dweight overlaps grad_out"),
+]
+
+
+@pytest.mark.parametrize("make_out, error, match", BAD_BACKWARD_OUT)
+def test_bad_backward_out_is_rejected(make_out, error, match, gen):
+    weight = table(30, 8, torch.bfloat16, gen)
+    ids = torch.tensor([5, 1, 5, 29, 5, 1], dtype=torch.int64)
+    buffer = torch.randn(30, 8, generator=gen).to(torch.bfloat16)
+    g = buffer[:6]  # grad_out [6, 8] inside a [30, 8] buffer, to test the overlap
+    copies = [t.clone() for t in (weight, ids, g)]
+    with pytest.raises(error, match=match):
+        gk.get_op("embedding").backward(g, ids, weight, out=make_out(weight, buffer))
+    for before, after in zip(copies, (weight, ids, g)):
+        assert_bitwise_equal(after, before, "input changed")

@@ -312,3 +312,50 @@ def test_bad_input_raises_clearly(make, error, match):
 def test_bad_theta_is_rejected(theta):
     with pytest.raises(ValueError, match="theta"):
         gk.rope(torch.zeros(1, 1, 8), torch.zeros(1, dtype=torch.int64), theta=theta)
+
+
+# ---- out= -------------------------------------------------------------------------------
+
+def test_out_receives_the_same_bits_and_is_returned(gen):
+    x = rows(6, 4, 64, torch.bfloat16, gen)
+    positions = torch.tensor([0, 7, 100, 4095, 40000, 3], dtype=torch.int32)
+    copies = [t.clone() for t in (x, positions)]
+    out = torch.full_like(x, float("nan"))  # stale contents must not leak through
+    assert gk.rope(x, positions, out=out) is out
+    assert_bitwise_equal(out, gk.rope(x, positions), "out=")
+    out32 = torch.full(x.shape, float("nan"))
+    assert gk.get_op("rope").forward(x, positions, out=out32) is out32
+    assert_bitwise_equal(out32, gk.get_op("rope").forward_fp32(x, positions), "float32 out=")
+    out_np = gk.rope(x.float().numpy(), positions.numpy(), out=torch.empty(x.shape).numpy())
+    assert_bitwise_equal(torch.from_numpy(out_np), gk.rope(x.float(), positions), "numpy out=")
+    for before, after in zip(copies, (x, positions)):
+        assert_bitwise_equal(after, before, "input changed")
+
+
+@pytest.mark.parametrize(
+    "make_out, error, match",
+    [
+        (lambda x, p: torch.empty(6, 4, 62, dtype=x.dtype), ValueError, "out must have the shape of x"),
+        (lambda x, p: torch.empty(x.shape, dtype=torch.float16), TypeError, "out: expected bfloat16 or float32"),
+        (lambda x, p: torch.empty(64, 4, 6, dtype=x.dtype).transpose(0, 2), ValueError, "contiguous"),
+        (lambda x, p: torch.empty(x.shape, dtype=x.dtype, device="meta"), ValueError, "one device"),
+        (lambda x, p: torch.empty(x.shape).numpy(), ValueError, "one device"),
+        (lambda x, p: x, ValueError, "out overlaps x"),
+    ],
+)
+def test_bad_out_is_rejected(make_out, error, match, gen):
+    x = rows(6, 4, 64, torch.bfloat16, gen)
+    positions = torch.arange(6, dtype=torch.int64)
+    copies = [t.clone() for t in (x, positions)]
+    with pytest.raises(error, match=match):
+        gk.rope(x, positions, out=make_out(x, positions))
+    for before, after in zip(copies, (x, positions)):
+        assert_bitwise_equal(after, before, "input changed")
+
+
+def test_out_overlapping_positions_is_rejected():
+    # positions [1] int64 and out [1, 1, 4] float16: the same 8 bytes
+    buffer = torch.zeros(4, dtype=torch.float16)
+    positions = buffer.view(torch.int64)
+    with pytest.raises(ValueError, match="out overlaps positions"):
+        gk.rope(torch.zeros(1, 1, 4, dtype=torch.float16), positions, out=buffer.view(1, 1, 4))

@@ -281,3 +281,65 @@ def test_bad_backward_input_raises_clearly():
         gk.get_op("silu").backward(torch.ones(4, dtype=torch.float16), torch.ones(4))
     with pytest.raises(ValueError, match="unknown backend"):
         gk.silu(torch.ones(4), backend="tpu")
+
+
+# ---- out= -------------------------------------------------------------------------------
+
+def test_out_receives_the_same_bits_and_is_returned(gen):
+    gate, up = (sample((8, 300), torch.bfloat16, gen) for _ in range(2))
+    copies = [t.clone() for t in (gate, up)]
+    for name, args in (("swiglu", (gate, up)), ("silu", (gate,))):
+        op = gk.get_op(name)
+        out = torch.full_like(gate, float("nan"))  # stale contents must not leak through
+        assert op.forward(*args, out=out) is out
+        assert_bitwise_equal(out, op.forward(*args), f"{name} out=")
+        out32 = torch.full((8, 300), float("nan"))
+        assert op.forward(*args, out=out32) is out32
+        assert_bitwise_equal(out32, op.forward_fp32(*args), f"{name} float32 out=")
+    for before, after in zip(copies, (gate, up)):
+        assert_bitwise_equal(after, before, "input changed")
+
+
+def test_functional_and_numpy_out(gen):
+    gate, up = (sample((4, 33), torch.float32, gen) for _ in range(2))
+    out = gk.swiglu(gate.numpy(), up.numpy(), out=torch.empty(4, 33).numpy())
+    assert_bitwise_equal(torch.from_numpy(out), gk.swiglu(gate, up), "numpy out=")
+    out = torch.empty(4, 33)
+    assert gk.silu(gate, out=out) is out
+    assert_bitwise_equal(out, gk.silu(gate), "gk.silu out=")
+
+
+BAD_OUT = [
+    (lambda x: torch.empty(8, 299, dtype=x.dtype), ValueError, "out must have the shape of"),
+    (lambda x: torch.empty(8, 300, dtype=torch.float16), TypeError, "out: expected bfloat16 or float32"),
+    (lambda x: torch.empty(300, 8, dtype=x.dtype).t(), ValueError, "contiguous"),
+    (lambda x: torch.empty(8, 300, dtype=x.dtype, device="meta"), ValueError, "one device"),
+    (lambda x: torch.empty(8, 300).numpy(), ValueError, "one device"),
+    (lambda x: x, ValueError, "out overlaps"),
+    (lambda x: [0.0] * 300, TypeError, "torch.Tensor or numpy.ndarray"),
+]
+
+
+@pytest.mark.parametrize("name", ["silu", "swiglu"])
+@pytest.mark.parametrize("make_out, error, match", BAD_OUT)
+def test_bad_out_is_rejected(name, make_out, error, match, gen):
+    gate, up = (sample((8, 300), torch.bfloat16, gen) for _ in range(2))
+    args = (gate, up) if name == "swiglu" else (gate,)
+    copies = [t.clone() for t in args]
+    with pytest.raises(error, match=match):
+        gk.get_op(name).forward(*args, out=make_out(gate))
+    for before, after in zip(copies, args):
+        assert_bitwise_equal(after, before, "input changed")
+
+
+def test_out_overlapping_up_is_rejected(gen):
+    gate, up = (sample((8, 300), torch.bfloat16, gen) for _ in range(2))
+    with pytest.raises(ValueError, match="out overlaps up"):
+        gk.swiglu(gate, up, out=up)
+
+
+def test_read_only_numpy_out_is_rejected():
+    out = torch.empty(4).numpy()
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="out: the array is read-only"):
+        gk.silu(torch.ones(4).numpy(), out=out)

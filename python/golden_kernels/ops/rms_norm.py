@@ -25,11 +25,7 @@ def _check(x: Any, weight: Any, rounding: str = "once") -> None:
 
 def _forward(x: Any, weight: Any, eps: float, rounding: str, backend: str | None, fp32: bool, out: Any = None) -> Any:
     _check(x, weight, rounding)
-    if out is None:
-        out = _arrays.empty(x, _arrays.shape(x), "float32" if fp32 else _arrays.dtype_name(x))
-    else:
-        _arrays.check_array(out, "out")
-        _arrays.check_writable(out, "out")
+    out = _arrays.output(x, _arrays.shape(x), "float32" if fp32 else _arrays.dtype_name(x), out)
     backend = resolve_backend(backend, x, weight, out)
     _C.rms_norm_forward(
         backend, _arrays.stream(x), _arrays.capsule(x), _arrays.capsule(weight), _arrays.capsule(out),

@@ -22,20 +22,25 @@ def _head_dim(x: Any) -> int:
     return _arrays.shape(x)[-1] if len(x.shape) else 0
 
 
-def _apply(x: Any, positions: Any, theta: float, backend: str | None, out_dtype: str, transpose: bool) -> Any:
+def _apply(x: Any, positions: Any, theta: float, backend: str | None, out_dtype: str, transpose: bool,
+           out: Any = None) -> Any:
     _arrays.check_array(x, "grad_out" if transpose else "x")
     _arrays.check_array(positions, "positions")
-    backend = resolve_backend(backend, x, positions)
-    out = _arrays.empty(x, _arrays.shape(x), out_dtype)
+    out = _arrays.output(x, _arrays.shape(x), out_dtype, out)
+    backend = resolve_backend(backend, x, positions, out)
     inv_freq = _arrays.empty(x, (max(_head_dim(x), 0) // 2,), "float32")
     _C.rope_apply(backend, _arrays.stream(x), _arrays.capsule(x), _arrays.capsule(positions),
                   _arrays.capsule(inv_freq), _arrays.capsule(out), float(theta), transpose)
     return out
 
 
-def forward(x: Any, positions: Any, *, theta: float = QWEN3_THETA, backend: str | None = None) -> Any:
-    """x rotated by its tokens' positions, in fp32, rounded once to x's dtype."""
-    return _apply(x, positions, theta, backend, _arrays.dtype_name(x), transpose=False)
+def forward(x: Any, positions: Any, *, theta: float = QWEN3_THETA, backend: str | None = None,
+            out: Any = None) -> Any:
+    """x rotated by its tokens' positions, in fp32, rounded once to x's dtype
+    (or written into `out`, of x's shape and dtype or float32, dense and
+    overlapping neither input: a reused, already-touched output saves the
+    allocation and its page faults)."""
+    return _apply(x, positions, theta, backend, _arrays.dtype_name(x), transpose=False, out=out)
 
 
 def forward_fp32(x: Any, positions: Any, *, theta: float = QWEN3_THETA, backend: str | None = None) -> Any:
@@ -66,6 +71,7 @@ def inverse_frequencies(head_dim: int, theta: float = QWEN3_THETA, *, like: Any 
     return out
 
 
-def rope(x: Any, positions: Any, *, theta: float = QWEN3_THETA, backend: str | None = None) -> Any:
+def rope(x: Any, positions: Any, *, theta: float = QWEN3_THETA, backend: str | None = None,
+         out: Any = None) -> Any:
     """Functional RoPE (see forward)."""
-    return forward(x, positions, theta=theta, backend=backend)
+    return forward(x, positions, theta=theta, backend=backend, out=out)

@@ -9,17 +9,19 @@ from .. import _C, _arrays
 from ..registry import resolve_backend
 
 
-def _forward(x: Any, backend: str | None, fp32: bool) -> Any:
+def _forward(x: Any, backend: str | None, fp32: bool, out: Any = None) -> Any:
     _arrays.check_array(x, "x")
-    backend = resolve_backend(backend, x)
-    out = _arrays.empty(x, _arrays.shape(x), "float32" if fp32 else _arrays.dtype_name(x))
+    out = _arrays.output(x, _arrays.shape(x), "float32" if fp32 else _arrays.dtype_name(x), out)
+    backend = resolve_backend(backend, x, out)
     _C.silu_forward(backend, _arrays.stream(x), _arrays.capsule(x), _arrays.capsule(out))
     return out
 
 
-def forward(x: Any, *, backend: str | None = None) -> Any:
-    """silu(x) in fp32, rounded once to x's dtype."""
-    return _forward(x, backend, fp32=False)
+def forward(x: Any, *, backend: str | None = None, out: Any = None) -> Any:
+    """silu(x) in fp32, rounded once to x's dtype (or written into `out`, of
+    x's shape and dtype or float32, dense and not overlapping x: a reused,
+    already-touched output saves the allocation and its page faults)."""
+    return _forward(x, backend, fp32=False, out=out)
 
 
 def forward_fp32(x: Any, *, backend: str | None = None) -> Any:
@@ -37,6 +39,6 @@ def backward(grad_out: Any, x: Any, *, backend: str | None = None, fp32: bool = 
     return dx
 
 
-def silu(x: Any, *, backend: str | None = None) -> Any:
+def silu(x: Any, *, backend: str | None = None, out: Any = None) -> Any:
     """Functional SiLU (see forward)."""
-    return forward(x, backend=backend)
+    return forward(x, backend=backend, out=out)

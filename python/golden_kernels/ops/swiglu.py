@@ -14,17 +14,20 @@ def _check(gate: Any, up: Any) -> None:
     _arrays.check_array(up, "up")
 
 
-def _forward(gate: Any, up: Any, backend: str | None, fp32: bool) -> Any:
+def _forward(gate: Any, up: Any, backend: str | None, fp32: bool, out: Any = None) -> Any:
     _check(gate, up)
-    backend = resolve_backend(backend, gate, up)
-    out = _arrays.empty(gate, _arrays.shape(gate), "float32" if fp32 else _arrays.dtype_name(gate))
+    out = _arrays.output(gate, _arrays.shape(gate), "float32" if fp32 else _arrays.dtype_name(gate), out)
+    backend = resolve_backend(backend, gate, up, out)
     _C.swiglu_forward(backend, _arrays.stream(gate), _arrays.capsule(gate), _arrays.capsule(up), _arrays.capsule(out))
     return out
 
 
-def forward(gate: Any, up: Any, *, backend: str | None = None) -> Any:
-    """silu(gate) * up in fp32, rounded once to the inputs' dtype."""
-    return _forward(gate, up, backend, fp32=False)
+def forward(gate: Any, up: Any, *, backend: str | None = None, out: Any = None) -> Any:
+    """silu(gate) * up in fp32, rounded once to the inputs' dtype (or written
+    into `out`, of gate's shape and dtype or float32, dense and overlapping
+    neither input: a reused, already-touched output saves the allocation and
+    its page faults)."""
+    return _forward(gate, up, backend, fp32=False, out=out)
 
 
 def forward_fp32(gate: Any, up: Any, *, backend: str | None = None) -> Any:
@@ -47,6 +50,6 @@ def backward(grad_out: Any, gate: Any, up: Any, *, backend: str | None = None,
     return dgate, dup
 
 
-def swiglu(gate: Any, up: Any, *, backend: str | None = None) -> Any:
+def swiglu(gate: Any, up: Any, *, backend: str | None = None, out: Any = None) -> Any:
     """Functional SwiGLU (see forward)."""
-    return forward(gate, up, backend=backend)
+    return forward(gate, up, backend=backend, out=out)
