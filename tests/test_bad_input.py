@@ -437,12 +437,26 @@ def test_read_only_numpy_inputs_give_the_torch_bits(name):
         assert torch.equal(torch.from_numpy(a).view(torch.int32), b.view(torch.int32)), f"{name} output {i}"
 
 
-def test_read_only_output_and_sparse_input_rejected():
+# A read-only NumPy out= would otherwise cross as a copy and the result be lost.
+READ_ONLY_OUT_CALLS = {
+    "rms_norm": lambda x, out: gk.rms_norm(x, np.ones(8, np.float32), out=out),
+    "linear": lambda x, out: gk.linear(x, np.ones((8, 8), np.float32), out=out),
+    "silu": lambda x, out: gk.silu(x, out=out),
+    "swiglu": lambda x, out: gk.swiglu(x, x, out=out),
+}
+
+
+@pytest.mark.parametrize("name", sorted(READ_ONLY_OUT_CALLS))
+def test_read_only_output_rejected(name):
     x = np.ones((2, 8), np.float32)
-    out = np.empty((2, 8), np.float32)
+    out = np.zeros((2, 8), np.float32)
     out.flags.writeable = False
     with pytest.raises(ValueError, match="out: the array is read-only"):
-        gk.rms_norm(x, np.ones(8, np.float32), out=out)
+        READ_ONLY_OUT_CALLS[name](x, out)
+    assert not out.any()
+
+
+def test_sparse_input_rejected():
     with pytest.raises(ValueError, match="cannot view a torch.sparse_coo tensor"):
         gk.silu(torch.ones(4).to_sparse())
 

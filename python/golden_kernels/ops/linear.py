@@ -38,11 +38,8 @@ def _present(*arrays: Any) -> list[Any]:
 
 def _forward(x: Any, weight: Any, bias: Any, backend: str | None, fp32: bool, out: Any = None) -> Any:
     _check(x, weight, bias)
-    if out is None:
-        out_shape = _arrays.shape(x)[:-1] + (_arrays.shape(weight)[0],)
-        out = _arrays.empty(x, out_shape, "float32" if fp32 else _arrays.dtype_name(x))
-    else:
-        _arrays.check_array(out, "out")
+    out_shape = _arrays.shape(x)[:-1] + (_arrays.shape(weight)[0],)
+    out = _arrays.output(x, out_shape, "float32" if fp32 else _arrays.dtype_name(x), out)
     backend = resolve_backend(backend, *_present(x, weight, bias, out))
     _C.linear_forward(backend, _arrays.stream(x), _arrays.capsule(x), _arrays.capsule(weight),
                       _optional_capsule(bias), _arrays.capsule(out))
