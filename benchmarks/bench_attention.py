@@ -15,12 +15,14 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
+import time
 
 import torch
 
-from common import copy_bandwidth_gbs, median_seconds, print_table
+from common import copy_bandwidth_gbs, median_seconds, median_seconds_pair, print_table
 
 import golden_kernels as gk
 
@@ -138,22 +140,39 @@ def prefill_rows(batches, lengths, dtypes, repeats):
     print_table(["dtype", "B", "S", "repeats", "golden ms", "SDPA ms", "naive ms", "vs SDPA", "vs naive"], rows)
 
 
-def decode_rows(caches, dtypes, repeats, copy_gbs):
+def wall_and_cpu_seconds(fn, repeats: int) -> tuple[float, float]:
+    """Medians of one call's wall time and of the process CPU time it used (all threads)."""
+    fn()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        start_wall, start_cpu = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - start_wall)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu)
+
+
+def decode_rows(caches, dtypes, repeats):
     rows = []
     for dtype in dtypes:
         for length in caches:
             q, k, v = inputs(1, length, dtype, sq=1)
-            t_gk = median_seconds(lambda: gk.attention(q, k, v), repeats)
-            t_sdpa = median_seconds(lambda: sdpa(q, k, v), repeats)
+            # The roofline is re-measured next to each case: the shared machine's load changes by the minute.
+            copy_gbs = copy_bandwidth_gbs(repeats=5)
+            t_gk, t_sdpa = median_seconds_pair(lambda: gk.attention(q, k, v), lambda: sdpa(q, k, v), repeats)
+            wall, cpu = wall_and_cpu_seconds(lambda: gk.attention(q, k, v), repeats)
             t_naive = median_seconds(lambda: naive(q, k, v), repeats)
             streamed = 2 * k.numel() * k.element_size()
             gbs = streamed / t_gk / 1e9
             rows.append([str(dtype).removeprefix("torch."), length, f"{t_gk * 1e3:.2f}", f"{t_sdpa * 1e3:.2f}",
                          f"{t_naive * 1e3:.2f}", f"{t_sdpa / t_gk:.2f}x", f"{t_naive / t_gk:.2f}x", f"{gbs:.1f}",
-                         f"{gbs / (copy_gbs / 2):.0%}"])
+                         f"{gbs / (copy_gbs / 2):.0%}", f"{cpu / wall:.2f}", f"{streamed / cpu / 1e9:.1f}"])
     # copy_gbs counts read + write; streaming the cache only reads, so compare with half of it.
     print_table(["dtype", "cache", "golden ms", "SDPA ms", "naive ms", "vs SDPA", "vs naive", "cache GB/s",
-                 "of copy read bw"], rows)
+                 "of copy read bw", "golden threads busy", "cache GB/s per CPU-second"], rows)
+    print("golden threads busy = CPU time / wall time of one golden call (2.00 = both threads ran throughout; "
+          "about 1 = the helper thread rarely got a core, the caller drained the tasks alone); per CPU-second = "
+          "cache bytes / CPU time, what one core streams while it runs, whatever the load")
 
 
 def main() -> None:
@@ -185,7 +204,7 @@ def main() -> None:
     if not args.no_prefill:
         prefill_rows(batches, lengths, dtypes, args.repeats)
     if not args.no_decode:
-        decode_rows(args.caches or caches, dtypes, args.repeats, copy_gbs)
+        decode_rows(args.caches or caches, dtypes, args.repeats)
 
 
 if __name__ == "__main__":
