@@ -363,7 +363,7 @@ void check_fused_operands(const TensorView& hidden, const TensorView& weight, co
 void linear_logprob_forward(const std::string& backend, std::uintptr_t stream, const py::object& hidden_capsule,
                             const py::object& weight_capsule, const py::object& ids_capsule,
                             const py::object& logprob_capsule, const py::object& entropy_capsule,
-                            std::int64_t ignore_index) {
+                            std::int64_t ignore_index, const py::object& lse_capsule) {
   const TensorView hidden = view_capsule(hidden_capsule, "hidden");
   const TensorView weight = view_capsule(weight_capsule, "weight");
   const TensorView ids = view_capsule(ids_capsule, "target_ids");
@@ -378,6 +378,13 @@ void linear_logprob_forward(const std::string& backend, std::uintptr_t stream, c
     outputs.push_back(&*entropy);
     require_no_overlap(*entropy, logprob);
   }
+  std::optional<TensorView> lse;
+  if (!lse_capsule.is_none()) {
+    lse = view_capsule(lse_capsule, "lse");
+    check_per_row(*lse, hidden, ElementType::f32);
+    for (const TensorView* output : outputs) require_no_overlap(*lse, *output);
+    outputs.push_back(&*lse);
+  }
   check_outputs_apart(outputs, {&hidden, &weight, &ids});
   const BackendChoice choice = parse_backend(backend, stream);
   std::vector<const TensorView*> all{&hidden, &weight, &ids};
@@ -390,6 +397,7 @@ void linear_logprob_forward(const std::string& backend, std::uintptr_t stream, c
                                             target_ids_of(ids),
                                             static_cast<float*>(logprob.data),
                                             entropy ? static_cast<float*>(entropy->data) : nullptr,
+                                            lse ? static_cast<float*>(lse->data) : nullptr,
                                             to_dtype(hidden.type),
                                             ids.numel(),
                                             hidden.dim(-1),
@@ -416,7 +424,7 @@ void linear_logprob_backward(const std::string& backend, std::uintptr_t stream, 
                              const py::object& grad_entropy_capsule, const py::object& hidden_capsule,
                              const py::object& weight_capsule, const py::object& ids_capsule,
                              const py::object& dhidden_capsule, const py::object& dweight_capsule,
-                             std::int64_t ignore_index) {
+                             std::int64_t ignore_index, const py::object& lse_capsule) {
   const TensorView grad = view_capsule(grad_capsule, "grad_logprob");
   const TensorView hidden = view_capsule(hidden_capsule, "hidden");
   const TensorView weight = view_capsule(weight_capsule, "weight");
@@ -429,6 +437,13 @@ void linear_logprob_backward(const std::string& backend, std::uintptr_t stream, 
     grad_entropy = view_capsule(grad_entropy_capsule, "grad_entropy");
     check_per_row(*grad_entropy, hidden, ElementType::f32);
     inputs.push_back(&*grad_entropy);
+  }
+  std::optional<TensorView> lse;  // the forward's: skips the statistics pass
+  if (!lse_capsule.is_none()) {
+    if (grad_entropy) fail_value("lse: not accepted with grad_entropy (its gradient needs the statistics pass)");
+    lse = view_capsule(lse_capsule, "lse");
+    check_per_row(*lse, hidden, ElementType::f32);
+    inputs.push_back(&*lse);
   }
   std::vector<const TensorView*> outputs;
   std::optional<TensorView> dhidden;
@@ -459,6 +474,7 @@ void linear_logprob_backward(const std::string& backend, std::uintptr_t stream, 
   const TensorView* first_output = outputs.empty() ? &hidden : outputs.front();
   const LinearLogprobBackwardProblem problem{static_cast<const float*>(grad.data),
                                              grad_entropy ? static_cast<const float*>(grad_entropy->data) : nullptr,
+                                             lse ? static_cast<const float*>(lse->data) : nullptr,
                                              hidden.data,
                                              weight.data,
                                              target_ids_of(ids),
@@ -519,10 +535,11 @@ void register_logprob(py::module_& m) {
         py::arg("ignore_index"));
   m.def("linear_logprob_forward", &linear_logprob_forward, py::arg("backend"), py::arg("stream"),
         py::arg("hidden"), py::arg("weight"), py::arg("target_ids"), py::arg("logprob"), py::arg("entropy"),
-        py::arg("ignore_index"));
+        py::arg("ignore_index"), py::arg("lse") = py::none());
   m.def("linear_logprob_backward", &linear_logprob_backward, py::arg("backend"), py::arg("stream"),
         py::arg("grad_logprob"), py::arg("grad_entropy"), py::arg("hidden"), py::arg("weight"),
-        py::arg("target_ids"), py::arg("grad_hidden"), py::arg("grad_weight"), py::arg("ignore_index"));
+        py::arg("target_ids"), py::arg("grad_hidden"), py::arg("grad_weight"), py::arg("ignore_index"),
+        py::arg("lse") = py::none());
 }
 
 }  // namespace golden::bindings

@@ -2,8 +2,9 @@
 // without the full logits: the vocabulary streams in chunks (core kRowBlock)
 // whose fp32 logits come from this instruction set's linear kernel (the bits of
 // lm_head.forward_fp32). Forward: each row folds a chunk into its chunk partial,
-// partials merge by the canonical tree. Backward: the logits are recomputed (once,
-// and kept, when they fit), turned into their gradient element by element, and
+// partials merge by the canonical tree. Backward: each row's lse is the forward's
+// (when given) or a statistics pass's; the logits are recomputed (once, and
+// kept, when they fit), turned into their gradient element by element, and
 // contracted by the linear backward kernel one K-block at a time, the block
 // partials folded into the linear op's own tree. All arithmetic is in
 // csrc/core/ops/linear.h and csrc/core/ops/logprob.h.
@@ -168,6 +169,7 @@ void fused_forward(const LinearLogprobForwardProblem& p, const Linear& linear) {
     p.logprob[row] = core::logprob_from_partial(target_logit, core::LsePartial{merged.max, merged.sum},
                                                 p.target_ids[row], p.ignore_index);
     if constexpr (kWithEntropy) p.entropy[row] = core::entropy_of(merged);
+    if (p.lse != nullptr) p.lse[row] = core::lse_of({merged.max, merged.sum});  // as row_statistics
   };
   stream_row_partials<T, kWithEntropy>(core::linear_logprob_operands(p), linear, finish);
 }
@@ -452,23 +454,25 @@ void row_statistics(const LinearLogprobBackwardProblem& p, const Linear& linear,
 template <class T, class TOut, class Linear>
 void fused_backward(const LinearLogprobBackwardProblem& p, const Linear& linear) {
   const bool with_entropy = p.grad_entropy != nullptr;
-  ScratchBuffer lse(static_cast<std::size_t>(p.rows));
+  // The forward's lse (bitwise the statistics pass's) skips that pass and its logit cache.
+  const bool forward_lse = p.lse != nullptr && !with_entropy;
+  ScratchBuffer lse(forward_lse ? 0 : static_cast<std::size_t>(p.rows));
   ScratchBuffer entropy_floats(
       with_entropy ? static_cast<std::size_t>(p.rows) * sizeof(core::EntropyGradRow) / sizeof(float) + 1 : 0);
   auto* entropy_rows = reinterpret_cast<core::EntropyGradRow*>(entropy_floats.data());
-  const bool cache_logits = p.rows * p.vocab <= kMaxCachedLogits;
+  const bool cache_logits = !forward_lse && p.rows * p.vocab <= kMaxCachedLogits;
   ScratchBuffer logits(cache_logits ? static_cast<std::size_t>(p.rows * p.vocab) : 0);
   float* cache = cache_logits ? logits.data() : nullptr;
   if (with_entropy) {
     row_statistics<T, true>(p, linear, lse.data(), entropy_rows, cache);
-  } else {
+  } else if (!forward_lse) {
     row_statistics<T, false>(p, linear, lse.data(), entropy_rows, cache);
   }
   const bool widen = DTypeOf<T>::value != DType::f32 && p.grad_weight != nullptr;
   ScratchBuffer hidden_wide(static_cast<std::size_t>(widen ? p.rows * p.hidden_size : 0));
   if (widen) convert(p.hidden, p.dtype, hidden_wide.data(), DType::f32, p.rows * p.hidden_size, linear.num_threads);
   const float* hidden_f32 = widen ? hidden_wide.data() : static_cast<const float*>(p.hidden);  // read only for grad_weight
-  const GradRows grad_rows{&p, lse.data(), with_entropy ? entropy_rows : nullptr};
+  const GradRows grad_rows{&p, forward_lse ? p.lse : lse.data(), with_entropy ? entropy_rows : nullptr};
   const LinearLogprobOperands operands = core::linear_logprob_operands(p);
   FusedBackward<T, TOut, Linear>{p, linear, operands, grad_rows, hidden_f32, cache}.run();
 }

@@ -146,6 +146,7 @@ struct WriteOutputs {
     p.logprob[row] = core::logprob_from_partial(target_logit, core::LsePartial{merged.max, merged.sum},
                                                 p.target_ids[row], p.ignore_index);
     if constexpr (kWithEntropy) p.entropy[row] = core::entropy_of(merged);
+    if (p.lse != nullptr) p.lse[row] = core::lse_of({merged.max, merged.sum});  // as WriteRowStats
   }
 };
 
@@ -345,14 +346,15 @@ struct FusedBackward {
 template <class T, class TOut>
 void fused_backward(const LinearLogprobBackwardProblem& p, cudaStream_t stream) {
   const bool with_entropy = p.grad_entropy != nullptr;
-  DeviceBuffer lse(static_cast<std::size_t>(p.rows) * sizeof(float), stream);
+  const bool forward_lse = p.lse != nullptr && !with_entropy;  // bitwise the statistics pass's: skips it
+  DeviceBuffer lse(static_cast<std::size_t>(forward_lse ? 1 : p.rows) * sizeof(float), stream);
   DeviceBuffer entropy_rows(static_cast<std::size_t>(with_entropy ? p.rows : 1) * sizeof(core::EntropyGradRow),
                             stream);
   auto* rows = entropy_rows.as<core::EntropyGradRow>();
   const LinearLogprobOperands operands = core::linear_logprob_operands(p);
   if (with_entropy) {
     stream_row_partials<T, true>(operands, WriteRowStats<true>{p.grad_entropy, lse.as<float>(), rows}, stream);
-  } else {
+  } else if (!forward_lse) {
     stream_row_partials<T, false>(operands, WriteRowStats<false>{nullptr, lse.as<float>(), nullptr}, stream);
   }
   const bool widen = !std::is_same_v<T, float> && p.grad_weight != nullptr;
@@ -363,7 +365,7 @@ void fused_backward(const LinearLogprobBackwardProblem& p, cudaStream_t stream) 
   }
   // Read only when grad_weight is wanted (then it is fp32 data).
   const float* hidden_f32 = widen ? hidden_wide.as<float>() : static_cast<const float*>(p.hidden);
-  const GradRows grad_rows{p.grad_logprob, p.target_ids, p.ignore_index, lse.as<float>(),
+  const GradRows grad_rows{p.grad_logprob, p.target_ids, p.ignore_index, forward_lse ? p.lse : lse.as<float>(),
                            with_entropy ? rows : nullptr};
   FusedBackward<T, TOut>{p, core::linear_logprob_operands(p), grad_rows, hidden_f32, stream}.run();
 }

@@ -163,6 +163,7 @@ struct LinearLogprobForwardProblem {
   TargetIds target_ids;
   float* logprob;  // [rows]
   float* entropy;  // [rows], or nullptr: not wanted
+  float* lse;      // [rows], or nullptr: not wanted (the backward may take it back)
   DType dtype;     // of hidden and weight
   std::int64_t rows;
   std::int64_t hidden_size;
@@ -178,7 +179,11 @@ struct LinearLogprobForwardProblem {
 struct LinearLogprobBackwardProblem {
   const float* grad_logprob;  // [rows]
   const float* grad_entropy;  // [rows], or nullptr: the entropy is not differentiated
-  const void* hidden;         // [rows, hidden_size]
+  // [rows]: the forward's lse (the same lse_of of the same merged partials the
+  // statistics pass computes, hence its bits), which then is skipped; or nullptr:
+  // recomputed. Only without grad_entropy (its row statistics need the pass).
+  const float* lse;
+  const void* hidden;  // [rows, hidden_size]
   const void* weight;         // [vocab, hidden_size]
   TargetIds target_ids;
   void* grad_hidden;  // [rows, hidden_size], or nullptr: not wanted

@@ -5,7 +5,8 @@ The vocabulary is streamed in chunks of VOCAB_CHUNK (4096, a constant of the
 op: it is the chunk of the canonical log-sum-exp tree), each chunk's logits
 computed by the linear kernels, so the result is bitwise
 token_logprob(get_op("lm_head").forward_fp32(hidden, weight), target_ids).
-The backward streams the same way (logits recomputed chunk by chunk) and is
+The backward streams the same way (logits recomputed chunk by chunk; each row's
+log-sum-exp taken from the forward when given, else recomputed) and is
 bitwise token_logprob backward then lm_head backward in fp32.
 Numerics: csrc/core/ops/logprob.h and linear.h; docs/ops/logprob.md.
 """
@@ -40,20 +41,24 @@ def _check(hidden: Any, weight: Any, target_ids: Any, chunk_size: int | None) ->
 
 def forward(hidden: Any, weight: Any, target_ids: Any, *, chunk_size: int | None = None,
             ignore_index: int = DEFAULT_IGNORE_INDEX, return_entropy: bool = False,
-            backend: str | None = None) -> Any:
+            return_lse: bool = False, backend: str | None = None) -> Any:
     """float32 log p(target) per row; with return_entropy=True also the float32
-    entropy of each row's softmax: (logprob, entropy)."""
+    entropy of each row's softmax: (logprob, entropy). return_lse=True appends
+    each row's float32 log-sum-exp, for backward(lse=...): (logprob[, entropy], lse)."""
     _check(hidden, weight, target_ids, chunk_size)
     backend = resolve_backend(backend, hidden, weight, target_ids)
     rows_shape = _arrays.shape(hidden)[:-1]
     logprob = _arrays.empty(hidden, rows_shape, "float32")
     entropy = _arrays.empty(hidden, rows_shape, "float32") if return_entropy else None
+    lse = _arrays.empty(hidden, rows_shape, "float32") if return_lse else None
     _C.linear_logprob_forward(
         backend, _arrays.stream(hidden), _arrays.capsule(hidden), _arrays.capsule(weight),
         _arrays.capsule(target_ids), _arrays.capsule(logprob),
         None if entropy is None else _arrays.capsule(entropy), int(ignore_index),
+        None if lse is None else _arrays.capsule(lse),
     )
-    return (logprob, entropy) if return_entropy else logprob
+    extra = (() if entropy is None else (entropy,)) + (() if lse is None else (lse,))
+    return (logprob, *extra) if extra else logprob
 
 
 forward_fp32 = forward
@@ -61,17 +66,21 @@ forward_fp32 = forward
 
 def backward(grad_logprob: Any, hidden: Any, weight: Any, target_ids: Any, *, grad_entropy: Any = None,
              ignore_index: int = DEFAULT_IGNORE_INDEX, fp32: bool = False, backend: str | None = None,
-             needs: tuple[bool, bool] = (True, True)) -> tuple[Any, Any]:
+             needs: tuple[bool, bool] = (True, True), lse: Any = None) -> tuple[Any, Any]:
     """(grad_hidden, grad_weight) of the logprob output (grad_logprob: float32
     [rows]) and, with grad_entropy, of the entropy output too; neither logits nor
     their gradient are ever held whole. Bitwise equal to token_logprob.backward
     (+ entropy.backward, added in fp32) with fp32=True, then lm_head.backward on
     fp32 operands, rounded once to hidden's dtype (float32 with fp32=True).
-    Ignored targets contribute nothing. `needs` skips a gradient (None)."""
+    Ignored targets contribute nothing. `needs` skips a gradient (None).
+    lse: the forward's (return_lse=True; not with grad_entropy) skips the row
+    statistics pass (one more lm_head over the vocabulary); the bits are the same."""
     _check(hidden, weight, target_ids, None)
-    arrays = [grad_logprob] + ([] if grad_entropy is None else [grad_entropy])
-    for x, name in zip(arrays, ("grad_logprob", "grad_entropy")):
-        _arrays.check_array(x, name)
+    named = [(grad_logprob, "grad_logprob"), (grad_entropy, "grad_entropy"), (lse, "lse")]
+    arrays = [x for x, _ in named if x is not None]
+    for x, name in named:
+        if x is not None:
+            _arrays.check_array(x, name)
     backend = resolve_backend(backend, hidden, weight, target_ids, *arrays)
     grad_dtype = "float32" if fp32 else _arrays.dtype_name(hidden)
     grad_hidden = _arrays.empty(hidden, _arrays.shape(hidden), grad_dtype) if needs[0] else None
@@ -82,6 +91,7 @@ def backward(grad_logprob: Any, hidden: Any, weight: Any, target_ids: Any, *, gr
         _arrays.capsule(weight), _arrays.capsule(target_ids),
         None if grad_hidden is None else _arrays.capsule(grad_hidden),
         None if grad_weight is None else _arrays.capsule(grad_weight), int(ignore_index),
+        None if lse is None else _arrays.capsule(lse),
     )
     return grad_hidden, grad_weight
 

@@ -492,26 +492,37 @@ def linear_logprob_entropy(hidden: torch.Tensor, weight: torch.Tensor, target_id
     return _fused_linear_logprob(hidden, weight, target_ids, ignore_index, return_entropy=True)
 
 
+@golden_op("golden::linear_logprob_with_lse")
+def linear_logprob_with_lse(hidden: torch.Tensor, weight: torch.Tensor, target_ids: torch.Tensor,
+                            ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logprob, lse) per row, both float32: the lse (not differentiable) is what
+    the backward takes back instead of recomputing every row's statistics."""
+    return _linear_logprob.forward(_dense(hidden), _dense(weight), _dense(target_ids), ignore_index=ignore_index,
+                                   return_lse=True)
+
+
 register_fake("golden::linear_logprob", lambda hidden, weight, target_ids, ignore_index: _rows_fp32(hidden))
+register_fake("golden::linear_logprob_with_lse",
+              lambda hidden, weight, target_ids, ignore_index: (_rows_fp32(hidden), _rows_fp32(hidden)))
 register_fake("golden::linear_logprob_entropy",
               lambda hidden, weight, target_ids, ignore_index: (_rows_fp32(hidden), _rows_fp32(hidden)))
 
 
 @golden_op("golden::linear_logprob_backward")
 def linear_logprob_backward(grad_logprob: torch.Tensor, grad_entropy: Optional[torch.Tensor], hidden: torch.Tensor,
-                            weight: torch.Tensor, target_ids: torch.Tensor,
-                            ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+                            weight: torch.Tensor, target_ids: torch.Tensor, ignore_index: int,
+                            lse: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(dhidden, dweight) from the fused streaming backward: the logits are
     recomputed chunk by chunk, never held whole, and the result is bitwise the
     unfused chain (token_logprob (+ entropy) backward, then lm_head backward in
-    fp32, rounded once to the inputs' dtype)."""
+    fp32, rounded once to the inputs' dtype). lse: the forward's, or None: recomputed."""
     return _linear_logprob.backward(_dense(grad_logprob), _dense(hidden), _dense(weight), _dense(target_ids),
                                     grad_entropy=None if grad_entropy is None else _dense(grad_entropy),
-                                    ignore_index=ignore_index)
+                                    ignore_index=ignore_index, lse=None if lse is None else _dense(lse))
 
 
 @register_fake("golden::linear_logprob_backward")
-def _(grad_logprob, grad_entropy, hidden, weight, target_ids, ignore_index):
+def _(grad_logprob, grad_entropy, hidden, weight, target_ids, ignore_index, lse=None):
     return (torch.empty_like(hidden, memory_format=torch.contiguous_format),
             torch.empty_like(weight, memory_format=torch.contiguous_format))
 
@@ -529,7 +540,23 @@ def _linear_logprob_grad(ctx, grad_logprob, grad_entropy=None):
     return dhidden, dweight, None, None
 
 
+def _linear_logprob_with_lse_setup(ctx, inputs, output):
+    hidden, weight, target_ids, ignore_index = inputs
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(hidden, weight, target_ids, output[1])
+    ctx.ignore_index = ignore_index
+
+
+def _linear_logprob_with_lse_grad(ctx, grad_logprob, _grad_lse):
+    hidden, weight, target_ids, lse = ctx.saved_tensors
+    dhidden, dweight = linear_logprob_backward(grad_logprob, None, hidden, weight, target_ids, ctx.ignore_index,
+                                               lse)
+    return dhidden, dweight, None, None
+
+
 register_autograd("golden::linear_logprob", _linear_logprob_grad, setup_context=_linear_logprob_setup)
+register_autograd("golden::linear_logprob_with_lse", _linear_logprob_with_lse_grad,
+                  setup_context=_linear_logprob_with_lse_setup)
 register_autograd("golden::linear_logprob_entropy", _linear_logprob_grad, setup_context=_linear_logprob_setup)
 
 

@@ -76,10 +76,12 @@ def linear_logprob(hidden: torch.Tensor, weight: torch.Tensor, target_ids: torch
                    ignore_index: int = DEFAULT_IGNORE_INDEX, *, return_entropy: bool = False):
     """token_logprob(hidden @ weight.T, target_ids) without the full logits in the
     forward (float32); with return_entropy=True also the entropy: (logprob, entropy).
-    The backward recomputes the fp32 logits (see docs/torch.md)."""
+    The backward recomputes the fp32 logits (see docs/torch.md); without the
+    entropy it takes each row's log-sum-exp from the forward."""
     if return_entropy:
         return _library.linear_logprob_entropy(hidden, weight, target_ids, int(ignore_index))
-    return _library.linear_logprob(hidden, weight, target_ids, int(ignore_index))
+    logprob, _lse = _library.linear_logprob_with_lse(hidden, weight, target_ids, int(ignore_index))
+    return logprob
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = True,
