@@ -252,10 +252,10 @@ struct GradRows {
   for (Index i = 0; i < width; ++i) x[i] = core::token_logprob_grad(grad, x[i], lse, false);
 }
 
-// d[i] = d[i] + entropy_grad(x[i]), in fp32.
+// d[i] = the core's add_entropy_grad of d[i] and logit x[i].
 [[gnu::flatten]] void add_entropy_grads(const float* __restrict x, const core::EntropyGradRow row, float* __restrict d,
                                         Index width) {
-  for (Index i = 0; i < width; ++i) d[i] = d[i] + core::entropy_grad(x[i], row);
+  for (Index i = 0; i < width; ++i) d[i] = core::add_entropy_grad(d[i], x[i], row);
 }
 
 // One row of logits_to_grad; `logits` for the entropy term (x itself when there is none).

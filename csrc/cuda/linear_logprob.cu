@@ -187,7 +187,7 @@ __global__ void logits_to_grad_kernel(GradRows g, float* logits, Index row0, Ind
   const float x = logits[e];
   float d = target == g.ignore_index ? 0.0f
                                      : core::token_logprob_grad(g.grad_logprob[row], x, g.lse[row], i == target);
-  if (g.entropy_rows != nullptr) d = d + core::entropy_grad(x, g.entropy_rows[row]);
+  if (g.entropy_rows != nullptr) d = core::add_entropy_grad(d, x, g.entropy_rows[row]);
   logits[e] = d;
 }
 

@@ -474,6 +474,13 @@ GOLDEN_INLINE float entropy_grad(float x, const EntropyGradRow& row) {
   return canonical_nan(dx);
 }
 
+// The fused linear_logprob backward's logit gradient with an entropy output:
+// the token logprob's gradient token_grad of logit x plus the entropy's, one
+// fp32 add (what token_logprob.backward + entropy.backward give, added in fp32).
+GOLDEN_INLINE float add_entropy_grad(float token_grad, float x, const EntropyGradRow& row) {
+  return token_grad + entropy_grad(x, row);
+}
+
 // dH/dx_i = -p_i (log p_i + H) = p_i (mean - (x_i - m)), mean = shifted / sum
 // (the p-weighted mean of x - m); masked (-inf) entries get 0.
 template <class T, class TOut, class Worker = SerialRow>
