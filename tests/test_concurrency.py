@@ -1,8 +1,9 @@
 """Concurrency and the caller's environment: ops called from several Python
-threads at once give the serial bits; the thread pool works in a child
-forked after (or while) the parent used it; the caller's floating-point
-environment (FTZ/DAZ in MXCSR, the rounding mode) never changes a result,
-on the pool's threads or on the caller's own."""
+threads at once give the serial bits; the library's own pool and PyTorch's
+OpenMP team give the same bits; the thread pool works in a child forked after
+(or while) the parent used it; the caller's floating-point environment
+(FTZ/DAZ in MXCSR, the rounding mode) never changes a result, on the pool's
+threads or on the caller's own."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import ctypes
 import multiprocessing
 import platform
 import subprocess
+import sys
 import threading
 from contextlib import contextmanager
 
@@ -23,6 +25,15 @@ from golden_kernels.testing import assert_bitwise_equal
 from .cases import CASES, run_case
 
 BACKENDS = ("reference", "cpu")
+POOLS = ("golden", "openmp")
+
+
+@pytest.fixture(params=POOLS)
+def pool(request):
+    """Runs the test on each thread pool; restores the automatic choice."""
+    gk.set_thread_pool(request.param)
+    yield request.param
+    gk.set_thread_pool("auto")
 
 
 def inputs_for(name: str, seed: int, kind: str = "normal"):
@@ -34,7 +45,7 @@ def inputs_for(name: str, seed: int, kind: str = "normal"):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_threads_at_once_give_serial_bits(name, backend, threads):
+def test_threads_at_once_give_serial_bits(name, backend, threads, pool):
     threads(2)
     case = CASES[name]
     workers, rounds = 4, 3
@@ -64,6 +75,58 @@ def test_threads_at_once_give_serial_bits(name, backend, threads):
             assert_bitwise_equal(a, b, f"{name} thread {w} round {r} output {i}")
 
 
+# ---- Whose threads ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_thread_pools_give_the_same_bits(name, threads):
+    case = CASES[name]
+    inputs = inputs_for(name, 4)
+    threads(1)
+    expected = run_case(case, "cpu", inputs).all()
+    for chosen in POOLS:
+        gk.set_thread_pool(chosen)
+        try:
+            for n in (2, 3):
+                threads(n)
+                assert gk.thread_pool() == chosen
+                for i, (a, b) in enumerate(zip(run_case(case, "cpu", inputs).all(), expected)):
+                    assert_bitwise_equal(a, b, f"{name} on {n} threads of the {chosen} pool, output {i}")
+        finally:
+            gk.set_thread_pool("auto")
+
+
+def test_thread_pool_choice():
+    assert gk.thread_pool() == "openmp"  # torch (imported above) brought its OpenMP runtime
+    gk.set_thread_pool("golden")
+    try:
+        assert gk.thread_pool() == "golden"
+        with pytest.raises(ValueError, match="valid choices: auto, golden, openmp"):
+            gk.set_thread_pool("tbb")
+        assert gk.thread_pool() == "golden"
+    finally:
+        gk.set_thread_pool("auto")
+
+
+WITHOUT_TORCH = """
+import sys
+import golden_kernels as gk
+assert "torch" not in sys.modules
+assert gk.thread_pool() == "golden", gk.thread_pool()
+try:
+    gk.set_thread_pool("openmp")
+except ValueError as error:
+    assert "OpenMP runtime" in str(error)
+else:
+    raise AssertionError("openmp accepted with no OpenMP runtime loaded")
+import torch  # loads an OpenMP runtime, picked up by the automatic choice
+assert gk.thread_pool() == "openmp", gk.thread_pool()
+"""
+
+
+def test_openmp_runtime_is_found_when_torch_is_imported_later():
+    subprocess.run([sys.executable, "-c", WITHOUT_TORCH], check=True, timeout=120)
+
+
 # ---- fork ------------------------------------------------------------------------------
 
 def output_bytes(name: str, seed: int) -> list[bytes]:
@@ -72,11 +135,16 @@ def output_bytes(name: str, seed: int) -> list[bytes]:
     return [out.contiguous().view(torch.uint8).numpy().tobytes() for out in outputs]
 
 
+def pool_in_child() -> str:
+    return gk.thread_pool()
+
+
 @pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy-parent"])
-def test_pool_survives_fork(busy, threads):
+def test_pool_survives_fork(busy, threads, pool):
     """A fork-start multiprocessing worker uses the library after the parent
     used the pool; with busy=True another parent thread is inside a kernel
-    (holding the pool) at the moment of the fork."""
+    (holding the pool) at the moment of the fork. A forked child always runs
+    on the library's own pool (an OpenMP team does not survive a fork)."""
     threads(2)
     names = ("rms_norm", "linear", "token_logprob")
     expected = {n: output_bytes(n, 1) for n in names}
@@ -93,13 +161,15 @@ def test_pool_survives_fork(busy, threads):
         background.start()
     try:
         context = multiprocessing.get_context("fork")
-        with context.Pool(1) as pool:
-            got = {n: pool.apply_async(output_bytes, (n, 1)).get(timeout=120) for n in names}
+        with context.Pool(1) as child:
+            got = {n: child.apply_async(output_bytes, (n, 1)).get(timeout=120) for n in names}
+            child_pool = child.apply_async(pool_in_child).get(timeout=120)
     finally:
         stop.set()
         if busy:
             background.join()
     assert got == expected
+    assert child_pool == "golden"
 
 
 # ---- The caller's floating-point environment ------------------------------------------
@@ -156,7 +226,7 @@ def test_hostile_environment_is_real(fenv):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_caller_float_environment_changes_nothing(name, backend, fenv, threads):
+def test_caller_float_environment_changes_nothing(name, backend, fenv, threads, pool):
     case = CASES[name]
     inputs = inputs_for(name, 3, kind="special")  # denormals, infinities, NaNs, huge values
     expected = run_case(case, backend, inputs).all()

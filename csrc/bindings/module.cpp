@@ -20,6 +20,30 @@ void register_swiglu(py::module_& m);
 void register_rope(py::module_& m);
 }  // namespace golden::bindings
 
+namespace {
+
+const char* thread_pool_name(golden::cpu::ThreadPoolChoice choice) {
+  switch (choice) {
+    case golden::cpu::ThreadPoolChoice::golden:
+      return "golden";
+    case golden::cpu::ThreadPoolChoice::openmp:
+      return "openmp";
+    case golden::cpu::ThreadPoolChoice::automatic:
+      break;
+  }
+  return "auto";
+}
+
+golden::cpu::ThreadPoolChoice parse_thread_pool(const std::string& name) {
+  using golden::cpu::ThreadPoolChoice;
+  for (ThreadPoolChoice choice : {ThreadPoolChoice::automatic, ThreadPoolChoice::golden, ThreadPoolChoice::openmp}) {
+    if (name == thread_pool_name(choice)) return choice;
+  }
+  throw std::invalid_argument("unknown thread pool '" + name + "'; valid choices: auto, golden, openmp");
+}
+
+}  // namespace
+
 PYBIND11_MODULE(_C, m) {
   namespace py = pybind11;
   using namespace golden;
@@ -53,6 +77,9 @@ PYBIND11_MODULE(_C, m) {
           cpu::set_num_threads(n);
         },
         py::arg("n"));
+  m.def("thread_pool", [] { return thread_pool_name(cpu::active_thread_pool()); });
+  m.def("set_thread_pool", [](const std::string& name) { cpu::set_thread_pool(parse_thread_pool(name)); },
+        py::arg("name"));
 
   bindings::register_attention(m);
   bindings::register_convert(m);

@@ -1,7 +1,9 @@
-// Thread pool behind run_tasks(): persistent workers, one job at a time, tasks
-// handed out by an atomic counter.
+// The threads behind run_tasks(): the library's own pool (persistent workers,
+// one job at a time) or the team of the process's OpenMP runtime; either way
+// tasks are handed out by an atomic counter.
 #include "parallel.h"
 
+#include <dlfcn.h>
 #include <pthread.h>
 #include <sched.h>
 
@@ -9,6 +11,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -34,6 +37,8 @@ void drain(Job& job) {
     job.fn(job.context, task);
   }
 }
+
+void drain_job(void* job) { drain(*static_cast<Job*>(job)); }
 
 // Never destroyed: workers block on a condition variable until process exit.
 // The caller drains the job too and then closes it: it waits only for the
@@ -100,13 +105,48 @@ std::atomic<ThreadPool*> pool{nullptr};
 std::once_flag atfork_registered;
 std::atomic<int> configured_threads{0};
 
+// The libgomp ABI's entry for `#pragma omp parallel` (LLVM's and Intel's OpenMP
+// runtimes export it too): runs fn(data) on a team of num_threads, the caller
+// included, and returns when every member has.
+using OpenmpParallel = void (*)(void (*fn)(void*), void* data, unsigned num_threads, unsigned flags);
+
+std::atomic<OpenmpParallel> openmp_parallel{nullptr};
+std::atomic<bool> in_forked_child{false};
+std::atomic<ThreadPoolChoice> pool_choice{ThreadPoolChoice::automatic};
+
 // A forked child has none of the parent's worker threads; it leaks the old
 // pool (its mutexes may be held by threads that no longer exist) and builds
-// a new one on first use.
-void forget_pool_in_child() { pool.store(nullptr); }
+// a new one on first use. It never uses an OpenMP runtime, whose team has the
+// same problem.
+void forget_pool_in_child() {
+  pool.store(nullptr);
+  in_forked_child.store(true);
+}
+
+void register_fork_handler() {
+  std::call_once(atfork_registered, [] { pthread_atfork(nullptr, nullptr, forget_pool_in_child); });
+}
+
+// The process's OpenMP runtime, or nullptr. Looked up until found: a runtime
+// loaded later (importing torch after golden_kernels) is picked up then.
+OpenmpParallel loaded_openmp_runtime() {
+  register_fork_handler();
+  if (in_forked_child.load()) return nullptr;
+  OpenmpParallel parallel = openmp_parallel.load(std::memory_order_relaxed);
+  if (parallel == nullptr) {
+    parallel = reinterpret_cast<OpenmpParallel>(dlsym(RTLD_DEFAULT, "GOMP_parallel"));
+    openmp_parallel.store(parallel, std::memory_order_relaxed);
+  }
+  return parallel;
+}
+
+// The OpenMP team to run on, or nullptr for the library's own pool.
+OpenmpParallel openmp_team_for_this_call() {
+  return pool_choice.load() == ThreadPoolChoice::golden ? nullptr : loaded_openmp_runtime();
+}
 
 ThreadPool& the_pool() {
-  std::call_once(atfork_registered, [] { pthread_atfork(nullptr, nullptr, forget_pool_in_child); });
+  register_fork_handler();
   ThreadPool* current = pool.load();
   if (current != nullptr) return *current;
   static std::mutex creation;
@@ -136,7 +176,25 @@ void run_tasks(std::int64_t task_count, int num_threads, TaskFn fn, void* contex
     drain(job);
     return;
   }
+  if (OpenmpParallel parallel = openmp_team_for_this_call()) {
+    parallel(drain_job, &job, static_cast<unsigned>(useful), 0);
+    return;
+  }
   the_pool().run(job, static_cast<int>(useful));
+}
+
+void set_thread_pool(ThreadPoolChoice choice) {
+  if (choice == ThreadPoolChoice::openmp && loaded_openmp_runtime() == nullptr) {
+    throw std::invalid_argument(
+        "thread pool 'openmp' needs an OpenMP runtime loaded in this process (import torch first); none is");
+  }
+  pool_choice.store(choice);
+}
+
+ThreadPoolChoice thread_pool_choice() { return pool_choice.load(); }
+
+ThreadPoolChoice active_thread_pool() {
+  return openmp_team_for_this_call() != nullptr ? ThreadPoolChoice::openmp : ThreadPoolChoice::golden;
 }
 
 int default_num_threads() {

@@ -1,6 +1,6 @@
-// The CPU backend's thread pool. Work is split into tasks whose boundaries
-// are fixed by the kernel (never by the thread count), so which thread runs a
-// task cannot change a result; the pool only decides who runs what.
+// The CPU backend's threads. Work is split into tasks whose boundaries are
+// fixed by the kernel (never by the thread count), so which thread runs a task
+// cannot change a result; the pool only decides who runs what.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +15,18 @@ using TaskFn = void (*)(void* context, std::int64_t task);
 // FTZ/DAZ) whatever the caller has set. Safe to call from several threads at
 // once and from a child process after fork().
 void run_tasks(std::int64_t task_count, int num_threads, TaskFn fn, void* context);
+
+// Whose threads run_tasks() uses. golden: the library's own pool. openmp: the
+// team of an OpenMP runtime already loaded in the process (PyTorch's), so that
+// the two libraries take turns on the same threads instead of competing for
+// cores with each other's idle-spinning workers. automatic: openmp when such a
+// runtime is loaded, else golden. A process forked from this one always uses
+// golden (an OpenMP runtime is not safe to use in a forked child).
+enum class ThreadPoolChoice { automatic, golden, openmp };
+void set_thread_pool(ThreadPoolChoice choice);  // openmp with no runtime loaded: std::invalid_argument
+ThreadPoolChoice thread_pool_choice();
+// The pool a multi-threaded run_tasks() call would use now: golden or openmp.
+ThreadPoolChoice active_thread_pool();
 
 // Puts the SSE control register (MXCSR) in its power-on state for the scope:
 // round to nearest, exceptions masked, denormals kept (no FTZ, no DAZ); the

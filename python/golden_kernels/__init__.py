@@ -54,6 +54,20 @@ def set_num_threads(n: int) -> None:
     _C.set_num_threads(n)
 
 
+def thread_pool() -> str:
+    """Whose threads the 'cpu' backend's next multi-threaded call runs on: 'openmp'
+    (the team of the OpenMP runtime PyTorch loaded) or 'golden' (the library's own)."""
+    return _C.thread_pool()
+
+
+def set_thread_pool(name: str) -> None:
+    """Choose the 'cpu' backend's threads: 'auto' (the default: 'openmp' when an
+    OpenMP runtime is loaded in the process, else 'golden'), 'golden' or 'openmp'.
+    Sharing PyTorch's OpenMP threads keeps the two libraries from competing for
+    cores; results are the same bits on either."""
+    _C.set_thread_pool(name)
+
+
 __all__ = [
     "KVCache",
     "OPS",
@@ -85,9 +99,11 @@ __all__ = [
     "rope",
     "set_cpu_isa",
     "set_num_threads",
+    "set_thread_pool",
     "silu",
     "swiglu",
     "target_logits",
+    "thread_pool",
     "token_logprob",
     "vocab_shard_bounds",
 ]
