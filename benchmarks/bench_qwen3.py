@@ -86,16 +86,19 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="threads for both (0: each library's default)")
+    parser.add_argument("--thread-pool", choices=("auto", "golden", "openmp"), default="auto",
+                        help="golden's CPU threads (default auto: torch's OpenMP team)")
     args = parser.parse_args()
     import golden_kernels as gk
 
     if args.threads:
         torch.set_num_threads(args.threads)
         gk.set_num_threads(args.threads)
+    gk.set_thread_pool(args.thread_pool)
 
     print(f"## Qwen3 '{args.preset}' {PRESETS[args.preset]}")
-    print(f"golden_kernels cpu isa {gk.cpu_isa()}, {gk.num_threads()} threads; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; trainer batch {args.batch} x {args.seq} (right-padded), sampling "
+    print(f"golden_kernels cpu isa {gk.cpu_isa()}, {gk.num_threads()} threads ({gk.thread_pool()} pool); "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads; trainer batch {args.batch} x {args.seq} (right-padded), sampling "
           f"{args.batch} prompts of <= {args.prompt_len} + {args.new_tokens} new tokens; median of {args.repeats}")
     print()
     print("| case | dtype | golden tok/s | HF eager tok/s | golden / HF |")

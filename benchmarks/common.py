@@ -72,7 +72,7 @@ def header(title: str) -> None:
     global _copy_gbs
     _copy_gbs = copy_bandwidth_gbs()
     print(f"## {title}")
-    print(f"golden_kernels cpu isa {gk.cpu_isa()}, {gk.num_threads()} threads; "
+    print(f"golden_kernels cpu isa {gk.cpu_isa()}, {gk.num_threads()} threads ({gk.thread_pool()} pool); "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"copy bandwidth (torch copy_) {_copy_gbs:.2f} GB/s; load average {os.getloadavg()[0]:.2f}")
     print()
