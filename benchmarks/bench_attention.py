@@ -140,6 +140,10 @@ def prefill_rows(batches, lengths, dtypes, repeats):
     print_table(["dtype", "B", "S", "repeats", "golden ms", "SDPA ms", "naive ms", "vs SDPA", "vs naive"], rows)
 
 
+# An OpenMP team's idle members spin for a while after each region; that CPU time counts too.
+OPENMP_SPIN_NOTE = ", whose idle members spin after each call: above 2.00 is their spinning"
+
+
 def wall_and_cpu_seconds(fn, repeats: int) -> tuple[float, float]:
     """Medians of one call's wall time and of the process CPU time it used (all threads)."""
     fn()
@@ -170,8 +174,9 @@ def decode_rows(caches, dtypes, repeats):
     # copy_gbs counts read + write; streaming the cache only reads, so compare with half of it.
     print_table(["dtype", "cache", "golden ms", "SDPA ms", "naive ms", "vs SDPA", "vs naive", "cache GB/s",
                  "of copy read bw", "golden threads busy", "cache GB/s per CPU-second"], rows)
-    print("golden threads busy = CPU time / wall time of one golden call (2.00 = both threads ran throughout; "
-          "about 1 = the helper thread rarely got a core, the caller drained the tasks alone); per CPU-second = "
+    print(f"golden threads busy = CPU time / wall time of one golden call (2.00 = both threads ran throughout; "
+          f"about 1 = the helper thread rarely got a core, the caller drained the tasks alone; on the "
+          f"{gk.thread_pool()} pool{OPENMP_SPIN_NOTE if gk.thread_pool() == 'openmp' else ''}); per CPU-second = "
           "cache bytes / CPU time, what one core streams while it runs, whatever the load")
 
 
@@ -199,8 +204,8 @@ def main() -> None:
         memory_rows(batches, lengths, dtypes)
         return
     copy_gbs = copy_bandwidth_gbs()
-    print(f"cpu isa {gk.cpu_isa()}, golden threads {gk.num_threads()}, torch threads {torch.get_num_threads()}, "
-          f"copy bandwidth (read+write) {copy_gbs:.1f} GB/s")
+    print(f"cpu isa {gk.cpu_isa()}, golden threads {gk.num_threads()} ({gk.thread_pool()} pool), "
+          f"torch threads {torch.get_num_threads()}, copy bandwidth (read+write) {copy_gbs:.1f} GB/s")
     if not args.no_prefill:
         prefill_rows(batches, lengths, dtypes, args.repeats)
     if not args.no_decode:

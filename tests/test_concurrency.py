@@ -96,7 +96,8 @@ def test_thread_pools_give_the_same_bits(name, threads):
 
 
 def test_thread_pool_choice():
-    assert gk.thread_pool() == "openmp"  # torch (imported above) brought its OpenMP runtime
+    gk.set_thread_pool("openmp")  # torch (imported above) brought its OpenMP runtime
+    assert gk.thread_pool() == "openmp"
     gk.set_thread_pool("golden")
     try:
         assert gk.thread_pool() == "golden"
@@ -125,6 +126,32 @@ assert gk.thread_pool() == "openmp", gk.thread_pool()
 
 def test_openmp_runtime_is_found_when_torch_is_imported_later():
     subprocess.run([sys.executable, "-c", WITHOUT_TORCH], check=True, timeout=120)
+
+
+ONE_CORE = """
+import os, time
+import torch
+import golden_kernels as gk
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+x, w = torch.randn(512, 512), torch.randn(2048, 512)
+gk.set_num_threads(1)
+expected = gk.linear(x, w)
+gk.set_num_threads(2)
+assert gk.thread_pool() == "openmp", gk.thread_pool()
+for _ in range(5):
+    got = gk.linear(x, w)  # the team's second member waits for the one core: late
+    assert torch.equal(got.view(torch.int32), expected.view(torch.int32))
+assert gk.thread_pool() == "golden", gk.thread_pool()
+time.sleep(1.2)
+assert gk.thread_pool() == "openmp", gk.thread_pool()
+"""
+
+
+def test_automatic_choice_leaves_a_team_that_cannot_get_cores():
+    """On one core the OpenMP team's second member arrives after the work is
+    done (the caller would wait for it at the end of every region): the
+    automatic choice moves to the own pool for a second, then tries again."""
+    subprocess.run([sys.executable, "-c", ONE_CORE], check=True, timeout=120)
 
 
 # ---- fork ------------------------------------------------------------------------------

@@ -8,6 +8,7 @@
 #include <sched.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
@@ -22,11 +23,15 @@
 namespace golden::cpu {
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
 struct Job {
   TaskFn fn = nullptr;
   void* context = nullptr;
   std::int64_t task_count = 0;
   std::atomic<std::int64_t> next_task{0};
+  Clock::time_point start{};           // OpenMP team only: when the region began
+  std::atomic<bool> straggler{false};  // a member arrived late with nothing left to do
 };
 
 void drain(Job& job) {
@@ -38,7 +43,18 @@ void drain(Job& job) {
   }
 }
 
-void drain_job(void* job) { drain(*static_cast<Job*>(job)); }
+// An OpenMP region ends when every team member has run: a member that gets no
+// core (an oversubscribed machine) makes the caller wait for it, which the own
+// pool never does. A member that arrives this late, after every task was taken,
+// marks the job.
+constexpr Clock::duration kStragglerDelay = std::chrono::milliseconds(1);
+
+void drain_team_member(void* context) {
+  Job& job = *static_cast<Job*>(context);
+  const bool nothing_left = job.next_task.load(std::memory_order_relaxed) >= job.task_count;
+  if (nothing_left && Clock::now() - job.start > kStragglerDelay) job.straggler.store(true);
+  drain(job);
+}
 
 // Never destroyed: workers block on a condition variable until process exit.
 // The caller drains the job too and then closes it: it waits only for the
@@ -140,9 +156,29 @@ OpenmpParallel loaded_openmp_runtime() {
   return parallel;
 }
 
+// After a job with a straggler, the automatic choice uses the own pool for a
+// while, then tries the team again (the machine's load changes).
+constexpr Clock::duration kOwnPoolAfterStraggler = std::chrono::seconds(1);
+std::atomic<Clock::rep> team_avoided_until{0};  // Clock ticks since its epoch
+
 // The OpenMP team to run on, or nullptr for the library's own pool.
 OpenmpParallel openmp_team_for_this_call() {
-  return pool_choice.load() == ThreadPoolChoice::golden ? nullptr : loaded_openmp_runtime();
+  const ThreadPoolChoice choice = pool_choice.load();
+  if (choice == ThreadPoolChoice::golden) return nullptr;
+  if (choice == ThreadPoolChoice::automatic &&
+      Clock::now().time_since_epoch().count() < team_avoided_until.load(std::memory_order_relaxed)) {
+    return nullptr;
+  }
+  return loaded_openmp_runtime();
+}
+
+void run_on_team(OpenmpParallel parallel, Job& job, int num_threads) {
+  job.start = Clock::now();
+  parallel(drain_team_member, &job, static_cast<unsigned>(num_threads), 0);
+  if (job.straggler.load()) {
+    team_avoided_until.store((Clock::now() + kOwnPoolAfterStraggler).time_since_epoch().count(),
+                             std::memory_order_relaxed);
+  }
 }
 
 ThreadPool& the_pool() {
@@ -177,7 +213,7 @@ void run_tasks(std::int64_t task_count, int num_threads, TaskFn fn, void* contex
     return;
   }
   if (OpenmpParallel parallel = openmp_team_for_this_call()) {
-    parallel(drain_job, &job, static_cast<unsigned>(useful), 0);
+    run_on_team(parallel, job, static_cast<int>(useful));
     return;
   }
   the_pool().run(job, static_cast<int>(useful));

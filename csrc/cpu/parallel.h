@@ -20,8 +20,11 @@ void run_tasks(std::int64_t task_count, int num_threads, TaskFn fn, void* contex
 // team of an OpenMP runtime already loaded in the process (PyTorch's), so that
 // the two libraries take turns on the same threads instead of competing for
 // cores with each other's idle-spinning workers. automatic: openmp when such a
-// runtime is loaded, else golden. A process forked from this one always uses
-// golden (an OpenMP runtime is not safe to use in a forked child).
+// runtime is loaded, else golden; and golden for a second after a team member
+// was late (over 1 ms, with nothing left to do: the machine is oversubscribed,
+// and the team's end-of-region wait would cost more than it saves). A process
+// forked from this one always uses golden (an OpenMP team does not survive a
+// fork).
 enum class ThreadPoolChoice { automatic, golden, openmp };
 void set_thread_pool(ThreadPoolChoice choice);  // openmp with no runtime loaded: std::invalid_argument
 ThreadPoolChoice thread_pool_choice();

@@ -62,9 +62,10 @@ def thread_pool() -> str:
 
 def set_thread_pool(name: str) -> None:
     """Choose the 'cpu' backend's threads: 'auto' (the default: 'openmp' when an
-    OpenMP runtime is loaded in the process, else 'golden'), 'golden' or 'openmp'.
-    Sharing PyTorch's OpenMP threads keeps the two libraries from competing for
-    cores; results are the same bits on either."""
+    OpenMP runtime is loaded in the process, else 'golden'; 'golden' for a second
+    after an OpenMP team member could not get a core in time), 'golden' or
+    'openmp'. Sharing PyTorch's OpenMP threads keeps the two libraries from
+    competing for cores; results are the same bits on either."""
     _C.set_thread_pool(name)
 
 
