@@ -2,7 +2,9 @@
 the backward (return_logits / logits=: no recomputation) against the same
 pair recomputing them (both with the forward's lse), timed alternately in one
 process, and torch eager (F.linear + log_softmax + gather, autograd) in the
-same run, at the Qwen3 trainer's lm_head shape and at vocab 32768.
+same run, at the Qwen3 trainer's lm_head shape and at vocab 32768; then the
+small Qwen3 trainer step (fp32 forward + backward) with gt.linear_logprob
+keeping the logits or not (MAX_SAVED_LOGITS 0), alternately, and HF eager.
 
     PYTHONPATH=python python benchmarks/bench_linear_logprob_saved_logits.py [--threads 1] [--repeats 11] [--torch-repeats 3]
 """
@@ -15,10 +17,15 @@ import os
 import torch
 import torch.nn.functional as F
 
+from bench_qwen3 import hf_logprobs, training_batch
 from common import median_seconds, median_seconds_pair
 
 import golden_kernels as gk
+from golden_kernels.demo import PRESETS
+from golden_kernels.models import Qwen3ForCausalLM
+from golden_kernels.models.consistency import random_hf_qwen3
 from golden_kernels.ops import linear_logprob as linear_logprob_op
+from golden_kernels.torch import functional as gt_functional
 
 
 def golden_step(h, w, ids, g, saved_logits):
@@ -50,6 +57,32 @@ def case(rows, hidden, vocab, dtype, repeats, torch_repeats, gen):
           f"{torch_s / recomputed:.2f}x | {torch_s / saved:.2f}x |", flush=True)
 
 
+def trainer_case(repeats, gen):
+    hf = random_hf_qwen3(seed=0, **PRESETS["small"])
+    golden = Qwen3ForCausalLM.from_hf(hf)
+    ids, mask, targets = training_batch(hf.config.vocab_size, 4, 128, gen)
+    budget = gt_functional.MAX_SAVED_LOGITS
+
+    def golden_step(max_saved_logits):
+        gt_functional.MAX_SAVED_LOGITS = max_saved_logits
+        golden.zero_grad()
+        golden(ids, mask, targets=targets).sum().backward()
+
+    def hf_step():
+        hf.zero_grad()
+        hf_logprobs(hf, ids, mask, targets).sum().backward()
+
+    saved, recomputed = median_seconds_pair(lambda: golden_step(budget), lambda: golden_step(0), repeats)
+    gt_functional.MAX_SAVED_LOGITS = budget
+    hf_s = median_seconds(hf_step, repeats, warmup=1)
+    print()
+    print("| small Qwen3 trainer fwd+bwd fp32, 4 x 128 | recomputed ms | saved logits ms | speedup | HF eager ms | "
+          "HF/recomputed | HF/saved |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(f"| step | {recomputed * 1e3:.0f} | {saved * 1e3:.0f} | {recomputed / saved:.3f}x | {hf_s * 1e3:.0f} | "
+          f"{hf_s / recomputed:.2f}x | {hf_s / saved:.2f}x |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=1)
@@ -70,6 +103,7 @@ def main() -> None:
     for vocab in (8192, 32768):
         for dtype in (torch.float32, torch.bfloat16):
             case(512, 512, vocab, dtype, args.repeats, args.torch_repeats, gen)
+    trainer_case(args.repeats, gen)
 
 
 if __name__ == "__main__":
