@@ -360,10 +360,20 @@ void check_fused_operands(const TensorView& hidden, const TensorView& weight, co
   check_ids_per_row(ids, hidden);
 }
 
+// The fused op's fp32 logits [..., vocab]: hidden's leading shape, weight's vocabulary, dense.
+void check_fused_logits(const TensorView& logits, const TensorView& hidden, const TensorView& weight) {
+  require_type(logits, ElementType::f32);
+  std::vector<std::int64_t> shape = leading_shape(hidden);
+  shape.push_back(weight.dim(0));
+  require_shape(logits, shape);
+  require_contiguous(logits);
+}
+
 void linear_logprob_forward(const std::string& backend, std::uintptr_t stream, const py::object& hidden_capsule,
                             const py::object& weight_capsule, const py::object& ids_capsule,
                             const py::object& logprob_capsule, const py::object& entropy_capsule,
-                            std::int64_t ignore_index, const py::object& lse_capsule) {
+                            std::int64_t ignore_index, const py::object& lse_capsule,
+                            const py::object& logits_capsule) {
   const TensorView hidden = view_capsule(hidden_capsule, "hidden");
   const TensorView weight = view_capsule(weight_capsule, "weight");
   const TensorView ids = view_capsule(ids_capsule, "target_ids");
@@ -385,6 +395,13 @@ void linear_logprob_forward(const std::string& backend, std::uintptr_t stream, c
     for (const TensorView* output : outputs) require_no_overlap(*lse, *output);
     outputs.push_back(&*lse);
   }
+  std::optional<TensorView> logits;  // for the backward to take back
+  if (!logits_capsule.is_none()) {
+    logits = view_capsule(logits_capsule, "logits");
+    check_fused_logits(*logits, hidden, weight);
+    for (const TensorView* output : outputs) require_no_overlap(*logits, *output);
+    outputs.push_back(&*logits);
+  }
   check_outputs_apart(outputs, {&hidden, &weight, &ids});
   const BackendChoice choice = parse_backend(backend, stream);
   std::vector<const TensorView*> all{&hidden, &weight, &ids};
@@ -398,6 +415,7 @@ void linear_logprob_forward(const std::string& backend, std::uintptr_t stream, c
                                             static_cast<float*>(logprob.data),
                                             entropy ? static_cast<float*>(entropy->data) : nullptr,
                                             lse ? static_cast<float*>(lse->data) : nullptr,
+                                            logits ? static_cast<float*>(logits->data) : nullptr,
                                             to_dtype(hidden.type),
                                             ids.numel(),
                                             hidden.dim(-1),
@@ -424,7 +442,8 @@ void linear_logprob_backward(const std::string& backend, std::uintptr_t stream, 
                              const py::object& grad_entropy_capsule, const py::object& hidden_capsule,
                              const py::object& weight_capsule, const py::object& ids_capsule,
                              const py::object& dhidden_capsule, const py::object& dweight_capsule,
-                             std::int64_t ignore_index, const py::object& lse_capsule) {
+                             std::int64_t ignore_index, const py::object& lse_capsule,
+                             const py::object& logits_capsule) {
   const TensorView grad = view_capsule(grad_capsule, "grad_logprob");
   const TensorView hidden = view_capsule(hidden_capsule, "hidden");
   const TensorView weight = view_capsule(weight_capsule, "weight");
@@ -444,6 +463,12 @@ void linear_logprob_backward(const std::string& backend, std::uintptr_t stream, 
     lse = view_capsule(lse_capsule, "lse");
     check_per_row(*lse, hidden, ElementType::f32);
     inputs.push_back(&*lse);
+  }
+  std::optional<TensorView> logits;  // the forward's: read instead of recomputed
+  if (!logits_capsule.is_none()) {
+    logits = view_capsule(logits_capsule, "logits");
+    check_fused_logits(*logits, hidden, weight);
+    inputs.push_back(&*logits);
   }
   std::vector<const TensorView*> outputs;
   std::optional<TensorView> dhidden;
@@ -475,6 +500,7 @@ void linear_logprob_backward(const std::string& backend, std::uintptr_t stream, 
   const LinearLogprobBackwardProblem problem{static_cast<const float*>(grad.data),
                                              grad_entropy ? static_cast<const float*>(grad_entropy->data) : nullptr,
                                              lse ? static_cast<const float*>(lse->data) : nullptr,
+                                             logits ? static_cast<const float*>(logits->data) : nullptr,
                                              hidden.data,
                                              weight.data,
                                              target_ids_of(ids),
@@ -535,11 +561,11 @@ void register_logprob(py::module_& m) {
         py::arg("ignore_index"));
   m.def("linear_logprob_forward", &linear_logprob_forward, py::arg("backend"), py::arg("stream"),
         py::arg("hidden"), py::arg("weight"), py::arg("target_ids"), py::arg("logprob"), py::arg("entropy"),
-        py::arg("ignore_index"), py::arg("lse") = py::none());
+        py::arg("ignore_index"), py::arg("lse") = py::none(), py::arg("logits") = py::none());
   m.def("linear_logprob_backward", &linear_logprob_backward, py::arg("backend"), py::arg("stream"),
         py::arg("grad_logprob"), py::arg("grad_entropy"), py::arg("hidden"), py::arg("weight"),
         py::arg("target_ids"), py::arg("grad_hidden"), py::arg("grad_weight"), py::arg("ignore_index"),
-        py::arg("lse") = py::none());
+        py::arg("lse") = py::none(), py::arg("logits") = py::none());
 }
 
 }  // namespace golden::bindings

@@ -2,9 +2,10 @@
 // without the full logits: the vocabulary streams in chunks (core kRowBlock)
 // whose fp32 logits come from this instruction set's linear kernel (the bits of
 // lm_head.forward_fp32). Forward: each row folds a chunk into its chunk partial,
-// partials merge by the canonical tree. Backward: each row's lse is the forward's
-// (when given) or a statistics pass's; the logits are recomputed (once, and
-// kept, when they fit), turned into their gradient element by element, and
+// partials merge by the canonical tree; the logits are left in a caller's buffer
+// when asked. Backward: each row's lse is the forward's (when given) or a
+// statistics pass's; the logits are the forward's (when given) or recomputed
+// (once, and kept, when they fit), turned into their gradient element by element, and
 // contracted by the linear backward kernel one K-block at a time, the block
 // partials folded into the linear op's own tree. All arithmetic is in
 // csrc/core/ops/linear.h and csrc/core/ops/logprob.h.
@@ -41,16 +42,19 @@ constexpr Index kMaxWeightStackFloats = Index{1} << 23;
 // recomputing them (the same linear forward, hence the same bits). Changes no bit.
 constexpr Index kMaxCachedLogits = Index{1} << 23;
 
-// Where the logits of row r (of the token tile starting at row0, n rows) and
-// vocabulary index v sit in the cache: tile by tile, each tile chunk by chunk as
-// the forward stream computes them ([n, chunk width] row-major).
-Index cached_logit_index(Index vocab, Index row0, Index n, Index r, Index v) {
-  const Index chunk = v / core::kRowBlock;
-  const Index begin = chunk * core::kRowBlock;
-  return row0 * vocab + begin * n + r * (core::chunk_end(chunk, vocab) - begin) + (v - begin);
-}
+// Where a vocabulary stream gets and leaves all rows' logits ([rows, vocab]
+// row-major, each nullable): `saved` is read instead of computing them (the
+// forward's: the same bits), `keep` receives them.
+struct LogitStore {
+  const float* saved;
+  float* keep;
+};
 
 Index min_index(Index a, Index b) { return a < b ? a : b; }
+
+void copy_floats(const float* src, Index count, float* dst) {
+  for (Index i = 0; i < count; ++i) dst[i] = src[i];
+}
 
 // Runs row_body(r) for r in [0, rows), rows grouped into tasks over the threads.
 template <class RowBody>
@@ -124,15 +128,15 @@ void chunk_logits(const LinearLogprobOperands& p, const Linear& linear, Index ro
 
 // ---- Forward: every row's merged partial over the whole vocabulary. ----
 
-// Calls finish(row, merged partial, target logit) once per row; with a cache
-// (rows x vocab floats), the logits are left there (see cached_logit_index).
+// Calls finish(row, merged partial, target logit) once per row, the logits
+// taken from and left in `store` (see LogitStore).
 template <class T, bool kWithEntropy, class Linear, class Finish>
 void stream_row_partials(const LinearLogprobOperands& p, const Linear& linear, const Finish& finish,
-                         float* cache = nullptr) {
+                         LogitStore store) {
   using Partial = PartialOf<kWithEntropy>;
   const Index chunks = core::ceil_div(p.vocab, core::kRowBlock);
   const Index tile = min_index(p.rows, kTokenTile);
-  ScratchBuffer logits(static_cast<std::size_t>(tile * core::kRowBlock));
+  ScratchBuffer logits(store.saved != nullptr ? 0 : static_cast<std::size_t>(tile * core::kRowBlock));
   ScratchBuffer partial_floats(static_cast<std::size_t>(tile * chunks) * sizeof(Partial) / sizeof(float));
   ScratchBuffer target_logits(static_cast<std::size_t>(tile));
   Partial* partials = reinterpret_cast<Partial*>(partial_floats.data());
@@ -143,10 +147,17 @@ void stream_row_partials(const LinearLogprobOperands& p, const Linear& linear, c
     for (Index c = 0; c < chunks; ++c) {
       const Index begin = c * core::kRowBlock;
       const Index end = core::chunk_end(c, p.vocab);
-      float* chunk = cache != nullptr ? cache + cached_logit_index(p.vocab, row0, rows, 0, begin) : logits.data();
-      chunk_logits<T>(p, linear, row0, rows, begin, end - begin, chunk);
+      const float* chunk = logits.data();  // [rows, stride]
+      Index stride = end - begin;
+      if (store.saved != nullptr) {
+        chunk = store.saved + row0 * p.vocab + begin;
+        stride = p.vocab;
+      } else {
+        chunk_logits<T>(p, linear, row0, rows, begin, end - begin, logits.data());
+      }
       auto fold_chunk = [&](Index r) {
-        const float* row = chunk + r * (end - begin);
+        const float* row = chunk + r * stride;
+        if (store.keep != nullptr) copy_floats(row, end - begin, store.keep + (row0 + r) * p.vocab + begin);
         auto load = [row, begin](Index i) { return row[i - begin]; };
         partials[r * chunks + c] = chunk_partial<kWithEntropy>(load, begin, end);
         const std::int64_t target = p.target_ids[row0 + r];
@@ -171,7 +182,7 @@ void fused_forward(const LinearLogprobForwardProblem& p, const Linear& linear) {
     if constexpr (kWithEntropy) p.entropy[row] = core::entropy_of(merged);
     if (p.lse != nullptr) p.lse[row] = core::lse_of({merged.max, merged.sum});  // as row_statistics
   };
-  stream_row_partials<T, kWithEntropy>(core::linear_logprob_operands(p), linear, finish);
+  stream_row_partials<T, kWithEntropy>(core::linear_logprob_operands(p), linear, finish, LogitStore{nullptr, p.logits});
 }
 
 template <class Linear>
@@ -296,15 +307,15 @@ struct FusedBackward {
   LinearLogprobOperands operands;
   GradRows grad_rows;
   const float* hidden_f32;  // hidden widened to fp32 (exact): the weight gradient's operand
-  const float* cached_logits;  // all rows' logits (cached_logit_index), or nullptr: recomputed
+  const float* saved_logits;  // all rows' logits ([rows, vocab]), or nullptr: recomputed
 
   Index hidden_size() const { return p.hidden_size; }
   int threads() const { return linear.num_threads; }
 
   // fp32 gradient of the logits of rows [row0, row0 + n) x vocabulary [begin, begin + width).
   void grad_logits(Index row0, Index n, Index begin, Index width, float* out) const {
-    if (cached_logits != nullptr) {
-      copy_cached_logits(row0, n, begin, width, out);
+    if (saved_logits != nullptr) {
+      copy_saved_logits(row0, n, begin, width, out);
     } else {
       chunk_logits<T>(operands, linear, row0, n, begin, width, out);
     }
@@ -414,15 +425,10 @@ struct FusedBackward {
     }
   }
 
-  // out[n, width] = the cached logits of rows [row0, row0 + n) x vocabulary [begin, begin + width).
-  void copy_cached_logits(Index row0, Index n, Index begin, Index width, float* out) const {
+  // out[n, width] = the saved logits of rows [row0, row0 + n) x vocabulary [begin, begin + width).
+  void copy_saved_logits(Index row0, Index n, Index begin, Index width, float* out) const {
     for_each_tile_row(n, threads(), [&](Index r) {
-      for (Index v = begin; v < begin + width;) {  // one run per forward chunk
-        const Index run = min_index(begin + width, core::chunk_end(v / core::kRowBlock, p.vocab)) - v;
-        const float* src = cached_logits + cached_logit_index(p.vocab, row0, n, r, v);
-        for (Index i = 0; i < run; ++i) out[r * width + (v - begin) + i] = src[i];
-        v += run;
-      }
+      copy_floats(saved_logits + (row0 + r) * p.vocab + begin, width, out + r * width);
     });
   }
 
@@ -443,12 +449,12 @@ struct FusedBackward {
 // Each row's lse (and entropy statistics) from one forward stream.
 template <class T, bool kWithEntropy, class Linear>
 void row_statistics(const LinearLogprobBackwardProblem& p, const Linear& linear, float* lse,
-                    core::EntropyGradRow* entropy_rows, float* cache) {
+                    core::EntropyGradRow* entropy_rows, LogitStore store) {
   auto finish = [&](Index row, const PartialOf<kWithEntropy>& merged, float) {
     lse[row] = core::lse_of({merged.max, merged.sum});
     if constexpr (kWithEntropy) entropy_rows[row] = core::entropy_grad_row(merged, p.grad_entropy[row]);
   };
-  stream_row_partials<T, kWithEntropy>(core::linear_logprob_operands(p), linear, finish, cache);
+  stream_row_partials<T, kWithEntropy>(core::linear_logprob_operands(p), linear, finish, store);
 }
 
 template <class T, class TOut, class Linear>
@@ -460,21 +466,23 @@ void fused_backward(const LinearLogprobBackwardProblem& p, const Linear& linear)
   ScratchBuffer entropy_floats(
       with_entropy ? static_cast<std::size_t>(p.rows) * sizeof(core::EntropyGradRow) / sizeof(float) + 1 : 0);
   auto* entropy_rows = reinterpret_cast<core::EntropyGradRow*>(entropy_floats.data());
-  const bool cache_logits = !forward_lse && p.rows * p.vocab <= kMaxCachedLogits;
+  // Without the forward's logits, the statistics pass keeps its own when they fit.
+  const bool cache_logits = p.logits == nullptr && !forward_lse && p.rows * p.vocab <= kMaxCachedLogits;
   ScratchBuffer logits(cache_logits ? static_cast<std::size_t>(p.rows * p.vocab) : 0);
-  float* cache = cache_logits ? logits.data() : nullptr;
+  const LogitStore store{p.logits, cache_logits ? logits.data() : nullptr};
   if (with_entropy) {
-    row_statistics<T, true>(p, linear, lse.data(), entropy_rows, cache);
+    row_statistics<T, true>(p, linear, lse.data(), entropy_rows, store);
   } else if (!forward_lse) {
-    row_statistics<T, false>(p, linear, lse.data(), entropy_rows, cache);
+    row_statistics<T, false>(p, linear, lse.data(), entropy_rows, store);
   }
+  const float* saved_logits = p.logits != nullptr ? p.logits : store.keep;
   const bool widen = DTypeOf<T>::value != DType::f32 && p.grad_weight != nullptr;
   ScratchBuffer hidden_wide(static_cast<std::size_t>(widen ? p.rows * p.hidden_size : 0));
   if (widen) convert(p.hidden, p.dtype, hidden_wide.data(), DType::f32, p.rows * p.hidden_size, linear.num_threads);
   const float* hidden_f32 = widen ? hidden_wide.data() : static_cast<const float*>(p.hidden);  // read only for grad_weight
   const GradRows grad_rows{&p, forward_lse ? p.lse : lse.data(), with_entropy ? entropy_rows : nullptr};
   const LinearLogprobOperands operands = core::linear_logprob_operands(p);
-  FusedBackward<T, TOut, Linear>{p, linear, operands, grad_rows, hidden_f32, cache}.run();
+  FusedBackward<T, TOut, Linear>{p, linear, operands, grad_rows, hidden_f32, saved_logits}.run();
 }
 
 template <class Linear>

@@ -3,7 +3,8 @@
 // kRowBlock) the chunk's fp32 logits come from the GPU linear kernel (linear.cu:
 // the bits of lm_head.forward_fp32); one warp per row folds them into the row's
 // chunk partial (WarpRow worker); after the last chunk one thread per row merges
-// the partials by the canonical tree. Backward: the CPU driver's steps
+// the partials by the canonical tree; the logits are copied out to a caller's
+// buffer when asked, and read from it by the backward. Backward: the CPU driver's steps
 // (csrc/cpu/linear_logprob.cpp) as launches of the GPU linear kernels and of
 // elementwise kernels on the core's functions. All arithmetic is in
 // csrc/core/ops/logprob.h and linear.h, the same functions the CPU path calls.
@@ -54,8 +55,34 @@ class DeviceBuffer {
   cudaStream_t stream_;
 };
 
+// Where a vocabulary stream gets and leaves all rows' logits ([rows, vocab]
+// row-major, each nullable): `saved` is read instead of computing them (the
+// forward's: the same bits), `keep` receives them.
+struct LogitStore {
+  const float* saved;
+  float* keep;
+};
+
+// dst[r * dst_stride + i] = src[r * src_stride + i] for r < rows, i < width.
+__global__ void copy_rows_kernel(const float* src, Index src_stride, float* dst, Index dst_stride, Index rows,
+                                 Index width) {
+  const Index e = static_cast<Index>(blockIdx.x) * kPerRowThreads + threadIdx.x;
+  if (e >= rows * width) return;
+  const Index r = e / width;
+  const Index i = e % width;
+  dst[r * dst_stride + i] = src[r * src_stride + i];
+}
+
+void copy_rows(const float* src, Index src_stride, float* dst, Index dst_stride, Index rows, Index width,
+               cudaStream_t stream) {
+  copy_rows_kernel<<<grid_for(rows * width, kPerRowThreads), kPerRowThreads, 0, stream>>>(src, src_stride, dst,
+                                                                                        dst_stride, rows, width);
+  check_launch("linear_logprob (copy logits)");
+}
+
 struct ChunkFold {
-  const float* logits;  // [rows, end - begin] of this chunk
+  const float* logits;  // [rows, stride]: this chunk's logits in the first end - begin columns
+  Index stride;
   Index rows;
   Index begin;
   Index end;
@@ -72,7 +99,7 @@ __global__ void fold_chunk_kernel(ChunkFold f, PartialOf<kWithEntropy>* partials
   const Index row = static_cast<Index>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / core::kLanes;
   if (row >= f.rows) return;
   const WarpRow worker{static_cast<int>(threadIdx.x % core::kLanes)};
-  const float* x = f.logits + row * (f.end - f.begin);
+  const float* x = f.logits + row * f.stride;
   const Index begin = f.begin;
   auto load = [x, begin](Index i) { return x[i - begin]; };
   PartialOf<kWithEntropy> partial;
@@ -110,13 +137,15 @@ void chunk_logits(const LinearLogprobOperands& p, Index row0, Index n, Index beg
                  reinterpret_cast<std::uintptr_t>(stream));
 }
 
-// Streams the vocabulary for every row; finish (a device functor) gets each row's merged partial.
+// Streams the vocabulary for every row; finish (a device functor) gets each
+// row's merged partial. The logits are taken from and left in `store`.
 template <class T, bool kWithEntropy, class Finish>
-void stream_row_partials(const LinearLogprobOperands& p, Finish finish, cudaStream_t stream) {
+void stream_row_partials(const LinearLogprobOperands& p, Finish finish, LogitStore store, cudaStream_t stream) {
   using Partial = PartialOf<kWithEntropy>;
   const Index chunks = core::ceil_div(p.vocab, core::kRowBlock);
   const Index tile = p.rows < kTokenTile ? p.rows : kTokenTile;
-  DeviceBuffer logits(static_cast<std::size_t>(tile * core::kRowBlock) * sizeof(float), stream);
+  const Index scratch = store.saved != nullptr ? 1 : tile * core::kRowBlock;
+  DeviceBuffer logits(static_cast<std::size_t>(scratch) * sizeof(float), stream);
   DeviceBuffer partials(static_cast<std::size_t>(tile * chunks) * sizeof(Partial), stream);
   DeviceBuffer target_logits(static_cast<std::size_t>(tile) * sizeof(float), stream);
   for (Index row0 = 0; row0 < p.rows; row0 += tile) {
@@ -126,9 +155,18 @@ void stream_row_partials(const LinearLogprobOperands& p, Finish finish, cudaStre
     for (Index c = 0; c < chunks; ++c) {
       const Index begin = c * core::kRowBlock;
       const Index end = core::chunk_end(c, p.vocab);
-      chunk_logits<T>(p, row0, rows, begin, end - begin, logits.as<float>(), stream);
-      const ChunkFold fold{logits.as<float>(), rows, begin, end, c, chunks, row0, p.target_ids,
-                           target_logits.as<float>()};
+      const float* chunk = logits.as<float>();  // [rows, stride]
+      Index stride = end - begin;
+      if (store.saved != nullptr) {
+        chunk = store.saved + row0 * p.vocab + begin;
+        stride = p.vocab;
+      } else {
+        chunk_logits<T>(p, row0, rows, begin, end - begin, logits.as<float>(), stream);
+      }
+      if (store.keep != nullptr) {
+        copy_rows(chunk, stride, store.keep + row0 * p.vocab + begin, p.vocab, rows, end - begin, stream);
+      }
+      const ChunkFold fold{chunk, stride, rows, begin, end, c, chunks, row0, p.target_ids, target_logits.as<float>()};
       fold_chunk_kernel<kWithEntropy>
           <<<grid_for(rows, kWarpsPerBlock), kRowThreads, 0, stream>>>(fold, partials.as<Partial>());
       check_launch("linear_logprob (fold)");
@@ -241,13 +279,18 @@ struct FusedBackward {
   LinearLogprobOperands operands;
   GradRows grad_rows;
   const float* hidden_f32;  // hidden widened (exact): the weight gradient's operand
+  const float* saved_logits;  // the forward's [rows, vocab], or nullptr: recomputed
   cudaStream_t stream;
 
   std::uintptr_t raw_stream() const { return reinterpret_cast<std::uintptr_t>(stream); }
 
   // fp32 gradient of the logits of rows [row0, row0 + n) x vocabulary [begin, begin + width).
   void grad_logits(Index row0, Index n, Index begin, Index width, float* out) const {
-    chunk_logits<T>(operands, row0, n, begin, width, out, stream);
+    if (saved_logits != nullptr) {
+      copy_rows(saved_logits + row0 * p.vocab + begin, p.vocab, out, width, n, width, stream);
+    } else {
+      chunk_logits<T>(operands, row0, n, begin, width, out, stream);
+    }
     logits_to_grad_kernel<<<grid_for(n * width, kElementThreads), kElementThreads, 0, stream>>>(grad_rows, out, row0,
                                                                                                n, begin, width);
     check_launch("linear_logprob_backward (grad)");
@@ -352,10 +395,11 @@ void fused_backward(const LinearLogprobBackwardProblem& p, cudaStream_t stream) 
                             stream);
   auto* rows = entropy_rows.as<core::EntropyGradRow>();
   const LinearLogprobOperands operands = core::linear_logprob_operands(p);
+  const LogitStore store{p.logits, nullptr};
   if (with_entropy) {
-    stream_row_partials<T, true>(operands, WriteRowStats<true>{p.grad_entropy, lse.as<float>(), rows}, stream);
+    stream_row_partials<T, true>(operands, WriteRowStats<true>{p.grad_entropy, lse.as<float>(), rows}, store, stream);
   } else if (!forward_lse) {
-    stream_row_partials<T, false>(operands, WriteRowStats<false>{nullptr, lse.as<float>(), nullptr}, stream);
+    stream_row_partials<T, false>(operands, WriteRowStats<false>{nullptr, lse.as<float>(), nullptr}, store, stream);
   }
   const bool widen = !std::is_same_v<T, float> && p.grad_weight != nullptr;
   DeviceBuffer hidden_wide(static_cast<std::size_t>(widen ? p.rows * p.hidden_size : 1) * sizeof(float), stream);
@@ -367,7 +411,7 @@ void fused_backward(const LinearLogprobBackwardProblem& p, cudaStream_t stream) 
   const float* hidden_f32 = widen ? hidden_wide.as<float>() : static_cast<const float*>(p.hidden);
   const GradRows grad_rows{p.grad_logprob, p.target_ids, p.ignore_index, forward_lse ? p.lse : lse.as<float>(),
                            with_entropy ? rows : nullptr};
-  FusedBackward<T, TOut>{p, core::linear_logprob_operands(p), grad_rows, hidden_f32, stream}.run();
+  FusedBackward<T, TOut>{p, core::linear_logprob_operands(p), grad_rows, hidden_f32, p.logits, stream}.run();
 }
 
 }  // namespace
@@ -377,10 +421,12 @@ void linear_logprob_forward(const LinearLogprobForwardProblem& p, std::uintptr_t
   if (p.rows == 0) return;
   visit_dtype(p.dtype, [&](auto in) {
     using T = decltype(in);
+    const LinearLogprobOperands operands = core::linear_logprob_operands(p);
+    const LogitStore store{nullptr, p.logits};
     if (p.entropy != nullptr) {
-      stream_row_partials<T, true>(core::linear_logprob_operands(p), WriteOutputs<true>{p}, as_stream(stream));
+      stream_row_partials<T, true>(operands, WriteOutputs<true>{p}, store, as_stream(stream));
     } else {
-      stream_row_partials<T, false>(core::linear_logprob_operands(p), WriteOutputs<false>{p}, as_stream(stream));
+      stream_row_partials<T, false>(operands, WriteOutputs<false>{p}, store, as_stream(stream));
     }
   });
 }

@@ -164,6 +164,9 @@ struct LinearLogprobForwardProblem {
   float* logprob;  // [rows]
   float* entropy;  // [rows], or nullptr: not wanted
   float* lse;      // [rows], or nullptr: not wanted (the backward may take it back)
+  // [rows, vocab] row-major: the fp32 logits (lm_head.forward_fp32's bits), for
+  // the backward to take back; or nullptr: not wanted (never held whole).
+  float* logits;
   DType dtype;     // of hidden and weight
   std::int64_t rows;
   std::int64_t hidden_size;
@@ -172,7 +175,7 @@ struct LinearLogprobForwardProblem {
 };
 
 // Its backward, streamed the same way (the logits are recomputed chunk by
-// chunk, never held whole): with d = grad_logprob * (onehot - softmax)
+// chunk, or read from the forward's when given): with d = grad_logprob * (onehot - softmax)
 // (+ grad_entropy * dH/dlogits), grad_hidden = d @ weight and
 // grad_weight = d^T @ hidden, each in the linear op's canonical order, so the
 // result is bitwise token_logprob (+ entropy) backward then linear backward.
@@ -183,8 +186,11 @@ struct LinearLogprobBackwardProblem {
   // statistics pass computes, hence its bits), which then is skipped; or nullptr:
   // recomputed. Only without grad_entropy (its row statistics need the pass).
   const float* lse;
+  // [rows, vocab]: the forward's fp32 logits (the very bits a recomputation
+  // gives), read instead of recomputing them; or nullptr: recomputed.
+  const float* logits;
   const void* hidden;  // [rows, hidden_size]
-  const void* weight;         // [vocab, hidden_size]
+  const void* weight;  // [vocab, hidden_size]
   TargetIds target_ids;
   void* grad_hidden;  // [rows, hidden_size], or nullptr: not wanted
   void* grad_weight;  // [vocab, hidden_size], or nullptr: not wanted

@@ -11,6 +11,7 @@ same functions, same bits, without the dispatch cost."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Optional
 
 import torch
@@ -501,6 +502,34 @@ def linear_logprob_with_lse(hidden: torch.Tensor, weight: torch.Tensor, target_i
                                    return_lse=True)
 
 
+def _saves_logits(hidden, weight, max_saved_logits):
+    """Whether linear_logprob_with_logits keeps the fp32 logits: rows x vocab <= max_saved_logits."""
+    return weight.dim() == 2 and math.prod(hidden.shape[:-1]) * weight.shape[0] <= max_saved_logits
+
+
+@golden_op("golden::linear_logprob_with_logits")
+def linear_logprob_with_logits(hidden: torch.Tensor, weight: torch.Tensor, target_ids: torch.Tensor,
+                               ignore_index: int, max_saved_logits: int,
+                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logprob, lse, logits): as linear_logprob_with_lse, plus the float32
+    logits [..., vocab] when rows x vocab <= max_saved_logits (else an empty
+    [0]), for the backward to read instead of recomputing; neither lse nor
+    logits is differentiable."""
+    hidden, weight, target_ids = _dense(hidden), _dense(weight), _dense(target_ids)
+    if _saves_logits(hidden, weight, max_saved_logits):
+        return _linear_logprob.forward(hidden, weight, target_ids, ignore_index=ignore_index, return_lse=True,
+                                       return_logits=True)
+    logprob, lse = _linear_logprob.forward(hidden, weight, target_ids, ignore_index=ignore_index, return_lse=True)
+    return logprob, lse, hidden.new_empty((0,), dtype=torch.float32)
+
+
+@register_fake("golden::linear_logprob_with_logits")
+def _(hidden, weight, target_ids, ignore_index, max_saved_logits):
+    saved = _saves_logits(hidden, weight, max_saved_logits)
+    logits_shape = (*hidden.shape[:-1], weight.shape[0]) if saved else (0,)
+    return _rows_fp32(hidden), _rows_fp32(hidden), hidden.new_empty(logits_shape, dtype=torch.float32)
+
+
 register_fake("golden::linear_logprob", lambda hidden, weight, target_ids, ignore_index: _rows_fp32(hidden))
 register_fake("golden::linear_logprob_with_lse",
               lambda hidden, weight, target_ids, ignore_index: (_rows_fp32(hidden), _rows_fp32(hidden)))
@@ -511,18 +540,21 @@ register_fake("golden::linear_logprob_entropy",
 @golden_op("golden::linear_logprob_backward")
 def linear_logprob_backward(grad_logprob: torch.Tensor, grad_entropy: Optional[torch.Tensor], hidden: torch.Tensor,
                             weight: torch.Tensor, target_ids: torch.Tensor, ignore_index: int,
-                            lse: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+                            lse: Optional[torch.Tensor] = None, logits: Optional[torch.Tensor] = None,
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
     """(dhidden, dweight) from the fused streaming backward: the logits are
-    recomputed chunk by chunk, never held whole, and the result is bitwise the
-    unfused chain (token_logprob (+ entropy) backward, then lm_head backward in
-    fp32, rounded once to the inputs' dtype). lse: the forward's, or None: recomputed."""
+    recomputed chunk by chunk (or read from the forward's `logits`), and the
+    result is bitwise the unfused chain (token_logprob (+ entropy) backward,
+    then lm_head backward in fp32, rounded once to the inputs' dtype).
+    lse, logits: the forward's, or None: recomputed."""
     return _linear_logprob.backward(_dense(grad_logprob), _dense(hidden), _dense(weight), _dense(target_ids),
                                     grad_entropy=None if grad_entropy is None else _dense(grad_entropy),
-                                    ignore_index=ignore_index, lse=None if lse is None else _dense(lse))
+                                    ignore_index=ignore_index, lse=None if lse is None else _dense(lse),
+                                    logits=None if logits is None else _dense(logits))
 
 
 @register_fake("golden::linear_logprob_backward")
-def _(grad_logprob, grad_entropy, hidden, weight, target_ids, ignore_index, lse=None):
+def _(grad_logprob, grad_entropy, hidden, weight, target_ids, ignore_index, lse=None, logits=None):
     return (torch.empty_like(hidden, memory_format=torch.contiguous_format),
             torch.empty_like(weight, memory_format=torch.contiguous_format))
 
@@ -554,7 +586,25 @@ def _linear_logprob_with_lse_grad(ctx, grad_logprob, _grad_lse):
     return dhidden, dweight, None, None
 
 
+def _linear_logprob_with_logits_setup(ctx, inputs, output):
+    hidden, weight, target_ids, ignore_index, _max_saved_logits = inputs
+    _logprob, lse, logits = output
+    ctx.mark_non_differentiable(lse, logits)
+    ctx.save_for_backward(hidden, weight, target_ids, lse, logits)
+    ctx.ignore_index = ignore_index
+
+
+def _linear_logprob_with_logits_grad(ctx, grad_logprob, _grad_lse, _grad_logits):
+    hidden, weight, target_ids, lse, logits = ctx.saved_tensors
+    saved = logits if logits.numel() > 0 else None  # empty: not kept (or no rows), recomputed
+    dhidden, dweight = linear_logprob_backward(grad_logprob, None, hidden, weight, target_ids, ctx.ignore_index,
+                                               lse, saved)
+    return dhidden, dweight, None, None, None
+
+
 register_autograd("golden::linear_logprob", _linear_logprob_grad, setup_context=_linear_logprob_setup)
+register_autograd("golden::linear_logprob_with_logits", _linear_logprob_with_logits_grad,
+                  setup_context=_linear_logprob_with_logits_setup)
 register_autograd("golden::linear_logprob_with_lse", _linear_logprob_with_lse_grad,
                   setup_context=_linear_logprob_with_lse_setup)
 register_autograd("golden::linear_logprob_entropy", _linear_logprob_grad, setup_context=_linear_logprob_setup)
