@@ -182,7 +182,8 @@ void fused_forward(const LinearLogprobForwardProblem& p, const Linear& linear) {
     if constexpr (kWithEntropy) p.entropy[row] = core::entropy_of(merged);
     if (p.lse != nullptr) p.lse[row] = core::lse_of({merged.max, merged.sum});  // as row_statistics
   };
-  stream_row_partials<T, kWithEntropy>(core::linear_logprob_operands(p), linear, finish, LogitStore{nullptr, p.logits});
+  const LogitStore keep_logits{nullptr, p.logits};
+  stream_row_partials<T, kWithEntropy>(core::linear_logprob_operands(p), linear, finish, keep_logits);
 }
 
 template <class Linear>
