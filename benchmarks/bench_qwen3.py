@@ -12,7 +12,7 @@ import copy
 
 import torch
 
-from common import median_seconds
+from common import median_seconds_pair
 
 from golden_kernels.demo import PRESETS
 from golden_kernels.models import Qwen3ForCausalLM, left_pad, next_token_targets
@@ -71,8 +71,7 @@ def bench_dtype(hf32, dtype, args, gen):
                                ("trainer forward + backward", backward_pair, real),
                                ("sampling (greedy, KV cache)", sample_pair, args.batch * args.new_tokens)):
         golden_fn, hf_fn = make()
-        golden_s = median_seconds(golden_fn, args.repeats, warmup=1)
-        hf_s = median_seconds(hf_fn, args.repeats, warmup=1)
+        golden_s, hf_s = median_seconds_pair(golden_fn, hf_fn, args.repeats, warmup=1)
         rows.append((case, str(dtype).removeprefix("torch."), tokens / golden_s, tokens / hf_s))
     return rows
 
@@ -86,6 +85,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="threads for both (0: each library's default)")
+    parser.add_argument("--dtypes", nargs="*", choices=("float32", "bfloat16"), default=["float32", "bfloat16"])
     parser.add_argument("--thread-pool", choices=("auto", "golden", "openmp"), default="auto",
                         help="golden's CPU threads (default auto: torch's OpenMP team)")
     args = parser.parse_args()
@@ -99,13 +99,14 @@ def main() -> None:
     print(f"## Qwen3 '{args.preset}' {PRESETS[args.preset]}")
     print(f"golden_kernels cpu isa {gk.cpu_isa()}, {gk.num_threads()} threads ({gk.thread_pool()} pool); "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; trainer batch {args.batch} x {args.seq} (right-padded), sampling "
-          f"{args.batch} prompts of <= {args.prompt_len} + {args.new_tokens} new tokens; median of {args.repeats}")
+          f"{args.batch} prompts of <= {args.prompt_len} + {args.new_tokens} new tokens; median of {args.repeats}, "
+          "the two sides timed alternately")
     print()
     print("| case | dtype | golden tok/s | HF eager tok/s | golden / HF |")
     print("|---|---|---:|---:|---:|")
     hf32 = random_hf_qwen3(seed=0, **PRESETS[args.preset])
     gen = torch.Generator().manual_seed(0)
-    for dtype in (torch.float32, torch.bfloat16):
+    for dtype in (getattr(torch, name) for name in args.dtypes):
         for case, dtype_name, golden_tps, hf_tps in bench_dtype(hf32, dtype, args, gen):
             print(f"| {case} | {dtype_name} | {golden_tps:.0f} | {hf_tps:.0f} | {golden_tps / hf_tps:.2f}x |",
                   flush=True)
