@@ -3,7 +3,8 @@
 // (csrc/core/ops/swiglu.h), vectorised for this file's instruction set.
 // Forward with 16-bit inputs: silu_non_nan takes only 65536 inputs, so it is
 // computed once per value by the core into a table, and each span looks it up
-// and finishes with the core's *_span_from loops (same bits, less work).
+// and finishes with the core's *_span_from loops (same bits, less work); silu
+// with an output of its input's type is a table of whole results.
 #include "../core/ops/swiglu.h"
 #include "../core/reduce.h"
 #include "target.h"
@@ -32,6 +33,29 @@ template <class T>
 const float* silu_table() {
   static const SiluTable<T> table;
   return table.value;
+}
+
+// core::silu_f32 rounded to T, for every value of a 16-bit type T: the whole
+// result of silu_forward_span<T, T> for that input.
+template <class T>
+struct SiluResultTable {
+  T value[1 << 16];
+  SiluResultTable() {
+    for (std::int32_t b = 0; b < (1 << 16); ++b) {
+      value[b] = core::from_float<T>(core::silu_f32(core::to_float(T{static_cast<std::uint16_t>(b)})));
+    }
+  }
+};
+
+template <class T>
+const T* silu_result_table() {
+  static const SiluResultTable<T> table;
+  return table.value;
+}
+
+template <class T>
+void silu_forward_looked_up(const T* table, const T* x, T* y, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) y[i] = table[x[i].bits];
 }
 
 template <class T>
@@ -80,7 +104,11 @@ void silu_forward(const SiluForwardProblem& p, int num_threads) {
     using TOut = decltype(out);
     const T* x = static_cast<const T*>(p.x);
     TOut* y = static_cast<TOut*>(p.y);
-    if constexpr (sizeof(T) == 2) {
+    if constexpr (sizeof(TOut) == 2) {  // the output type is the input's (visit_in_out)
+      const T* table = silu_result_table<T>();
+      for_each_span(p.count, num_threads,
+                    [&](std::int64_t b, std::int64_t n) { silu_forward_looked_up(table, x + b, y + b, n); });
+    } else if constexpr (sizeof(T) == 2) {
       const float* table = silu_table<T>();
       for_each_span(p.count, num_threads,
                     [&](std::int64_t b, std::int64_t n) { silu_forward_tabled(table, x + b, y + b, n); });
