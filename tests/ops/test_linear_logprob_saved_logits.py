@@ -15,20 +15,8 @@ from golden_kernels import _arrays
 from golden_kernels.testing import assert_bitwise_equal
 
 from ..conftest import dtype_id
+from .test_linear_logprob_saved_lse import IGNORE, assert_grads_equal, problem
 
-IGNORE = -100
-
-
-def problem(rows, hidden, vocab, dtype, gen):
-    """Every fifth target ignored, row 3 (when there is one) NaN."""
-    h = torch.randn(rows, hidden, generator=gen)
-    if rows > 3:
-        h[3, 1] = float("nan")
-    h = h.to(dtype)
-    w = (torch.randn(vocab, hidden, generator=gen) / hidden**0.5 * 4).to(dtype)
-    ids = torch.randint(0, vocab, (rows,), generator=gen)
-    ids[::5] = IGNORE
-    return h, w, ids, torch.randn(rows, generator=gen)
 
 
 def op(backend=None):
@@ -38,14 +26,6 @@ def op(backend=None):
 def forward_lse_logits(h, w, ids, backend=None):
     _, lse, logits = op(backend).forward(h, w, ids, return_lse=True, return_logits=True)
     return lse, logits
-
-
-def assert_grads_equal(got, want, what):
-    for i, name in enumerate(("grad_hidden", "grad_weight")):
-        if want[i] is None:
-            assert got[i] is None, f"{what} {name}"
-        else:
-            assert_bitwise_equal(got[i], want[i], f"{what} {name}")
 
 
 @pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16), ids=dtype_id)

@@ -14,6 +14,7 @@ from golden_kernels.ops import linear_logprob as linear_logprob_op
 from golden_kernels.testing import assert_bitwise_equal
 
 from ..conftest import dtype_id
+from .test_linear_logprob_lse import PassThrough, grads, recomputing_op
 
 ROWS, VOCAB = 11, 300
 
@@ -28,20 +29,6 @@ def inputs(gen, dtype, rows=ROWS, vocab=VOCAB, hidden=24):
     return h.to(dtype).requires_grad_(), weight.to(dtype).requires_grad_(), ids
 
 
-def grads(fn, hidden, weight, ids, grad_out):
-    hidden, weight = hidden.detach().requires_grad_(), weight.detach().requires_grad_()
-    out = fn(hidden, weight, ids)
-    out.backward(grad_out)
-    return out, hidden.grad, weight.grad
-
-
-class PassThrough(torch.utils._python_dispatch.TorchDispatchMode):
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        return func(*args, **(kwargs or {}))
-
-
-def recomputing_op(hidden, weight, ids):
-    return torch.ops.golden.linear_logprob(hidden, weight, ids, -100)
 
 
 def saving_op(max_saved_logits):
