@@ -227,8 +227,6 @@ void set_thread_pool(ThreadPoolChoice choice) {
   pool_choice.store(choice);
 }
 
-ThreadPoolChoice thread_pool_choice() { return pool_choice.load(); }
-
 ThreadPoolChoice active_thread_pool() {
   return openmp_team_for_this_call() != nullptr ? ThreadPoolChoice::openmp : ThreadPoolChoice::golden;
 }

@@ -27,7 +27,6 @@ void run_tasks(std::int64_t task_count, int num_threads, TaskFn fn, void* contex
 // fork).
 enum class ThreadPoolChoice { automatic, golden, openmp };
 void set_thread_pool(ThreadPoolChoice choice);  // openmp with no runtime loaded: std::invalid_argument
-ThreadPoolChoice thread_pool_choice();
 // The pool a multi-threaded run_tasks() call would use now: golden or openmp.
 ThreadPoolChoice active_thread_pool();
 
