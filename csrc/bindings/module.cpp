@@ -3,9 +3,12 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstddef>
+#include <cstdint>
 #include <stdexcept>
 
 #include "../cpu/isa.h"
+#include "../cpu/pages.h"
 #include "../cpu/parallel.h"
 #include "backend.h"
 
@@ -80,6 +83,13 @@ PYBIND11_MODULE(_C, m) {
   m.def("thread_pool", [] { return thread_pool_name(cpu::active_thread_pool()); });
   m.def("set_thread_pool", [](const std::string& name) { cpu::set_thread_pool(parse_thread_pool(name)); },
         py::arg("name"));
+  m.def("advise_huge_pages",
+        [](std::uintptr_t address, std::size_t bytes) {
+          return cpu::advise_huge_pages(reinterpret_cast<void*>(address), bytes);
+        },
+        py::arg("address"), py::arg("bytes"),
+        "Advises transparent huge pages for the whole 2 MiB pages of a CPU buffer; "
+        "returns whether the kernel took the advice.");
 
   bindings::register_attention(m);
   bindings::register_convert(m);

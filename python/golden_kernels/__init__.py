@@ -32,6 +32,8 @@ from .ops.vocab_parallel import (
 )
 from .registry import OPS, available_backends, get_op, list_ops
 
+from ._arrays import huge_page_outputs, set_huge_page_outputs
+
 __version__ = "0.1.0"
 
 
@@ -79,6 +81,7 @@ __all__ = [
     "cast",
     "cpu_isa",
     "embedding",
+    "huge_page_outputs",
     "entropy",
     "get_op",
     "linear",
@@ -100,6 +103,7 @@ __all__ = [
     "rope",
     "set_cpu_isa",
     "set_num_threads",
+    "set_huge_page_outputs",
     "set_thread_pool",
     "silu",
     "swiglu",

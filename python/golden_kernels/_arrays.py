@@ -10,10 +10,18 @@ Tensor.__dlpack__'s Python-level protocol handling.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, Sequence
 
+from . import _C
+
 FLOAT_DTYPES = ("float32", "bfloat16", "float16")
+
+# Fresh CPU outputs at least this large get transparent huge pages (see
+# advise_huge_pages): below it the few 2 MiB pages saved do not pay for the call.
+HUGE_PAGE_MIN_BYTES = 8 << 20
+_huge_page_outputs = os.environ.get("GOLDEN_KERNELS_HUGE_PAGES", "1") != "0"
 
 
 def _is_torch(x: Any) -> bool:
@@ -130,16 +138,40 @@ def stream(x: Any) -> int:
     return 0
 
 
+def huge_page_outputs() -> bool:
+    """Whether fresh CPU outputs of 8 MiB or more are advised transparent huge pages."""
+    return _huge_page_outputs
+
+
+def set_huge_page_outputs(enabled: bool) -> None:
+    """Turn huge-page advice for fresh large CPU outputs on (the default) or off
+    (also: GOLDEN_KERNELS_HUGE_PAGES=0). It saves the page faults of writing a
+    fresh output; on a machine short of free 2 MiB pages the kernel may spend
+    time compacting memory for them instead. Results are the same bits."""
+    global _huge_page_outputs
+    _huge_page_outputs = bool(enabled)
+
+
 def empty(like: Any, shape: Sequence[int], dtype: str) -> Any:
-    """An uninitialised row-major array of like's framework and device."""
+    """An uninitialised row-major array of like's framework and device. A large
+    CPU one is advised huge pages before the op's first write faults it in."""
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(like, torch.Tensor):
         torch_dtype = getattr(torch, dtype)
         if torch_dtype == like.dtype and like.shape == tuple(shape):  # the common case, half the cost
-            return torch.empty_like(like, layout=torch.strided, memory_format=torch.contiguous_format)
-        return torch.empty(tuple(shape), dtype=torch_dtype, device=like.device)
+            out = torch.empty_like(like, layout=torch.strided, memory_format=torch.contiguous_format)
+        else:
+            out = torch.empty(tuple(shape), dtype=torch_dtype, device=like.device)
+        if _huge_page_outputs and out.is_cpu:
+            nbytes = out.numel() * out.element_size()
+            if nbytes >= HUGE_PAGE_MIN_BYTES:
+                _C.advise_huge_pages(out.data_ptr(), nbytes)
+        return out
     import numpy
 
     if dtype == "bfloat16":
         raise TypeError("numpy has no bfloat16; pass torch tensors for bfloat16")
-    return numpy.empty(tuple(shape), dtype=dtype)
+    out = numpy.empty(tuple(shape), dtype=dtype)
+    if _huge_page_outputs and out.nbytes >= HUGE_PAGE_MIN_BYTES:
+        _C.advise_huge_pages(out.ctypes.data, out.nbytes)
+    return out

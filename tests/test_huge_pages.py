@@ -1,0 +1,145 @@
+"""Huge-page advice for fresh large CPU outputs: the advice reaches the kernel
+only for the buffer's whole 2 MiB pages, it can be switched off, and it never
+changes a result's bits."""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import sys
+from pathlib import Path
+
+import numpy
+import pytest
+import torch
+
+import golden_kernels as gk
+from golden_kernels import _C, _arrays
+
+HUGE_PAGE = 1 << 21
+THP_MODE_FILE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+def thp_mode() -> str | None:
+    """The bracketed choice in the kernel's THP setting, or None off Linux."""
+    if not sys.platform.startswith("linux") or not THP_MODE_FILE.exists():
+        return None
+    text = THP_MODE_FILE.read_text()
+    return text[text.index("[") + 1 : text.index("]")]
+
+
+needs_madvise_mode = pytest.mark.skipif(
+    thp_mode() != "madvise",
+    reason="only in THP 'madvise' mode does the advice alone decide a mapping's eligibility",
+)
+
+
+def huge_page_eligible(address: int) -> bool:
+    """Whether the mapping holding address may get transparent huge pages
+    (the THPeligible field of /proc/self/smaps)."""
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5:
+            start, end = (int(part, 16) for part in fields[0].split("-"))
+            inside = start <= address < end
+        elif inside and fields[0] == "THPeligible:":
+            return fields[1] == "1"
+    raise AssertionError(f"no mapping holds address {address:#x}")
+
+
+@pytest.fixture
+def huge_page_setting():
+    previous = gk.huge_page_outputs()
+    yield
+    gk.set_huge_page_outputs(previous)
+
+
+def first_whole_huge_page(address: int) -> int:
+    return (address + HUGE_PAGE - 1) // HUGE_PAGE * HUGE_PAGE
+
+
+@pytest.fixture
+def fresh_mapping():
+    """The address of 8 huge pages of anonymous memory no advice has touched
+    (a heap block may lie where an earlier, advised buffer was)."""
+    mapping = mmap.mmap(-1, 8 * HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    anchor = ctypes.c_char.from_buffer(mapping)
+    yield ctypes.addressof(anchor)
+    del anchor
+    mapping.close()
+
+
+def test_a_range_without_a_whole_huge_page_is_not_advised(fresh_mapping):
+    start = first_whole_huge_page(fresh_mapping)
+    assert not _C.advise_huge_pages(start + 1, HUGE_PAGE)
+    assert not _C.advise_huge_pages(start, HUGE_PAGE - 1)
+    assert not _C.advise_huge_pages(start, 0)
+
+
+@needs_madvise_mode
+def test_only_whole_huge_pages_of_the_buffer_are_advised(fresh_mapping):
+    start = first_whole_huge_page(fresh_mapping) + 1024  # never 2 MiB aligned
+    assert not huge_page_eligible(first_whole_huge_page(start))
+    assert _C.advise_huge_pages(start, 4 * HUGE_PAGE)
+    assert not huge_page_eligible(start)  # the partial page before the first whole one
+    assert huge_page_eligible(first_whole_huge_page(start))
+    assert huge_page_eligible(first_whole_huge_page(start) + 2 * HUGE_PAGE)
+    assert not huge_page_eligible(first_whole_huge_page(start) + 3 * HUGE_PAGE)  # partial page at the end
+
+
+class AdviceRecorder:
+    """Stands in for _C in _arrays to record which buffers get advice."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def advise_huge_pages(self, address: int, nbytes: int) -> bool:
+        self.calls.append((address, nbytes))
+        return True
+
+
+@pytest.mark.parametrize("framework", ["torch", "numpy"])
+def test_large_fresh_cpu_outputs_are_advised_when_switched_on(monkeypatch, huge_page_setting, framework):
+    recorder = AdviceRecorder()
+    monkeypatch.setattr(_arrays, "_C", recorder)
+    like = torch.empty(1) if framework == "torch" else numpy.empty(1, dtype=numpy.float32)
+    min_elements = _arrays.HUGE_PAGE_MIN_BYTES // 4
+    gk.set_huge_page_outputs(True)
+    large = _arrays.empty(like, (min_elements,), "float32")
+    address = large.data_ptr() if framework == "torch" else large.ctypes.data
+    assert recorder.calls == [(address, _arrays.HUGE_PAGE_MIN_BYTES)]
+    _arrays.empty(like, (min_elements - 1,), "float32")
+    gk.set_huge_page_outputs(False)
+    _arrays.empty(like, (min_elements,), "float32")
+    assert len(recorder.calls) == 1
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    return t.view({2: torch.int16, 4: torch.int32}[t.element_size()])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_advice_never_changes_bits(huge_page_setting, dtype):
+    gen = torch.Generator().manual_seed(7)
+    gate, up = (torch.randn(1024, 4096, generator=gen).to(dtype) for _ in range(2))
+    weight = torch.randn(8192, 1024, generator=gen).to(dtype)
+    ids = torch.randint(0, 8192, (4096,), generator=gen)
+    grad_rows = torch.randn(4096, 1024, generator=gen).to(dtype)
+    x = torch.randn(2, 1024, 16, 128, generator=gen).to(dtype)
+    positions = torch.arange(1024).repeat(2, 1)
+
+    def results():
+        return [
+            gk.swiglu(gate, up),
+            gk.get_op("embedding").backward(grad_rows, ids, weight),
+            gk.rope(x, positions),
+        ]
+
+    gk.set_huge_page_outputs(True)
+    advised = results()
+    gk.set_huge_page_outputs(False)
+    plain = results()
+    for a, b in zip(advised, plain):
+        assert a.numel() * a.element_size() >= _arrays.HUGE_PAGE_MIN_BYTES
+        assert torch.equal(bits(a), bits(b))
