@@ -75,6 +75,10 @@ def header(title: str) -> None:
     print(f"golden_kernels cpu isa {gk.cpu_isa()}, {gk.num_threads()} threads ({gk.thread_pool()} pool); "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"copy bandwidth (torch copy_) {_copy_gbs:.2f} GB/s; load average {os.getloadavg()[0]:.2f}")
+    # Fresh-page faults dominate allocating calls, so say who gets huge pages:
+    # golden advises them for large buffers, torch only with THP_MEM_ALLOC_ENABLE=1.
+    print(f"huge-page advice: golden {'on' if gk.huge_page_advice() else 'off'}, "
+          f"torch {'on' if os.environ.get('THP_MEM_ALLOC_ENABLE') == '1' else 'off'} (THP_MEM_ALLOC_ENABLE)")
     print()
     print("| case | golden ms | torch eager ms | speedup | golden GB/s | % of copy |")
     print("|---|---:|---:|---:|---:|---:|")

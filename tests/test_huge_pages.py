@@ -1,11 +1,13 @@
-"""Huge-page advice for fresh large CPU outputs: the advice reaches the kernel
-only for the buffer's whole 2 MiB pages, it can be switched off, and it never
+"""Huge-page advice for fresh large CPU outputs and scratch buffers: the
+advice reaches the kernel only for the buffer's whole 2 MiB pages, only for
+large buffers, it can be switched off, it saves the page faults, and it never
 changes a result's bits."""
 
 from __future__ import annotations
 
 import ctypes
 import mmap
+import resource
 import sys
 from pathlib import Path
 
@@ -50,9 +52,9 @@ def huge_page_eligible(address: int) -> bool:
 
 @pytest.fixture
 def huge_page_setting():
-    previous = gk.huge_page_outputs()
+    previous = gk.huge_page_advice()
     yield
-    gk.set_huge_page_outputs(previous)
+    gk.set_huge_page_advice(previous)
 
 
 def first_whole_huge_page(address: int) -> int:
@@ -70,26 +72,34 @@ def fresh_mapping():
     mapping.close()
 
 
-def test_a_range_without_a_whole_huge_page_is_not_advised(fresh_mapping):
+MIN_BYTES = _C.HUGE_PAGE_ADVICE_MIN_BYTES
+
+
+def test_small_or_disabled_advice_is_not_given(fresh_mapping, huge_page_setting):
     start = first_whole_huge_page(fresh_mapping)
-    assert not _C.advise_huge_pages(start + 1, HUGE_PAGE)
-    assert not _C.advise_huge_pages(start, HUGE_PAGE - 1)
-    assert not _C.advise_huge_pages(start, 0)
+    gk.set_huge_page_advice(True)
+    assert not _C.advise_huge_pages(start, MIN_BYTES - 1)
+    gk.set_huge_page_advice(False)
+    assert not _C.advise_huge_pages(start, MIN_BYTES)
+    if thp_mode() == "madvise":
+        assert not huge_page_eligible(start)
 
 
 @needs_madvise_mode
-def test_only_whole_huge_pages_of_the_buffer_are_advised(fresh_mapping):
+def test_only_whole_huge_pages_of_the_buffer_are_advised(fresh_mapping, huge_page_setting):
+    gk.set_huge_page_advice(True)
     start = first_whole_huge_page(fresh_mapping) + 1024  # never 2 MiB aligned
     assert not huge_page_eligible(first_whole_huge_page(start))
-    assert _C.advise_huge_pages(start, 4 * HUGE_PAGE)
+    assert _C.advise_huge_pages(start, MIN_BYTES)
+    whole_pages = MIN_BYTES // HUGE_PAGE - 1
     assert not huge_page_eligible(start)  # the partial page before the first whole one
     assert huge_page_eligible(first_whole_huge_page(start))
-    assert huge_page_eligible(first_whole_huge_page(start) + 2 * HUGE_PAGE)
-    assert not huge_page_eligible(first_whole_huge_page(start) + 3 * HUGE_PAGE)  # partial page at the end
+    assert huge_page_eligible(first_whole_huge_page(start) + (whole_pages - 1) * HUGE_PAGE)
+    assert not huge_page_eligible(first_whole_huge_page(start) + whole_pages * HUGE_PAGE)  # partial page at the end
 
 
 class AdviceRecorder:
-    """Stands in for _C in _arrays to record which buffers get advice."""
+    """Stands in for _C in _arrays to record which buffers are offered advice."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[int, int]] = []
@@ -100,18 +110,15 @@ class AdviceRecorder:
 
 
 @pytest.mark.parametrize("framework", ["torch", "numpy"])
-def test_large_fresh_cpu_outputs_are_advised_when_switched_on(monkeypatch, huge_page_setting, framework):
+def test_large_fresh_cpu_outputs_are_offered_advice(monkeypatch, framework):
     recorder = AdviceRecorder()
     monkeypatch.setattr(_arrays, "_C", recorder)
     like = torch.empty(1) if framework == "torch" else numpy.empty(1, dtype=numpy.float32)
-    min_elements = _arrays.HUGE_PAGE_MIN_BYTES // 4
-    gk.set_huge_page_outputs(True)
+    min_elements = MIN_BYTES // 4
     large = _arrays.empty(like, (min_elements,), "float32")
     address = large.data_ptr() if framework == "torch" else large.ctypes.data
-    assert recorder.calls == [(address, _arrays.HUGE_PAGE_MIN_BYTES)]
+    assert recorder.calls == [(address, MIN_BYTES)]
     _arrays.empty(like, (min_elements - 1,), "float32")
-    gk.set_huge_page_outputs(False)
-    _arrays.empty(like, (min_elements,), "float32")
     assert len(recorder.calls) == 1
 
 
@@ -127,6 +134,8 @@ def test_advice_never_changes_bits(huge_page_setting, dtype):
     ids = torch.randint(0, 8192, (4096,), generator=gen)
     grad_rows = torch.randn(4096, 1024, generator=gen).to(dtype)
     x = torch.randn(2, 1024, 16, 128, generator=gen).to(dtype)
+    rows = torch.randn(2048, 1024, generator=gen).to(dtype)  # the fp32 packing scratch is 8 MiB
+    square = torch.randn(1024, 1024, generator=gen).to(dtype)
     positions = torch.arange(1024).repeat(2, 1)
 
     def results():
@@ -134,12 +143,36 @@ def test_advice_never_changes_bits(huge_page_setting, dtype):
             gk.swiglu(gate, up),
             gk.get_op("embedding").backward(grad_rows, ids, weight),
             gk.rope(x, positions),
+            gk.linear(rows, square),
         ]
 
-    gk.set_huge_page_outputs(True)
+    gk.set_huge_page_advice(True)
     advised = results()
-    gk.set_huge_page_outputs(False)
+    assert all(a.numel() * a.element_size() >= MIN_BYTES for a in advised[:3])
+    gk.set_huge_page_advice(False)
     plain = results()
     for a, b in zip(advised, plain):
-        assert a.numel() * a.element_size() >= _arrays.HUGE_PAGE_MIN_BYTES
         assert torch.equal(bits(a), bits(b))
+
+
+def minor_faults_of_second_call(fn) -> int:
+    fn()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    fn()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+@needs_madvise_mode
+def test_large_scratch_buffers_are_advised(huge_page_setting):
+    # linear packs a bf16 x as fp32 scratch: 64 MiB here, above glibc's largest
+    # mmap threshold, so every call gets fresh pages.
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(4096, 4096, generator=gen).to(torch.bfloat16)
+    weight = torch.randn(64, 4096, generator=gen).to(torch.bfloat16)
+    out = torch.empty(4096, 64, dtype=torch.bfloat16)
+    faults = {}
+    for enabled in (False, True):
+        gk.set_huge_page_advice(enabled)
+        faults[enabled] = minor_faults_of_second_call(lambda: gk.linear(x, weight, out=out))
+    assert faults[False] >= 64 * 2**20 // 4096
+    assert faults[True] < faults[False] // 8

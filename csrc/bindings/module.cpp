@@ -83,13 +83,16 @@ PYBIND11_MODULE(_C, m) {
   m.def("thread_pool", [] { return thread_pool_name(cpu::active_thread_pool()); });
   m.def("set_thread_pool", [](const std::string& name) { cpu::set_thread_pool(parse_thread_pool(name)); },
         py::arg("name"));
+  m.def("huge_page_advice", &cpu::huge_page_advice_enabled);
+  m.def("set_huge_page_advice", &cpu::set_huge_page_advice, py::arg("enabled"));
+  m.attr("HUGE_PAGE_ADVICE_MIN_BYTES") = cpu::kHugePageAdviceMinBytes;
   m.def("advise_huge_pages",
         [](std::uintptr_t address, std::size_t bytes) {
           return cpu::advise_huge_pages(reinterpret_cast<void*>(address), bytes);
         },
         py::arg("address"), py::arg("bytes"),
-        "Advises transparent huge pages for the whole 2 MiB pages of a CPU buffer; "
-        "returns whether the kernel took the advice.");
+        "When enabled and the buffer is large, advises transparent huge pages for its whole "
+        "2 MiB pages; returns whether the kernel took the advice.");
 
   bindings::register_attention(m);
   bindings::register_convert(m);

@@ -1,5 +1,7 @@
 #include "scratch.h"
 
+#include "pages.h"
+
 #include <cstdlib>
 #include <new>
 
@@ -15,6 +17,7 @@ ScratchBuffer::ScratchBuffer(std::size_t floats) : data_(nullptr) {
   if (bytes == 0) return;
   data_ = static_cast<float*>(std::aligned_alloc(kAlignment, bytes));
   if (data_ == nullptr) throw std::bad_alloc();
+  advise_huge_pages(data_, bytes);  // large packed panels are fresh pages too
 }
 
 ScratchBuffer::~ScratchBuffer() { std::free(data_); }

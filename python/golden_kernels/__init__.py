@@ -32,7 +32,7 @@ from .ops.vocab_parallel import (
 )
 from .registry import OPS, available_backends, get_op, list_ops
 
-from ._arrays import huge_page_outputs, set_huge_page_outputs
+from ._arrays import huge_page_advice, set_huge_page_advice
 
 __version__ = "0.1.0"
 
@@ -81,7 +81,7 @@ __all__ = [
     "cast",
     "cpu_isa",
     "embedding",
-    "huge_page_outputs",
+    "huge_page_advice",
     "entropy",
     "get_op",
     "linear",
@@ -103,7 +103,7 @@ __all__ = [
     "rope",
     "set_cpu_isa",
     "set_num_threads",
-    "set_huge_page_outputs",
+    "set_huge_page_advice",
     "set_thread_pool",
     "silu",
     "swiglu",

@@ -10,7 +10,6 @@ Tensor.__dlpack__'s Python-level protocol handling.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any, Sequence
 
@@ -18,10 +17,9 @@ from . import _C
 
 FLOAT_DTYPES = ("float32", "bfloat16", "float16")
 
-# Fresh CPU outputs at least this large get transparent huge pages (see
-# advise_huge_pages): below it the few 2 MiB pages saved do not pay for the call.
-HUGE_PAGE_MIN_BYTES = 8 << 20
-_huge_page_outputs = os.environ.get("GOLDEN_KERNELS_HUGE_PAGES", "1") != "0"
+# Fresh CPU outputs at least this large are offered to _C.advise_huge_pages
+# (csrc/cpu/pages.h); smaller ones skip the call.
+HUGE_PAGE_MIN_BYTES = _C.HUGE_PAGE_ADVICE_MIN_BYTES
 
 
 def _is_torch(x: Any) -> bool:
@@ -138,18 +136,19 @@ def stream(x: Any) -> int:
     return 0
 
 
-def huge_page_outputs() -> bool:
-    """Whether fresh CPU outputs of 8 MiB or more are advised transparent huge pages."""
-    return _huge_page_outputs
+def huge_page_advice() -> bool:
+    """Whether fresh CPU outputs and scratch buffers of 8 MiB or more are advised
+    transparent huge pages."""
+    return _C.huge_page_advice()
 
 
-def set_huge_page_outputs(enabled: bool) -> None:
-    """Turn huge-page advice for fresh large CPU outputs on (the default) or off
-    (also: GOLDEN_KERNELS_HUGE_PAGES=0). It saves the page faults of writing a
-    fresh output; on a machine short of free 2 MiB pages the kernel may spend
-    time compacting memory for them instead. Results are the same bits."""
-    global _huge_page_outputs
-    _huge_page_outputs = bool(enabled)
+def set_huge_page_advice(enabled: bool) -> None:
+    """Turn huge-page advice for fresh large CPU outputs and scratch buffers on
+    (the default) or off (also: GOLDEN_KERNELS_HUGE_PAGES=0). It saves the page
+    faults of writing fresh memory; on a machine short of free 2 MiB pages the
+    kernel may spend time compacting memory for them instead. Results are the
+    same bits."""
+    _C.set_huge_page_advice(bool(enabled))
 
 
 def empty(like: Any, shape: Sequence[int], dtype: str) -> Any:
@@ -162,7 +161,7 @@ def empty(like: Any, shape: Sequence[int], dtype: str) -> Any:
             out = torch.empty_like(like, layout=torch.strided, memory_format=torch.contiguous_format)
         else:
             out = torch.empty(tuple(shape), dtype=torch_dtype, device=like.device)
-        if _huge_page_outputs and out.is_cpu:
+        if out.is_cpu:
             nbytes = out.numel() * out.element_size()
             if nbytes >= HUGE_PAGE_MIN_BYTES:
                 _C.advise_huge_pages(out.data_ptr(), nbytes)
@@ -172,6 +171,6 @@ def empty(like: Any, shape: Sequence[int], dtype: str) -> Any:
     if dtype == "bfloat16":
         raise TypeError("numpy has no bfloat16; pass torch tensors for bfloat16")
     out = numpy.empty(tuple(shape), dtype=dtype)
-    if _huge_page_outputs and out.nbytes >= HUGE_PAGE_MIN_BYTES:
+    if out.nbytes >= HUGE_PAGE_MIN_BYTES:
         _C.advise_huge_pages(out.ctypes.data, out.nbytes)
     return out
