@@ -174,5 +174,8 @@ def test_large_scratch_buffers_are_advised(huge_page_setting):
     for enabled in (False, True):
         gk.set_huge_page_advice(enabled)
         faults[enabled] = minor_faults_of_second_call(lambda: gk.linear(x, weight, out=out))
-    assert faults[False] >= 64 * 2**20 // 4096
-    assert faults[True] < faults[False] // 8
+    scratch_small_pages = 64 * 2**20 // 4096
+    assert faults[False] >= scratch_small_pages
+    # Most of the scratch's 4 KiB faults are gone (a difference, not a ratio:
+    # under ASan its shadow memory adds faults to both calls).
+    assert faults[False] - faults[True] >= scratch_small_pages * 3 // 4
