@@ -216,21 +216,16 @@ void for_each_column_chunk(std::int64_t vectors, Chunk&& chunk) {
   }
 }
 
-// Key columns [c0, c0 + width * kVecLanes) of the tile's block dots.
-void tile_dots_columns(const float* const* q, std::int64_t d_len, const float* keys_t, std::int64_t c0,
-                       int width, float (*scores)[kBlock]) {
-  switch (width) {
-    case 3: tile_dots_chunk<3>(q, d_len, keys_t, c0, scores); break;
-    case 2: tile_dots_chunk<2>(q, d_len, keys_t, c0, scores); break;
-    default: tile_dots_chunk<1>(q, d_len, keys_t, c0, scores); break;
-  }
-}
-
 // dots[r] = the core's attention_block_dots of x[r], for the tile's rows.
 void tile_dots(const float* const* q, std::int64_t d_len, const float* keys_t, float (*scores)[kBlock]) {
   static_assert(kBlock % kVecLanes == 0, "the key block splits into vectors");
   for_each_column_chunk(kBlock / kVecLanes, [&](std::int64_t v, int width) {
-    tile_dots_columns(q, d_len, keys_t, v * kVecLanes, width, scores);
+    const std::int64_t c0 = v * kVecLanes;
+    switch (width) {
+      case 3: tile_dots_chunk<3>(q, d_len, keys_t, c0, scores); break;
+      case 2: tile_dots_chunk<2>(q, d_len, keys_t, c0, scores); break;
+      default: tile_dots_chunk<1>(q, d_len, keys_t, c0, scores); break;
+    }
   });
 }
 
@@ -327,34 +322,24 @@ void tile_accumulate_chunk(float* const* acc, const float (*weights)[kBlock], st
   }
 }
 
-// Value columns [d0, d0 + width * kVecLanes) of the tile's accumulation.
-void tile_accumulate_columns(float* const* acc, const float (*weights)[kBlock], std::int64_t count,
-                             const float* rows, std::int64_t d0, int width) {
-  switch (width) {
-    case 3: tile_accumulate_chunk<3>(acc, weights, count, rows, d0); break;
-    case 2: tile_accumulate_chunk<2>(acc, weights, count, rows, d0); break;
-    default: tile_accumulate_chunk<1>(acc, weights, count, rows, d0); break;
-  }
-}
-
-// The columns past the last whole vector, element by element.
-void tile_accumulate_tail(float* const* acc, std::int64_t d_len, const float (*weights)[kBlock],
-                          std::int64_t count, const float* rows) {
-  const std::int64_t d0 = d_len / kVecLanes * kVecLanes;
-  for (int r = 0; r < kTileRows; ++r) {
-    for (std::int64_t j = 0; j < count; ++j) {
-      for (std::int64_t d = d0; d < d_len; ++d) acc[r][d] = core::fma_rn(weights[r][j], rows[j * kMaxD + d], acc[r][d]);
-    }
-  }
-}
-
 // block_accumulate for the tile's rows: each V vector loaded feeds all rows.
 void tile_accumulate(float* const* acc, std::int64_t d_len, const float (*weights)[kBlock],
                      std::int64_t count, const float* rows) {
   for_each_column_chunk(d_len / kVecLanes, [&](std::int64_t v, int width) {
-    tile_accumulate_columns(acc, weights, count, rows, v * kVecLanes, width);
+    const std::int64_t d0 = v * kVecLanes;
+    switch (width) {
+      case 3: tile_accumulate_chunk<3>(acc, weights, count, rows, d0); break;
+      case 2: tile_accumulate_chunk<2>(acc, weights, count, rows, d0); break;
+      default: tile_accumulate_chunk<1>(acc, weights, count, rows, d0); break;
+    }
   });
-  tile_accumulate_tail(acc, d_len, weights, count, rows);
+  for (int r = 0; r < kTileRows; ++r) {  // the columns past the last whole vector
+    for (std::int64_t j = 0; j < count; ++j) {
+      for (std::int64_t d = d_len / kVecLanes * kVecLanes; d < d_len; ++d) {
+        acc[r][d] = core::fma_rn(weights[r][j], rows[j * kMaxD + d], acc[r][d]);
+      }
+    }
+  }
 }
 
 #else
