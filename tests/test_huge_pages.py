@@ -19,6 +19,7 @@ import golden_kernels as gk
 from golden_kernels import _C, _arrays
 
 HUGE_PAGE = 1 << 21
+MIN_BYTES = _C.HUGE_PAGE_ADVICE_MIN_BYTES
 THP_MODE_FILE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
@@ -70,9 +71,6 @@ def fresh_mapping():
     yield ctypes.addressof(anchor)
     del anchor
     mapping.close()
-
-
-MIN_BYTES = _C.HUGE_PAGE_ADVICE_MIN_BYTES
 
 
 def test_small_or_disabled_advice_is_not_given(fresh_mapping, huge_page_setting):
@@ -134,7 +132,7 @@ def test_advice_never_changes_bits(huge_page_setting, dtype):
     ids = torch.randint(0, 8192, (4096,), generator=gen)
     grad_rows = torch.randn(4096, 1024, generator=gen).to(dtype)
     x = torch.randn(2, 1024, 16, 128, generator=gen).to(dtype)
-    rows = torch.randn(2048, 1024, generator=gen).to(dtype)  # the fp32 packing scratch is 8 MiB
+    rows = torch.randn(2048, 1024, generator=gen).to(dtype)  # x packed as fp32 would fill 8 MiB of scratch
     square = torch.randn(1024, 1024, generator=gen).to(dtype)
     positions = torch.arange(1024).repeat(2, 1)
 

@@ -4,6 +4,8 @@
 // vectorises across keys) and runs the core's per-row functions
 // (csrc/core/ops/attention.h) on it; the SIMD builds fold 4 rows at once
 // (tile_*), each row's chains in the core's order, so the bits are the same.
+#include <type_traits>
+
 #include "../core/ops/attention.h"
 #include "../core/reduce.h"
 #include "simd.h"
@@ -216,16 +218,24 @@ void for_each_column_chunk(std::int64_t vectors, Chunk&& chunk) {
   }
 }
 
+// Calls body(std::integral_constant<int, width>) for a chunk width of
+// for_each_column_chunk, so each width gets its own register tile.
+template <class Body>
+void with_chunk_width(int width, Body&& body) {
+  switch (width) {
+    case 3: body(std::integral_constant<int, 3>{}); break;
+    case 2: body(std::integral_constant<int, 2>{}); break;
+    default: body(std::integral_constant<int, 1>{}); break;
+  }
+}
+
 // dots[r] = the core's attention_block_dots of x[r], for the tile's rows.
 void tile_dots(const float* const* q, std::int64_t d_len, const float* keys_t, float (*scores)[kBlock]) {
   static_assert(kBlock % kVecLanes == 0, "the key block splits into vectors");
   for_each_column_chunk(kBlock / kVecLanes, [&](std::int64_t v, int width) {
-    const std::int64_t c0 = v * kVecLanes;
-    switch (width) {
-      case 3: tile_dots_chunk<3>(q, d_len, keys_t, c0, scores); break;
-      case 2: tile_dots_chunk<2>(q, d_len, keys_t, c0, scores); break;
-      default: tile_dots_chunk<1>(q, d_len, keys_t, c0, scores); break;
-    }
+    with_chunk_width(width, [&](auto vecs) {
+      tile_dots_chunk<decltype(vecs)::value>(q, d_len, keys_t, v * kVecLanes, scores);
+    });
   });
 }
 
@@ -326,12 +336,9 @@ void tile_accumulate_chunk(float* const* acc, const float (*weights)[kBlock], st
 void tile_accumulate(float* const* acc, std::int64_t d_len, const float (*weights)[kBlock],
                      std::int64_t count, const float* rows) {
   for_each_column_chunk(d_len / kVecLanes, [&](std::int64_t v, int width) {
-    const std::int64_t d0 = v * kVecLanes;
-    switch (width) {
-      case 3: tile_accumulate_chunk<3>(acc, weights, count, rows, d0); break;
-      case 2: tile_accumulate_chunk<2>(acc, weights, count, rows, d0); break;
-      default: tile_accumulate_chunk<1>(acc, weights, count, rows, d0); break;
-    }
+    with_chunk_width(width, [&](auto vecs) {
+      tile_accumulate_chunk<decltype(vecs)::value>(acc, weights, count, rows, v * kVecLanes);
+    });
   });
   for (int r = 0; r < kTileRows; ++r) {  // the columns past the last whole vector
     for (std::int64_t j = 0; j < count; ++j) {

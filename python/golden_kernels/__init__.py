@@ -30,9 +30,8 @@ from .ops.vocab_parallel import (
     target_logits,
     vocab_shard_bounds,
 )
-from .registry import OPS, available_backends, get_op, list_ops
-
 from ._arrays import huge_page_advice, set_huge_page_advice
+from .registry import OPS, available_backends, get_op, list_ops
 
 __version__ = "0.1.0"
 
@@ -81,9 +80,9 @@ __all__ = [
     "cast",
     "cpu_isa",
     "embedding",
-    "huge_page_advice",
     "entropy",
     "get_op",
+    "huge_page_advice",
     "linear",
     "linear_logprob",
     "linear_partials",
@@ -102,8 +101,8 @@ __all__ = [
     "rms_norm",
     "rope",
     "set_cpu_isa",
-    "set_num_threads",
     "set_huge_page_advice",
+    "set_num_threads",
     "set_thread_pool",
     "silu",
     "swiglu",
