@@ -138,19 +138,25 @@ gk.set_num_threads(1)
 expected = gk.linear(x, w)
 gk.set_num_threads(2)
 assert gk.thread_pool() == "openmp", gk.thread_pool()
-for _ in range(5):
+for _ in range(50):
     got = gk.linear(x, w)  # the team's second member waits for the one core: late
     assert torch.equal(got.view(torch.int32), expected.view(torch.int32))
+    if gk.thread_pool() == "golden":
+        break
 assert gk.thread_pool() == "golden", gk.thread_pool()
 time.sleep(1.2)
 assert gk.thread_pool() == "openmp", gk.thread_pool()
 """
 
 
+@pytest.mark.timing
 def test_automatic_choice_leaves_a_team_that_cannot_get_cores():
     """On one core the OpenMP team's second member arrives after the work is
     done (the caller would wait for it at the end of every region): the
-    automatic choice moves to the own pool for a second, then tries again."""
+    automatic choice moves to the own pool for a second, then tries again.
+    Whether a call's member is late depends on the scheduler (it may instead
+    get a time slice mid-call and take tasks, which costs nothing), so the
+    script allows up to 50 calls for the first late one."""
     subprocess.run([sys.executable, "-c", ONE_CORE], check=True, timeout=120)
 
 
