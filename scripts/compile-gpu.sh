@@ -3,10 +3,11 @@
 # sm_90 and as HIP with hipcc for gfx90a, into a temporary directory, with the
 # contract's flags read from CMakeLists.txt. Fails on any error or warning.
 # Needs no GPU. Usage: scripts/compile-gpu.sh [cuda|hip|all]  (default: all)
+# GOLDEN_GPU_SOURCES="csrc/cuda/a.cu ..." compiles only those files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which=${1:-all}
-sources=(csrc/cuda/*.cu)
+sources=(${GOLDEN_GPU_SOURCES:-csrc/cuda/*.cu})
 out_dir=$(mktemp -d)
 trap 'rm -rf "$out_dir"' EXIT
 

@@ -369,11 +369,18 @@ void check_fused_logits(const TensorView& logits, const TensorView& hidden, cons
   require_contiguous(logits);
 }
 
+// The fused op's per-row entropy partial: fp32 (max, sum, shifted) [..., 3], dense.
+void check_row_partial(const TensorView& partial, const TensorView& hidden) {
+  require_type(partial, ElementType::f32);
+  require_shape(partial, with_triple(leading_shape(hidden)));
+  require_contiguous(partial);
+}
+
 void linear_logprob_forward(const std::string& backend, std::uintptr_t stream, const py::object& hidden_capsule,
                             const py::object& weight_capsule, const py::object& ids_capsule,
                             const py::object& logprob_capsule, const py::object& entropy_capsule,
                             std::int64_t ignore_index, const py::object& lse_capsule,
-                            const py::object& logits_capsule) {
+                            const py::object& logits_capsule, const py::object& entropy_partial_capsule) {
   const TensorView hidden = view_capsule(hidden_capsule, "hidden");
   const TensorView weight = view_capsule(weight_capsule, "weight");
   const TensorView ids = view_capsule(ids_capsule, "target_ids");
@@ -402,6 +409,13 @@ void linear_logprob_forward(const std::string& backend, std::uintptr_t stream, c
     for (const TensorView* output : outputs) require_no_overlap(*logits, *output);
     outputs.push_back(&*logits);
   }
+  std::optional<TensorView> entropy_partial;  // for the backward to take back
+  if (!entropy_partial_capsule.is_none()) {
+    entropy_partial = view_capsule(entropy_partial_capsule, "entropy_partial");
+    check_row_partial(*entropy_partial, hidden);
+    for (const TensorView* output : outputs) require_no_overlap(*entropy_partial, *output);
+    outputs.push_back(&*entropy_partial);
+  }
   check_outputs_apart(outputs, {&hidden, &weight, &ids});
   const BackendChoice choice = parse_backend(backend, stream);
   std::vector<const TensorView*> all{&hidden, &weight, &ids};
@@ -415,6 +429,7 @@ void linear_logprob_forward(const std::string& backend, std::uintptr_t stream, c
                                             static_cast<float*>(logprob.data),
                                             entropy ? static_cast<float*>(entropy->data) : nullptr,
                                             lse ? static_cast<float*>(lse->data) : nullptr,
+                                            entropy_partial ? static_cast<float*>(entropy_partial->data) : nullptr,
                                             logits ? static_cast<float*>(logits->data) : nullptr,
                                             to_dtype(hidden.type),
                                             ids.numel(),
@@ -443,7 +458,7 @@ void linear_logprob_backward(const std::string& backend, std::uintptr_t stream, 
                              const py::object& weight_capsule, const py::object& ids_capsule,
                              const py::object& dhidden_capsule, const py::object& dweight_capsule,
                              std::int64_t ignore_index, const py::object& lse_capsule,
-                             const py::object& logits_capsule) {
+                             const py::object& logits_capsule, const py::object& entropy_partial_capsule) {
   const TensorView grad = view_capsule(grad_capsule, "grad_logprob");
   const TensorView hidden = view_capsule(hidden_capsule, "hidden");
   const TensorView weight = view_capsule(weight_capsule, "weight");
@@ -459,7 +474,7 @@ void linear_logprob_backward(const std::string& backend, std::uintptr_t stream, 
   }
   std::optional<TensorView> lse;  // the forward's: skips the statistics pass
   if (!lse_capsule.is_none()) {
-    if (grad_entropy) fail_value("lse: not accepted with grad_entropy (its gradient needs the statistics pass)");
+    if (grad_entropy) fail_value("lse: not accepted with grad_entropy (its gradient needs more statistics: give the forward's entropy_partial instead)");
     lse = view_capsule(lse_capsule, "lse");
     check_per_row(*lse, hidden, ElementType::f32);
     inputs.push_back(&*lse);
@@ -469,6 +484,13 @@ void linear_logprob_backward(const std::string& backend, std::uintptr_t stream, 
     logits = view_capsule(logits_capsule, "logits");
     check_fused_logits(*logits, hidden, weight);
     inputs.push_back(&*logits);
+  }
+  std::optional<TensorView> entropy_partial;  // the forward's: skips the statistics pass
+  if (!entropy_partial_capsule.is_none()) {
+    if (lse) fail_value("entropy_partial: give lse or entropy_partial, not both");
+    entropy_partial = view_capsule(entropy_partial_capsule, "entropy_partial");
+    check_row_partial(*entropy_partial, hidden);
+    inputs.push_back(&*entropy_partial);
   }
   std::vector<const TensorView*> outputs;
   std::optional<TensorView> dhidden;
@@ -500,6 +522,8 @@ void linear_logprob_backward(const std::string& backend, std::uintptr_t stream, 
   const LinearLogprobBackwardProblem problem{static_cast<const float*>(grad.data),
                                              grad_entropy ? static_cast<const float*>(grad_entropy->data) : nullptr,
                                              lse ? static_cast<const float*>(lse->data) : nullptr,
+                                             entropy_partial ? static_cast<const float*>(entropy_partial->data)
+                                                             : nullptr,
                                              logits ? static_cast<const float*>(logits->data) : nullptr,
                                              hidden.data,
                                              weight.data,
@@ -561,11 +585,12 @@ void register_logprob(py::module_& m) {
         py::arg("ignore_index"));
   m.def("linear_logprob_forward", &linear_logprob_forward, py::arg("backend"), py::arg("stream"),
         py::arg("hidden"), py::arg("weight"), py::arg("target_ids"), py::arg("logprob"), py::arg("entropy"),
-        py::arg("ignore_index"), py::arg("lse") = py::none(), py::arg("logits") = py::none());
+        py::arg("ignore_index"), py::arg("lse") = py::none(), py::arg("logits") = py::none(),
+        py::arg("entropy_partial") = py::none());
   m.def("linear_logprob_backward", &linear_logprob_backward, py::arg("backend"), py::arg("stream"),
         py::arg("grad_logprob"), py::arg("grad_entropy"), py::arg("hidden"), py::arg("weight"),
         py::arg("target_ids"), py::arg("grad_hidden"), py::arg("grad_weight"), py::arg("ignore_index"),
-        py::arg("lse") = py::none(), py::arg("logits") = py::none());
+        py::arg("lse") = py::none(), py::arg("logits") = py::none(), py::arg("entropy_partial") = py::none());
 }
 
 }  // namespace golden::bindings

@@ -177,10 +177,7 @@ void stream_row_partials(const LinearLogprobOperands& p, const Linear& linear, c
 template <class T, bool kWithEntropy, class Linear>
 void fused_forward(const LinearLogprobForwardProblem& p, const Linear& linear) {
   auto finish = [&](Index row, const PartialOf<kWithEntropy>& merged, float target_logit) {
-    p.logprob[row] = core::logprob_from_partial(target_logit, core::LsePartial{merged.max, merged.sum},
-                                                p.target_ids[row], p.ignore_index);
-    if constexpr (kWithEntropy) p.entropy[row] = core::entropy_of(merged);
-    if (p.lse != nullptr) p.lse[row] = core::lse_of({merged.max, merged.sum});  // as row_statistics
+    core::linear_logprob_outputs(p, row, merged, target_logit);
   };
   const LogitStore keep_logits{nullptr, p.logits};
   stream_row_partials<T, kWithEntropy>(core::linear_logprob_operands(p), linear, finish, keep_logits);
@@ -191,7 +188,7 @@ void dispatch_forward(const LinearLogprobForwardProblem& p, const Linear& linear
   if (p.rows == 0) return;
   visit_dtype(p.dtype, [&](auto in) {
     using T = decltype(in);
-    if (p.entropy != nullptr) {
+    if (p.entropy != nullptr || p.entropy_partial != nullptr) {
       fused_forward<T, true>(p, linear);
     } else {
       fused_forward<T, false>(p, linear);
@@ -461,17 +458,21 @@ void row_statistics(const LinearLogprobBackwardProblem& p, const Linear& linear,
 template <class T, class TOut, class Linear>
 void fused_backward(const LinearLogprobBackwardProblem& p, const Linear& linear) {
   const bool with_entropy = p.grad_entropy != nullptr;
-  // The forward's lse (bitwise the statistics pass's) skips that pass and its logit cache.
-  const bool forward_lse = p.lse != nullptr && !with_entropy;
+  // The forward's statistics (bitwise the statistics pass's) skip that pass and its logit cache.
+  const bool forward_partial = p.entropy_partial != nullptr;
+  const bool forward_lse = p.lse != nullptr && !with_entropy && !forward_partial;
+  const bool statistics_pass = !forward_lse && !forward_partial;
   ScratchBuffer lse(forward_lse ? 0 : static_cast<std::size_t>(p.rows));
   ScratchBuffer entropy_floats(
       with_entropy ? static_cast<std::size_t>(p.rows) * sizeof(core::EntropyGradRow) / sizeof(float) + 1 : 0);
   auto* entropy_rows = reinterpret_cast<core::EntropyGradRow*>(entropy_floats.data());
   // Without the forward's logits, the statistics pass keeps its own when they fit.
-  const bool cache_logits = p.logits == nullptr && !forward_lse && p.rows * p.vocab <= kMaxCachedLogits;
+  const bool cache_logits = p.logits == nullptr && statistics_pass && p.rows * p.vocab <= kMaxCachedLogits;
   ScratchBuffer logits(cache_logits ? static_cast<std::size_t>(p.rows * p.vocab) : 0);
   const LogitStore store{p.logits, cache_logits ? logits.data() : nullptr};
-  if (with_entropy) {
+  if (forward_partial) {
+    for (Index row = 0; row < p.rows; ++row) core::linear_logprob_saved_row_stats(p, row, lse.data(), entropy_rows);
+  } else if (with_entropy) {
     row_statistics<T, true>(p, linear, lse.data(), entropy_rows, store);
   } else if (!forward_lse) {
     row_statistics<T, false>(p, linear, lse.data(), entropy_rows, store);

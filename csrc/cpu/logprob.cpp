@@ -135,9 +135,7 @@ void entropy_partials(const EntropyPartialsProblem& p, int num_threads) {
     for_each_row(p.rows, num_threads, [&](std::int64_t row) {
       const core::EntropyPartial partial =
           core::entropy_row_partial(core::RowLoader<T>{logits + row * p.vocab}, p.vocab);
-      p.partials[3 * row] = partial.max;
-      p.partials[3 * row + 1] = partial.sum;
-      p.partials[3 * row + 2] = partial.shifted;
+      core::store_entropy_partial(p.partials, row, partial);
     });
   });
 }

@@ -181,10 +181,7 @@ template <bool kWithEntropy>
 struct WriteOutputs {
   LinearLogprobForwardProblem p;
   __device__ void operator()(Index row, const PartialOf<kWithEntropy>& merged, float target_logit) const {
-    p.logprob[row] = core::logprob_from_partial(target_logit, core::LsePartial{merged.max, merged.sum},
-                                                p.target_ids[row], p.ignore_index);
-    if constexpr (kWithEntropy) p.entropy[row] = core::entropy_of(merged);
-    if (p.lse != nullptr) p.lse[row] = core::lse_of({merged.max, merged.sum});  // as WriteRowStats
+    core::linear_logprob_outputs(p, row, merged, target_logit);
   }
 };
 
@@ -206,6 +203,12 @@ struct WriteRowStats {
     if constexpr (kWithEntropy) entropy_rows[row] = core::entropy_grad_row(merged, grad_entropy[row]);
   }
 };
+
+// Each row's statistics from the forward's entropy_partial (instead of the pass).
+__global__ void saved_row_stats_kernel(LinearLogprobBackwardProblem p, float* lse, core::EntropyGradRow* entropy_rows) {
+  const Index row = static_cast<Index>(blockIdx.x) * kPerRowThreads + threadIdx.x;
+  if (row < p.rows) core::linear_logprob_saved_row_stats(p, row, lse, entropy_rows);
+}
 
 struct GradRows {
   const float* grad_logprob;
@@ -389,14 +392,19 @@ struct FusedBackward {
 template <class T, class TOut>
 void fused_backward(const LinearLogprobBackwardProblem& p, cudaStream_t stream) {
   const bool with_entropy = p.grad_entropy != nullptr;
-  const bool forward_lse = p.lse != nullptr && !with_entropy;  // bitwise the statistics pass's: skips it
+  // The forward's statistics (bitwise the statistics pass's) skip that pass.
+  const bool forward_partial = p.entropy_partial != nullptr;
+  const bool forward_lse = p.lse != nullptr && !with_entropy && !forward_partial;
   DeviceBuffer lse(static_cast<std::size_t>(forward_lse ? 1 : p.rows) * sizeof(float), stream);
   DeviceBuffer entropy_rows(static_cast<std::size_t>(with_entropy ? p.rows : 1) * sizeof(core::EntropyGradRow),
                             stream);
   auto* rows = entropy_rows.as<core::EntropyGradRow>();
   const LinearLogprobOperands operands = core::linear_logprob_operands(p);
   const LogitStore store{p.logits, nullptr};
-  if (with_entropy) {
+  if (forward_partial) {
+    saved_row_stats_kernel<<<grid_for(p.rows, kPerRowThreads), kPerRowThreads, 0, stream>>>(p, lse.as<float>(), rows);
+    check_launch("linear_logprob_backward (saved statistics)");
+  } else if (with_entropy) {
     stream_row_partials<T, true>(operands, WriteRowStats<true>{p.grad_entropy, lse.as<float>(), rows}, store, stream);
   } else if (!forward_lse) {
     stream_row_partials<T, false>(operands, WriteRowStats<false>{nullptr, lse.as<float>(), nullptr}, store, stream);
@@ -423,7 +431,7 @@ void linear_logprob_forward(const LinearLogprobForwardProblem& p, std::uintptr_t
     using T = decltype(in);
     const LinearLogprobOperands operands = core::linear_logprob_operands(p);
     const LogitStore store{nullptr, p.logits};
-    if (p.entropy != nullptr) {
+    if (p.entropy != nullptr || p.entropy_partial != nullptr) {
       stream_row_partials<T, true>(operands, WriteOutputs<true>{p}, store, as_stream(stream));
     } else {
       stream_row_partials<T, false>(operands, WriteOutputs<false>{p}, store, as_stream(stream));

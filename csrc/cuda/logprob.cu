@@ -114,9 +114,7 @@ __global__ void entropy_partials_kernel(EntropyPartialsProblem p) {
   const core::EntropyPartial partial =
       core::entropy_row_partial(core::RowLoader<T>{static_cast<const T*>(p.logits) + row * p.vocab}, p.vocab, worker);
   if (worker.lane == 0) {
-    p.partials[3 * row] = partial.max;
-    p.partials[3 * row + 1] = partial.sum;
-    p.partials[3 * row + 2] = partial.shifted;
+    core::store_entropy_partial(p.partials, row, partial);
   }
 }
 

@@ -164,6 +164,9 @@ struct LinearLogprobForwardProblem {
   float* logprob;  // [rows]
   float* entropy;  // [rows], or nullptr: not wanted
   float* lse;      // [rows], or nullptr: not wanted (the backward may take it back)
+  // [rows, 3]: each row's merged (max, sum, shifted), the entropy_partials
+  // format, for the backward to take back; or nullptr: not wanted.
+  float* entropy_partial;
   // [rows, vocab] row-major: the fp32 logits (lm_head.forward_fp32's bits), for
   // the backward to take back; or nullptr: not wanted (never held whole).
   float* logits;
@@ -184,8 +187,12 @@ struct LinearLogprobBackwardProblem {
   const float* grad_entropy;  // [rows], or nullptr: the entropy is not differentiated
   // [rows]: the forward's lse (the same lse_of of the same merged partials the
   // statistics pass computes, hence its bits), which then is skipped; or nullptr:
-  // recomputed. Only without grad_entropy (its row statistics need the pass).
+  // recomputed. Only without grad_entropy (its row statistics need more).
   const float* lse;
+  // [rows, 3]: the forward's entropy_partial (the very merged partials the
+  // statistics pass computes), which then is skipped, with or without
+  // grad_entropy; or nullptr. Not given together with lse.
+  const float* entropy_partial;
   // [rows, vocab]: the forward's fp32 logits (the very bits a recomputation
   // gives), read instead of recomputing them; or nullptr: recomputed.
   const float* logits;
@@ -368,15 +375,22 @@ GOLDEN_INLINE float entropy_of(EntropyPartial p) {
   return canonical_nan(log_f32(p.sum) - div_rn(p.shifted, p.sum));
 }
 
+// Row `row` of a [rows, 3] array of (max, sum, shifted) partials.
+GOLDEN_INLINE void store_entropy_partial(float* partials, std::int64_t row, EntropyPartial p) {
+  partials[3 * row] = p.max;
+  partials[3 * row + 1] = p.sum;
+  partials[3 * row + 2] = p.shifted;
+}
+
+GOLDEN_INLINE EntropyPartial load_entropy_partial(const float* partials, std::int64_t row) {
+  return {partials[3 * row], partials[3 * row + 1], partials[3 * row + 2]};
+}
+
 // One row of merge_entropy_partials: the merged (max, sum, shifted) triple
 // and the entropy, each where the problem asks for it.
 GOLDEN_INLINE void merge_entropy_partials_row(const MergeEntropyPartialsProblem& p, std::int64_t row) {
   const EntropyPartial merged = merge_shard_entropy_partials(p.partials + 3 * row, p.shards, 3 * p.rows);
-  if (p.merged != nullptr) {
-    p.merged[3 * row] = merged.max;
-    p.merged[3 * row + 1] = merged.sum;
-    p.merged[3 * row + 2] = merged.shifted;
-  }
+  if (p.merged != nullptr) store_entropy_partial(p.merged, row, merged);
   if (p.entropy != nullptr) p.entropy[row] = entropy_of(merged);
 }
 
@@ -478,6 +492,36 @@ GOLDEN_INLINE float entropy_grad(float x, const EntropyGradRow& row) {
   float dx = x == negative_infinity() ? 0.0f : row.grad * (p * (row.mean - (x - row.shift)));
   dx = row.row_nan ? math_detail::invalid_nan() : dx;
   return canonical_nan(dx);
+}
+
+// One row of the fused linear_logprob forward's outputs from the row's merged
+// partial over the vocabulary (an EntropyPartial when the problem asks for the
+// entropy or the entropy partial) and its target logit.
+GOLDEN_INLINE void write_entropy_outputs(const LinearLogprobForwardProblem&, std::int64_t, const LsePartial&) {}
+
+GOLDEN_INLINE void write_entropy_outputs(const LinearLogprobForwardProblem& p, std::int64_t row,
+                                         const EntropyPartial& merged) {
+  if (p.entropy != nullptr) p.entropy[row] = entropy_of(merged);
+  if (p.entropy_partial != nullptr) store_entropy_partial(p.entropy_partial, row, merged);
+}
+
+template <class Partial>
+GOLDEN_INLINE void linear_logprob_outputs(const LinearLogprobForwardProblem& p, std::int64_t row,
+                                          const Partial& merged, float target_logit) {
+  p.logprob[row] = logprob_from_partial(target_logit, LsePartial{merged.max, merged.sum}, p.target_ids[row],
+                                        p.ignore_index);
+  write_entropy_outputs(p, row, merged);
+  if (p.lse != nullptr) p.lse[row] = lse_of({merged.max, merged.sum});
+}
+
+// A row's backward statistics (its lse, and with grad_entropy its entropy
+// gradient row) from the forward's entropy_partial: what the statistics pass
+// derives from the same merged partial, bit for bit.
+GOLDEN_INLINE void linear_logprob_saved_row_stats(const LinearLogprobBackwardProblem& p, std::int64_t row,
+                                                  float* lse, EntropyGradRow* entropy_rows) {
+  const EntropyPartial merged = load_entropy_partial(p.entropy_partial, row);
+  lse[row] = lse_of({merged.max, merged.sum});
+  if (p.grad_entropy != nullptr) entropy_rows[row] = entropy_grad_row(merged, p.grad_entropy[row]);
 }
 
 // The fused linear_logprob backward's logit gradient with an entropy output:

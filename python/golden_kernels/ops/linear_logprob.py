@@ -47,12 +47,17 @@ def _check(hidden: Any, weight: Any, target_ids: Any, chunk_size: int | None) ->
 
 def forward(hidden: Any, weight: Any, target_ids: Any, *, chunk_size: int | None = None,
             ignore_index: int = DEFAULT_IGNORE_INDEX, return_entropy: bool = False,
-            return_lse: bool = False, return_logits: bool = False, backend: str | None = None) -> Any:
+            return_lse: bool = False, return_logits: bool = False, return_entropy_partial: bool = False,
+            backend: str | None = None) -> Any:
     """float32 log p(target) per row; with return_entropy=True also the float32
     entropy of each row's softmax: (logprob, entropy). return_lse=True appends
     each row's float32 log-sum-exp, for backward(lse=...): (logprob[, entropy], lse).
     return_logits=True appends the float32 logits [..., vocab] (bitwise
-    lm_head.forward_fp32's; rows x vocab floats held), for backward(logits=...)."""
+    lm_head.forward_fp32's; rows x vocab floats held), for backward(logits=...).
+    return_entropy_partial=True appends each row's float32 (max, sum, shifted)
+    [..., 3] (entropy_partials' format, bitwise entropy_partials of the logits),
+    for backward(entropy_partial=...), with or without grad_entropy. Outputs
+    come in this order: logprob, entropy, lse, logits, entropy_partial."""
     _check(hidden, weight, target_ids, chunk_size)
     backend = resolve_backend(backend, hidden, weight, target_ids)
     rows_shape = _arrays.shape(hidden)[:-1]
@@ -61,13 +66,15 @@ def forward(hidden: Any, weight: Any, target_ids: Any, *, chunk_size: int | None
     lse = _arrays.empty(hidden, rows_shape, "float32") if return_lse else None
     vocab = _arrays.shape(weight)[0] if len(_arrays.shape(weight)) == 2 else 0  # the binding checks weight
     logits = _arrays.empty(hidden, (*rows_shape, vocab), "float32") if return_logits else None
+    partial = _arrays.empty(hidden, (*rows_shape, 3), "float32") if return_entropy_partial else None
     _C.linear_logprob_forward(
         backend, _arrays.stream(hidden), _arrays.capsule(hidden), _arrays.capsule(weight),
         _arrays.capsule(target_ids), _arrays.capsule(logprob),
         None if entropy is None else _arrays.capsule(entropy), int(ignore_index),
         None if lse is None else _arrays.capsule(lse), None if logits is None else _arrays.capsule(logits),
+        None if partial is None else _arrays.capsule(partial),
     )
-    extra = tuple(x for x in (entropy, lse, logits) if x is not None)
+    extra = tuple(x for x in (entropy, lse, logits, partial) if x is not None)
     return (logprob, *extra) if extra else logprob
 
 
@@ -76,7 +83,8 @@ forward_fp32 = forward
 
 def backward(grad_logprob: Any, hidden: Any, weight: Any, target_ids: Any, *, grad_entropy: Any = None,
              ignore_index: int = DEFAULT_IGNORE_INDEX, fp32: bool = False, backend: str | None = None,
-             needs: tuple[bool, bool] = (True, True), lse: Any = None, logits: Any = None) -> tuple[Any, Any]:
+             needs: tuple[bool, bool] = (True, True), lse: Any = None, logits: Any = None,
+             entropy_partial: Any = None) -> tuple[Any, Any]:
     """(grad_hidden, grad_weight) of the logprob output (grad_logprob: float32
     [rows]) and, with grad_entropy, of the entropy output too; neither logits nor
     their gradient are ever held whole. Bitwise equal to token_logprob.backward
@@ -86,9 +94,13 @@ def backward(grad_logprob: Any, hidden: Any, weight: Any, target_ids: Any, *, gr
     lse: the forward's (return_lse=True; not with grad_entropy) skips the row
     statistics pass (one more lm_head over the vocabulary); the bits are the same.
     logits: the forward's (return_logits=True; float32 [..., vocab]) are read
-    instead of recomputed (with grad_entropy too); the bits are the same."""
+    instead of recomputed (with grad_entropy too); the bits are the same.
+    entropy_partial: the forward's (return_entropy_partial=True) skips the row
+    statistics pass with or without grad_entropy (not together with lse); the
+    bits are the same."""
     _check(hidden, weight, target_ids, None)
-    named = [(grad_logprob, "grad_logprob"), (grad_entropy, "grad_entropy"), (lse, "lse"), (logits, "logits")]
+    named = [(grad_logprob, "grad_logprob"), (grad_entropy, "grad_entropy"), (lse, "lse"), (logits, "logits"),
+             (entropy_partial, "entropy_partial")]
     arrays = [x for x, _ in named if x is not None]
     for x, name in named:
         if x is not None:
@@ -104,6 +116,7 @@ def backward(grad_logprob: Any, hidden: Any, weight: Any, target_ids: Any, *, gr
         None if grad_hidden is None else _arrays.capsule(grad_hidden),
         None if grad_weight is None else _arrays.capsule(grad_weight), int(ignore_index),
         None if lse is None else _arrays.capsule(lse), None if logits is None else _arrays.capsule(logits),
+        None if entropy_partial is None else _arrays.capsule(entropy_partial),
     )
     return grad_hidden, grad_weight
 

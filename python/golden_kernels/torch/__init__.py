@@ -29,8 +29,8 @@ from .swap import swap_modules
 
 CUSTOM_OPS = (
     "rms_norm", "embedding", "silu", "swiglu", "rope", "linear", "lm_head", "log_softmax", "token_logprob",
-    "entropy", "linear_logprob", "linear_logprob_entropy", "linear_logprob_with_lse", "linear_logprob_with_logits",
-    "attention", "attention_varlen",
+    "entropy", "linear_logprob", "linear_logprob_entropy", "linear_logprob_entropy_with_logits",
+    "linear_logprob_with_lse", "linear_logprob_with_logits", "attention", "attention_varlen",
 )
 
 __all__ = [

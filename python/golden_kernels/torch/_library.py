@@ -523,11 +523,40 @@ def linear_logprob_with_logits(hidden: torch.Tensor, weight: torch.Tensor, targe
     return logprob, lse, hidden.new_empty((0,), dtype=torch.float32)
 
 
+def _fake_saved_logits(hidden, weight, max_saved_logits):
+    saved = _saves_logits(hidden, weight, max_saved_logits)
+    return hidden.new_empty((*hidden.shape[:-1], weight.shape[0]) if saved else (0,), dtype=torch.float32)
+
+
 @register_fake("golden::linear_logprob_with_logits")
 def _(hidden, weight, target_ids, ignore_index, max_saved_logits):
-    saved = _saves_logits(hidden, weight, max_saved_logits)
-    logits_shape = (*hidden.shape[:-1], weight.shape[0]) if saved else (0,)
-    return _rows_fp32(hidden), _rows_fp32(hidden), hidden.new_empty(logits_shape, dtype=torch.float32)
+    return _rows_fp32(hidden), _rows_fp32(hidden), _fake_saved_logits(hidden, weight, max_saved_logits)
+
+
+@golden_op("golden::linear_logprob_entropy_with_logits")
+def linear_logprob_entropy_with_logits(hidden: torch.Tensor, weight: torch.Tensor, target_ids: torch.Tensor,
+                                       ignore_index: int, max_saved_logits: int,
+                                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logprob, entropy, entropy_partial, logits): as linear_logprob_entropy,
+    plus each row's float32 (max, sum, shifted) [..., 3] and the float32 logits
+    [..., vocab] when rows x vocab <= max_saved_logits (else an empty [0]), for
+    the backward to take back instead of recomputing; neither entropy_partial
+    nor logits is differentiable."""
+    hidden, weight, target_ids = _dense(hidden), _dense(weight), _dense(target_ids)
+    if _saves_logits(hidden, weight, max_saved_logits):
+        logprob, entropy, logits, partial = _linear_logprob.forward(
+            hidden, weight, target_ids, ignore_index=ignore_index, return_entropy=True, return_logits=True,
+            return_entropy_partial=True)
+        return logprob, entropy, partial, logits
+    logprob, entropy, partial = _linear_logprob.forward(hidden, weight, target_ids, ignore_index=ignore_index,
+                                                        return_entropy=True, return_entropy_partial=True)
+    return logprob, entropy, partial, hidden.new_empty((0,), dtype=torch.float32)
+
+
+@register_fake("golden::linear_logprob_entropy_with_logits")
+def _(hidden, weight, target_ids, ignore_index, max_saved_logits):
+    partial = hidden.new_empty((*hidden.shape[:-1], 3), dtype=torch.float32)
+    return _rows_fp32(hidden), _rows_fp32(hidden), partial, _fake_saved_logits(hidden, weight, max_saved_logits)
 
 
 register_fake("golden::linear_logprob", lambda hidden, weight, target_ids, ignore_index: _rows_fp32(hidden))
@@ -541,20 +570,23 @@ register_fake("golden::linear_logprob_entropy",
 def linear_logprob_backward(grad_logprob: torch.Tensor, grad_entropy: Optional[torch.Tensor], hidden: torch.Tensor,
                             weight: torch.Tensor, target_ids: torch.Tensor, ignore_index: int,
                             lse: Optional[torch.Tensor] = None, logits: Optional[torch.Tensor] = None,
+                            entropy_partial: Optional[torch.Tensor] = None,
                             ) -> tuple[torch.Tensor, torch.Tensor]:
     """(dhidden, dweight) from the fused streaming backward: the logits are
     recomputed chunk by chunk (or read from the forward's `logits`), and the
     result is bitwise the unfused chain (token_logprob (+ entropy) backward,
     then lm_head backward in fp32, rounded once to the inputs' dtype).
-    lse, logits: the forward's, or None: recomputed."""
+    lse, logits, entropy_partial: the forward's, or None: recomputed."""
     return _linear_logprob.backward(_dense(grad_logprob), _dense(hidden), _dense(weight), _dense(target_ids),
                                     grad_entropy=None if grad_entropy is None else _dense(grad_entropy),
                                     ignore_index=ignore_index, lse=None if lse is None else _dense(lse),
-                                    logits=None if logits is None else _dense(logits))
+                                    logits=None if logits is None else _dense(logits),
+                                    entropy_partial=None if entropy_partial is None else _dense(entropy_partial))
 
 
 @register_fake("golden::linear_logprob_backward")
-def _(grad_logprob, grad_entropy, hidden, weight, target_ids, ignore_index, lse=None, logits=None):
+def _(grad_logprob, grad_entropy, hidden, weight, target_ids, ignore_index, lse=None, logits=None,
+      entropy_partial=None):
     return (torch.empty_like(hidden, memory_format=torch.contiguous_format),
             torch.empty_like(weight, memory_format=torch.contiguous_format))
 
@@ -602,7 +634,25 @@ def _linear_logprob_with_logits_grad(ctx, grad_logprob, _grad_lse, _grad_logits)
     return dhidden, dweight, None, None, None
 
 
+def _linear_logprob_entropy_with_logits_setup(ctx, inputs, output):
+    hidden, weight, target_ids, ignore_index, _max_saved_logits = inputs
+    _logprob, _entropy, partial, logits = output
+    ctx.mark_non_differentiable(partial, logits)
+    ctx.save_for_backward(hidden, weight, target_ids, partial, logits)
+    ctx.ignore_index = ignore_index
+
+
+def _linear_logprob_entropy_with_logits_grad(ctx, grad_logprob, grad_entropy, _grad_partial, _grad_logits):
+    hidden, weight, target_ids, partial, logits = ctx.saved_tensors
+    saved = logits if logits.numel() > 0 else None  # empty: not kept (or no rows), recomputed
+    dhidden, dweight = linear_logprob_backward(grad_logprob, grad_entropy, hidden, weight, target_ids,
+                                               ctx.ignore_index, None, saved, partial)
+    return dhidden, dweight, None, None, None
+
+
 register_autograd("golden::linear_logprob", _linear_logprob_grad, setup_context=_linear_logprob_setup)
+register_autograd("golden::linear_logprob_entropy_with_logits", _linear_logprob_entropy_with_logits_grad,
+                  setup_context=_linear_logprob_entropy_with_logits_setup)
 register_autograd("golden::linear_logprob_with_logits", _linear_logprob_with_logits_grad,
                   setup_context=_linear_logprob_with_logits_setup)
 register_autograd("golden::linear_logprob_with_lse", _linear_logprob_with_lse_grad,

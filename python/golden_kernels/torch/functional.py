@@ -77,14 +77,17 @@ def linear_logprob(hidden: torch.Tensor, weight: torch.Tensor, target_ids: torch
                    ignore_index: int = DEFAULT_IGNORE_INDEX, *, return_entropy: bool = False):
     """token_logprob(hidden @ weight.T, target_ids) without the full logits in the
     forward (float32); with return_entropy=True also the entropy: (logprob, entropy).
-    Without the entropy the backward takes each row's log-sum-exp from the
-    forward, and its fp32 logits too when a gradient is wanted and they take at
-    most MAX_SAVED_LOGITS floats (32 MiB); otherwise it recomputes them (see
+    The backward takes each row's softmax statistics from the forward (the
+    log-sum-exp, or with the entropy its (max, sum, shifted)), and its fp32
+    logits too when a gradient is wanted and they take at most
+    MAX_SAVED_LOGITS floats (32 MiB); otherwise it recomputes them (see
     docs/torch.md). The bits are the same either way."""
-    if return_entropy:
-        return _library.linear_logprob_entropy(hidden, weight, target_ids, int(ignore_index))
     wants_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
     max_saved_logits = MAX_SAVED_LOGITS if wants_grad else 0
+    if return_entropy:
+        logprob, entropy, _partial, _logits = _library.linear_logprob_entropy_with_logits(
+            hidden, weight, target_ids, int(ignore_index), max_saved_logits)
+        return logprob, entropy
     logprob, _lse, _logits = _library.linear_logprob_with_logits(hidden, weight, target_ids, int(ignore_index),
                                                                  max_saved_logits)
     return logprob
