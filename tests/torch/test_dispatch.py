@@ -69,6 +69,31 @@ def test_direct_path_and_custom_op_give_the_same_bits():
 
 
 
+def test_without_the_private_torch_api_every_call_takes_the_custom_op(monkeypatch):
+    """A torch lacking an internal the direct paths read: the same bits and
+    gradients, all through torch.library."""
+    x, weight = inputs(requires_grad=True)
+    want = gt.rms_norm(x, weight)
+    want.sum().backward()
+    want_grads = x.grad.clone(), weight.grad.clone()
+    x.grad = weight.grad = None
+    monkeypatch.setattr(_library, "DIRECT_PATHS", False)
+    with RecordOps() as recorder:
+        got = gt.rms_norm(x, weight)
+        got.sum().backward()
+    assert "golden.rms_norm.default" in recorder.names and "golden.rms_norm_backward.default" in recorder.names
+    assert type(got.grad_fn).__name__.startswith("GeneratedBackwardFor_golden")
+    assert_bitwise_equal(got, want)
+    assert_bitwise_equal(x.grad, want_grads[0])
+    assert_bitwise_equal(weight.grad, want_grads[1])
+
+
+def test_the_private_torch_api_is_all_there():
+    """This torch (the pinned one) has every internal: the direct paths are on."""
+    missing = [f"{owner}.{name}" for owner, name in _library._PRIVATE_TORCH_API if not hasattr(owner, name)]
+    assert not missing and _library.DIRECT_PATHS
+
+
 def test_dispatch_modes_still_see_golden_ops():
     x, weight = inputs()
     with RecordOps() as recorder:

@@ -41,6 +41,21 @@ _PLAIN_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
 # How GoldenOp.__call__ runs a call (see _eager_path).
 VIA_CUSTOM_OP, BODY, BODY_WITH_AUTOGRAD = 0, 1, 2
 
+# The PyTorch internals the direct paths read (private API, which a release
+# may rename or drop), as (object, attribute).
+_PRIVATE_TORCH_API = (
+    (torch._C, "_len_torch_dispatch_stack"),
+    (torch._C, "_is_torch_function_mode_enabled"),
+    (torch._C, "_get_tracing_state"),
+    (getattr(torch._C, "_functorch", None), "peek_interpreter_stack"),
+    (getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor"),
+    (super(torch.autograd.Function, torch.autograd.Function), "apply"),  # the C apply under the Python one
+)
+
+# False on a torch without one of them: every call then goes through the
+# custom op (slower per call, the same bits and gradients).
+DIRECT_PATHS = all(hasattr(owner, name) for owner, name in _PRIVATE_TORCH_API)
+
 
 def _eager_path(args: tuple) -> int:
     """BODY where torch.library would hand these arguments straight to the op's
@@ -50,6 +65,8 @@ def _eager_path(args: tuple) -> int:
     record (grad off or no input requiring it). BODY_WITH_AUTOGRAD where only
     the graph is missing. VIA_CUSTOM_OP otherwise (a functorch wrapper that
     outlived its transform included). Each check is a cheap C call."""
+    if not DIRECT_PATHS:
+        return VIA_CUSTOM_OP
     if (torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack()
             or torch._C._is_torch_function_mode_enabled() or torch._C._get_tracing_state() is not None
             or torch._C._functorch.peek_interpreter_stack() is not None):
@@ -103,7 +120,8 @@ class GoldenOp:
         # (none here: forward takes ctx) and unwraps functorch wrappers, which
         # _eager_path excludes; the C apply under it records the same node,
         # 20-40 us sooner per call.
-        self._record = super(torch.autograd.Function, function).apply
+        if DIRECT_PATHS:
+            self._record = super(torch.autograd.Function, function).apply
 
     def __call__(self, *args: Any) -> Any:
         path = _eager_path(args)
