@@ -120,6 +120,16 @@ def test_large_fresh_cpu_outputs_are_offered_advice(monkeypatch, framework):
     assert len(recorder.calls) == 1
 
 
+def test_large_kv_cache_storage_is_offered_advice_and_zeroed(monkeypatch):
+    """The KV cache's k and v (8 MiB each here) are advised before their zero
+    fill faults them in; its small index tensors are not."""
+    recorder = AdviceRecorder()
+    monkeypatch.setattr(_arrays, "_C", recorder)
+    cache = gk.KVCache(1, 4, 128, MIN_BYTES // (4 * 128 * 4), dtype=torch.float32)
+    assert recorder.calls == [(cache.k.data_ptr(), MIN_BYTES), (cache.v.data_ptr(), MIN_BYTES)]
+    assert not cache.k.any() and not cache.v.any()
+
+
 def bits(t: torch.Tensor) -> torch.Tensor:
     return t.view({2: torch.int16, 4: torch.int32}[t.element_size()])
 

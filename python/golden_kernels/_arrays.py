@@ -151,6 +151,24 @@ def set_huge_page_advice(enabled: bool) -> None:
     _C.set_huge_page_advice(bool(enabled))
 
 
+def _advise_fresh_torch(out: Any) -> None:
+    """Huge-page advice for a fresh, still untouched, large CPU torch tensor."""
+    if out.is_cpu:
+        nbytes = out.numel() * out.element_size()
+        if nbytes >= HUGE_PAGE_MIN_BYTES:
+            _C.advise_huge_pages(out.data_ptr(), nbytes)
+
+
+def torch_zeros(shape: Sequence[int], dtype: Any, device: Any = None) -> Any:
+    """torch.zeros, with a large CPU tensor advised huge pages before the fill
+    faults it in (one fault per 2 MiB instead of per 4 KiB)."""
+    import torch
+
+    out = torch.empty(tuple(shape), dtype=dtype, device=device)
+    _advise_fresh_torch(out)
+    return out.zero_()
+
+
 def empty(like: Any, shape: Sequence[int], dtype: str) -> Any:
     """An uninitialised row-major array of like's framework and device. A large
     CPU one is advised huge pages before the op's first write faults it in."""
@@ -161,10 +179,7 @@ def empty(like: Any, shape: Sequence[int], dtype: str) -> Any:
             out = torch.empty_like(like, layout=torch.strided, memory_format=torch.contiguous_format)
         else:
             out = torch.empty(tuple(shape), dtype=torch_dtype, device=like.device)
-        if out.is_cpu:
-            nbytes = out.numel() * out.element_size()
-            if nbytes >= HUGE_PAGE_MIN_BYTES:
-                _C.advise_huge_pages(out.data_ptr(), nbytes)
+        _advise_fresh_torch(out)
         return out
     import numpy
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import _arrays
 from . import attention as _attention
 
 
@@ -36,8 +37,8 @@ class KVCache:
 
         dtype = torch.float32 if dtype is None else dtype
         shape = (batch, num_kv_heads, max_len, head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.k = _arrays.torch_zeros(shape, dtype, device)
+        self.v = _arrays.torch_zeros(shape, dtype, device)
         self.keep = torch.zeros((batch, max_len), dtype=torch.bool, device=device)
         # Valid key positions of each sequence, ascending, first `count` entries.
         self.key_index = torch.zeros((batch, max_len), dtype=torch.int32, device=device)
