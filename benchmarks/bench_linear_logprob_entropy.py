@@ -15,7 +15,7 @@ import os
 
 import torch
 
-from common import median_seconds, median_seconds_pair
+from common import median_seconds, median_seconds_pair, use_threads
 
 import golden_kernels as gk
 import golden_kernels.torch as gt
@@ -67,10 +67,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    gk.set_num_threads(args.threads)
-    print(f"golden_kernels cpu isa {gk.cpu_isa()}, {gk.num_threads()} threads; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; median of {args.repeats}, alternating; "
+    print(f"{use_threads(args.threads)}; median of {args.repeats}, alternating; "
           f"load average {os.getloadavg()[0]:.2f}")
     print()
     print("| case | recomputed statistics ms | saved entropy partial ms | speedup |")

@@ -14,7 +14,7 @@ import os
 import torch
 
 from bench_qwen3 import hf_logprobs, training_batch
-from common import median_seconds, median_seconds_pair
+from common import median_seconds, median_seconds_pair, use_threads
 
 import golden_kernels as gk
 from golden_kernels.demo import PRESETS
@@ -79,10 +79,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=11)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    gk.set_num_threads(args.threads)
-    print(f"golden_kernels cpu isa {gk.cpu_isa()}, {gk.num_threads()} threads; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; median of {args.repeats}, alternating; "
+    print(f"{use_threads(args.threads)}; median of {args.repeats}, alternating; "
           f"load average {os.getloadavg()[0]:.2f}")
     print()
     print("| case | recomputed lse ms | saved lse ms | speedup | torch ms |")

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from bench_qwen3 import hf_logprobs, training_batch
-from common import median_seconds, median_seconds_pair
+from common import median_seconds, median_seconds_pair, use_threads
 
 import golden_kernels as gk
 from golden_kernels.demo import PRESETS
@@ -89,10 +89,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--torch-repeats", type=int, default=3, help="torch's bf16 matmul is slow on CPUs")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    gk.set_num_threads(args.threads)
-    print(f"golden_kernels cpu isa {gk.cpu_isa()}, {gk.num_threads()} threads; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; golden median of {args.repeats} (pair alternating), torch median of "
+    print(f"{use_threads(args.threads)}; golden median of {args.repeats} (pair alternating), torch median of "
           f"{args.torch_repeats}; "
           f"load average {os.getloadavg()[0]:.2f}")
     print()

@@ -17,6 +17,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
+def use_threads(threads: int) -> str:
+    """Gives golden_kernels and torch `threads` threads each; returns a line
+    naming the ISA, the thread counts and the torch version for a header."""
+    import golden_kernels as gk
+
+    torch.set_num_threads(threads)
+    gk.set_num_threads(threads)
+    return (f"golden_kernels cpu isa {gk.cpu_isa()}, {gk.num_threads()} threads; torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads")
+
+
 def median_seconds(fn: Callable[[], object], repeats: int = 15, warmup: int = 3) -> float:
     for _ in range(warmup):
         fn()
