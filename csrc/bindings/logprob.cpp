@@ -474,7 +474,10 @@ void linear_logprob_backward(const std::string& backend, std::uintptr_t stream, 
   }
   std::optional<TensorView> lse;  // the forward's: skips the statistics pass
   if (!lse_capsule.is_none()) {
-    if (grad_entropy) fail_value("lse: not accepted with grad_entropy (its gradient needs more statistics: give the forward's entropy_partial instead)");
+    if (grad_entropy) {
+      fail_value("lse: not accepted with grad_entropy (its gradient needs more statistics: give the forward's "
+                 "entropy_partial instead)");
+    }
     lse = view_capsule(lse_capsule, "lse");
     check_per_row(*lse, hidden, ElementType::f32);
     inputs.push_back(&*lse);

@@ -188,7 +188,7 @@ void dispatch_forward(const LinearLogprobForwardProblem& p, const Linear& linear
   if (p.rows == 0) return;
   visit_dtype(p.dtype, [&](auto in) {
     using T = decltype(in);
-    if (p.entropy != nullptr || p.entropy_partial != nullptr) {
+    if (core::linear_logprob_streams_entropy(p)) {
       fused_forward<T, true>(p, linear);
     } else {
       fused_forward<T, false>(p, linear);
@@ -449,8 +449,7 @@ template <class T, bool kWithEntropy, class Linear>
 void row_statistics(const LinearLogprobBackwardProblem& p, const Linear& linear, float* lse,
                     core::EntropyGradRow* entropy_rows, LogitStore store) {
   auto finish = [&](Index row, const PartialOf<kWithEntropy>& merged, float) {
-    lse[row] = core::lse_of({merged.max, merged.sum});
-    if constexpr (kWithEntropy) entropy_rows[row] = core::entropy_grad_row(merged, p.grad_entropy[row]);
+    core::linear_logprob_row_stats(p.grad_entropy, row, merged, lse, entropy_rows);
   };
   stream_row_partials<T, kWithEntropy>(core::linear_logprob_operands(p), linear, finish, store);
 }
@@ -459,9 +458,9 @@ template <class T, class TOut, class Linear>
 void fused_backward(const LinearLogprobBackwardProblem& p, const Linear& linear) {
   const bool with_entropy = p.grad_entropy != nullptr;
   // The forward's statistics (bitwise the statistics pass's) skip that pass and its logit cache.
-  const bool forward_partial = p.entropy_partial != nullptr;
-  const bool forward_lse = p.lse != nullptr && !with_entropy && !forward_partial;
-  const bool statistics_pass = !forward_lse && !forward_partial;
+  const core::RowStatsSource source = core::row_stats_source(p);
+  const bool forward_lse = source == core::RowStatsSource::forward_lse;
+  const bool statistics_pass = source == core::RowStatsSource::entropy_pass || source == core::RowStatsSource::lse_pass;
   ScratchBuffer lse(forward_lse ? 0 : static_cast<std::size_t>(p.rows));
   ScratchBuffer entropy_floats(
       with_entropy ? static_cast<std::size_t>(p.rows) * sizeof(core::EntropyGradRow) / sizeof(float) + 1 : 0);
@@ -470,12 +469,18 @@ void fused_backward(const LinearLogprobBackwardProblem& p, const Linear& linear)
   const bool cache_logits = p.logits == nullptr && statistics_pass && p.rows * p.vocab <= kMaxCachedLogits;
   ScratchBuffer logits(cache_logits ? static_cast<std::size_t>(p.rows * p.vocab) : 0);
   const LogitStore store{p.logits, cache_logits ? logits.data() : nullptr};
-  if (forward_partial) {
-    for (Index row = 0; row < p.rows; ++row) core::linear_logprob_saved_row_stats(p, row, lse.data(), entropy_rows);
-  } else if (with_entropy) {
-    row_statistics<T, true>(p, linear, lse.data(), entropy_rows, store);
-  } else if (!forward_lse) {
-    row_statistics<T, false>(p, linear, lse.data(), entropy_rows, store);
+  switch (source) {
+    case core::RowStatsSource::forward_partial:
+      for (Index row = 0; row < p.rows; ++row) core::linear_logprob_saved_row_stats(p, row, lse.data(), entropy_rows);
+      break;
+    case core::RowStatsSource::entropy_pass:
+      row_statistics<T, true>(p, linear, lse.data(), entropy_rows, store);
+      break;
+    case core::RowStatsSource::lse_pass:
+      row_statistics<T, false>(p, linear, lse.data(), entropy_rows, store);
+      break;
+    case core::RowStatsSource::forward_lse:
+      break;
   }
   const float* saved_logits = p.logits != nullptr ? p.logits : store.keep;
   const bool widen = DTypeOf<T>::value != DType::f32 && p.grad_weight != nullptr;

@@ -199,8 +199,7 @@ struct WriteRowStats {
   float* lse;
   core::EntropyGradRow* entropy_rows;
   __device__ void operator()(Index row, const PartialOf<kWithEntropy>& merged, float) const {
-    lse[row] = core::lse_of({merged.max, merged.sum});
-    if constexpr (kWithEntropy) entropy_rows[row] = core::entropy_grad_row(merged, grad_entropy[row]);
+    core::linear_logprob_row_stats(grad_entropy, row, merged, lse, entropy_rows);
   }
 };
 
@@ -393,21 +392,29 @@ template <class T, class TOut>
 void fused_backward(const LinearLogprobBackwardProblem& p, cudaStream_t stream) {
   const bool with_entropy = p.grad_entropy != nullptr;
   // The forward's statistics (bitwise the statistics pass's) skip that pass.
-  const bool forward_partial = p.entropy_partial != nullptr;
-  const bool forward_lse = p.lse != nullptr && !with_entropy && !forward_partial;
+  const core::RowStatsSource source = core::row_stats_source(p);
+  const bool forward_lse = source == core::RowStatsSource::forward_lse;
   DeviceBuffer lse(static_cast<std::size_t>(forward_lse ? 1 : p.rows) * sizeof(float), stream);
   DeviceBuffer entropy_rows(static_cast<std::size_t>(with_entropy ? p.rows : 1) * sizeof(core::EntropyGradRow),
                             stream);
   auto* rows = entropy_rows.as<core::EntropyGradRow>();
   const LinearLogprobOperands operands = core::linear_logprob_operands(p);
   const LogitStore store{p.logits, nullptr};
-  if (forward_partial) {
-    saved_row_stats_kernel<<<grid_for(p.rows, kPerRowThreads), kPerRowThreads, 0, stream>>>(p, lse.as<float>(), rows);
-    check_launch("linear_logprob_backward (saved statistics)");
-  } else if (with_entropy) {
-    stream_row_partials<T, true>(operands, WriteRowStats<true>{p.grad_entropy, lse.as<float>(), rows}, store, stream);
-  } else if (!forward_lse) {
-    stream_row_partials<T, false>(operands, WriteRowStats<false>{nullptr, lse.as<float>(), nullptr}, store, stream);
+  switch (source) {
+    case core::RowStatsSource::forward_partial:
+      saved_row_stats_kernel<<<grid_for(p.rows, kPerRowThreads), kPerRowThreads, 0, stream>>>(p, lse.as<float>(),
+                                                                                               rows);
+      check_launch("linear_logprob_backward (saved statistics)");
+      break;
+    case core::RowStatsSource::entropy_pass:
+      stream_row_partials<T, true>(operands, WriteRowStats<true>{p.grad_entropy, lse.as<float>(), rows}, store,
+                                   stream);
+      break;
+    case core::RowStatsSource::lse_pass:
+      stream_row_partials<T, false>(operands, WriteRowStats<false>{nullptr, lse.as<float>(), nullptr}, store, stream);
+      break;
+    case core::RowStatsSource::forward_lse:
+      break;
   }
   const bool widen = !std::is_same_v<T, float> && p.grad_weight != nullptr;
   DeviceBuffer hidden_wide(static_cast<std::size_t>(widen ? p.rows * p.hidden_size : 1) * sizeof(float), stream);
@@ -431,7 +438,7 @@ void linear_logprob_forward(const LinearLogprobForwardProblem& p, std::uintptr_t
     using T = decltype(in);
     const LinearLogprobOperands operands = core::linear_logprob_operands(p);
     const LogitStore store{nullptr, p.logits};
-    if (p.entropy != nullptr || p.entropy_partial != nullptr) {
+    if (core::linear_logprob_streams_entropy(p)) {
       stream_row_partials<T, true>(operands, WriteOutputs<true>{p}, store, as_stream(stream));
     } else {
       stream_row_partials<T, false>(operands, WriteOutputs<false>{p}, store, as_stream(stream));

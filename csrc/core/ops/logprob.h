@@ -186,12 +186,10 @@ struct LinearLogprobBackwardProblem {
   const float* grad_logprob;  // [rows]
   const float* grad_entropy;  // [rows], or nullptr: the entropy is not differentiated
   // [rows]: the forward's lse (the same lse_of of the same merged partials the
-  // statistics pass computes, hence its bits), which then is skipped; or nullptr:
-  // recomputed. Only without grad_entropy (its row statistics need more).
+  // statistics pass computes, hence its bits), or nullptr. [rows, 3]: the
+  // forward's entropy_partial (the very merged partials of that pass), or
+  // nullptr. Which one replaces the pass: row_stats_source below.
   const float* lse;
-  // [rows, 3]: the forward's entropy_partial (the very merged partials the
-  // statistics pass computes), which then is skipped, with or without
-  // grad_entropy; or nullptr. Not given together with lse.
   const float* entropy_partial;
   // [rows, vocab]: the forward's fp32 logits (the very bits a recomputation
   // gives), read instead of recomputing them; or nullptr: recomputed.
@@ -494,9 +492,12 @@ GOLDEN_INLINE float entropy_grad(float x, const EntropyGradRow& row) {
   return canonical_nan(dx);
 }
 
-// One row of the fused linear_logprob forward's outputs from the row's merged
-// partial over the vocabulary (an EntropyPartial when the problem asks for the
-// entropy or the entropy partial) and its target logit.
+// The fused linear_logprob forward streams EntropyPartials (max, sum, shifted)
+// when it is asked for the entropy or the entropy partial, else LsePartials.
+GOLDEN_INLINE bool linear_logprob_streams_entropy(const LinearLogprobForwardProblem& p) {
+  return p.entropy != nullptr || p.entropy_partial != nullptr;
+}
+
 GOLDEN_INLINE void write_entropy_outputs(const LinearLogprobForwardProblem&, std::int64_t, const LsePartial&) {}
 
 GOLDEN_INLINE void write_entropy_outputs(const LinearLogprobForwardProblem& p, std::int64_t row,
@@ -505,6 +506,8 @@ GOLDEN_INLINE void write_entropy_outputs(const LinearLogprobForwardProblem& p, s
   if (p.entropy_partial != nullptr) store_entropy_partial(p.entropy_partial, row, merged);
 }
 
+// One row of the fused forward's outputs from the row's merged partial over
+// the vocabulary and its target logit.
 template <class Partial>
 GOLDEN_INLINE void linear_logprob_outputs(const LinearLogprobForwardProblem& p, std::int64_t row,
                                           const Partial& merged, float target_logit) {
@@ -514,14 +517,37 @@ GOLDEN_INLINE void linear_logprob_outputs(const LinearLogprobForwardProblem& p, 
   if (p.lse != nullptr) p.lse[row] = lse_of({merged.max, merged.sum});
 }
 
-// A row's backward statistics (its lse, and with grad_entropy its entropy
-// gradient row) from the forward's entropy_partial: what the statistics pass
-// derives from the same merged partial, bit for bit.
+// Where the fused backward gets each row's statistics: the forward's entropy
+// partial, the forward's lse (only without grad_entropy, whose gradient needs
+// more), or a statistics pass over the vocabulary streaming EntropyPartials
+// (with grad_entropy) or LsePartials. Every source gives the same bits.
+enum class RowStatsSource { forward_partial, forward_lse, entropy_pass, lse_pass };
+
+GOLDEN_INLINE RowStatsSource row_stats_source(const LinearLogprobBackwardProblem& p) {
+  if (p.entropy_partial != nullptr) return RowStatsSource::forward_partial;
+  if (p.grad_entropy != nullptr) return RowStatsSource::entropy_pass;
+  return p.lse != nullptr ? RowStatsSource::forward_lse : RowStatsSource::lse_pass;
+}
+
+// A row's backward statistics from its merged partial over the vocabulary:
+// its lse, and with grad_entropy its entropy gradient row.
+GOLDEN_INLINE void linear_logprob_row_stats(const float*, std::int64_t row, const LsePartial& merged, float* lse,
+                                            EntropyGradRow*) {
+  lse[row] = lse_of(merged);
+}
+
+GOLDEN_INLINE void linear_logprob_row_stats(const float* grad_entropy, std::int64_t row,
+                                            const EntropyPartial& merged, float* lse,
+                                            EntropyGradRow* entropy_rows) {
+  lse[row] = lse_of({merged.max, merged.sum});
+  if (grad_entropy != nullptr) entropy_rows[row] = entropy_grad_row(merged, grad_entropy[row]);
+}
+
+// The same from the forward's entropy_partial (the very merged partial the
+// statistics pass computes, so the same bits).
 GOLDEN_INLINE void linear_logprob_saved_row_stats(const LinearLogprobBackwardProblem& p, std::int64_t row,
                                                   float* lse, EntropyGradRow* entropy_rows) {
-  const EntropyPartial merged = load_entropy_partial(p.entropy_partial, row);
-  lse[row] = lse_of({merged.max, merged.sum});
-  if (p.grad_entropy != nullptr) entropy_rows[row] = entropy_grad_row(merged, p.grad_entropy[row]);
+  linear_logprob_row_stats(p.grad_entropy, row, load_entropy_partial(p.entropy_partial, row), lse, entropy_rows);
 }
 
 // The fused linear_logprob backward's logit gradient with an entropy output:
