@@ -275,20 +275,39 @@ GOLDEN_INLINE float cos_kernel(float hi, float lo) {
   return w + fma_rn(-hi, lo, tail);
 }
 
-// exp_f32 for a non-NaN x (any NaN in gives some NaN out): for callers that
-// apply their own NaN policy, so vector code does not pay for it twice.
-GOLDEN_INLINE float exp_non_nan(float x) {
+// exp_non_nan in two steps: the argument reduction, then e^r scaled by 2^n.
+// exp_non_nan(x) is exactly exp_from_reduced(exp_reduce(x)). CPU kernels may
+// run the steps as separate loops over a block of elements: one element's
+// whole chain of dependent operations is longer than an out-of-order core
+// overlaps across iterations, two halves of it are not (same operations,
+// same bits).
+struct ExpReduced {
+  float r_hi;      // x - n*ln2_hi, exact
+  float r_lo;      // -n*ln2_lo
+  std::int32_t n;  // round(x log2 e), in [-150, 128]
+};
+
+GOLDEN_INLINE ExpReduced exp_reduce(float x) {
   float xc = select(x > kExpClampHi, kExpClampHi, x);
   xc = select(xc < kExpClampLo, kExpClampLo, xc);
   const float t = fma_rn(xc, kLog2e, kRoundMagic);
   const float n_f = t - kRoundMagic;
-  const std::int32_t n = static_cast<std::int32_t>(float_bits(t) - float_bits(kRoundMagic));
-  const float r_hi = fma_rn(-n_f, kExpLn2Hi, xc);  // exact
-  const float r_lo = -n_f * kExpLn2Lo;
-  const float y = exp_reduced(r_hi, r_lo);
-  const std::int32_t n1 = n >> 1;  // n1, n - n1 in [-75, 64]: both 2^k normal
-  return (y * pow2i(n1)) * pow2i(n - n1);
+  ExpReduced out;
+  out.n = static_cast<std::int32_t>(float_bits(t) - float_bits(kRoundMagic));
+  out.r_hi = fma_rn(-n_f, kExpLn2Hi, xc);  // exact
+  out.r_lo = -n_f * kExpLn2Lo;
+  return out;
 }
+
+GOLDEN_INLINE float exp_from_reduced(const ExpReduced& a) {
+  const float y = exp_reduced(a.r_hi, a.r_lo);
+  const std::int32_t n1 = a.n >> 1;  // n1, n - n1 in [-75, 64]: both 2^k normal
+  return (y * pow2i(n1)) * pow2i(a.n - n1);
+}
+
+// exp_f32 for a non-NaN x (any NaN in gives some NaN out): for callers that
+// apply their own NaN policy, so vector code does not pay for it twice.
+GOLDEN_INLINE float exp_non_nan(float x) { return exp_from_reduced(exp_reduce(x)); }
 
 // sigmoid(x) and sigmoid(-x) of a non-NaN x share e = e^-|x| and 1 + e: each
 // is num / (1 + e) with num = 1 or e, so nothing cancels and e never
@@ -302,14 +321,23 @@ struct SigmoidDenominator {
   float inv;    // RN(1 / d)
 };
 
-GOLDEN_INLINE SigmoidDenominator sigmoid_denominator(float x) {
+// -|x|: sigmoid's one exponential is e = sigmoid_exp(x) = exp_non_nan(-|x|).
+GOLDEN_INLINE float sigmoid_exp_argument(float x) { return bits_float(float_bits(x) | kSignBit); }
+
+// The denominator from e = e^-|x| computed elsewhere (CPU kernels compute the
+// exponentials of a block of elements first; see exp_reduce).
+GOLDEN_INLINE SigmoidDenominator sigmoid_denominator_from_exp(float e) {
   SigmoidDenominator s;
-  s.e = exp_non_nan(bits_float(float_bits(x) | kSignBit));
+  s.e = e;
   s.d = 1.0f + s.e;
   s.d_err = s.e - (s.d - 1.0f);
   s.inv = div_rn(1.0f, s.d);
   return s;
 }
+
+GOLDEN_INLINE float sigmoid_exp(float x) { return exp_non_nan(sigmoid_exp_argument(x)); }
+
+GOLDEN_INLINE SigmoidDenominator sigmoid_denominator(float x) { return sigmoid_denominator_from_exp(sigmoid_exp(x)); }
 
 GOLDEN_INLINE float sigmoid_quotient(const SigmoidDenominator& s, float num) {
   const float q = num * s.inv;

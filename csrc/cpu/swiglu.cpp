@@ -1,10 +1,14 @@
 // SiLU and SwiGLU on the CPU: the flat element range cut into contiguous
-// spans spread over threads, each span computed by the core's *_span loops
-// (csrc/core/ops/swiglu.h), vectorised for this file's instruction set.
-// Forward with 16-bit inputs: silu_non_nan takes only 65536 inputs, so it is
-// computed once per value by the core into a table, and each span looks it up
-// and finishes with the core's *_span_from loops (same bits, less work); silu
-// with an output of its input's type is a table of whole results.
+// spans spread over threads; each span is walked in chunks whose silu (and
+// silu') values are obtained first, then finished by the core's *_span_from
+// loops (csrc/core/ops/swiglu.h), vectorised for this file's instruction set.
+// The values come from tables over all 65536 inputs for 16-bit types (built
+// once by the core's element functions), and for fp32 are computed in three
+// loops over the chunk: the exponentials' argument reductions, the
+// exponentials, the quotients. One element's whole chain is longer than the
+// out-of-order core overlaps; three shorter loops keep more elements in
+// flight (same operations, same bits). silu with a 16-bit output of its
+// input's type is one table of whole results.
 #include "../core/ops/swiglu.h"
 #include "../core/reduce.h"
 #include "target.h"
@@ -13,74 +17,116 @@ GOLDEN_CPU_BEGIN
 namespace {
 
 constexpr std::int64_t kMinElementsPerTask = 1 << 14;
-// Elements whose looked-up silu values are kept at once (on the stack).
-constexpr std::int64_t kLookupChunk = 512;
+// Elements whose silu values are kept at once (on the stack).
+constexpr std::int64_t kChunk = 256;
 
-// core::silu_non_nan of every value of a 16-bit type T, indexed by its bits.
-template <class T>
-struct SiluTable {
-  float value[1 << 16];
-  SiluTable() {
-    for (std::int32_t b = 0; b < (1 << 16); ++b) {
-      value[b] = core::silu_non_nan(core::to_float(T{static_cast<std::uint16_t>(b)}));
-    }
+// A table of f(value) for every value of a 16-bit type T, indexed by its bits.
+template <class T, class Value>
+struct Table16 {
+  Value value[1 << 16];
+  template <class F>
+  explicit Table16(F f) {
+    for (std::int32_t b = 0; b < (1 << 16); ++b) value[b] = f(core::to_float(T{static_cast<std::uint16_t>(b)}));
   }
 };
 
-// Built on first use (thread-safe static initialisation), by the calling
-// thread before any work is handed to the pool.
+// The tables are built on first use (thread-safe static initialisation), by
+// the calling thread before any work is handed to the pool.
 template <class T>
 const float* silu_table() {
-  static const SiluTable<T> table;
+  static const Table16<T, float> table([](float x) { return core::silu_non_nan(x); });
   return table.value;
 }
 
-// core::silu_f32 rounded to T, for every value of a 16-bit type T: the whole
-// result of silu_forward_span<T, T> for that input.
 template <class T>
-struct SiluResultTable {
-  T value[1 << 16];
-  SiluResultTable() {
-    for (std::int32_t b = 0; b < (1 << 16); ++b) {
-      value[b] = core::from_float<T>(core::silu_f32(core::to_float(T{static_cast<std::uint16_t>(b)})));
-    }
-  }
-};
+const float* silu_derivative_table() {
+  static const Table16<T, float> table([](float x) { return core::silu_derivative_non_nan(x); });
+  return table.value;
+}
 
+// core::silu_f32 rounded to T: the whole result of silu_forward_span<T, T>.
 template <class T>
 const T* silu_result_table() {
-  static const SiluResultTable<T> table;
+  static const Table16<T, T> table([](float x) { return core::from_float<T>(core::silu_f32(x)); });
   return table.value;
+}
+
+template <class T>
+void look_up(const float* table, const T* x, float* values, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) values[i] = table[x[i].bits];
+}
+
+// e[i] = sigmoid_exp(x[i]) in two loops (n <= kChunk).
+void sigmoid_exps(const float* x, float* e, std::int64_t n) {
+  float r_hi[kChunk];
+  float r_lo[kChunk];
+  std::int32_t k[kChunk];
+  for (std::int64_t i = 0; i < n; ++i) {
+    const core::math_detail::ExpReduced a =
+        core::math_detail::exp_reduce(core::math_detail::sigmoid_exp_argument(x[i]));
+    r_hi[i] = a.r_hi;
+    r_lo[i] = a.r_lo;
+    k[i] = a.n;
+  }
+  for (std::int64_t i = 0; i < n; ++i) e[i] = core::math_detail::exp_from_reduced({r_hi[i], r_lo[i], k[i]});
+}
+
+// silu_non_nan and/or silu_derivative_non_nan of a chunk of n <= kChunk inputs.
+void silu_values(const float* x, float* silu, std::int64_t n) {
+  float e[kChunk];
+  sigmoid_exps(x, e, n);
+  for (std::int64_t i = 0; i < n; ++i) silu[i] = core::silu_non_nan_from_exp(x[i], e[i]);
+}
+
+void silu_derivative_values(const float* x, float* derivative, std::int64_t n) {
+  float e[kChunk];
+  sigmoid_exps(x, e, n);
+  for (std::int64_t i = 0; i < n; ++i) derivative[i] = core::silu_derivative_non_nan_from_exp(x[i], e[i]);
+}
+
+void silu_and_derivative_values(const float* x, float* silu, float* derivative, std::int64_t n) {
+  float e[kChunk];
+  sigmoid_exps(x, e, n);
+  for (std::int64_t i = 0; i < n; ++i) {
+    silu[i] = core::silu_non_nan_from_exp(x[i], e[i]);
+    derivative[i] = core::silu_derivative_non_nan_from_exp(x[i], e[i]);
+  }
+}
+
+template <class T>
+void silu_values(const T* x, float* silu, std::int64_t n) {
+  look_up(silu_table<T>(), x, silu, n);
+}
+
+template <class T>
+void silu_derivative_values(const T* x, float* derivative, std::int64_t n) {
+  look_up(silu_derivative_table<T>(), x, derivative, n);
+}
+
+template <class T>
+void silu_and_derivative_values(const T* x, float* silu, float* derivative, std::int64_t n) {
+  look_up(silu_table<T>(), x, silu, n);
+  look_up(silu_derivative_table<T>(), x, derivative, n);
+}
+
+// Builds the tables the chunk functions above will use for inputs of type T.
+template <class T>
+void prepare_tables(bool silu, bool derivative) {
+  if constexpr (sizeof(T) == 2) {
+    if (silu) silu_table<T>();
+    if (derivative) silu_derivative_table<T>();
+  }
+}
+
+// Calls chunk(begin, n) over [0, count) in chunks of at most kChunk.
+template <class Chunk>
+void for_each_chunk(std::int64_t count, Chunk&& chunk) {
+  for (std::int64_t c = 0; c < count; c += kChunk) chunk(c, count - c < kChunk ? count - c : kChunk);
 }
 
 template <class T>
 void silu_forward_looked_up(const T* table, const T* x, T* y, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) y[i] = table[x[i].bits];
-}
-
-template <class T>
-void look_up_silu(const float* table, const T* x, float* silu, std::int64_t n) {
-  for (std::int64_t i = 0; i < n; ++i) silu[i] = table[x[i].bits];
-}
-
-template <class T, class TOut>
-void silu_forward_tabled(const float* table, const T* x, TOut* y, std::int64_t n) {
-  float silu[kLookupChunk];
-  for (std::int64_t c = 0; c < n; c += kLookupChunk) {
-    const std::int64_t m = n - c < kLookupChunk ? n - c : kLookupChunk;
-    look_up_silu(table, x + c, silu, m);
-    core::silu_forward_span_from(silu, x + c, y + c, m);
-  }
-}
-
-template <class T, class TOut>
-void swiglu_forward_tabled(const float* table, const T* gate, const T* up, TOut* y, std::int64_t n) {
-  float silu_gate[kLookupChunk];
-  for (std::int64_t c = 0; c < n; c += kLookupChunk) {
-    const std::int64_t m = n - c < kLookupChunk ? n - c : kLookupChunk;
-    look_up_silu(table, gate + c, silu_gate, m);
-    core::swiglu_forward_span_from(silu_gate, gate + c, up + c, y + c, m);
-  }
 }
 
 // Calls span(begin, n) over [0, count) in parallel spans. Elementwise: where
@@ -108,14 +154,16 @@ void silu_forward(const SiluForwardProblem& p, int num_threads) {
       const T* table = silu_result_table<T>();
       for_each_span(p.count, num_threads,
                     [&](std::int64_t b, std::int64_t n) { silu_forward_looked_up(table, x + b, y + b, n); });
-    } else if constexpr (sizeof(T) == 2) {
-      const float* table = silu_table<T>();
-      for_each_span(p.count, num_threads,
-                    [&](std::int64_t b, std::int64_t n) { silu_forward_tabled(table, x + b, y + b, n); });
-    } else {
-      for_each_span(p.count, num_threads,
-                    [&](std::int64_t b, std::int64_t n) { core::silu_forward_span(x + b, y + b, n); });
+      return;
     }
+    prepare_tables<T>(true, false);
+    for_each_span(p.count, num_threads, [&](std::int64_t b, std::int64_t n) {
+      for_each_chunk(n, [&](std::int64_t c, std::int64_t m) {
+        float silu[kChunk];
+        silu_values(x + b + c, silu, m);
+        core::silu_forward_span_from(silu, x + b + c, y + b + c, m);
+      });
+    });
   });
 }
 
@@ -126,8 +174,13 @@ void silu_backward(const SiluBackwardProblem& p, int num_threads) {
     const T* g = static_cast<const T*>(p.grad_out);
     const T* x = static_cast<const T*>(p.x);
     TOut* dx = static_cast<TOut*>(p.dx);
+    prepare_tables<T>(false, true);
     for_each_span(p.count, num_threads, [&](std::int64_t b, std::int64_t n) {
-      core::silu_backward_span(g + b, x + b, dx + b, n);
+      for_each_chunk(n, [&](std::int64_t c, std::int64_t m) {
+        float derivative[kChunk];
+        silu_derivative_values(x + b + c, derivative, m);
+        core::silu_backward_span_from(derivative, g + b + c, x + b + c, dx + b + c, m);
+      });
     });
   });
 }
@@ -139,16 +192,14 @@ void swiglu_forward(const SwigluForwardProblem& p, int num_threads) {
     const T* gate = static_cast<const T*>(p.gate);
     const T* up = static_cast<const T*>(p.up);
     TOut* y = static_cast<TOut*>(p.y);
-    if constexpr (sizeof(T) == 2) {
-      const float* table = silu_table<T>();
-      for_each_span(p.count, num_threads, [&](std::int64_t b, std::int64_t n) {
-        swiglu_forward_tabled(table, gate + b, up + b, y + b, n);
+    prepare_tables<T>(true, false);
+    for_each_span(p.count, num_threads, [&](std::int64_t b, std::int64_t n) {
+      for_each_chunk(n, [&](std::int64_t c, std::int64_t m) {
+        float silu_gate[kChunk];
+        silu_values(gate + b + c, silu_gate, m);
+        core::swiglu_forward_span_from(silu_gate, gate + b + c, up + b + c, y + b + c, m);
       });
-    } else {
-      for_each_span(p.count, num_threads, [&](std::int64_t b, std::int64_t n) {
-        core::swiglu_forward_span(gate + b, up + b, y + b, n);
-      });
-    }
+    });
   });
 }
 
@@ -161,8 +212,15 @@ void swiglu_backward(const SwigluBackwardProblem& p, int num_threads) {
     const T* up = static_cast<const T*>(p.up);
     TOut* dgate = static_cast<TOut*>(p.dgate);
     TOut* dup = static_cast<TOut*>(p.dup);
+    prepare_tables<T>(true, true);
     for_each_span(p.count, num_threads, [&](std::int64_t b, std::int64_t n) {
-      core::swiglu_backward_span(g + b, gate + b, up + b, dgate + b, dup + b, n);
+      for_each_chunk(n, [&](std::int64_t c, std::int64_t m) {
+        float silu_gate[kChunk];
+        float derivative[kChunk];
+        silu_and_derivative_values(gate + b + c, silu_gate, derivative, m);
+        core::swiglu_backward_span_from(silu_gate, derivative, g + b + c, gate + b + c, up + b + c, dgate + b + c,
+                                        dup + b + c, m);
+      });
     });
   });
 }

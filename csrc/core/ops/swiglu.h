@@ -64,45 +64,69 @@ GOLDEN_CORE_BEGIN
 // The NaN policy is applied once, on the final value: a NaN input overrides
 // whatever the inner steps produced, so they use the core's non-NaN variants
 // (identical values for every other input) and vector code pays once.
-GOLDEN_INLINE float silu_non_nan(float x) { return x * math_detail::sigmoid_non_nan(x); }
+//
+// silu and silu' from e = math_detail::sigmoid_exp(x) = e^-|x| computed
+// elsewhere: the CPU backend computes the exponentials of a block of elements
+// in loops of their own (math_detail::exp_reduce says why). sigmoid(x) and
+// sigmoid(-x) share e and one division; silu'(x) = s + x*s*(1 - s) =
+// s * (1 + x * sigmoid(-x)).
+GOLDEN_INLINE float silu_non_nan_from_exp(float x, float e) {
+  const math_detail::SigmoidDenominator s = math_detail::sigmoid_denominator_from_exp(e);
+  return x * math_detail::sigmoid_quotient(s, math_detail::select(x >= 0.0f, 1.0f, s.e));
+}
 
-// The last step of silu_f32, from silu = silu_non_nan(x) computed elsewhere:
-// the CPU backend looks silu_non_nan up in a table over all bf16 inputs.
-GOLDEN_INLINE float silu_from_non_nan(float silu, float x) { return apply_nan_policy(silu, x); }
-
-GOLDEN_INLINE float silu_f32(float x) { return silu_from_non_nan(silu_non_nan(x), x); }
-
-// d/dx x*sigmoid(x) = s + x*s*(1 - s) = s * (1 + x * sigmoid(-x)); sigmoid(x)
-// and sigmoid(-x) share one exp and one division.
-GOLDEN_INLINE float silu_derivative_non_nan(float x) {
-  const math_detail::SigmoidDenominator s = math_detail::sigmoid_denominator(x);
+GOLDEN_INLINE float silu_derivative_non_nan_from_exp(float x, float e) {
+  const math_detail::SigmoidDenominator s = math_detail::sigmoid_denominator_from_exp(e);
   const float sig = math_detail::sigmoid_quotient(s, math_detail::select(x >= 0.0f, 1.0f, s.e));
   return sig * fma_rn(x, math_detail::sigmoid_neg_non_nan(s, x), 1.0f);
 }
 
-GOLDEN_INLINE float silu_backward_f32(float g, float x) {
-  return apply_nan_policy(g * silu_derivative_non_nan(x), g, x);
+GOLDEN_INLINE float silu_non_nan(float x) { return silu_non_nan_from_exp(x, math_detail::sigmoid_exp(x)); }
+
+GOLDEN_INLINE float silu_derivative_non_nan(float x) {
+  return silu_derivative_non_nan_from_exp(x, math_detail::sigmoid_exp(x));
+}
+
+// The last steps of each output from silu = silu_non_nan(x) and derivative =
+// silu_derivative_non_nan(x) computed elsewhere (the CPU backend looks them up
+// in tables over all 16-bit inputs, or computes a block's exponentials first).
+GOLDEN_INLINE float silu_from_non_nan(float silu, float x) { return apply_nan_policy(silu, x); }
+
+GOLDEN_INLINE float silu_backward_from_derivative(float g, float derivative, float x) {
+  return apply_nan_policy(g * derivative, g, x);
 }
 
 // A NaN made inside silu (silu(-inf) = -inf * 0) stays a NaN through * up and
 // becomes the canonical NaN here, as silu_f32 alone would make it.
-// The steps of swiglu_f32 after silu_gate = silu_non_nan(gate) (see above).
 GOLDEN_INLINE float swiglu_from_silu(float silu_gate, float gate, float up) {
   return apply_nan_policy(silu_gate * up, gate, up);
+}
+
+GOLDEN_INLINE float swiglu_dgate_from_derivative(float g, float derivative, float gate, float up) {
+  return apply_nan_policy((g * up) * derivative, g, gate, up);
+}
+
+GOLDEN_INLINE float swiglu_dup_from_silu(float g, float silu_gate, float gate) {
+  return apply_nan_policy(g * silu_gate, g, gate);
+}
+
+GOLDEN_INLINE float silu_f32(float x) { return silu_from_non_nan(silu_non_nan(x), x); }
+
+GOLDEN_INLINE float silu_backward_f32(float g, float x) {
+  return silu_backward_from_derivative(g, silu_derivative_non_nan(x), x);
 }
 
 GOLDEN_INLINE float swiglu_f32(float gate, float up) { return swiglu_from_silu(silu_non_nan(gate), gate, up); }
 
 GOLDEN_INLINE float swiglu_dgate_f32(float g, float gate, float up) {
-  return apply_nan_policy((g * up) * silu_derivative_non_nan(gate), g, gate, up);
+  return swiglu_dgate_from_derivative(g, silu_derivative_non_nan(gate), gate, up);
 }
 
-GOLDEN_INLINE float swiglu_dup_f32(float g, float gate) {
-  return apply_nan_policy(g * silu_non_nan(gate), g, gate);
-}
+GOLDEN_INLINE float swiglu_dup_f32(float g, float gate) { return swiglu_dup_from_silu(g, silu_non_nan(gate), gate); }
 
-// The element loops every CPU path runs over a contiguous span; a GPU thread
-// runs one iteration. Branch-free bodies, so the compiler vectorises them.
+// The element loops over a contiguous span; a GPU thread runs one iteration.
+// The CPU backend runs the *_span_from loops below instead. Branch-free
+// bodies, so the compiler vectorises them.
 template <class T, class TOut>
 GOLDEN_INLINE void silu_forward_span(const T* x, TOut* y, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) y[i] = from_float<TOut>(silu_f32(to_float(x[i])));
@@ -122,8 +146,20 @@ GOLDEN_INLINE void swiglu_forward_span(const T* gate, const T* up, TOut* y, std:
   }
 }
 
-// The forward loops finished from silu_non_nan values computed elsewhere
-// (silu[i] = silu_non_nan(to_float(x[i]))): the same bits as the loops above.
+template <class T, class TOut>
+GOLDEN_INLINE void swiglu_backward_span(const T* grad_out, const T* gate, const T* up, TOut* dgate,
+                                        TOut* dup, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float g = to_float(grad_out[i]);
+    const float a = to_float(gate[i]);
+    dgate[i] = from_float<TOut>(swiglu_dgate_f32(g, a, to_float(up[i])));
+    dup[i] = from_float<TOut>(swiglu_dup_f32(g, a));
+  }
+}
+
+// The loops finished from silu_non_nan / silu_derivative_non_nan values of
+// their inputs computed elsewhere (silu[i] = silu_non_nan(to_float(x[i])),
+// derivative[i] likewise): the same bits as the loops above.
 template <class T, class TOut>
 GOLDEN_INLINE void silu_forward_span_from(const float* silu, const T* x, TOut* y, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) y[i] = from_float<TOut>(silu_from_non_nan(silu[i], to_float(x[i])));
@@ -138,13 +174,21 @@ GOLDEN_INLINE void swiglu_forward_span_from(const float* silu_gate, const T* gat
 }
 
 template <class T, class TOut>
-GOLDEN_INLINE void swiglu_backward_span(const T* grad_out, const T* gate, const T* up, TOut* dgate,
-                                        TOut* dup, std::int64_t n) {
+GOLDEN_INLINE void silu_backward_span_from(const float* derivative, const T* grad_out, const T* x, TOut* dx,
+                                           std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    dx[i] = from_float<TOut>(silu_backward_from_derivative(to_float(grad_out[i]), derivative[i], to_float(x[i])));
+  }
+}
+
+template <class T, class TOut>
+GOLDEN_INLINE void swiglu_backward_span_from(const float* silu_gate, const float* derivative, const T* grad_out,
+                                             const T* gate, const T* up, TOut* dgate, TOut* dup, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) {
     const float g = to_float(grad_out[i]);
     const float a = to_float(gate[i]);
-    dgate[i] = from_float<TOut>(swiglu_dgate_f32(g, a, to_float(up[i])));
-    dup[i] = from_float<TOut>(swiglu_dup_f32(g, a));
+    dgate[i] = from_float<TOut>(swiglu_dgate_from_derivative(g, derivative[i], a, to_float(up[i])));
+    dup[i] = from_float<TOut>(swiglu_dup_from_silu(g, silu_gate[i], a));
   }
 }
 
