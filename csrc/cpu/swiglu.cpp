@@ -118,12 +118,6 @@ void prepare_tables(bool silu, bool derivative) {
   }
 }
 
-// Calls chunk(begin, n) over [0, count) in chunks of at most kChunk.
-template <class Chunk>
-void for_each_chunk(std::int64_t count, Chunk&& chunk) {
-  for (std::int64_t c = 0; c < count; c += kChunk) chunk(c, count - c < kChunk ? count - c : kChunk);
-}
-
 template <class T>
 void silu_forward_looked_up(const T* table, const T* x, T* y, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) y[i] = table[x[i].bits];
@@ -142,6 +136,15 @@ void for_each_span(std::int64_t count, int num_threads, Span&& span) {
   parallel_tasks(core::ceil_div(count, per_task), num_threads, body);
 }
 
+// Calls chunk(begin, n) over [0, count): each parallel span in chunks of at
+// most kChunk elements.
+template <class Chunk>
+void for_each_chunk(std::int64_t count, int num_threads, Chunk&& chunk) {
+  for_each_span(count, num_threads, [&](std::int64_t begin, std::int64_t n) {
+    for (std::int64_t c = 0; c < n; c += kChunk) chunk(begin + c, n - c < kChunk ? n - c : kChunk);
+  });
+}
+
 }  // namespace
 
 void silu_forward(const SiluForwardProblem& p, int num_threads) {
@@ -157,12 +160,10 @@ void silu_forward(const SiluForwardProblem& p, int num_threads) {
       return;
     }
     prepare_tables<T>(true, false);
-    for_each_span(p.count, num_threads, [&](std::int64_t b, std::int64_t n) {
-      for_each_chunk(n, [&](std::int64_t c, std::int64_t m) {
-        float silu[kChunk];
-        silu_values(x + b + c, silu, m);
-        core::silu_forward_span_from(silu, x + b + c, y + b + c, m);
-      });
+    for_each_chunk(p.count, num_threads, [&](std::int64_t i, std::int64_t m) {
+      float silu[kChunk];
+      silu_values(x + i, silu, m);
+      core::silu_forward_span_from(silu, x + i, y + i, m);
     });
   });
 }
@@ -175,12 +176,10 @@ void silu_backward(const SiluBackwardProblem& p, int num_threads) {
     const T* x = static_cast<const T*>(p.x);
     TOut* dx = static_cast<TOut*>(p.dx);
     prepare_tables<T>(false, true);
-    for_each_span(p.count, num_threads, [&](std::int64_t b, std::int64_t n) {
-      for_each_chunk(n, [&](std::int64_t c, std::int64_t m) {
-        float derivative[kChunk];
-        silu_derivative_values(x + b + c, derivative, m);
-        core::silu_backward_span_from(derivative, g + b + c, x + b + c, dx + b + c, m);
-      });
+    for_each_chunk(p.count, num_threads, [&](std::int64_t i, std::int64_t m) {
+      float derivative[kChunk];
+      silu_derivative_values(x + i, derivative, m);
+      core::silu_backward_span_from(derivative, g + i, x + i, dx + i, m);
     });
   });
 }
@@ -193,12 +192,10 @@ void swiglu_forward(const SwigluForwardProblem& p, int num_threads) {
     const T* up = static_cast<const T*>(p.up);
     TOut* y = static_cast<TOut*>(p.y);
     prepare_tables<T>(true, false);
-    for_each_span(p.count, num_threads, [&](std::int64_t b, std::int64_t n) {
-      for_each_chunk(n, [&](std::int64_t c, std::int64_t m) {
-        float silu_gate[kChunk];
-        silu_values(gate + b + c, silu_gate, m);
-        core::swiglu_forward_span_from(silu_gate, gate + b + c, up + b + c, y + b + c, m);
-      });
+    for_each_chunk(p.count, num_threads, [&](std::int64_t i, std::int64_t m) {
+      float silu_gate[kChunk];
+      silu_values(gate + i, silu_gate, m);
+      core::swiglu_forward_span_from(silu_gate, gate + i, up + i, y + i, m);
     });
   });
 }
@@ -213,14 +210,11 @@ void swiglu_backward(const SwigluBackwardProblem& p, int num_threads) {
     TOut* dgate = static_cast<TOut*>(p.dgate);
     TOut* dup = static_cast<TOut*>(p.dup);
     prepare_tables<T>(true, true);
-    for_each_span(p.count, num_threads, [&](std::int64_t b, std::int64_t n) {
-      for_each_chunk(n, [&](std::int64_t c, std::int64_t m) {
-        float silu_gate[kChunk];
-        float derivative[kChunk];
-        silu_and_derivative_values(gate + b + c, silu_gate, derivative, m);
-        core::swiglu_backward_span_from(silu_gate, derivative, g + b + c, gate + b + c, up + b + c, dgate + b + c,
-                                        dup + b + c, m);
-      });
+    for_each_chunk(p.count, num_threads, [&](std::int64_t i, std::int64_t m) {
+      float silu_gate[kChunk];
+      float derivative[kChunk];
+      silu_and_derivative_values(gate + i, silu_gate, derivative, m);
+      core::swiglu_backward_span_from(silu_gate, derivative, g + i, gate + i, up + i, dgate + i, dup + i, m);
     });
   });
 }
