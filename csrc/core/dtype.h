@@ -35,12 +35,16 @@ GOLDEN_INLINE float to_float(f16 x) {
 
 GOLDEN_INLINE bf16 bf16_from_float(float f) {
   const std::uint32_t u = float_bits(f);
-  const bool is_nan = (u & 0x7FFFFFFFu) > 0x7F800000u;
+  // Only a NaN is unordered with itself, whatever the rounding mode or
+  // FTZ/DAZ; one vector compare, where the bit test costs x86 three
+  // instructions. The choice is a bitwise blend in 32 bits: GCC vectorises a
+  // ternary here by narrowing both sides to 16 bits first, twice the work.
+  const std::uint32_t nan_mask = 0u - static_cast<std::uint32_t>(f != f);
   // Adding 0x7FFF plus the lowest kept bit rounds to nearest even; a carry
   // into the exponent is the correct rounding up (to infinity at the top).
   const std::uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
   const std::uint32_t quiet_nan = (u >> 16) | 0x0040u;
-  return bf16{static_cast<std::uint16_t>(is_nan ? quiet_nan : rounded)};
+  return bf16{static_cast<std::uint16_t>((quiet_nan & nan_mask) | (rounded & ~nan_mask))};
 }
 
 GOLDEN_INLINE f16 f16_from_float(float f) {
