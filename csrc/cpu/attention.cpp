@@ -646,11 +646,45 @@ constexpr int kPendingRows = 4;
 struct PendingRows {
   float q[kPendingRows][kMaxD];
   float grad[kPendingRows][kMaxD];
-  float prob[kPendingRows][kBlock];
-  float ds[kPendingRows][kBlock];
+  alignas(64) float scores[kPendingRows][kBlock];  // then P
+  alignas(64) float dps[kPendingRows][kBlock];     // then dS
+  float lse[kPendingRows];
+  float delta[kPendingRows];
   std::int64_t count[kPendingRows];  // the block's keys the row sees
   int size;
 };
+
+// Each pending row's scores and dP (q.k scaled, dO.v) over the staged block:
+// four rows at once in the SIMD builds (each row's dots in the core's order,
+// so the same bits), then P and dS in place.
+void pending_probs_and_score_grads(PendingRows& rows, std::int64_t d_len, float scale, const float* keys_t,
+                                   const float* values_t) {
+  int t = 0;
+#if defined(__AVX2__)
+  static_assert(kPendingRows == kTileRows, "a full batch is one register tile");
+  if (rows.size == kTileRows) {
+    const float* q[kTileRows];
+    const float* grad[kTileRows];
+    for (int r = 0; r < kTileRows; ++r) {
+      q[r] = rows.q[r];
+      grad[r] = rows.grad[r];
+    }
+    tile_scores(q, d_len, scale, keys_t, rows.scores);
+    tile_dots(grad, d_len, values_t, rows.dps);
+    t = kTileRows;
+  }
+#endif
+  for (; t < rows.size; ++t) {
+    block_scores(rows.q[t], d_len, scale, keys_t, rows.scores[t]);
+    block_dots(rows.grad[t], d_len, values_t, rows.dps[t]);
+  }
+  for (t = 0; t < rows.size; ++t) {
+    for (std::int64_t j = 0; j < rows.count[t]; ++j) {
+      rows.scores[t][j] = core::attention_probability(rows.scores[t][j], rows.lse[t]);
+      rows.dps[t][j] = core::attention_score_grad(rows.scores[t][j], rows.dps[t][j], rows.delta[t]);
+    }
+  }
+}
 
 // acc[d] = fma(w[t], rows[t][d], acc[d]) for t = 0..n-1 in order: the core's
 // attention_accumulate of each row in turn (lanes are independent columns).
@@ -667,8 +701,10 @@ void accumulate_rows(float* acc, std::int64_t d_len, const float* w, const float
 }
 
 // dv_j += P * dO and dk_j += dS * q of the pending rows that see key j, in
-// their order; empties the batch.
-void fold_pending_rows(PendingRows& rows, std::int64_t d_len, float* dk, float* dv) {
+// their order, after computing their P and dS; empties the batch.
+void fold_pending_rows(PendingRows& rows, std::int64_t d_len, float scale, const float* keys_t,
+                       const float* values_t, float* dk, float* dv) {
+  pending_probs_and_score_grads(rows, d_len, scale, keys_t, values_t);
   for (std::int64_t j = 0; j < kBlock; ++j) {
     float prob[kPendingRows];
     float ds[kPendingRows];
@@ -677,8 +713,8 @@ void fold_pending_rows(PendingRows& rows, std::int64_t d_len, float* dk, float* 
     int n = 0;
     for (int t = 0; t < rows.size; ++t) {
       if (j >= rows.count[t]) continue;
-      prob[n] = rows.prob[t][j];
-      ds[n] = rows.ds[t][j];
+      prob[n] = rows.scores[t][j];
+      ds[n] = rows.dps[t][j];
       grad[n] = rows.grad[t];
       q[n] = rows.q[t];
       ++n;
@@ -713,8 +749,6 @@ void backward_keys(const AttentionBackwardProblem& p, const Workspace& ws, int n
     alignas(64) float values_t[kMaxD * kBlock];
     alignas(64) float dk[kBlock * kMaxD];
     alignas(64) float dv[kBlock * kMaxD];
-    alignas(64) float scores[kBlock];
-    alignas(64) float dps[kBlock];
     PendingRows pending;
     pending.size = 0;
     const KeyBlockStage<T> keys{l, p.k, b, seq, g};
@@ -730,18 +764,13 @@ void backward_keys(const AttentionBackwardProblem& p, const Workspace& ws, int n
         const int t = pending.size++;
         load_row(input_row<T>(p.q, b, seq.q_begin + i, h), pending.q[t], d_len);
         load_row(input_row<T>(p.grad_out, b, seq.q_begin + i, h), pending.grad[t], d_len);
-        const float lse = *ws.at(ws.lse, seq, i, h);
-        const float delta = *ws.at(ws.delta, seq, i, h);
-        block_scores(pending.q[t], d_len, l.scale, keys_t, scores);
-        block_dots(pending.grad[t], d_len, values_t, dps);
-        for (std::int64_t j = 0; j < count; ++j) {
-          pending.prob[t][j] = core::attention_probability(scores[j], lse);
-          pending.ds[t][j] = core::attention_score_grad(pending.prob[t][j], dps[j], delta);
-        }
+        pending.lse[t] = *ws.at(ws.lse, seq, i, h);
+        pending.delta[t] = *ws.at(ws.delta, seq, i, h);
         pending.count[t] = count;
-        if (pending.size == kPendingRows) fold_pending_rows(pending, d_len, dk, dv);
+        if (pending.size == kPendingRows) fold_pending_rows(pending, d_len, l.scale, keys_t, values_t, dk, dv);
       }
-      fold_pending_rows(pending, d_len, dk, dv);  // a head's rows fold before the next head's
+      // a head's rows fold before the next head's
+      fold_pending_rows(pending, d_len, l.scale, keys_t, values_t, dk, dv);
     }
     for (std::int64_t j = 0; j < staged; ++j) {
       const std::int64_t token = seq.k_begin + core::attention_key_token(l, b, start + j);
