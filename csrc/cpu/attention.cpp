@@ -705,7 +705,31 @@ void accumulate_rows(float* acc, std::int64_t d_len, const float* w, const float
 void fold_pending_rows(PendingRows& rows, std::int64_t d_len, float scale, const float* keys_t,
                        const float* values_t, float* dk, float* dv) {
   pending_probs_and_score_grads(rows, d_len, scale, keys_t, values_t);
-  for (std::int64_t j = 0; j < kBlock; ++j) {
+  std::int64_t j = 0;
+#if defined(__AVX2__)
+  // Keys every pending row sees, 4 at a time in a register tile: dv_j and dk_j
+  // are the tile's rows, the pending rows' dO and q its accumulated rows (each
+  // grad and q vector loaded once for 4 keys), folded in the rows' order.
+  std::int64_t seen_by_all = kBlock;
+  for (int t = 0; t < rows.size; ++t) seen_by_all = rows.count[t] < seen_by_all ? rows.count[t] : seen_by_all;
+  for (; rows.size > 0 && j + kTileRows <= seen_by_all; j += kTileRows) {
+    float prob[kTileRows][kBlock];
+    float ds[kTileRows][kBlock];
+    float* dv_rows[kTileRows];
+    float* dk_rows[kTileRows];
+    for (int r = 0; r < kTileRows; ++r) {
+      for (int t = 0; t < rows.size; ++t) {
+        prob[r][t] = rows.scores[t][j + r];
+        ds[r][t] = rows.dps[t][j + r];
+      }
+      dv_rows[r] = dv + (j + r) * kMaxD;
+      dk_rows[r] = dk + (j + r) * kMaxD;
+    }
+    tile_accumulate(dv_rows, d_len, prob, rows.size, &rows.grad[0][0]);
+    tile_accumulate(dk_rows, d_len, ds, rows.size, &rows.q[0][0]);
+  }
+#endif
+  for (; j < kBlock; ++j) {
     float prob[kPendingRows];
     float ds[kPendingRows];
     const float* grad[kPendingRows];
