@@ -1,6 +1,6 @@
 """The one rounding rule: fp32 -> bf16/fp16 round to nearest even, exact
-widening, and the NaN policy, exhaustively over every 16-bit pattern and on a
-large fp32 sample, on every backend and instruction set."""
+widening, and the NaN policy, exhaustively over every 16-bit pattern and every
+fp32 pattern, and on a large fp32 sample on every backend and instruction set."""
 
 from __future__ import annotations
 
@@ -108,3 +108,24 @@ def test_numpy_arrays_are_accepted():
 def test_bad_dtype_name_is_rejected():
     with pytest.raises(ValueError, match="dtype must be one of"):
         gk.cast(torch.zeros(3), "float64")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", HALF_TYPES, ids=str)
+def test_narrowing_matches_pytorch_on_every_fp32_pattern(dtype):
+    """All 2^32 fp32 bit patterns, in chunks: numbers round as PyTorch rounds
+    them (to nearest, ties to even); a NaN keeps its sign and leading payload
+    bits with the quiet bit set (bf16: the top 7 payload bits, fp16: the top 10)."""
+    name = str(dtype).removeprefix("torch.")
+    chunk = 1 << 22  # 16 MiB of fp32: below glibc's mmap threshold, so the buffers are reused
+    for first in range(-(2**31), 2**31, chunk):
+        patterns = torch.arange(first, first + chunk, dtype=torch.int32)
+        sample = patterns.view(torch.float32)
+        if dtype == torch.bfloat16:
+            nan_bits = (patterns >> 16) | 0x0040
+        else:
+            nan_bits = ((patterns >> 16) & 0x8000) | 0x7E00 | ((patterns >> 13) & 0x3FF)
+        expected = torch.where(sample.isnan(), nan_bits.to(torch.int16), bits(sample.to(dtype)))
+        ours = bits(gk.cast(sample, name))
+        if not torch.equal(ours, expected):
+            assert_bitwise_equal(ours, expected, f"float32 -> {dtype}, patterns from {first:#x}")
