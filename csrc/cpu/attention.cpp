@@ -713,6 +713,7 @@ void fold_pending_rows(PendingRows& rows, std::int64_t d_len, float scale, const
   std::int64_t seen_by_all = kBlock;
   for (int t = 0; t < rows.size; ++t) seen_by_all = rows.count[t] < seen_by_all ? rows.count[t] : seen_by_all;
   for (; rows.size > 0 && j + kTileRows <= seen_by_all; j += kTileRows) {
+    // Weights [key][pending row], in tile_accumulate's [row][kBlock] shape.
     float prob[kTileRows][kBlock];
     float ds[kTileRows][kBlock];
     float* dv_rows[kTileRows];
