@@ -186,6 +186,21 @@ void check_float_output(const TensorView& input, const TensorView& output, bool 
   check_strided(output, packed ? 3 : 4);
 }
 
+// An LSE array: float32, contiguous, padded [B, Hq, Sq] or packed [Hq, T];
+// returned as a [seq, token, head] view.
+template <class Strided>
+Strided lse_strided(const TensorView& lse, const TensorView& q, const Heads& heads, bool packed) {
+  using Data = decltype(Strided::data);
+  require_type(lse, ElementType::f32);
+  require_contiguous(lse);
+  if (packed) {
+    require_shape(lse, {heads.q_heads, q.dim(0)});
+    return Strided{static_cast<Data>(lse.data), 0, 1, q.dim(0)};
+  }
+  require_shape(lse, {q.dim(0), heads.q_heads, q.dim(2)});
+  return Strided{static_cast<Data>(lse.data), heads.q_heads * q.dim(2), 1, q.dim(2)};
+}
+
 void attention_forward(const std::string& backend, std::uintptr_t stream, const py::object& q_capsule,
                        const py::object& k_capsule, const py::object& v_capsule, const py::object& out_capsule,
                        const py::object& lse_capsule, const py::object& cu_q, const py::object& cu_k,
@@ -204,16 +219,7 @@ void attention_forward(const std::string& backend, std::uintptr_t stream, const 
   std::vector<const TensorView*> all = present({&q, &k, &v, &out}, arrays);
   AttentionOutput lse_out{nullptr, 0, 0, 0};
   if (lse) {
-    require_type(*lse, ElementType::f32);
-    require_contiguous(*lse);
-    // padded [B, Hq, Sq]; packed [Hq, T]
-    if (packed) {
-      require_shape(*lse, {heads.q_heads, q.dim(0)});
-      lse_out = {lse->data, 0, 1, q.dim(0)};
-    } else {
-      require_shape(*lse, {q.dim(0), heads.q_heads, q.dim(2)});
-      lse_out = {lse->data, heads.q_heads * q.dim(2), 1, q.dim(2)};
-    }
+    lse_out = lse_strided<AttentionOutput>(*lse, q, heads, packed);
     all.push_back(&*lse);
   }
   require_backend_device(choice, all);
@@ -234,7 +240,8 @@ void attention_forward(const std::string& backend, std::uintptr_t stream, const 
 void attention_backward(const std::string& backend, std::uintptr_t stream, const py::object& grad_capsule,
                         const py::object& q_capsule, const py::object& k_capsule, const py::object& v_capsule,
                         const py::object& dq_capsule, const py::object& dk_capsule, const py::object& dv_capsule,
-                        const py::object& workspace_capsule, const py::object& cu_q, const py::object& cu_k,
+                        const py::object& workspace_capsule, const py::object& saved_out_capsule,
+                        const py::object& saved_lse_capsule, const py::object& cu_q, const py::object& cu_k,
                         const py::object& key_index, const py::object& key_count, const py::object& key_keep,
                         bool causal, float scale) {
   const TensorView grad = view_capsule(grad_capsule, "grad_out");
@@ -245,6 +252,8 @@ void attention_backward(const std::string& backend, std::uintptr_t stream, const
   const TensorView dk = view_capsule(dk_capsule, "dk");
   const TensorView dv = view_capsule(dv_capsule, "dv");
   const TensorView workspace = view_capsule(workspace_capsule, "workspace");
+  const std::optional<TensorView> saved_out = optional_view(saved_out_capsule, "saved_out");
+  const std::optional<TensorView> saved_lse = optional_view(saved_lse_capsule, "saved_lse");
   const LayoutArrays arrays = read_layout_arrays(cu_q, cu_k, key_index, key_count, key_keep);
   const bool packed = arrays.cu_q.has_value();
   const Heads heads = check_qkv(q, k, v, packed);
@@ -261,7 +270,20 @@ void attention_backward(const std::string& backend, std::uintptr_t stream, const
   require_shape(workspace, {2, query_rows, heads.q_heads});
   require_contiguous(workspace);
   const BackendChoice choice = parse_backend(backend, stream);
-  const std::vector<const TensorView*> all = present({&grad, &q, &k, &v, &dq, &dk, &dv, &workspace}, arrays);
+  std::vector<const TensorView*> all = present({&grad, &q, &k, &v, &dq, &dk, &dv, &workspace}, arrays);
+  // The forward's fp32 output and LSE, both or neither (then pass 1 recomputes them).
+  AttentionInput saved_out_view{nullptr, 0, 0, 0};
+  AttentionInput saved_lse_view{nullptr, 0, 0, 0};
+  if (saved_out.has_value() != saved_lse.has_value()) fail_value("saved_out and saved_lse come together");
+  if (saved_out) {
+    check_strided(*saved_out, packed ? 3 : 4);
+    require_type(*saved_out, ElementType::f32);
+    require_same_shape(q, *saved_out);
+    saved_out_view = strided<AttentionInput>(*saved_out, packed);
+    saved_lse_view = lse_strided<AttentionInput>(*saved_lse, q, heads, packed);
+    all.push_back(&*saved_out);
+    all.push_back(&*saved_lse);
+  }
   require_backend_device(choice, all);
   require_outputs_apart({&dq, &dk, &dv, &workspace}, all);
   const AttentionLayout layout =
@@ -271,6 +293,8 @@ void attention_backward(const std::string& backend, std::uintptr_t stream, const
                                          strided<AttentionInput>(q, packed),
                                          strided<AttentionInput>(k, packed),
                                          strided<AttentionInput>(v, packed),
+                                         saved_out_view,
+                                         saved_lse_view,
                                          strided<AttentionOutput>(dq, packed),
                                          strided<AttentionOutput>(dk, packed),
                                          strided<AttentionOutput>(dv, packed),
@@ -291,7 +315,8 @@ void register_attention(py::module_& m) {
         py::arg("key_padding_mask").none(true), py::arg("causal"), py::arg("scale"));
   m.def("attention_backward", &attention_backward, py::arg("backend"), py::arg("stream"), py::arg("grad_out"),
         py::arg("q"), py::arg("k"), py::arg("v"), py::arg("dq"), py::arg("dk"), py::arg("dv"),
-        py::arg("workspace"), py::arg("cu_seqlens_q").none(true), py::arg("cu_seqlens_k").none(true),
+        py::arg("workspace"), py::arg("saved_out").none(true), py::arg("saved_lse").none(true),
+        py::arg("cu_seqlens_q").none(true), py::arg("cu_seqlens_k").none(true),
         py::arg("key_index").none(true), py::arg("key_count").none(true), py::arg("key_padding_mask").none(true),
         py::arg("causal"), py::arg("scale"));
 }

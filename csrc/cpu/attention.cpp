@@ -476,19 +476,28 @@ std::int64_t fold_key_block(RowForward& f, std::int64_t r, std::int64_t row_coun
   return 1;
 }
 
+// Loads the task's q rows and visible key counts and starts each row's
+// online softmax (acc zeroed); returns the largest visible count.
+template <class T>
+std::int64_t start_task_rows(const AttentionLayout& l, const AttentionInput& q_in, const core::AttentionSeq& seq,
+                             const TaskRows& rows, RowForward& f) {
+  std::int64_t most_visible = 0;
+  for (std::int64_t r = 0; r < rows.count; ++r) {
+    const std::int64_t i = rows.token(r);
+    load_row(input_row<T>(q_in, rows.b, seq.q_begin + i, rows.head(r)), f.q[r], l.head_dim);
+    f.visible[r] = core::attention_visible_keys(l, rows.b, seq, i);
+    f.state[r] = core::attention_row_start(f.acc[r], l.head_dim);
+    most_visible = f.visible[r] > most_visible ? f.visible[r] : most_visible;
+  }
+  return most_visible;
+}
+
 template <class T>
 void run_forward_rows(const AttentionLayout& l, const AttentionInput& q_in, const AttentionInput& k_in,
                       const AttentionInput& v_in, const core::AttentionSeq& seq, const TaskRows& rows,
                       RowForward& f) {
   const std::int64_t d_len = l.head_dim;
-  std::int64_t most_visible = 0;
-  for (std::int64_t r = 0; r < rows.count; ++r) {
-    const std::int64_t i = rows.token(r);
-    load_row(input_row<T>(q_in, rows.b, seq.q_begin + i, rows.head(r)), f.q[r], d_len);
-    f.visible[r] = core::attention_visible_keys(l, rows.b, seq, i);
-    f.state[r] = core::attention_row_start(f.acc[r], d_len);
-    most_visible = f.visible[r] > most_visible ? f.visible[r] : most_visible;
-  }
+  const std::int64_t most_visible = start_task_rows<T>(l, q_in, seq, rows, f);
   alignas(64) float keys_t[kMaxD * kBlock];
   alignas(64) float values[kBlock * kMaxD];
   const KeyBlockStage<T> keys{l, k_in, rows.b, seq, rows.g};
@@ -590,15 +599,21 @@ std::int64_t dq_key_block(RowForward& f, std::int64_t r, std::int64_t row_count,
   return 1;
 }
 
-// Pass 1, per task of query rows: recompute the forward, store LSE and Di,
-// then dq = scale * sum over visible keys in rank order of dS * k.
+// Pass 1, per task of query rows: each row's LSE and fp32 output (the saved
+// forward's, or the forward recomputed), Di from them, both stored; then
+// dq = scale * sum over visible keys in rank order of dS * k.
 template <class T, class TOut>
 void backward_rows(const AttentionBackwardProblem& p, const Workspace& ws, int num_threads) {
   const AttentionLayout& l = p.layout;
   const std::int64_t d_len = l.head_dim;
+  const bool saved = p.saved_out.data != nullptr;
   for_each_row_task(l, num_threads, [&](const core::AttentionSeq& seq, const TaskRows& rows) {
     RowForward f;
-    run_forward_rows<T>(l, p.q, p.k, p.v, seq, rows, f);
+    if (saved) {
+      start_task_rows<T>(l, p.q, seq, rows, f);
+    } else {
+      run_forward_rows<T>(l, p.q, p.k, p.v, seq, rows, f);
+    }
     float grad[kTaskRows][kMaxD];
     float lse[kTaskRows];
     float delta[kTaskRows];
@@ -607,8 +622,13 @@ void backward_rows(const AttentionBackwardProblem& p, const Workspace& ws, int n
       const std::int64_t i = rows.token(r);
       load_row(input_row<T>(p.grad_out, rows.b, seq.q_begin + i, rows.head(r)), grad[r], d_len);
       float out[kMaxD];
-      for (std::int64_t d = 0; d < d_len; ++d) out[d] = core::attention_output(f.state[r], f.acc[r], d, f.visible[r]);
-      lse[r] = core::attention_lse(f.state[r], f.visible[r]);
+      if (saved) {
+        load_row(input_row<float>(p.saved_out, rows.b, seq.q_begin + i, rows.head(r)), out, d_len);
+        lse[r] = *input_row<float>(p.saved_lse, rows.b, seq.q_begin + i, rows.head(r));
+      } else {
+        for (std::int64_t d = 0; d < d_len; ++d) out[d] = core::attention_output(f.state[r], f.acc[r], d, f.visible[r]);
+        lse[r] = core::attention_lse(f.state[r], f.visible[r]);
+      }
       delta[r] = core::attention_delta(grad[r], out, d_len);
       *ws.at(ws.lse, seq, i, rows.head(r)) = lse[r];
       *ws.at(ws.delta, seq, i, rows.head(r)) = delta[r];

@@ -136,7 +136,8 @@ __global__ void forward_kernel(AttentionForwardProblem p) {
   if (p.lse.data != nullptr) *output_row<float>(p.lse, r.b, token, r.h) = core::attention_lse(st, visible);
 }
 
-// Pass 1 of the backward: LSE and Di of the row, then dq over its visible keys.
+// Pass 1 of the backward: LSE and Di of the row (from the saved forward, or the
+// forward recomputed), then dq over its visible keys.
 template <class T, class TOut>
 __global__ void backward_rows_kernel(AttentionBackwardProblem p) {
   const AttentionLayout& l = p.layout;
@@ -149,10 +150,18 @@ __global__ void backward_rows_kernel(AttentionBackwardProblem p) {
   float grad[kMaxD];
   load_row(input_row<T>(p.q, r.b, token, r.h), q, d_len);
   load_row(input_row<T>(p.grad_out, r.b, token, r.h), grad, d_len);
-  core::AttentionRowState st;
-  const std::int64_t visible = forward_row<T>(l, p.k, p.v, r, q, acc, st);
-  for (std::int64_t d = 0; d < d_len; ++d) acc[d] = core::attention_output(st, acc, d, visible);
-  const float lse = core::attention_lse(st, visible);
+  std::int64_t visible;
+  float lse;
+  if (p.saved_out.data != nullptr) {
+    visible = core::attention_visible_keys(l, r.b, r.seq, r.i);
+    load_row(input_row<float>(p.saved_out, r.b, token, r.h), acc, d_len);
+    lse = *input_row<float>(p.saved_lse, r.b, token, r.h);
+  } else {
+    core::AttentionRowState st;
+    visible = forward_row<T>(l, p.k, p.v, r, q, acc, st);
+    for (std::int64_t d = 0; d < d_len; ++d) acc[d] = core::attention_output(st, acc, d, visible);
+    lse = core::attention_lse(st, visible);
+  }
   const float delta = core::attention_delta(grad, acc, d_len);
   const std::int64_t rows = core::attention_total_query_rows(l);
   p.workspace[(r.seq.row_base + r.i) * l.num_q_heads + r.h] = lse;

@@ -78,6 +78,12 @@ struct AttentionBackwardProblem {
   AttentionInput q;
   AttentionInput k;
   AttentionInput v;
+  // Optional, from the forward with the same inputs: its output in fp32 and its
+  // LSE (float, head_dim ignored). With them pass 1 reads each row's LSE and Di
+  // instead of recomputing the forward (the same bits: they are the values the
+  // recomputation gives). saved_out.data == nullptr: recompute.
+  AttentionInput saved_out;
+  AttentionInput saved_lse;
   AttentionOutput dq;
   AttentionOutput dk;
   AttentionOutput dv;

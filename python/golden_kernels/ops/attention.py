@@ -38,6 +38,10 @@ def _last_dim_contiguous(x: Any) -> Any:
     return x
 
 
+def _optional_capsule(x: Any) -> Any:
+    return None if x is None else _arrays.capsule(x)
+
+
 def default_scale(head_dim: int) -> float:
     """1 / sqrt(head_dim), as the float32 the kernel uses."""
     return 1.0 / math.sqrt(head_dim)
@@ -92,8 +96,7 @@ def _layout_args(key_padding_mask: Any, q: Any, k: Any, cu_q: Any = None, cu_k: 
     if lists is None and key_padding_mask is not None:
         lists = key_lists(key_padding_mask, q.shape[0], k.shape[2])
     mask, index, count = lists if lists is not None else (None, None, None)
-    cap = lambda x: None if x is None else _arrays.capsule(x)  # noqa: E731
-    return cap(cu_q), cap(cu_k), cap(index), cap(count), cap(mask)
+    return tuple(_optional_capsule(x) for x in (cu_q, cu_k, index, count, mask))
 
 
 def _run_forward(q, k, v, layout, causal, scale, backend, fp32, return_lse, lse_shape):
@@ -103,7 +106,7 @@ def _run_forward(q, k, v, layout, causal, scale, backend, fp32, return_lse, lse_
     backend = resolve_backend(backend, q, k, v)
     _C.attention_forward(
         backend, _arrays.stream(q), _arrays.capsule(q), _arrays.capsule(k), _arrays.capsule(v),
-        _arrays.capsule(out), None if lse is None else _arrays.capsule(lse), *layout, bool(causal),
+        _arrays.capsule(out), _optional_capsule(lse), *layout, bool(causal),
         _scale(scale, q.shape[-1]),
     )
     return (out, lse) if return_lse else out
@@ -189,37 +192,63 @@ def attention_varlen(q: Any, k: Any, v: Any, cu_seqlens_q: Any, cu_seqlens_k: An
     return _run_forward(q, k, v, layout, causal, scale, backend, fp32, return_lse, (q.shape[1], q.shape[0]))
 
 
-def _run_backward(grad_out, q, k, v, layout, causal, scale, backend, fp32, query_rows):
+def _saved_forward(saved_out: Any, saved_lse: Any) -> tuple[Any, Any]:
+    """The forward's float32 output and LSE (both or neither), checked as arrays."""
+    if (saved_out is None) != (saved_lse is None):
+        raise ValueError("saved_out and saved_lse come together: the float32 output and the LSE of the forward")
+    if saved_out is None:
+        return None, None
+    _arrays.check_array(saved_out, "saved_out")
+    _arrays.check_array(saved_lse, "saved_lse")
+    return _last_dim_contiguous(saved_out), saved_lse
+
+
+def _run_backward(grad_out, q, k, v, layout, causal, scale, backend, fp32, query_rows, saved_out, saved_lse):
     _arrays.check_array(grad_out, "grad_out")
+    saved_out, saved_lse = _saved_forward(saved_out, saved_lse)
     grad_out, q, k, v = (_last_dim_contiguous(x) for x in (grad_out, q, k, v))
     grad_dtype = "float32" if fp32 else _arrays.dtype_name(q)
     dq = _arrays.empty(q, _arrays.shape(q), grad_dtype)
     dk = _zeros(q, _arrays.shape(k), grad_dtype)  # masked keys get exactly 0
     dv = _zeros(q, _arrays.shape(v), grad_dtype)
     workspace = _arrays.empty(q, (2, query_rows, q.shape[1]), "float32")
-    backend = resolve_backend(backend, grad_out, q, k, v)
+    saved = [a for a in (saved_out, saved_lse) if a is not None]
+    backend = resolve_backend(backend, grad_out, q, k, v, *saved)
     _C.attention_backward(
         backend, _arrays.stream(q), _arrays.capsule(grad_out), _arrays.capsule(q), _arrays.capsule(k),
         _arrays.capsule(v), _arrays.capsule(dq), _arrays.capsule(dk), _arrays.capsule(dv),
-        _arrays.capsule(workspace), *layout, bool(causal), _scale(scale, q.shape[-1]),
+        _arrays.capsule(workspace), _optional_capsule(saved_out), _optional_capsule(saved_lse), *layout, bool(causal),
+        _scale(scale, q.shape[-1]),
     )
     return dq, dk, dv
 
 
 def backward(grad_out: Any, q: Any, k: Any, v: Any, *, causal: bool = True, scale: float | None = None,
-             key_padding_mask: Any = None, backend: str | None = None, fp32: bool = False) -> tuple[Any, Any, Any]:
+             key_padding_mask: Any = None, backend: str | None = None, fp32: bool = False,
+             saved_out: Any = None, saved_lse: Any = None) -> tuple[Any, Any, Any]:
     """(dq, dk, dv) of the padded forward, rounded once to q's dtype (float32
     with fp32=True). Deterministic: dk, dv of a kv head sum over its query heads
     in head order, then over query rows in order; no atomics. Padding query
-    rows and masked keys get 0."""
+    rows and masked keys get 0.
+
+    saved_out, saved_lse: the forward's output in float32 (forward_fp32, or
+    forward on float32 inputs) and its LSE (return_lse=True), from the same
+    inputs and arguments. With them the backward skips recomputing the
+    forward (two of its nine score-sized passes) and gives the same bits;
+    other values give the gradients of another forward."""
     _check_qkv(q, k, v, 4)
     layout = _layout_args(key_padding_mask, q, k)
-    return _run_backward(grad_out, q, k, v, layout, causal, scale, backend, fp32, q.shape[0] * q.shape[2])
+    return _run_backward(grad_out, q, k, v, layout, causal, scale, backend, fp32, q.shape[0] * q.shape[2],
+                         saved_out, saved_lse)
 
 
 def attention_varlen_backward(grad_out: Any, q: Any, k: Any, v: Any, cu_seqlens_q: Any, cu_seqlens_k: Any, *,
                               causal: bool = True, scale: float | None = None, backend: str | None = None,
-                              fp32: bool = False) -> tuple[Any, Any, Any]:
-    """(dq, dk, dv) of attention_varlen; bit for bit the padded backward's valid rows."""
+                              fp32: bool = False, saved_out: Any = None,
+                              saved_lse: Any = None) -> tuple[Any, Any, Any]:
+    """(dq, dk, dv) of attention_varlen; bit for bit the padded backward's valid
+    rows. saved_out, saved_lse: attention_varlen's float32 output and LSE (see
+    backward)."""
     layout = _varlen_layout(q, k, v, cu_seqlens_q, cu_seqlens_k)
-    return _run_backward(grad_out, q, k, v, layout, causal, scale, backend, fp32, q.shape[0])
+    return _run_backward(grad_out, q, k, v, layout, causal, scale, backend, fp32, q.shape[0],
+                         saved_out, saved_lse)

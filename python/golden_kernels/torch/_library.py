@@ -693,17 +693,39 @@ def _(q, k, v, causal, scale, key_padding_mask):
     return q.new_empty(q.shape)
 
 
+@golden_op("golden::attention_with_lse")
+def attention_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: Optional[float],
+                       key_padding_mask: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """attention and its float32 LSE [batch, heads, seq] (not differentiable).
+    With a float32 output the backward reads both instead of recomputing the
+    forward: the same bits, two fewer score-sized passes."""
+    return _attention.forward(q, k, v, causal=causal, scale=scale, key_padding_mask=key_padding_mask,
+                              return_lse=True)
+
+
+@register_fake("golden::attention_with_lse")
+def _(q, k, v, causal, scale, key_padding_mask):
+    return q.new_empty(q.shape), q.new_empty(q.shape[:3], dtype=torch.float32)
+
+
 @golden_op("golden::attention_backward")
 def attention_backward(grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
                        scale: Optional[float], key_padding_mask: Optional[torch.Tensor],
+                       saved_out: Optional[torch.Tensor] = None, saved_lse: Optional[torch.Tensor] = None,
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return _attention.backward(_dense(grad), q, k, v, causal=causal, scale=scale,
-                               key_padding_mask=key_padding_mask)
+                               key_padding_mask=key_padding_mask, saved_out=saved_out, saved_lse=saved_lse)
 
 
 @register_fake("golden::attention_backward")
-def _(grad, q, k, v, causal, scale, key_padding_mask):
+def _(grad, q, k, v, causal, scale, key_padding_mask, saved_out=None, saved_lse=None):
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _saved_forward(out: torch.Tensor, lse: torch.Tensor) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """What the backward can take from the forward: its output and LSE when the
+    output is float32 (a 16-bit output is rounded, so the backward recomputes)."""
+    return (out, lse) if out.dtype == torch.float32 else (None, None)
 
 
 def _attention_setup(ctx, inputs, output):
@@ -718,7 +740,21 @@ def _attention_grad(ctx, grad):
     return dq, dk, dv, None, None, None
 
 
+def _attention_with_lse_setup(ctx, inputs, output):
+    q, k, v, causal, scale, key_padding_mask = inputs
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(q, k, v, key_padding_mask, *_saved_forward(*output))
+    ctx.causal, ctx.scale = causal, scale
+
+
+def _attention_with_lse_grad(ctx, grad, _grad_lse):
+    q, k, v, key_padding_mask, saved_out, saved_lse = ctx.saved_tensors
+    dq, dk, dv = attention_backward(grad, q, k, v, ctx.causal, ctx.scale, key_padding_mask, saved_out, saved_lse)
+    return dq, dk, dv, None, None, None
+
+
 register_autograd("golden::attention", _attention_grad, setup_context=_attention_setup)
+register_autograd("golden::attention_with_lse", _attention_with_lse_grad, setup_context=_attention_with_lse_setup)
 
 
 @golden_op("golden::attention_varlen")
@@ -733,16 +769,33 @@ def _(q, k, v, cu_seqlens_q, cu_seqlens_k, causal, scale):
     return q.new_empty(q.shape)
 
 
+@golden_op("golden::attention_varlen_with_lse")
+def attention_varlen_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
+                              cu_seqlens_k: torch.Tensor, causal: bool,
+                              scale: Optional[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """attention_varlen and its float32 LSE [heads, tokens] (see attention_with_lse)."""
+    return _attention.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, causal=causal, scale=scale,
+                                       return_lse=True)
+
+
+@register_fake("golden::attention_varlen_with_lse")
+def _(q, k, v, cu_seqlens_q, cu_seqlens_k, causal, scale):
+    return q.new_empty(q.shape), q.new_empty((q.shape[1], q.shape[0]), dtype=torch.float32)
+
+
 @golden_op("golden::attention_varlen_backward")
 def attention_varlen_backward(grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                               cu_seqlens_q: torch.Tensor, cu_seqlens_k: torch.Tensor, causal: bool,
-                              scale: Optional[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                              scale: Optional[float], saved_out: Optional[torch.Tensor] = None,
+                              saved_lse: Optional[torch.Tensor] = None,
+                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return _attention.attention_varlen_backward(_dense(grad), q, k, v, cu_seqlens_q, cu_seqlens_k,
-                                                causal=causal, scale=scale)
+                                                causal=causal, scale=scale, saved_out=saved_out,
+                                                saved_lse=saved_lse)
 
 
 @register_fake("golden::attention_varlen_backward")
-def _(grad, q, k, v, cu_seqlens_q, cu_seqlens_k, causal, scale):
+def _(grad, q, k, v, cu_seqlens_q, cu_seqlens_k, causal, scale, saved_out=None, saved_lse=None):
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
@@ -758,4 +811,20 @@ def _attention_varlen_grad(ctx, grad):
     return dq, dk, dv, None, None, None, None
 
 
+def _attention_varlen_with_lse_setup(ctx, inputs, output):
+    q, k, v, cu_seqlens_q, cu_seqlens_k, causal, scale = inputs
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(q, k, v, cu_seqlens_q, cu_seqlens_k, *_saved_forward(*output))
+    ctx.causal, ctx.scale = causal, scale
+
+
+def _attention_varlen_with_lse_grad(ctx, grad, _grad_lse):
+    q, k, v, cu_seqlens_q, cu_seqlens_k, saved_out, saved_lse = ctx.saved_tensors
+    dq, dk, dv = attention_varlen_backward(grad, q, k, v, cu_seqlens_q, cu_seqlens_k, ctx.causal, ctx.scale,
+                                           saved_out, saved_lse)
+    return dq, dk, dv, None, None, None, None
+
+
 register_autograd("golden::attention_varlen", _attention_varlen_grad, setup_context=_attention_varlen_setup)
+register_autograd("golden::attention_varlen_with_lse", _attention_varlen_with_lse_grad,
+                  setup_context=_attention_varlen_with_lse_setup)

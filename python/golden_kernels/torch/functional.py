@@ -96,13 +96,18 @@ def linear_logprob(hidden: torch.Tensor, weight: torch.Tensor, target_ids: torch
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = True,
               scale: Optional[float] = None, key_padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """GQA softmax attention on [batch, heads, seq, head_dim] (golden_kernels.attention),
-    differentiable with the op's deterministic backward."""
-    return _library.attention(q, k, v, bool(causal), None if scale is None else float(scale), key_padding_mask)
+    differentiable with the op's deterministic backward (which, for float32
+    inputs, reads the forward's output and LSE instead of recomputing them)."""
+    out, _lse = _library.attention_with_lse(q, k, v, bool(causal), None if scale is None else float(scale),
+                                            key_padding_mask)
+    return out
 
 
 def attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
                      cu_seqlens_k: torch.Tensor, *, causal: bool = True,
                      scale: Optional[float] = None) -> torch.Tensor:
-    """GQA softmax attention on packed [tokens, heads, head_dim] sequences, differentiable."""
-    return _library.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, bool(causal),
-                                     None if scale is None else float(scale))
+    """GQA softmax attention on packed [tokens, heads, head_dim] sequences, differentiable
+    (see attention)."""
+    out, _lse = _library.attention_varlen_with_lse(q, k, v, cu_seqlens_q, cu_seqlens_k, bool(causal),
+                                                   None if scale is None else float(scale))
+    return out
