@@ -7,6 +7,7 @@ each method, measured in a fresh subprocess per case.
     PYTHONPATH=python python benchmarks/bench_attention.py           # quick: S 512, cache 4096
     PYTHONPATH=python python benchmarks/bench_attention.py --full    # S 512/2048/8192, B 1/4, caches 4096/32768
     PYTHONPATH=python python benchmarks/bench_attention.py --memory --lengths 512 2048 8192
+    PYTHONPATH=python python benchmarks/bench_attention.py --backward --lengths 1024 2048
 """
 
 from __future__ import annotations
@@ -140,6 +141,34 @@ def prefill_rows(batches, lengths, dtypes, repeats):
     print_table(["dtype", "B", "S", "repeats", "golden ms", "SDPA ms", "naive ms", "vs SDPA", "vs naive"], rows)
 
 
+def backward_rows(batches, lengths, dtypes, repeats):
+    """dq, dk, dv: golden's backward recomputing the forward, and taking the
+    forward's fp32 output and LSE (saved_out, saved_lse: what gk.torch.attention
+    does for float32), against SDPA's backward (autograd, graph kept)."""
+    rows = []
+    backward = gk.get_op("attention").backward
+    for dtype in dtypes:
+        for b in batches:
+            for s in lengths:
+                q, k, v = inputs(b, s, dtype)
+                grad = torch.randn(q.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
+                out, lse = gk.get_op("attention").forward_fp32(q, k, v, return_lse=True)
+                reps, warmup = repeats_for(s, repeats)
+                t_recompute, t_saved = median_seconds_pair(
+                    lambda: backward(grad, q, k, v), lambda: backward(grad, q, k, v, saved_out=out, saved_lse=lse),
+                    reps, warmup)
+                leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+                sdpa_out = sdpa(*leaves)
+                t_sdpa = median_seconds(lambda: torch.autograd.grad(sdpa_out, leaves, grad, retain_graph=True),
+                                        reps, warmup)
+                rows.append([str(dtype).removeprefix("torch."), b, s, reps, f"{t_recompute * 1e3:.1f}",
+                             f"{t_saved * 1e3:.1f}", f"{t_recompute / t_saved:.2f}x", f"{t_sdpa * 1e3:.1f}",
+                             f"{t_sdpa / t_saved:.2f}x"])
+                print("  ".join(map(str, rows[-1])), flush=True)
+    print_table(["dtype", "B", "S", "repeats", "golden recompute ms", "golden saved ms", "saved speedup",
+                 "SDPA backward ms", "SDPA / golden saved"], rows)
+
+
 # An OpenMP team's idle members spin for a while after each region; that CPU time counts too.
 OPENMP_SPIN_NOTE = ", whose idle members spin after each call: above 2.00 is their spinning"
 
@@ -191,6 +220,8 @@ def main() -> None:
     parser.add_argument("--no-prefill", action="store_true")
     parser.add_argument("--no-decode", action="store_true")
     parser.add_argument("--memory", action="store_true", help="peak extra memory instead of timings")
+    parser.add_argument("--backward", action="store_true", help="the backward (prefill lengths) instead of "
+                        "prefill and decode")
     parser.add_argument("--peak-case", nargs=4, metavar=("METHOD", "DTYPE", "B", "S"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peak_case:
@@ -206,6 +237,9 @@ def main() -> None:
     copy_gbs = copy_bandwidth_gbs()
     print(f"cpu isa {gk.cpu_isa()}, golden threads {gk.num_threads()} ({gk.thread_pool()} pool), "
           f"torch threads {torch.get_num_threads()}, copy bandwidth (read+write) {copy_gbs:.1f} GB/s")
+    if args.backward:
+        backward_rows(batches, lengths, dtypes, args.repeats)
+        return
     if not args.no_prefill:
         prefill_rows(batches, lengths, dtypes, args.repeats)
     if not args.no_decode:

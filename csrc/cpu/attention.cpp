@@ -8,6 +8,7 @@
 
 #include "../core/ops/attention.h"
 #include "../core/reduce.h"
+#include "scratch.h"
 #include "simd.h"
 #include "target.h"
 
@@ -600,10 +601,11 @@ std::int64_t dq_key_block(RowForward& f, std::int64_t r, std::int64_t row_count,
 }
 
 // Pass 1, per task of query rows: each row's LSE and fp32 output (the saved
-// forward's, or the forward recomputed), Di from them, both stored; then
-// dq = scale * sum over visible keys in rank order of dS * k.
+// forward's, or the forward recomputed), Di from them, both stored; then, when
+// pass 2 does not carry dq, dq = scale * sum over visible keys in rank order
+// of dS * k.
 template <class T, class TOut>
-void backward_rows(const AttentionBackwardProblem& p, const Workspace& ws, int num_threads) {
+void backward_rows(const AttentionBackwardProblem& p, const Workspace& ws, int num_threads, bool with_dq) {
   const AttentionLayout& l = p.layout;
   const std::int64_t d_len = l.head_dim;
   const bool saved = p.saved_out.data != nullptr;
@@ -635,6 +637,7 @@ void backward_rows(const AttentionBackwardProblem& p, const Workspace& ws, int n
       for (std::int64_t d = 0; d < d_len; ++d) f.acc[r][d] = 0.0f;  // now the dq accumulator
       most_visible = f.visible[r] > most_visible ? f.visible[r] : most_visible;
     }
+    if (!with_dq) return;
     alignas(64) float keys_t[kMaxD * kBlock];
     alignas(64) float values_t[kMaxD * kBlock];
     alignas(64) float key_rows[kBlock * kMaxD];
@@ -671,6 +674,7 @@ struct PendingRows {
   float lse[kPendingRows];
   float delta[kPendingRows];
   std::int64_t count[kPendingRows];  // the block's keys the row sees
+  float* dq[kPendingRows];           // the row's dq accumulator when pass 2 carries dq, else nullptr
   int size;
 };
 
@@ -720,11 +724,28 @@ void accumulate_rows(float* acc, std::int64_t d_len, const float* w, const float
   }
 }
 
+// dq += dS * k over the block's keys each pending row sees, in rank order:
+// pass 1's dq_key_block for this block, from the dS pass 2 has computed.
+void pending_dq(PendingRows& rows, std::int64_t d_len, const float* key_rows) {
+  int t = 0;
+#if defined(__AVX2__)
+  bool tile = rows.size == kTileRows;
+  for (int r = 1; tile && r < kTileRows; ++r) tile = rows.count[r] == rows.count[0];
+  if (tile) {
+    tile_accumulate(rows.dq, d_len, rows.dps, rows.count[0], key_rows);
+    t = kTileRows;
+  }
+#endif
+  for (; t < rows.size; ++t) block_accumulate(rows.dq[t], d_len, rows.dps[t], rows.count[t], key_rows);
+}
+
 // dv_j += P * dO and dk_j += dS * q of the pending rows that see key j, in
-// their order, after computing their P and dS; empties the batch.
+// their order, after computing their P and dS (and their dq terms when
+// key_rows is given); empties the batch.
 void fold_pending_rows(PendingRows& rows, std::int64_t d_len, float scale, const float* keys_t,
-                       const float* values_t, float* dk, float* dv) {
+                       const float* values_t, const float* key_rows, float* dk, float* dv) {
   pending_probs_and_score_grads(rows, d_len, scale, keys_t, values_t);
+  if (key_rows != nullptr) pending_dq(rows, d_len, key_rows);
   std::int64_t j = 0;
 #if defined(__AVX2__)
   // Keys every pending row sees, 4 at a time in a register tile: dv_j and dk_j
@@ -771,63 +792,125 @@ void fold_pending_rows(PendingRows& rows, std::int64_t d_len, float scale, const
   rows.size = 0;
 }
 
-// Pass 2, per (sequence, kv head, 64 key ranks): dk and dv of each key sum
-// over the group's query heads in head order, and within a head over the
-// query rows that see the key in token order (padding rows see none).
+// dq accumulators of one (sequence, kv head) when pass 2 carries dq: row
+// (token i, head h of the group) at rows + i * token_stride + h * d_len.
+struct DqRows {
+  float* rows;
+  std::int64_t token_stride;
+  std::int64_t d_len;
+  float* at(std::int64_t i, std::int64_t h) const { return rows + i * token_stride + h * d_len; }
+};
+
+// Pass 2 for key ranks [start, start + kBlock) of kv head g: dk and dv of each
+// key sum over the group's query heads in head order, and within a head over
+// the query rows that see the key in token order (padding rows see none).
+// With dq, each row's dq also takes this block's dS * k terms.
 template <class T, class TOut>
-void backward_keys(const AttentionBackwardProblem& p, const Workspace& ws, int num_threads) {
+void key_block_grads(const AttentionBackwardProblem& p, const Workspace& ws, std::int64_t b, std::int64_t g,
+                     std::int64_t start, const DqRows* dq) {
   const AttentionLayout& l = p.layout;
   const std::int64_t d_len = l.head_dim;
   const std::int64_t group = l.num_q_heads / l.num_kv_heads;
-  const std::int64_t tiles = core::ceil_div(max_key_len(l), kBlock);
-  if (tiles == 0) return;
-  auto body = [&](std::int64_t task) {
-    const std::int64_t tile = task % tiles;
-    const std::int64_t g = (task / tiles) % l.num_kv_heads;
-    const std::int64_t b = task / tiles / l.num_kv_heads;
-    const core::AttentionSeq seq = core::attention_seq(l, b);
-    const std::int64_t valid = core::attention_valid_key_total(l, b, seq.k_len);
-    const std::int64_t start = tile * kBlock;
-    if (start >= valid) return;
-    const std::int64_t staged = valid - start < kBlock ? valid - start : kBlock;
-    alignas(64) float keys_t[kMaxD * kBlock];
-    alignas(64) float values_t[kMaxD * kBlock];
-    alignas(64) float dk[kBlock * kMaxD];
-    alignas(64) float dv[kBlock * kMaxD];
-    PendingRows pending;
-    pending.size = 0;
-    const KeyBlockStage<T> keys{l, p.k, b, seq, g};
-    const KeyBlockStage<T> vals{l, p.v, b, seq, g};
-    keys.transposed(start, staged, keys_t);
-    vals.transposed(start, staged, values_t);
-    for (std::int64_t i = 0; i < kBlock * kMaxD; ++i) dk[i] = dv[i] = 0.0f;
-    for (std::int64_t h = g * group; h < (g + 1) * group; ++h) {
-      for (std::int64_t i = 0; i < seq.q_len; ++i) {
-        const std::int64_t visible = core::attention_visible_keys(l, b, seq, i);
-        if (visible <= start) continue;
-        const std::int64_t count = visible - start < kBlock ? visible - start : kBlock;
-        const int t = pending.size++;
-        load_row(input_row<T>(p.q, b, seq.q_begin + i, h), pending.q[t], d_len);
-        load_row(input_row<T>(p.grad_out, b, seq.q_begin + i, h), pending.grad[t], d_len);
-        pending.lse[t] = *ws.at(ws.lse, seq, i, h);
-        pending.delta[t] = *ws.at(ws.delta, seq, i, h);
-        pending.count[t] = count;
-        if (pending.size == kPendingRows) fold_pending_rows(pending, d_len, l.scale, keys_t, values_t, dk, dv);
-      }
-      // a head's rows fold before the next head's
-      fold_pending_rows(pending, d_len, l.scale, keys_t, values_t, dk, dv);
+  const core::AttentionSeq seq = core::attention_seq(l, b);
+  const std::int64_t valid = core::attention_valid_key_total(l, b, seq.k_len);
+  if (start >= valid) return;
+  const std::int64_t staged = valid - start < kBlock ? valid - start : kBlock;
+  alignas(64) float keys_t[kMaxD * kBlock];
+  alignas(64) float values_t[kMaxD * kBlock];
+  alignas(64) float key_rows[kBlock * kMaxD];
+  alignas(64) float dk[kBlock * kMaxD];
+  alignas(64) float dv[kBlock * kMaxD];
+  PendingRows pending;
+  pending.size = 0;
+  const KeyBlockStage<T> keys{l, p.k, b, seq, g};
+  const KeyBlockStage<T> vals{l, p.v, b, seq, g};
+  keys.transposed(start, staged, keys_t);
+  if (dq != nullptr) keys.rows(start, staged, key_rows);
+  vals.transposed(start, staged, values_t);
+  const float* dq_keys = dq != nullptr ? key_rows : nullptr;
+  for (std::int64_t i = 0; i < kBlock * kMaxD; ++i) dk[i] = dv[i] = 0.0f;
+  for (std::int64_t h = g * group; h < (g + 1) * group; ++h) {
+    for (std::int64_t i = 0; i < seq.q_len; ++i) {
+      const std::int64_t visible = core::attention_visible_keys(l, b, seq, i);
+      if (visible <= start) continue;
+      const std::int64_t count = visible - start < kBlock ? visible - start : kBlock;
+      const int t = pending.size++;
+      load_row(input_row<T>(p.q, b, seq.q_begin + i, h), pending.q[t], d_len);
+      load_row(input_row<T>(p.grad_out, b, seq.q_begin + i, h), pending.grad[t], d_len);
+      pending.lse[t] = *ws.at(ws.lse, seq, i, h);
+      pending.delta[t] = *ws.at(ws.delta, seq, i, h);
+      pending.count[t] = count;
+      pending.dq[t] = dq != nullptr ? dq->at(i, h - g * group) : nullptr;
+      if (pending.size == kPendingRows) fold_pending_rows(pending, d_len, l.scale, keys_t, values_t, dq_keys, dk, dv);
     }
-    for (std::int64_t j = 0; j < staged; ++j) {
-      const std::int64_t token = seq.k_begin + core::attention_key_token(l, b, start + j);
-      TOut* dk_out = output_row<TOut>(p.dk, b, token, g);
-      TOut* dv_out = output_row<TOut>(p.dv, b, token, g);
-      for (std::int64_t d = 0; d < d_len; ++d) {
-        dk_out[d] = core::from_float<TOut>(core::attention_grad_output(dk[j * kMaxD + d], l.scale));
-        dv_out[d] = core::from_float<TOut>(core::attention_grad_output(dv[j * kMaxD + d], 1.0f));
+    // a head's rows fold before the next head's
+    fold_pending_rows(pending, d_len, l.scale, keys_t, values_t, dq_keys, dk, dv);
+  }
+  for (std::int64_t j = 0; j < staged; ++j) {
+    const std::int64_t token = seq.k_begin + core::attention_key_token(l, b, start + j);
+    TOut* dk_out = output_row<TOut>(p.dk, b, token, g);
+    TOut* dv_out = output_row<TOut>(p.dv, b, token, g);
+    for (std::int64_t d = 0; d < d_len; ++d) {
+      dk_out[d] = core::from_float<TOut>(core::attention_grad_output(dk[j * kMaxD + d], l.scale));
+      dv_out[d] = core::from_float<TOut>(core::attention_grad_output(dv[j * kMaxD + d], 1.0f));
+    }
+  }
+}
+
+// Pass 2 as tasks of (sequence, kv head, 64 key ranks); pass 1 made dq.
+template <class T, class TOut>
+void backward_keys(const AttentionBackwardProblem& p, const Workspace& ws, int num_threads) {
+  const AttentionLayout& l = p.layout;
+  const std::int64_t blocks = core::ceil_div(max_key_len(l), kBlock);
+  if (blocks == 0) return;
+  auto body = [&](std::int64_t task) {
+    const std::int64_t g = (task / blocks) % l.num_kv_heads;
+    const std::int64_t b = task / blocks / l.num_kv_heads;
+    key_block_grads<T, TOut>(p, ws, b, g, task % blocks * kBlock, nullptr);
+  };
+  parallel_tasks(l.num_seqs * l.num_kv_heads * blocks, num_threads, body);
+}
+
+// Pass 2 carrying dq, as tasks of (sequence, kv head): the key blocks run in
+// rank order, so each row's dq takes its terms in rank order, the chain of
+// pass 1's dq (the same bits) without recomputing the scores and dP for it.
+template <class T, class TOut>
+void backward_keys_and_dq(const AttentionBackwardProblem& p, const Workspace& ws, int num_threads) {
+  const AttentionLayout& l = p.layout;
+  const std::int64_t d_len = l.head_dim;
+  const std::int64_t group = l.num_q_heads / l.num_kv_heads;
+  // fp32 dq of every query row: [rows, Hq, D]
+  const ScratchBuffer accumulators(
+      static_cast<std::size_t>(core::attention_total_query_rows(l) * l.num_q_heads * d_len));
+  auto body = [&](std::int64_t task) {
+    const std::int64_t g = task % l.num_kv_heads;
+    const std::int64_t b = task / l.num_kv_heads;
+    const core::AttentionSeq seq = core::attention_seq(l, b);
+    const DqRows dq{accumulators.data() + (seq.row_base * l.num_q_heads + g * group) * d_len,
+                    l.num_q_heads * d_len, d_len};
+    for (std::int64_t i = 0; i < seq.q_len; ++i) {
+      for (std::int64_t d = 0; d < group * d_len; ++d) dq.at(i, 0)[d] = 0.0f;
+    }
+    const std::int64_t valid = core::attention_valid_key_total(l, b, seq.k_len);
+    for (std::int64_t start = 0; start < valid; start += kBlock) key_block_grads<T, TOut>(p, ws, b, g, start, &dq);
+    for (std::int64_t i = 0; i < seq.q_len; ++i) {
+      for (std::int64_t h = 0; h < group; ++h) {
+        TOut* out = output_row<TOut>(p.dq, b, seq.q_begin + i, g * group + h);
+        const float* acc = dq.at(i, h);
+        for (std::int64_t d = 0; d < d_len; ++d) {
+          out[d] = core::from_float<TOut>(core::attention_grad_output(acc[d], l.scale));
+        }
       }
     }
   };
-  parallel_tasks(l.num_seqs * l.num_kv_heads * tiles, num_threads, body);
+  parallel_tasks(l.num_seqs * l.num_kv_heads, num_threads, body);
+}
+
+// Pass 2 carries dq when there are (sequence, kv head) tasks for every thread
+// (each then walks its key blocks in order); otherwise pass 1 computes dq and
+// pass 2 splits each head's keys into tasks of 64. The same bits either way.
+bool dq_in_key_pass(const AttentionLayout& l, int num_threads) {
+  return l.num_seqs * l.num_kv_heads >= num_threads;
 }
 
 }  // namespace
@@ -842,9 +925,16 @@ void attention_backward(const AttentionBackwardProblem& problem, int num_threads
   const Workspace ws{problem.workspace,
                      problem.workspace + core::attention_total_query_rows(problem.layout) * problem.layout.num_q_heads,
                      problem.layout.num_q_heads};
+  const bool dq_with_keys = dq_in_key_pass(problem.layout, num_threads);
   visit_in_out(problem.dtype, problem.grad_dtype, [&](auto in, auto out) {
-    backward_rows<decltype(in), decltype(out)>(problem, ws, num_threads);
-    backward_keys<decltype(in), decltype(out)>(problem, ws, num_threads);
+    using T = decltype(in);
+    using TOut = decltype(out);
+    backward_rows<T, TOut>(problem, ws, num_threads, !dq_with_keys);
+    if (dq_with_keys) {
+      backward_keys_and_dq<T, TOut>(problem, ws, num_threads);
+    } else {
+      backward_keys<T, TOut>(problem, ws, num_threads);
+    }
   });
 }
 

@@ -268,6 +268,27 @@ def test_thread_count_invariance_T7(dtype, gen):
                             thread_counts=(1, 2, 3, 8))
 
 
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("causal", [True, False])
+def test_backward_dq_in_either_pass_T7(cpu_isa, threads, dtype, causal, gen):
+    """The CPU backward computes dq in its first pass when there are fewer
+    (sequence, kv head) pairs than threads, else alongside dk and dv in its
+    second (csrc/cpu/attention.cpp, dq_in_key_pass): the same bits, padded with
+    holes (and decode-like Sq < Skv) and packed."""
+    q, k, v = make_qkv(2, 4, 1, 70, 150, 16, dtype, gen)  # 2 (sequence, kv head) pairs
+    g = rand(q.shape, dtype, gen)
+    mask = holes_mask(2, 150, gen)
+    packed = [t.transpose(1, 2).reshape(-1, t.shape[1], 16) for t in (q, k, v, g)]
+    cu_q, cu_k = torch.tensor([0, 70, 140]), torch.tensor([0, 150, 300])
+    grads = {}
+    for n in (1, 4):  # 1 thread: dq with dk, dv; 4 threads > 2 pairs: dq in pass 1
+        threads(n)
+        grads[n] = (*op("cpu").backward(g, q, k, v, causal=causal, key_padding_mask=mask),
+                    *gk.attention_varlen_backward(packed[3], *packed[:3], cu_q, cu_k, causal=causal, backend="cpu"))
+    for a, b, name in zip(grads[1], grads[4], ("dq", "dk", "dv") * 2):
+        assert_bitwise_equal(a, b, f"{name}: dq in pass 2 vs pass 1")
+
+
 # ---- Axis-B: accuracy against float64 ------------------------------------------------------
 
 def allowed_scores(q, k, causal, scale, mask):
