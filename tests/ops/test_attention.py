@@ -271,17 +271,17 @@ def test_thread_count_invariance_T7(dtype, gen):
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("causal", [True, False])
 def test_backward_dq_in_either_pass_T7(cpu_isa, threads, dtype, causal, gen):
-    """The CPU backward computes dq in its first pass when there are fewer
-    (sequence, kv head) pairs than threads, else alongside dk and dv in its
-    second (csrc/cpu/attention.cpp, dq_in_key_pass): the same bits, padded with
-    holes (and decode-like Sq < Skv) and packed."""
+    """The CPU backward computes dq alongside dk and dv in its second pass when
+    its (sequence, kv head) pairs keep the threads busy, else in its first
+    (csrc/cpu/attention.cpp, dq_in_key_pass): the same bits, padded with holes
+    (and decode-like Sq < Skv) and packed."""
     q, k, v = make_qkv(2, 4, 1, 70, 150, 16, dtype, gen)  # 2 (sequence, kv head) pairs
     g = rand(q.shape, dtype, gen)
     mask = holes_mask(2, 150, gen)
     packed = [t.transpose(1, 2).reshape(-1, t.shape[1], 16) for t in (q, k, v, g)]
     cu_q, cu_k = torch.tensor([0, 70, 140]), torch.tensor([0, 150, 300])
     grads = {}
-    for n in (1, 4):  # 1 thread: dq with dk, dv; 4 threads > 2 pairs: dq in pass 1
+    for n in (1, 4):  # 1 thread: dq with dk, dv; 4 threads, 2 pairs: dq in pass 1
         threads(n)
         grads[n] = (*op("cpu").backward(g, q, k, v, causal=causal, key_padding_mask=mask),
                     *gk.attention_varlen_backward(packed[3], *packed[:3], cu_q, cu_k, causal=causal, backend="cpu"))
