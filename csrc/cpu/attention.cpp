@@ -664,7 +664,8 @@ void backward_rows(const AttentionBackwardProblem& p, const Workspace& ws, int n
 // Up to kPendingRows query rows of one head (token order) waiting to fold
 // into a key block's dk, dv: each key's dk, dv columns are then loaded and
 // stored once per batch of rows instead of once per row.
-constexpr int kPendingRows = 4;
+constexpr int kPendingRows = 16;
+static_assert(kPendingRows <= kBlock, "a key's weights over the batch fit one row of a [row][kBlock] array");
 
 struct PendingRows {
   float q[kPendingRows][kMaxD];
@@ -679,23 +680,21 @@ struct PendingRows {
 };
 
 // Each pending row's scores and dP (q.k scaled, dO.v) over the staged block:
-// four rows at once in the SIMD builds (each row's dots in the core's order,
+// four rows at a time in the SIMD builds (each row's dots in the core's order,
 // so the same bits), then P and dS in place.
 void pending_probs_and_score_grads(PendingRows& rows, std::int64_t d_len, float scale, const float* keys_t,
                                    const float* values_t) {
   int t = 0;
 #if defined(__AVX2__)
-  static_assert(kPendingRows == kTileRows, "a full batch is one register tile");
-  if (rows.size == kTileRows) {
+  for (; t + kTileRows <= rows.size; t += kTileRows) {
     const float* q[kTileRows];
     const float* grad[kTileRows];
     for (int r = 0; r < kTileRows; ++r) {
-      q[r] = rows.q[r];
-      grad[r] = rows.grad[r];
+      q[r] = rows.q[t + r];
+      grad[r] = rows.grad[t + r];
     }
-    tile_scores(q, d_len, scale, keys_t, rows.scores);
-    tile_dots(grad, d_len, values_t, rows.dps);
-    t = kTileRows;
+    tile_scores(q, d_len, scale, keys_t, &rows.scores[t]);
+    tile_dots(grad, d_len, values_t, &rows.dps[t]);
   }
 #endif
   for (; t < rows.size; ++t) {
@@ -727,16 +726,19 @@ void accumulate_rows(float* acc, std::int64_t d_len, const float* w, const float
 // dq += dS * k over the block's keys each pending row sees, in rank order:
 // pass 1's dq_key_block for this block, from the dS pass 2 has computed.
 void pending_dq(PendingRows& rows, std::int64_t d_len, const float* key_rows) {
-  int t = 0;
+  for (int t = 0; t < rows.size;) {
 #if defined(__AVX2__)
-  bool tile = rows.size == kTileRows;
-  for (int r = 1; tile && r < kTileRows; ++r) tile = rows.count[r] == rows.count[0];
-  if (tile) {
-    tile_accumulate(rows.dq, d_len, rows.dps, rows.count[0], key_rows);
-    t = kTileRows;
-  }
+    bool tile = t + kTileRows <= rows.size;
+    for (int r = 1; tile && r < kTileRows; ++r) tile = rows.count[t + r] == rows.count[t];
+    if (tile) {
+      tile_accumulate(&rows.dq[t], d_len, &rows.dps[t], rows.count[t], key_rows);
+      t += kTileRows;
+      continue;
+    }
 #endif
-  for (; t < rows.size; ++t) block_accumulate(rows.dq[t], d_len, rows.dps[t], rows.count[t], key_rows);
+    block_accumulate(rows.dq[t], d_len, rows.dps[t], rows.count[t], key_rows);
+    ++t;
+  }
 }
 
 // dv_j += P * dO and dk_j += dS * q of the pending rows that see key j, in
