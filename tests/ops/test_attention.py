@@ -81,6 +81,22 @@ def test_cpu_paths_equal_reference(cpu_isa, threads, dtype, shape, masked, gen):
                          everything("reference", q, k, v, g, causal=causal, **kw), f"causal={causal}")
 
 
+def test_zero_scores_of_both_signs_equal_reference(cpu_isa, gen):
+    """Whole key blocks whose scores are +0 and -0 (tiny dots rounded to signed
+    zeros) and a NaN key: of equal zero maxima the core keeps the first, and
+    every CPU path gives the reference's bits."""
+    q = torch.zeros(1, 4, 3, 8)
+    q[..., 0] = 1e-38
+    k = torch.full((1, 1, 2 * BLOCK, 8), -0.0)  # q[d] * -0 = -0 keeps a -0 dot's sign
+    k[..., 0] = torch.where(torch.rand(2 * BLOCK, generator=gen) > 0.5, 1e-8, -1e-8)
+    k[0, 0, 5, 0] = float("nan")
+    v = torch.randn(1, 1, 2 * BLOCK, 8, generator=gen)
+    g = torch.randn(q.shape, generator=gen)
+    for causal in (True, False):
+        got, want = everything("cpu", q, k, v, g, causal=causal), everything("reference", q, k, v, g, causal=causal)
+        assert_all_equal(got, want, f"signed zero scores, causal={causal}")
+
+
 # ---- Axis-A --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
