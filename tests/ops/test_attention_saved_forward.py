@@ -125,6 +125,20 @@ def test_torch_autograd_uses_the_saved_forward(gen):
     assert not lse.requires_grad
 
 
+def test_torch_autograd_varlen_uses_the_saved_forward(gen):
+    """gt.attention_varlen likewise: float32 keeps the output, gradients are the op's bits."""
+    cu_q, cu_k = torch.tensor([0, 5, 45, 46]), torch.tensor([0, 5, 70, 110])
+    for dtype in (torch.float32, torch.bfloat16):
+        q, k, v = rand((46, 4, 16), dtype, gen), rand((110, 2, 16), dtype, gen), rand((110, 2, 16), dtype, gen)
+        g = rand(q.shape, dtype, gen)
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        out = gt.attention_varlen(*leaves, cu_q, cu_k)
+        saved = {t.data_ptr() for t in out.grad_fn.saved_tensors if t is not None}
+        assert (out.data_ptr() in saved) == (dtype == torch.float32), dtype
+        assert_grads_equal(torch.autograd.grad(out, leaves, g),
+                           gk.attention_varlen_backward(g, q, k, v, cu_q, cu_k), f"varlen autograd {dtype_id(dtype)}")
+
+
 def test_bad_saved_forward_raises(gen):
     q, k, v, g, _ = padded_problem((2, 4, 2, 6, 6, 8), torch.float32, False, gen)
     backward = gk.get_op("attention").backward
