@@ -234,8 +234,8 @@ def backward(grad_out: Any, q: Any, k: Any, v: Any, *, causal: bool = True, scal
     saved_out, saved_lse: the forward's output in float32 (forward_fp32, or
     forward on float32 inputs) and its LSE (return_lse=True), from the same
     inputs and arguments. With them the backward skips recomputing the
-    forward (two of its nine score-sized passes) and gives the same bits;
-    other values give the gradients of another forward."""
+    forward (two score-sized passes) and gives the same bits; other values
+    give the gradients of another forward."""
     _check_qkv(q, k, v, 4)
     layout = _layout_args(key_padding_mask, q, k)
     return _run_backward(grad_out, q, k, v, layout, causal, scale, backend, fp32, q.shape[0] * q.shape[2],
