@@ -1,5 +1,7 @@
 // Attention on the CPU: tasks of (sequence, kv head, 64 query rows of its
-// group) for the forward and dq, (sequence, kv head, 64 key ranks) for dk/dv.
+// group) for the forward and the backward's LSE / Di pass; the backward's
+// dk/dv pass runs tasks of (sequence, kv head), which also carry dq, or of
+// (sequence, kv head, 64 key ranks) after a pass 1 that makes dq.
 // A task stages one block of keys as fp32 (K transposed so the score loop
 // vectorises across keys) and runs the core's per-row functions
 // (csrc/core/ops/attention.h) on it; the SIMD builds fold 4 rows at once
@@ -634,10 +636,12 @@ void backward_rows(const AttentionBackwardProblem& p, const Workspace& ws, int n
       delta[r] = core::attention_delta(grad[r], out, d_len);
       *ws.at(ws.lse, seq, i, rows.head(r)) = lse[r];
       *ws.at(ws.delta, seq, i, rows.head(r)) = delta[r];
-      for (std::int64_t d = 0; d < d_len; ++d) f.acc[r][d] = 0.0f;  // now the dq accumulator
       most_visible = f.visible[r] > most_visible ? f.visible[r] : most_visible;
     }
     if (!with_dq) return;
+    for (std::int64_t r = 0; r < rows.count; ++r) {
+      for (std::int64_t d = 0; d < d_len; ++d) f.acc[r][d] = 0.0f;  // now the dq accumulator
+    }
     alignas(64) float keys_t[kMaxD * kBlock];
     alignas(64) float values_t[kMaxD * kBlock];
     alignas(64) float key_rows[kBlock * kMaxD];

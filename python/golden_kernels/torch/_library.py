@@ -722,7 +722,7 @@ def _(grad, q, k, v, causal, scale, key_padding_mask, saved_out=None, saved_lse=
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
-def _saved_forward(out: torch.Tensor, lse: torch.Tensor) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+def _kept_for_backward(out: torch.Tensor, lse: torch.Tensor) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
     """What the backward can take from the forward: its output and LSE when the
     output is float32 (a 16-bit output is rounded, so the backward recomputes)."""
     return (out, lse) if out.dtype == torch.float32 else (None, None)
@@ -743,7 +743,7 @@ def _attention_grad(ctx, grad):
 def _attention_with_lse_setup(ctx, inputs, output):
     q, k, v, causal, scale, key_padding_mask = inputs
     ctx.mark_non_differentiable(output[1])
-    ctx.save_for_backward(q, k, v, key_padding_mask, *_saved_forward(*output))
+    ctx.save_for_backward(q, k, v, key_padding_mask, *_kept_for_backward(*output))
     ctx.causal, ctx.scale = causal, scale
 
 
@@ -814,7 +814,7 @@ def _attention_varlen_grad(ctx, grad):
 def _attention_varlen_with_lse_setup(ctx, inputs, output):
     q, k, v, cu_seqlens_q, cu_seqlens_k, causal, scale = inputs
     ctx.mark_non_differentiable(output[1])
-    ctx.save_for_backward(q, k, v, cu_seqlens_q, cu_seqlens_k, *_saved_forward(*output))
+    ctx.save_for_backward(q, k, v, cu_seqlens_q, cu_seqlens_k, *_kept_for_backward(*output))
     ctx.causal, ctx.scale = causal, scale
 
 
