@@ -51,8 +51,14 @@ const T* silu_result_table() {
   return table.value;
 }
 
-template <class T>
-void look_up(const float* table, const T* x, float* values, std::int64_t n) {
+// values[i] = table[x[i].bits], unrolled eight times. The loop of one lookup
+// is ~22 bytes; placed across a 64-byte boundary, Zen 3 fetches it at one
+// iteration per two cycles (0.69 instead of 0.39 ns per element, measured),
+// so its speed would depend on where the linker puts it. (Written out as an
+// inner loop of eight, the lookups get vectorised into lane extractions.)
+template <class T, class Value>
+void look_up(const Value* table, const T* x, Value* values, std::int64_t n) {
+#pragma GCC unroll 8
   for (std::int64_t i = 0; i < n; ++i) values[i] = table[x[i].bits];
 }
 
@@ -118,11 +124,6 @@ void prepare_tables(bool silu, bool derivative) {
   }
 }
 
-template <class T>
-void silu_forward_looked_up(const T* table, const T* x, T* y, std::int64_t n) {
-  for (std::int64_t i = 0; i < n; ++i) y[i] = table[x[i].bits];
-}
-
 // Calls span(begin, n) over [0, count) in parallel spans. Elementwise: where
 // a span starts cannot change any element's bits.
 template <class Span>
@@ -156,7 +157,7 @@ void silu_forward(const SiluForwardProblem& p, int num_threads) {
     if constexpr (sizeof(TOut) == 2) {  // the output type is the input's (visit_in_out)
       const T* table = silu_result_table<T>();
       for_each_span(p.count, num_threads,
-                    [&](std::int64_t b, std::int64_t n) { silu_forward_looked_up(table, x + b, y + b, n); });
+                    [&](std::int64_t b, std::int64_t n) { look_up(table, x + b, y + b, n); });
       return;
     }
     prepare_tables<T>(true, false);
