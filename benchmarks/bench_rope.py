@@ -1,7 +1,7 @@
 """RoPE on the CPU at Qwen3-8B sizes (4096 tokens, 32 heads x 128, theta 1e6)
 against Hugging Face's rotary code in PyTorch eager: with its cos/sin (which
 HF computes once per model forward and reuses in every layer) and the
-rotation alone; the out= row writes into a preallocated, already-touched
+rotation alone; the out= rows write into a preallocated, already-touched
 output (HF's rotation, which has no out=, allocates). Run: PYTHONPATH=python python benchmarks/bench_rope.py"""
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ def main() -> None:
             *median_seconds_pair(lambda: gk.rope(x, positions, out=out), lambda: hf_rotation_only(x, cos, sin)), size)
         row(f"backward {name} vs HF rotation only", median_seconds(lambda: gk.get_op("rope").backward(x, positions)),
             median_seconds(lambda: hf_rotation_only(x, cos, -sin)), size)
+        row(f"backward {name} out= vs HF rotation only",
+            *median_seconds_pair(lambda: gk.get_op("rope").backward(x, positions, out=out),
+                                 lambda: hf_rotation_only(x, cos, -sin)), size)
 
 
 if __name__ == "__main__":

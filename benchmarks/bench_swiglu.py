@@ -3,8 +3,8 @@
 (the two sides timed alternately), speedup, achieved GB/s and its share of the
 measured copy bandwidth. Both sides allocate their outputs, except in the
 out= rows: golden writes into a preallocated, already-touched output, against
-torch.mul(..., out=) for swiglu (silu itself allocates) and F.silu for silu
-(which has no out=).
+torch.mul(..., out=) for swiglu (silu itself allocates), F.silu for silu
+(which has no out=) and autograd for the backward (which allocates).
 Run: PYTHONPATH=python python benchmarks/bench_swiglu.py"""
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ def main() -> None:
         row(f"swiglu backward {name}",
             *median_seconds_pair(lambda: op.backward(g, gate, up), lambda: torch_swiglu_backward(g, gate, up),
                                  repeats=5), 5 * size)
+        grads = torch.empty_like(gate), torch.empty_like(gate)
+        row(f"swiglu backward {name} out= (torch allocates)",
+            *median_seconds_pair(lambda: op.backward(g, gate, up, out=grads),
+                                 lambda: torch_swiglu_backward(g, gate, up), repeats=5), 5 * size)
 
 
 def torch_swiglu_backward(g, gate, up):

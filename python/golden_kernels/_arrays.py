@@ -95,6 +95,16 @@ def output(like: Any, shape: Sequence[int], dtype: str, out: Any = None) -> Any:
     return out
 
 
+def gradient_output(like: Any, shape: Sequence[int], dtype: str, fp32: bool, out: Any, name: str) -> Any:
+    """output() for a backward's gradient: with fp32=True the gradient is
+    float32, so a caller's `out` must be float32 too (without it, the binding
+    accepts the input's dtype or float32 and out's dtype decides)."""
+    out = output(like, shape, dtype, out)
+    if fp32 and dtype_name(out) != "float32":
+        raise TypeError(f"{name}: fp32=True writes float32, got {dtype_name(out)}")
+    return out
+
+
 def capsule(x: Any) -> Any:
     """A DLPack capsule viewing x (no copy), except for a read-only NumPy
     input: NumPy refuses to export one (DLPack 0.x has no read-only flag), and

@@ -359,3 +359,37 @@ def test_out_overlapping_positions_is_rejected():
     positions = buffer.view(torch.int64)
     with pytest.raises(ValueError, match="out overlaps positions"):
         gk.rope(torch.zeros(1, 1, 4, dtype=torch.float16), positions, out=buffer.view(1, 1, 4))
+
+
+def test_backward_out_receives_the_same_bits_and_is_returned(gen):
+    grad = rows(6, 4, 64, torch.bfloat16, gen)
+    positions = torch.tensor([0, 7, 100, 4095, 40000, 3], dtype=torch.int64)
+    copies = [t.clone() for t in (grad, positions)]
+    op = gk.get_op("rope")
+    out = torch.full_like(grad, float("nan"))  # stale contents must not leak through
+    assert op.backward(grad, positions, out=out) is out
+    assert_bitwise_equal(out, op.backward(grad, positions), "backward out=")
+    out32 = torch.full(grad.shape, float("nan"))
+    assert op.backward(grad, positions, fp32=True, out=out32) is out32
+    assert_bitwise_equal(out32, op.backward(grad, positions, fp32=True), "backward float32 out=")
+    for before, after in zip(copies, (grad, positions)):
+        assert_bitwise_equal(after, before, "input changed")
+
+
+@pytest.mark.parametrize(
+    "make_out, fp32, error, match",
+    [
+        (lambda g: torch.empty(6, 4, 62, dtype=g.dtype), False, ValueError, "out must have the shape of grad_out"),
+        (lambda g: torch.empty(g.shape, dtype=torch.float16), False, TypeError, "out: expected bfloat16 or float32"),
+        (lambda g: torch.empty(g.shape, dtype=g.dtype), True, TypeError, "out: fp32=True writes float32"),
+        (lambda g: g, False, ValueError, "out overlaps grad_out"),
+        (lambda g: [0.0], False, TypeError, "torch.Tensor or numpy.ndarray"),
+    ],
+)
+def test_bad_backward_out_is_rejected(make_out, fp32, error, match, gen):
+    grad = rows(6, 4, 64, torch.bfloat16, gen)
+    positions = torch.arange(6, dtype=torch.int64)
+    copy = grad.clone()
+    with pytest.raises(error, match=match):
+        gk.get_op("rope").backward(grad, positions, fp32=fp32, out=make_out(grad))
+    assert_bitwise_equal(grad, copy, "input changed")

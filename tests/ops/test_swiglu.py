@@ -370,3 +370,73 @@ def test_read_only_numpy_out_is_rejected():
     out.flags.writeable = False
     with pytest.raises(ValueError, match="out: the array is read-only"):
         gk.silu(torch.ones(4).numpy(), out=out)
+
+
+# ---- backward out= ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=dtype_id)
+def test_backward_out_receives_the_same_bits_and_is_returned(dtype, gen):
+    gate, up, grad = (sample((8, 300), dtype, gen) for _ in range(3))
+    copies = [t.clone() for t in (gate, up, grad)]
+    silu, swiglu = gk.get_op("silu"), gk.get_op("swiglu")
+    for fp32 in (False, True):
+        out_dtype = torch.float32 if fp32 else dtype
+        dx = torch.full((8, 300), float("nan"), dtype=out_dtype)  # stale contents must not leak through
+        assert silu.backward(grad, gate, fp32=fp32, out=dx) is dx
+        assert_bitwise_equal(dx, silu.backward(grad, gate, fp32=fp32), f"silu backward out=, fp32={fp32}")
+        pair = tuple(torch.full((8, 300), float("nan"), dtype=out_dtype) for _ in range(2))
+        dgate, dup = swiglu.backward(grad, gate, up, fp32=fp32, out=pair)
+        assert dgate is pair[0] and dup is pair[1]
+        for got, want, name in zip(pair, swiglu.backward(grad, gate, up, fp32=fp32), ("dgate", "dup")):
+            assert_bitwise_equal(got, want, f"swiglu backward {name} out=, fp32={fp32}")
+    for before, after in zip(copies, (gate, up, grad)):
+        assert_bitwise_equal(after, before, "input changed")
+
+
+def test_backward_numpy_out(gen):
+    gate, up, grad = (sample((4, 33), torch.float32, gen).numpy() for _ in range(3))
+    pair = (torch.empty(4, 33).numpy(), torch.empty(4, 33).numpy())
+    gk.get_op("swiglu").backward(grad, gate, up, out=pair)
+    for got, want in zip(pair, gk.get_op("swiglu").backward(grad, gate, up)):
+        assert_bitwise_equal(torch.from_numpy(got), torch.from_numpy(want), "numpy backward out=")
+
+
+BAD_BACKWARD_PAIR = [
+    (lambda g, x: (torch.empty(8, 299, dtype=x.dtype), torch.empty_like(x)), False, ValueError,
+     "dgate must have the shape of"),
+    (lambda g, x: (torch.empty_like(x), torch.empty(8, 300, dtype=torch.float16)), False, TypeError,
+     "dup: expected bfloat16 or float32"),
+    (lambda g, x: (torch.empty_like(x), torch.empty(8, 300)), False, TypeError, "dup"),
+    (lambda g, x: (torch.empty(8, 300), torch.empty_like(x)), True, TypeError, "dup: fp32=True writes float32"),
+    (lambda g, x: (torch.empty(300, 8, dtype=x.dtype).t(), torch.empty_like(x)), False, ValueError, "contiguous"),
+    (lambda g, x: (g, torch.empty_like(x)), False, ValueError, "dgate overlaps grad_out"),
+    (lambda g, x: (x, torch.empty_like(x)), False, ValueError, "dgate overlaps gate"),
+    (lambda g, x: 2 * (torch.empty_like(x),), False, ValueError, "dup overlaps dgate"),
+    (lambda g, x: torch.empty_like(x), False, TypeError, "out: expected a pair"),
+    (lambda g, x: (torch.empty_like(x),), False, TypeError, "out: expected a pair"),
+]
+
+
+@pytest.mark.parametrize("make_out, fp32, error, match", BAD_BACKWARD_PAIR)
+def test_bad_swiglu_backward_out_is_rejected(make_out, fp32, error, match, gen):
+    gate, up, grad = (sample((8, 300), torch.bfloat16, gen) for _ in range(3))
+    copies = [t.clone() for t in (gate, up, grad)]
+    with pytest.raises(error, match=match):
+        gk.get_op("swiglu").backward(grad, gate, up, fp32=fp32, out=make_out(grad, gate))
+    for before, after in zip(copies, (gate, up, grad)):
+        assert_bitwise_equal(after, before, "input changed")
+
+
+@pytest.mark.parametrize("make_out, fp32, error, match", [
+    (lambda g, x: torch.empty(8, 299, dtype=x.dtype), False, ValueError, "dx must have the shape of"),
+    (lambda g, x: torch.empty(8, 300, dtype=x.dtype), True, TypeError, "out: fp32=True writes float32"),
+    (lambda g, x: g, False, ValueError, "dx overlaps grad_out"),
+    (lambda g, x: x, False, ValueError, "dx overlaps x"),
+])
+def test_bad_silu_backward_out_is_rejected(make_out, fp32, error, match, gen):
+    x, grad = (sample((8, 300), torch.bfloat16, gen) for _ in range(2))
+    copies = [t.clone() for t in (x, grad)]
+    with pytest.raises(error, match=match):
+        gk.get_op("silu").backward(grad, x, fp32=fp32, out=make_out(grad, x))
+    for before, after in zip(copies, (x, grad)):
+        assert_bitwise_equal(after, before, "input changed")

@@ -49,11 +49,16 @@ def forward_fp32(x: Any, positions: Any, *, theta: float = QWEN3_THETA, backend:
 
 
 def backward(grad_out: Any, positions: Any, *, theta: float = QWEN3_THETA, backend: str | None = None,
-             fp32: bool = False) -> Any:
+             fp32: bool = False, out: Any = None) -> Any:
     """dx: grad_out rotated by the transposed rotation (the angle negated),
-    rounded once to grad_out's dtype (float32 with fp32=True)."""
+    rounded once to grad_out's dtype (float32 with fp32=True), or written
+    into `out` (grad_out's shape, its dtype or float32, dense, overlapping
+    neither input)."""
     out_dtype = "float32" if fp32 else _arrays.dtype_name(grad_out)
-    return _apply(grad_out, positions, theta, backend, out_dtype, transpose=True)
+    if out is not None:
+        _arrays.check_array(grad_out, "grad_out")
+        out = _arrays.gradient_output(grad_out, _arrays.shape(grad_out), out_dtype, fp32, out, "out")
+    return _apply(grad_out, positions, theta, backend, out_dtype, transpose=True, out=out)
 
 
 def inverse_frequencies(head_dim: int, theta: float = QWEN3_THETA, *, like: Any = None,

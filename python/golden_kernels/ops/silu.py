@@ -29,12 +29,15 @@ def forward_fp32(x: Any, *, backend: str | None = None) -> Any:
     return _forward(x, backend, fp32=True)
 
 
-def backward(grad_out: Any, x: Any, *, backend: str | None = None, fp32: bool = False) -> Any:
-    """dx = grad_out * silu'(x), rounded once to x's dtype (float32 with fp32=True)."""
+def backward(grad_out: Any, x: Any, *, backend: str | None = None, fp32: bool = False,
+             out: Any = None) -> Any:
+    """dx = grad_out * silu'(x), rounded once to x's dtype (float32 with
+    fp32=True), or written into `out` (x's shape, its dtype or float32, dense,
+    overlapping neither input)."""
     _arrays.check_array(grad_out, "grad_out")
     _arrays.check_array(x, "x")
-    backend = resolve_backend(backend, grad_out, x)
-    dx = _arrays.empty(x, _arrays.shape(x), "float32" if fp32 else _arrays.dtype_name(x))
+    dx = _arrays.gradient_output(x, _arrays.shape(x), "float32" if fp32 else _arrays.dtype_name(x), fp32, out, "out")
+    backend = resolve_backend(backend, grad_out, x, dx)
     _C.silu_backward(backend, _arrays.stream(x), _arrays.capsule(grad_out), _arrays.capsule(x), _arrays.capsule(dx))
     return dx
 

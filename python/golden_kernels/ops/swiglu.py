@@ -36,15 +36,20 @@ def forward_fp32(gate: Any, up: Any, *, backend: str | None = None) -> Any:
 
 
 def backward(grad_out: Any, gate: Any, up: Any, *, backend: str | None = None,
-             fp32: bool = False) -> tuple[Any, Any]:
+             fp32: bool = False, out: tuple[Any, Any] | None = None) -> tuple[Any, Any]:
     """(dgate, dup) = (grad_out * up * silu'(gate), grad_out * silu(gate)),
-    each rounded once to the inputs' dtype (float32 with fp32=True)."""
+    each rounded once to the inputs' dtype (float32 with fp32=True), or
+    written into out = (dgate, dup): each of gate's shape, both of its dtype or
+    both float32, dense, overlapping no input and not each other."""
     _check(gate, up)
     _arrays.check_array(grad_out, "grad_out")
-    backend = resolve_backend(backend, grad_out, gate, up)
+    if out is not None and (not isinstance(out, (tuple, list)) or len(out) != 2):
+        raise TypeError("out: expected a pair (dgate, dup)")
+    dgate_out, dup_out = (None, None) if out is None else out
     grad_dtype = "float32" if fp32 else _arrays.dtype_name(gate)
-    dgate = _arrays.empty(gate, _arrays.shape(gate), grad_dtype)
-    dup = _arrays.empty(gate, _arrays.shape(gate), grad_dtype)
+    dgate = _arrays.gradient_output(gate, _arrays.shape(gate), grad_dtype, fp32, dgate_out, "dgate")
+    dup = _arrays.gradient_output(gate, _arrays.shape(gate), grad_dtype, fp32, dup_out, "dup")
+    backend = resolve_backend(backend, grad_out, gate, up, dgate, dup)
     _C.swiglu_backward(backend, _arrays.stream(gate), _arrays.capsule(grad_out), _arrays.capsule(gate),
                        _arrays.capsule(up), _arrays.capsule(dgate), _arrays.capsule(dup))
     return dgate, dup
