@@ -144,7 +144,8 @@ def prefill_rows(batches, lengths, dtypes, repeats):
 def backward_rows(batches, lengths, dtypes, repeats):
     """dq, dk, dv: golden's backward recomputing the forward, and taking the
     forward's fp32 output and LSE (saved_out, saved_lse: what gk.torch.attention
-    does for float32), against SDPA's backward (autograd, graph kept)."""
+    does for float32, and for 16-bit inputs with keep_fp32_output=True),
+    against SDPA's backward (autograd, graph kept)."""
     rows = []
     backward = gk.get_op("attention").backward
     for dtype in dtypes:

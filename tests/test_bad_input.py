@@ -162,7 +162,9 @@ def _elementwise(name: str, args: tuple[str, ...]) -> dict:
                          lambda: op(name).backward(t["grad_out"].numpy(), *[t[a] for a in args])),
         "strided": Raises(ValueError, "contiguous", lambda: op(name).forward(strided(x), *rest)),
         "output": Raises(ValueError, "overlaps", lambda: op(name).forward(x_in, *rest, out=x_out),
-                         "out= half-overlapping the input; strided, wrong shape/dtype/device out= also tested"),
+                         "out= half-overlapping the input; strided, wrong shape/dtype/device out= also tested; "
+                         "backward out= overlapping an input, wrong shape/dtype, non-float32 with fp32=True in "
+                         "tests/ops/test_swiglu.py"),
         "ids": NotApplicable("no ids"),
         "scalar": NotApplicable("no float argument"),
         "overflow": Raises(ValueError, "contiguous",
@@ -183,7 +185,9 @@ def _rope() -> dict:
         "device": Raises(ValueError, "one framework and on one device", lambda: op("rope").forward(x, meta(pos))),
         "strided": Raises(ValueError, "contiguous", lambda: op("rope").forward(strided(x), pos)),
         "output": Raises(ValueError, "overlaps", lambda: op("rope").forward(x_in, pos, out=x_out),
-                         "out= half-overlapping x; strided, wrong shape/dtype/device out= also tested"),
+                         "out= half-overlapping x; strided, wrong shape/dtype/device out= also tested; backward "
+                         "out= overlapping grad_out, wrong shape/dtype, non-float32 with fp32=True in "
+                         "tests/ops/test_rope.py"),
         "ids": NotApplicable("any integer position is valid (angle = position * inv_freq)"),
         "scalar": Raises(ValueError, "theta must be finite", lambda: op("rope").forward(x, pos, theta=float("inf")),
                          "theta = NaN, inf, 0, -1 tested; odd head_dim too"),

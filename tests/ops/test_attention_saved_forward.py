@@ -139,6 +139,43 @@ def test_torch_autograd_varlen_uses_the_saved_forward(gen):
                            gk.attention_varlen_backward(g, q, k, v, cu_q, cu_k), f"varlen autograd {dtype_id(dtype)}")
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=dtype_id)
+def test_torch_autograd_keeping_fp32_output(dtype, gen):
+    """keep_fp32_output=True on 16-bit inputs: the same output bits, a float32
+    output kept for the backward (and nothing float32 kept without it), and
+    gradients that are the op's bits, padded and packed."""
+    q, k, v, g, mask = padded_problem((2, 4, 2, 30, 50, 16), dtype, True, gen)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    out = gt.attention(*leaves, key_padding_mask=mask, keep_fp32_output=True)
+    assert_bitwise_equal(out, gk.attention(q, k, v, key_padding_mask=mask), "output")
+    assert [t.dtype for t in out.grad_fn.saved_tensors if t is not None].count(torch.float32) == 2  # out32, lse
+    assert_grads_equal(torch.autograd.grad(out, leaves, g),
+                       gk.get_op("attention").backward(g, q, k, v, key_padding_mask=mask), "keeping fp32")
+    plain = gt.attention(*leaves, key_padding_mask=mask)
+    assert all(t.dtype != torch.float32 for t in plain.grad_fn.saved_tensors if t is not None)
+
+    cu_q, cu_k = torch.tensor([0, 5, 45, 46]), torch.tensor([0, 5, 70, 110])
+    q, k, v = rand((46, 4, 16), dtype, gen), rand((110, 2, 16), dtype, gen), rand((110, 2, 16), dtype, gen)
+    g = rand(q.shape, dtype, gen)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    out = gt.attention_varlen(*leaves, cu_q, cu_k, keep_fp32_output=True)
+    assert_bitwise_equal(out, gk.attention_varlen(q, k, v, cu_q, cu_k), "varlen output")
+    assert_grads_equal(torch.autograd.grad(out, leaves, g),
+                       gk.attention_varlen_backward(g, q, k, v, cu_q, cu_k), "varlen keeping fp32")
+
+
+def test_keeping_fp32_output_of_float32_inputs(gen):
+    """For float32 inputs keep_fp32_output changes nothing (the output is kept
+    anyway); the op that keeps a copy refuses them (it would alias its outputs)."""
+    q, k, v, g, _ = padded_problem((1, 2, 1, 9, 9, 8), torch.float32, False, gen)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    out = gt.attention(*leaves, keep_fp32_output=True)
+    assert out.data_ptr() in {t.data_ptr() for t in out.grad_fn.saved_tensors if t is not None}
+    assert_grads_equal(torch.autograd.grad(out, leaves, g), gk.get_op("attention").backward(g, q, k, v), "fp32")
+    with pytest.raises(ValueError, match="for 16-bit inputs"):
+        torch.ops.golden.attention_keeping_fp32(q, k, v, True, None, None)
+
+
 def test_bad_saved_forward_raises(gen):
     q, k, v, g, _ = padded_problem((2, 4, 2, 6, 6, 8), torch.float32, False, gen)
     backward = gk.get_op("attention").backward

@@ -95,6 +95,11 @@ def test_custom_ops_pass_torch_library_opcheck():
         (torch.ops.golden.attention, (q, kv, kv * 0.5, True, None, None)),
         (torch.ops.golden.attention_varlen, (q[0].transpose(0, 1), kv[0].transpose(0, 1),
                                              kv[0].transpose(0, 1) * 0.5, cu_seqlens, cu_seqlens, True, None)),
+        (torch.ops.golden.attention_keeping_fp32, (q.bfloat16(), kv.bfloat16(), (kv * 0.5).bfloat16(), True, None,
+                                                   None)),
+        (torch.ops.golden.attention_varlen_keeping_fp32, (
+            q[0].transpose(0, 1).bfloat16(), kv[0].transpose(0, 1).bfloat16(),
+            (kv[0].transpose(0, 1) * 0.5).bfloat16(), cu_seqlens, cu_seqlens, True, None)),
     ]
     for op, args in cases:
         args = tuple(a.clone().requires_grad_() if isinstance(a, torch.Tensor) and a.is_floating_point() else a

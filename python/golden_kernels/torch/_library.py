@@ -18,8 +18,9 @@ import torch
 from torch.library import custom_op, register_fake
 from torch.library import register_autograd as _register_op_autograd
 
-from .. import _C
+from .. import _C, _arrays
 from ..ops import attention as _attention
+from ..ops import convert as _convert
 from ..ops import embedding as _embedding
 from ..ops import entropy as _entropy
 from ..ops import linear as _linear
@@ -757,6 +758,49 @@ register_autograd("golden::attention", _attention_grad, setup_context=_attention
 register_autograd("golden::attention_with_lse", _attention_with_lse_grad, setup_context=_attention_with_lse_setup)
 
 
+def _rounded_keeping_fp32(q: torch.Tensor, out32: torch.Tensor,
+                          lse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(out, out32, lse) for 16-bit q: out is out32 rounded once by the core's
+    conversion, the very bits the forward writes for q's dtype."""
+    if q.dtype == torch.float32:
+        raise ValueError("keeping the float32 output is for 16-bit inputs: a float32 output is kept as it is")
+    return _convert.cast(out32, _arrays.dtype_name(q)), out32, lse
+
+
+@golden_op("golden::attention_keeping_fp32")
+def attention_keeping_fp32(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
+                           scale: Optional[float], key_padding_mask: Optional[torch.Tensor],
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """attention on 16-bit inputs, its float32 output before rounding and its
+    LSE (the last two not differentiable): the backward reads them instead of
+    recomputing the forward, at the cost of keeping the float32 output."""
+    out32, lse = _attention.forward_fp32(q, k, v, causal=causal, scale=scale, key_padding_mask=key_padding_mask,
+                                         return_lse=True)
+    return _rounded_keeping_fp32(q, out32, lse)
+
+
+@register_fake("golden::attention_keeping_fp32")
+def _(q, k, v, causal, scale, key_padding_mask):
+    return (q.new_empty(q.shape), q.new_empty(q.shape, dtype=torch.float32),
+            q.new_empty(q.shape[:3], dtype=torch.float32))
+
+
+def _attention_keeping_fp32_setup(ctx, inputs, output):
+    q, k, v, causal, scale, key_padding_mask = inputs
+    _out, out32, lse = output
+    ctx.mark_non_differentiable(out32, lse)
+    ctx.save_for_backward(q, k, v, key_padding_mask, out32, lse)
+    ctx.causal, ctx.scale = causal, scale
+
+
+def _attention_keeping_fp32_grad(ctx, grad, _grad_out32, _grad_lse):
+    return _attention_with_lse_grad(ctx, grad, None)
+
+
+register_autograd("golden::attention_keeping_fp32", _attention_keeping_fp32_grad,
+                  setup_context=_attention_keeping_fp32_setup)
+
+
 @golden_op("golden::attention_varlen")
 def attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
                      cu_seqlens_k: torch.Tensor, causal: bool, scale: Optional[float]) -> torch.Tensor:
@@ -828,3 +872,36 @@ def _attention_varlen_with_lse_grad(ctx, grad, _grad_lse):
 register_autograd("golden::attention_varlen", _attention_varlen_grad, setup_context=_attention_varlen_setup)
 register_autograd("golden::attention_varlen_with_lse", _attention_varlen_with_lse_grad,
                   setup_context=_attention_varlen_with_lse_setup)
+
+
+@golden_op("golden::attention_varlen_keeping_fp32")
+def attention_varlen_keeping_fp32(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
+                                  cu_seqlens_k: torch.Tensor, causal: bool, scale: Optional[float],
+                                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """attention_varlen on 16-bit inputs with its float32 output and LSE kept
+    (see attention_keeping_fp32)."""
+    out32, lse = _attention.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, causal=causal, scale=scale,
+                                             return_lse=True, fp32=True)
+    return _rounded_keeping_fp32(q, out32, lse)
+
+
+@register_fake("golden::attention_varlen_keeping_fp32")
+def _(q, k, v, cu_seqlens_q, cu_seqlens_k, causal, scale):
+    return (q.new_empty(q.shape), q.new_empty(q.shape, dtype=torch.float32),
+            q.new_empty((q.shape[1], q.shape[0]), dtype=torch.float32))
+
+
+def _attention_varlen_keeping_fp32_setup(ctx, inputs, output):
+    q, k, v, cu_seqlens_q, cu_seqlens_k, causal, scale = inputs
+    _out, out32, lse = output
+    ctx.mark_non_differentiable(out32, lse)
+    ctx.save_for_backward(q, k, v, cu_seqlens_q, cu_seqlens_k, out32, lse)
+    ctx.causal, ctx.scale = causal, scale
+
+
+def _attention_varlen_keeping_fp32_grad(ctx, grad, _grad_out32, _grad_lse):
+    return _attention_varlen_with_lse_grad(ctx, grad, None)
+
+
+register_autograd("golden::attention_varlen_keeping_fp32", _attention_varlen_keeping_fp32_grad,
+                  setup_context=_attention_varlen_keeping_fp32_setup)

@@ -94,20 +94,31 @@ def linear_logprob(hidden: torch.Tensor, weight: torch.Tensor, target_ids: torch
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = True,
-              scale: Optional[float] = None, key_padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+              scale: Optional[float] = None, key_padding_mask: Optional[torch.Tensor] = None,
+              keep_fp32_output: bool = False) -> torch.Tensor:
     """GQA softmax attention on [batch, heads, seq, head_dim] (golden_kernels.attention),
-    differentiable with the op's deterministic backward (which, for float32
-    inputs, reads the forward's output and LSE instead of recomputing them)."""
-    out, _lse = _library.attention_with_lse(q, k, v, bool(causal), None if scale is None else float(scale),
-                                            key_padding_mask)
+    differentiable with the op's deterministic backward, which reads the
+    forward's float32 output and LSE instead of recomputing them: always for
+    float32 inputs (the output is that float32 output), and for 16-bit inputs
+    with keep_fp32_output=True, which keeps a float32 copy of the output until
+    the backward (twice the memory of the 16-bit output). The same bits either
+    way."""
+    args = (q, k, v, bool(causal), None if scale is None else float(scale), key_padding_mask)
+    if keep_fp32_output and q.dtype != torch.float32:
+        out, _out32, _lse = _library.attention_keeping_fp32(*args)
+    else:
+        out, _lse = _library.attention_with_lse(*args)
     return out
 
 
 def attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
                      cu_seqlens_k: torch.Tensor, *, causal: bool = True,
-                     scale: Optional[float] = None) -> torch.Tensor:
+                     scale: Optional[float] = None, keep_fp32_output: bool = False) -> torch.Tensor:
     """GQA softmax attention on packed [tokens, heads, head_dim] sequences, differentiable
-    (see attention)."""
-    out, _lse = _library.attention_varlen_with_lse(q, k, v, cu_seqlens_q, cu_seqlens_k, bool(causal),
-                                                   None if scale is None else float(scale))
+    (see attention, keep_fp32_output included)."""
+    args = (q, k, v, cu_seqlens_q, cu_seqlens_k, bool(causal), None if scale is None else float(scale))
+    if keep_fp32_output and q.dtype != torch.float32:
+        out, _out32, _lse = _library.attention_varlen_keeping_fp32(*args)
+    else:
+        out, _lse = _library.attention_varlen_with_lse(*args)
     return out
