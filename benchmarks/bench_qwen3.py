@@ -34,6 +34,7 @@ def training_batch(vocab, batch, seq, gen):
 def bench_dtype(hf32, dtype, args, gen):
     hf = copy.deepcopy(hf32).to(dtype)
     golden = Qwen3ForCausalLM.from_hf(hf)
+    golden.keep_fp32_attention_output = args.keep_fp32_attention_output
     ids, mask, targets = training_batch(hf.config.vocab_size, args.batch, args.seq, gen)
     real = int(mask.sum())
     rows = []
@@ -86,6 +87,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="threads for both (0: each library's default)")
     parser.add_argument("--dtypes", nargs="*", choices=("float32", "bfloat16"), default=["float32", "bfloat16"])
+    parser.add_argument("--keep-fp32-attention-output", action="store_true",
+                        help="bf16: attention keeps its fp32 output for the backward (model attribute)")
     parser.add_argument("--thread-pool", choices=("auto", "golden", "openmp"), default="auto",
                         help="golden's CPU threads (default auto: torch's OpenMP team)")
     args = parser.parse_args()

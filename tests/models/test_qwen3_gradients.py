@@ -99,3 +99,30 @@ def test_gradient_reaches_every_parameter(pair, gen, packed):
         golden(ids, mask, targets=targets).mul(weights.float()).sum().backward()
     for name, p in golden.named_parameters():
         assert p.grad is not None and bool(p.grad.abs().sum() > 0), name
+
+
+@pytest.mark.parametrize("packed", (False, True), ids=("padded", "packed"))
+def test_keeping_fp32_attention_output_gives_the_same_bits(pair, gen, packed):
+    """keep_fp32_attention_output only changes what the attention backward reads
+    (its saved forward instead of a recomputed one): the same logprobs and
+    gradients, bit for bit."""
+    _, golden = pair
+    golden = copy.deepcopy(golden)
+    ids, mask, targets, weights = problem(golden.dims.vocab_size, gen)
+    if packed:
+        keep = mask.bool()
+        cu = torch.tensor([0, *mask.sum(1).cumsum(0).tolist()], dtype=torch.int32)
+        args, kwargs, weights = (ids[keep],), {"cu_seqlens": cu, "targets": targets[keep]}, weights[keep]
+    else:
+        args, kwargs = (ids, mask), {"targets": targets}
+    runs = []
+    for keep_fp32 in (False, True):
+        golden.keep_fp32_attention_output = keep_fp32
+        golden.zero_grad()
+        logp = golden(*args, **kwargs)
+        logp.mul(weights.float()).sum().backward()
+        runs.append((logp.detach(), {name: p.grad.clone() for name, p in golden.named_parameters()}))
+    (logp_plain, grads_plain), (logp_kept, grads_kept) = runs
+    assert_bitwise_equal(logp_kept, logp_plain, "logprobs")
+    for name, grad in grads_plain.items():
+        assert_bitwise_equal(grads_kept[name], grad, name)

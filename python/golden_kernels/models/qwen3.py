@@ -137,10 +137,17 @@ class DecodeState:
 class Qwen3ForCausalLM(nn.Module):
     """Qwen3 causal LM on golden ops. Build it with `from_hf`, `from_state_dict`
     or `from_safetensors`; its state_dict keys are Hugging Face's. The
-    constructor alone leaves the projection and embedding weights uninitialised."""
+    constructor alone leaves the projection and embedding weights uninitialised.
+
+    keep_fp32_attention_output (default False): when a gradient is wanted and
+    the model is bf16/fp16, each layer's attention keeps its float32 output and
+    LSE for the backward instead of recomputing its forward there
+    (gk.torch.attention's keep_fp32_output): the same bits, a faster backward,
+    a float32 copy of every layer's attention output held until the backward."""
 
     def __init__(self, config: Any, *, dtype: torch.dtype = torch.float32, device: Any = "cpu"):
         super().__init__()
+        self.keep_fp32_attention_output = False
         self.dims = config if isinstance(config, Qwen3Dims) else qwen3_dims(config)
         self.model = Qwen3Model(self.dims, dtype, device)
         self.lm_head = _Weight(self.dims.vocab_size, self.dims.hidden_size, dtype=dtype, device=device)
@@ -205,6 +212,10 @@ class Qwen3ForCausalLM(nn.Module):
         targets = next_token_targets(input_ids, attention_mask, cu_seqlens)
         return self.forward(input_ids, attention_mask, cu_seqlens, targets=targets)
 
+    def _keeps_fp32_attention_output(self) -> bool:
+        # Without a gradient nothing is kept, and the plain forward is cheaper.
+        return self.keep_fp32_attention_output and torch.is_grad_enabled()
+
     def _padded_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         _check_ids(input_ids, 2, "input_ids [batch, seq]")
         keep = _keep_mask(attention_mask, input_ids)
@@ -212,8 +223,11 @@ class Qwen3ForCausalLM(nn.Module):
         token_ids = torch.where(keep, input_ids, torch.zeros_like(input_ids))  # padding may hold any id
         key_mask = None if attention_mask is None else keep
 
+        keep = self._keeps_fp32_attention_output()
+
         def attend(_: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            out = F.attention(_heads_first(q), _heads_first(k), _heads_first(v), key_padding_mask=key_mask)
+            out = F.attention(_heads_first(q), _heads_first(k), _heads_first(v), key_padding_mask=key_mask,
+                              keep_fp32_output=keep)
             return out.transpose(1, 2)
 
         return self.model(token_ids, positions, attend)
@@ -223,8 +237,10 @@ class Qwen3ForCausalLM(nn.Module):
         positions = positions_from_cu_seqlens(cu_seqlens, input_ids.shape[0])
         cu_seqlens = cu_seqlens.to(torch.int32)
 
+        keep = self._keeps_fp32_attention_output()
+
         def attend(_: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            return F.attention_varlen(q, k, v, cu_seqlens, cu_seqlens)
+            return F.attention_varlen(q, k, v, cu_seqlens, cu_seqlens, keep_fp32_output=keep)
 
         return self.model(input_ids, positions, attend)
 
