@@ -86,17 +86,24 @@ def test_inference_needs_no_autograd(pair, gen):
         assert_bitwise_equal(golden(ids, mask), golden(ids, mask).detach(), "logits")
 
 
+def weighted_logprob_backward(golden, ids, mask, targets, weights, packed):
+    """The loss sum(w_t * logp_t) through the padded or the packed (cu_seqlens)
+    entry, backward run; returns the logprobs."""
+    if packed:
+        keep = mask.bool()
+        cu = torch.tensor([0, *mask.sum(1).cumsum(0).tolist()], dtype=torch.int32)
+        logp, weights = golden(ids[keep], cu_seqlens=cu, targets=targets[keep]), weights[keep]
+    else:
+        logp = golden(ids, mask, targets=targets)
+    logp.mul(weights.float()).sum().backward()
+    return logp.detach()
+
+
 @pytest.mark.parametrize("packed", (False, True), ids=("padded", "packed"))
 def test_gradient_reaches_every_parameter(pair, gen, packed):
     _, golden = pair
     golden = copy.deepcopy(golden)
-    ids, mask, targets, weights = problem(golden.dims.vocab_size, gen)
-    if packed:
-        keep = mask.bool()
-        cu = torch.tensor([0, *mask.sum(1).cumsum(0).tolist()], dtype=torch.int32)
-        golden(ids[keep], cu_seqlens=cu, targets=targets[keep]).mul(weights[keep].float()).sum().backward()
-    else:
-        golden(ids, mask, targets=targets).mul(weights.float()).sum().backward()
+    weighted_logprob_backward(golden, *problem(golden.dims.vocab_size, gen), packed)
     for name, p in golden.named_parameters():
         assert p.grad is not None and bool(p.grad.abs().sum() > 0), name
 
@@ -108,20 +115,13 @@ def test_keeping_fp32_attention_output_gives_the_same_bits(pair, gen, packed):
     gradients, bit for bit."""
     _, golden = pair
     golden = copy.deepcopy(golden)
-    ids, mask, targets, weights = problem(golden.dims.vocab_size, gen)
-    if packed:
-        keep = mask.bool()
-        cu = torch.tensor([0, *mask.sum(1).cumsum(0).tolist()], dtype=torch.int32)
-        args, kwargs, weights = (ids[keep],), {"cu_seqlens": cu, "targets": targets[keep]}, weights[keep]
-    else:
-        args, kwargs = (ids, mask), {"targets": targets}
+    data = problem(golden.dims.vocab_size, gen)
     runs = []
     for keep_fp32 in (False, True):
         golden.keep_fp32_attention_output = keep_fp32
         golden.zero_grad()
-        logp = golden(*args, **kwargs)
-        logp.mul(weights.float()).sum().backward()
-        runs.append((logp.detach(), {name: p.grad.clone() for name, p in golden.named_parameters()}))
+        logp = weighted_logprob_backward(golden, *data, packed)
+        runs.append((logp, {name: p.grad.clone() for name, p in golden.named_parameters()}))
     (logp_plain, grads_plain), (logp_kept, grads_kept) = runs
     assert_bitwise_equal(logp_kept, logp_plain, "logprobs")
     for name, grad in grads_plain.items():
