@@ -101,6 +101,10 @@ CASES = {
     "attention": Case(
         lambda g, d: (randn(g, d, 2, 4, 7, 16), randn(g, d, 2, 2, 7, 16), randn(g, d, 2, 2, 7, 16)), (0, 1, 2),
         gt.attention, op("attention").forward, op("attention").backward, reference.attention, "attention"),
+    "attention_keeping_fp32": Case(  # float32 inputs: the flag changes nothing; 16-bit: the fp32 output is kept
+        lambda g, d: (randn(g, d, 2, 4, 7, 16), randn(g, d, 2, 2, 7, 16), randn(g, d, 2, 2, 7, 16)), (0, 1, 2),
+        lambda q, k, v: gt.attention(q, k, v, keep_fp32_output=True), op("attention").forward,
+        op("attention").backward, reference.attention, "attention"),
 }
 
 
