@@ -406,7 +406,7 @@ BAD_BACKWARD_PAIR = [
      "dgate must have the shape of"),
     (lambda g, x: (torch.empty_like(x), torch.empty(8, 300, dtype=torch.float16)), False, TypeError,
      "dup: expected bfloat16 or float32"),
-    (lambda g, x: (torch.empty_like(x), torch.empty(8, 300)), False, TypeError, "dup"),
+    (lambda g, x: (torch.empty_like(x), torch.empty(8, 300)), False, TypeError, "dup must have the dtype of dgate"),
     (lambda g, x: (torch.empty(8, 300), torch.empty_like(x)), True, TypeError, "dup: fp32=True writes float32"),
     (lambda g, x: (torch.empty(300, 8, dtype=x.dtype).t(), torch.empty_like(x)), False, ValueError, "contiguous"),
     (lambda g, x: (g, torch.empty_like(x)), False, ValueError, "dgate overlaps grad_out"),

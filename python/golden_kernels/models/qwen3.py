@@ -223,11 +223,11 @@ class Qwen3ForCausalLM(nn.Module):
         token_ids = torch.where(keep, input_ids, torch.zeros_like(input_ids))  # padding may hold any id
         key_mask = None if attention_mask is None else keep
 
-        keep = self._keeps_fp32_attention_output()
+        keep_fp32 = self._keeps_fp32_attention_output()
 
         def attend(_: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             out = F.attention(_heads_first(q), _heads_first(k), _heads_first(v), key_padding_mask=key_mask,
-                              keep_fp32_output=keep)
+                              keep_fp32_output=keep_fp32)
             return out.transpose(1, 2)
 
         return self.model(token_ids, positions, attend)
@@ -237,10 +237,10 @@ class Qwen3ForCausalLM(nn.Module):
         positions = positions_from_cu_seqlens(cu_seqlens, input_ids.shape[0])
         cu_seqlens = cu_seqlens.to(torch.int32)
 
-        keep = self._keeps_fp32_attention_output()
+        keep_fp32 = self._keeps_fp32_attention_output()
 
         def attend(_: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            return F.attention_varlen(q, k, v, cu_seqlens, cu_seqlens, keep_fp32_output=keep)
+            return F.attention_varlen(q, k, v, cu_seqlens, cu_seqlens, keep_fp32_output=keep_fp32)
 
         return self.model(input_ids, positions, attend)
 

@@ -794,6 +794,7 @@ def _attention_keeping_fp32_setup(ctx, inputs, output):
 
 
 def _attention_keeping_fp32_grad(ctx, grad, _grad_out32, _grad_lse):
+    # The saved tensors are attention_with_lse's (q, k, v, mask, out32, lse).
     return _attention_with_lse_grad(ctx, grad, None)
 
 
@@ -900,6 +901,7 @@ def _attention_varlen_keeping_fp32_setup(ctx, inputs, output):
 
 
 def _attention_varlen_keeping_fp32_grad(ctx, grad, _grad_out32, _grad_lse):
+    # The saved tensors are attention_varlen_with_lse's (q, k, v, cu_q, cu_k, out32, lse).
     return _attention_varlen_with_lse_grad(ctx, grad, None)
 
 
