@@ -18,6 +18,12 @@ def dtype_id(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+def pytest_report_header(config):
+    emulated = (" (avx512 emulated: AVX2 code with the AVX-512 path's 16-lane vectors)"
+                if _C.cpu_avx512_emulated() else "")
+    return f"golden_kernels CPU paths this machine runs: {', '.join(SUPPORTED_ISAS)}{emulated}"
+
+
 @pytest.fixture(params=ALL_ISAS)
 def cpu_isa(request):
     """Forces the 'cpu' backend onto each instruction set in turn. An ISA this

@@ -73,6 +73,8 @@ PYBIND11_MODULE(_C, m) {
           throw std::invalid_argument("unknown CPU instruction set '" + name + "'; valid choices: scalar, avx2, avx512");
         },
         py::arg("name"));
+  m.def("cpu_avx512_emulated", &cpu::avx512_emulated,
+        "True in a testing build whose avx512 kernels are AVX2 code with 16-lane vectors (GOLDEN_EMULATE_AVX512).");
   m.def("num_threads", &cpu::num_threads);
   m.def("set_num_threads",
         [](int n) {

@@ -56,9 +56,17 @@ bool isa_supported(Isa isa) {
     case Isa::avx2:
       return __builtin_cpu_supports("x86-64-v3");
     case Isa::avx512:
-      return __builtin_cpu_supports("x86-64-v4");
+      return avx512_emulated() ? __builtin_cpu_supports("x86-64-v3") : __builtin_cpu_supports("x86-64-v4");
   }
   return false;
+}
+
+bool avx512_emulated() {
+#if defined(GOLDEN_EMULATE_AVX512)
+  return true;
+#else
+  return false;
+#endif
 }
 
 Isa active_isa() {

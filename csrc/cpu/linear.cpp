@@ -16,7 +16,7 @@ using Index = std::int64_t;
 
 // ---- Tile geometry: a choice of this instruction set, never visible in a result. ----
 // Rows x 2 vectors of accumulators: 16 of 32 registers (AVX-512), 12 of 16 (AVX2).
-#if defined(__AVX512F__)
+#if defined(GOLDEN_SIMD_16_LANES)
 constexpr int kTileRows = 8;
 #elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 constexpr int kTileRows = 6;

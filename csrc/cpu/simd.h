@@ -3,6 +3,9 @@
 // rounding per lane, exactly core::fma_rn), for AVX-512, AVX2+FMA or plain
 // scalar loops. Lanes never interact, so a vectorised loop computes each lane's
 // value in the same order as the scalar core, and every build gives the same bits.
+// A GOLDEN_EMULATE_AVX512 build (testing, CMakeLists.txt) gives the avx512
+// kernels 16-lane vectors made of two AVX2 halves, so that their code runs on
+// a CPU without AVX-512; GOLDEN_SIMD_16_LANES names both 16-lane builds.
 #pragma once
 
 #include "../core/platform.h"
@@ -15,6 +18,10 @@
 GOLDEN_CPU_BEGIN
 namespace {
 
+#if defined(__AVX512F__) || defined(GOLDEN_EMULATE_AVX512)
+#define GOLDEN_SIMD_16_LANES 1
+#endif
+
 #if defined(__AVX512F__)
 
 using Vec = __m512;
@@ -25,6 +32,26 @@ inline void vec_store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
 inline Vec vec_broadcast(float s) { return _mm512_set1_ps(s); }
 inline Vec vec_add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
 inline Vec vec_fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+
+#elif defined(GOLDEN_EMULATE_AVX512) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+
+// Lanes 0-7 in lo, 8-15 in hi; each operation is AVX2's on both halves.
+struct Vec {
+  __m256 lo;
+  __m256 hi;
+};
+constexpr int kVecLanes = 16;
+inline Vec vec_zero() { return Vec{_mm256_setzero_ps(), _mm256_setzero_ps()}; }
+inline Vec vec_load(const float* p) { return Vec{_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)}; }
+inline void vec_store(float* p, Vec v) {
+  _mm256_storeu_ps(p, v.lo);
+  _mm256_storeu_ps(p + 8, v.hi);
+}
+inline Vec vec_broadcast(float s) { return Vec{_mm256_set1_ps(s), _mm256_set1_ps(s)}; }
+inline Vec vec_add(Vec a, Vec b) { return Vec{_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)}; }
+inline Vec vec_fma(Vec a, Vec b, Vec c) {
+  return Vec{_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)};
+}
 
 #elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 
