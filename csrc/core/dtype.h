@@ -33,17 +33,22 @@ GOLDEN_INLINE float to_float(f16 x) {
   return bits_float(sign | float_bits(magnitude));
 }
 
-GOLDEN_INLINE bf16 bf16_from_float(float f) {
+// bf16_from_float of a number (not a NaN): adding 0x7FFF plus the lowest kept
+// bit rounds to nearest even; a carry into the exponent is the correct
+// rounding up (to infinity at the top).
+GOLDEN_INLINE std::uint32_t bf16_bits_of_number(float f) {
   const std::uint32_t u = float_bits(f);
+  return (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+}
+
+GOLDEN_INLINE bf16 bf16_from_float(float f) {
   // Only a NaN is unordered with itself, whatever the rounding mode or
   // FTZ/DAZ; one vector compare, where the bit test costs x86 three
   // instructions. The choice is a bitwise blend in 32 bits: GCC vectorises a
   // ternary here by narrowing both sides to 16 bits first, twice the work.
   const std::uint32_t nan_mask = 0u - static_cast<std::uint32_t>(f != f);
-  // Adding 0x7FFF plus the lowest kept bit rounds to nearest even; a carry
-  // into the exponent is the correct rounding up (to infinity at the top).
-  const std::uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-  const std::uint32_t quiet_nan = (u >> 16) | 0x0040u;
+  const std::uint32_t rounded = bf16_bits_of_number(f);
+  const std::uint32_t quiet_nan = (float_bits(f) >> 16) | 0x0040u;
   return bf16{static_cast<std::uint16_t>((quiet_nan & nan_mask) | (rounded & ~nan_mask))};
 }
 
@@ -98,6 +103,16 @@ GOLDEN_INLINE bf16 from_float<bf16>(float f) {
 template <>
 GOLDEN_INLINE f16 from_float<f16>(float f) {
   return f16_from_float(f);
+}
+
+// from_float<T>(f) for an f known not to be a NaN: bf16 skips the NaN case.
+template <class T>
+GOLDEN_INLINE T from_number(float f) {
+  return from_float<T>(f);
+}
+template <>
+GOLDEN_INLINE bf16 from_number<bf16>(float f) {
+  return bf16{static_cast<std::uint16_t>(bf16_bits_of_number(f))};
 }
 
 // Rounds an fp32 value to T's precision and back (the value a T store keeps).

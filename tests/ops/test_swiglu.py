@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import golden_kernels as gk
-from golden_kernels.testing import assert_bitwise_equal, assert_peer_floor, assert_within, ulp, unit_roundoff
+from golden_kernels.testing import assert_bitwise_equal, assert_peer_floor, assert_within, bits, ulp, unit_roundoff
 from golden_kernels.testing.bounds import smallest_subnormal
 from golden_kernels.testing import (
     check_batch_invariance,
@@ -256,6 +256,89 @@ def test_special_values():
     assert y[2] == float("inf") and bool(y[3].isnan())
     assert y[4] == 0.0 and y[5] == 200.0
     assert bool((gk.get_op("silu").backward(torch.ones(1), torch.tensor([200.0])) == 1.0).all())
+
+
+# ---- The NaN policy inside long spans -----------------------------------------------------
+# The CPU kernels finish a span with a lean pass and fall back to the policy's
+# loop only when a result is a NaN; the reference backend runs the same code,
+# so these expectations come from the documented rule instead: the first NaN
+# input of the formula, quieted, else the canonical NaN for one the arithmetic
+# made, and every other element exactly as without the NaN.
+
+SPAN, AT = 1000, 300  # several chunks; the NaN sits inside the second
+SIGNALING = {torch.float32: (0x7FA00021, 0x7FE00021), torch.bfloat16: (0x7F85, 0x7FC5),
+             torch.float16: (0x7C15, 0x7E15)}  # (signaling NaN, the same quieted)
+CANONICAL = {torch.float32: 0x7FC00000, torch.bfloat16: 0x7FC0, torch.float16: 0x7E00}
+# Which inputs each output reads, in the order of its NaN policy.
+POLICY_INPUTS = {
+    "silu": {"y": ("x",)},
+    "swiglu": {"y": ("gate", "up")},
+    "silu_backward": {"dx": ("g", "x")},
+    "swiglu_backward": {"dgate": ("g", "gate", "up"), "dup": ("g", "gate")},
+}
+
+
+def run_elementwise(name, t, backend):
+    """name's outputs as a dict, inputs taken from t by name."""
+    if name == "silu":
+        return {"y": gk.get_op("silu", backend).forward(t["x"])}
+    if name == "swiglu":
+        return {"y": gk.get_op("swiglu", backend).forward(t["gate"], t["up"])}
+    if name == "silu_backward":
+        return {"dx": gk.get_op("silu", backend).backward(t["g"], t["x"])}
+    dgate, dup = gk.get_op("swiglu", backend).backward(t["g"], t["gate"], t["up"])
+    return {"dgate": dgate, "dup": dup}
+
+
+def unsigned(t):
+    return bits(t).to(torch.int64) & ((1 << (8 * t.element_size())) - 1)
+
+
+def with_value_at(t, value_bits):
+    t = t.clone()
+    raw = t.view(torch.int16 if t.element_size() == 2 else torch.int32)
+    raw[AT] = value_bits - (1 << (8 * t.element_size())) if value_bits >= 1 << (8 * t.element_size() - 1) else value_bits
+    return t
+
+
+def span_inputs(dtype, gen):
+    return {k: (torch.randn(SPAN, generator=gen) * 3).to(dtype) for k in ("x", "gate", "up", "g")}
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("name", sorted(POLICY_INPUTS))
+def test_one_nan_input_in_a_long_span_follows_the_policy(name, backend, dtype, gen):
+    clean = span_inputs(dtype, gen)
+    expected_clean = run_elementwise(name, clean, backend)
+    signaling, quieted = SIGNALING[dtype]
+    others = torch.arange(SPAN) != AT
+    for poisoned_input in {i for inputs in POLICY_INPUTS[name].values() for i in inputs}:
+        got = run_elementwise(name, {**clean, poisoned_input: with_value_at(clean[poisoned_input], signaling)}, backend)
+        for out, inputs in POLICY_INPUTS[name].items():
+            what = f"{name} {out}, NaN in {poisoned_input}"
+            assert_bitwise_equal(got[out][others], expected_clean[out][others], what + ": other elements")
+            if poisoned_input in inputs:
+                assert unsigned(got[out])[AT].item() == quieted, what
+            else:
+                assert_bitwise_equal(got[out][AT], expected_clean[out][AT], what)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_a_nan_made_inside_a_long_span_is_canonical(backend, dtype, gen):
+    """inf * 0 and silu(-inf) = -inf * 0: the canonical NaN, whatever NaN the hardware made."""
+    t = span_inputs(dtype, gen)
+    inf, zero = float("inf"), 0.0
+    t["x"][AT], t["gate"][AT], t["up"][AT], t["g"][AT] = -inf, inf, zero, inf
+    made = {
+        "silu(-inf) = -inf * 0": run_elementwise("silu", t, backend)["y"],
+        "swiglu: silu(inf) * 0": run_elementwise("swiglu", t, backend)["y"],
+        "silu backward: inf * silu'(-inf) = inf * (0 * -inf)": run_elementwise("silu_backward", t, backend)["dx"],
+        "swiglu dgate: (inf * 0) * silu'(inf)": run_elementwise("swiglu_backward", t, backend)["dgate"],
+    }
+    for what, out in made.items():
+        assert unsigned(out)[AT].item() == CANONICAL[dtype], what
 
 
 # ---- API, bad input and no mutation ----------------------------------------------------
