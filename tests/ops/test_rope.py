@@ -15,7 +15,7 @@ import torch
 
 import golden_kernels as gk
 from golden_kernels.ops.rope import inverse_frequencies
-from golden_kernels.testing import assert_bitwise_equal, assert_peer_floor, assert_within, ulp, unit_roundoff
+from golden_kernels.testing import assert_bitwise_equal, assert_peer_floor, assert_within, bits, ulp, unit_roundoff
 from golden_kernels.testing import (
     check_batch_invariance,
     check_chunk_invariance,
@@ -283,6 +283,57 @@ def test_nan_stays_in_its_pair(gen):
     y = gk.rope(x, torch.tensor([5, 5]))
     assert bool(y[0, 0, [1, 5]].isnan().all()) and not bool(y[0, 0, [0, 2, 3, 4, 6, 7]].isnan().any())
     assert_bitwise_equal(y[1], gk.rope(x[1:], torch.tensor([5]))[0], "other token")
+
+
+# (signaling NaN, the same quieted) and the canonical NaN, per dtype.
+SIGNALING = {torch.float32: (0x7FA00021, 0x7FE00021), torch.bfloat16: (0x7F85, 0x7FC5),
+             torch.float16: (0x7C15, 0x7E15)}
+CANONICAL = {torch.float32: 0x7FC00000, torch.bfloat16: 0x7FC0, torch.float16: 0x7E00}
+
+
+def unsigned(t):
+    return bits(t).to(torch.int64) & ((1 << (8 * t.element_size())) - 1)
+
+
+def set_bits(t, index, value_bits):
+    raw = t.view(torch.int16 if t.element_size() == 2 else torch.int32)
+    width = 8 * t.element_size()
+    raw[index] = value_bits - (1 << width) if value_bits >= 1 << (width - 1) else value_bits
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_nan_bits_follow_the_policy_in_full_heads(backend, dtype, backward, gen):
+    """The CPU rotates a head without the NaN policy first and again with it
+    only when a result is a NaN; the reference runs the same code, so the
+    expectation here is the documented rule: both outputs of a pair take the
+    first NaN of (x[i], x[i + D/2]), quieted; a NaN the arithmetic makes
+    (inf * 0 at position 0, where cos = 1 and sin = 0) is the canonical one;
+    every other element keeps its bits."""
+    op = gk.get_op("rope", backend)
+    rotate = op.backward if backward else op.forward
+    x = rows(6, HEADS, HEAD_DIM, dtype, gen)
+    positions = torch.tensor([0, 3, 4096, 5, 6, 7])
+    clean = rotate(x, positions)
+    half = HEAD_DIM // 2
+    signaling, quieted = SIGNALING[dtype]
+    for token, head, i, expected in [(1, 3, 10, quieted), (2, 31, half + 40, quieted), (4, 0, 0, quieted)]:
+        poisoned = x.clone()
+        set_bits(poisoned[token, head], i, signaling)
+        if i == 0:  # both of the pair: the first, x[i], wins
+            set_bits(poisoned[token, head], half, SIGNALING[dtype][0] ^ 0x1)
+        got = rotate(poisoned, positions)
+        pair = [i % half, i % half + half]
+        assert unsigned(got[token, head, pair]).tolist() == [expected, expected], (token, head, i)
+        keep = torch.ones_like(got, dtype=torch.bool)
+        keep[token, head, pair] = False
+        assert_bitwise_equal(got[keep], clean[keep], f"NaN at {(token, head, i)}: other elements")
+    made = x.clone()
+    made[0, 7, 5] = float("inf")  # position 0: inf * 1 - x2 * 0, and x2 * 1 + inf * 0 = NaN
+    got = rotate(made, positions)
+    assert unsigned(got[0, 7, 5 + half]).item() == CANONICAL[dtype], "inf * 0"
+    assert unsigned(got[0, 7, 5]).item() == unsigned(torch.tensor(float("inf"), dtype=dtype)).item()
 
 
 @pytest.mark.parametrize(

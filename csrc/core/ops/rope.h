@@ -149,4 +149,26 @@ GOLDEN_INLINE void rope_rotate_head(const T* x, TOut* out, std::int64_t half, st
   }
 }
 
+// rope_rotate_head's products and sums without the NaN policy, for the CPU's
+// spans (as swiglu.h's lean passes): returns whether no result is a NaN, and
+// then the results are exactly rope_rotate_head's (a NaN input always makes a
+// NaN result, c and s are never NaN); otherwise the caller runs
+// rope_rotate_head over the same frequencies.
+GOLDEN_INLINE bool rope_rotate_head_if_numbers(const float* x, float* out, std::int64_t half, std::int64_t first,
+                                               std::int64_t n, const float* c, const float* s) {
+  const float* x1 = x + first;
+  const float* x2 = x + half + first;
+  float* out1 = out + first;
+  float* out2 = out + half + first;
+  std::uint32_t nan_seen = 0;
+  for (std::int64_t k = 0; k < n; ++k) {
+    const float r1 = x1[k] * c[k] - x2[k] * s[k];
+    const float r2 = x2[k] * c[k] + x1[k] * s[k];
+    nan_seen |= static_cast<std::uint32_t>(r1 != r1) | static_cast<std::uint32_t>(r2 != r2);
+    out1[k] = r1;
+    out2[k] = r2;
+  }
+  return nan_seen == 0;
+}
+
 GOLDEN_CORE_END
