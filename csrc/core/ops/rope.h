@@ -132,20 +132,28 @@ GOLDEN_INLINE float rope_second_half(float x1, float x2, float c, float s) {
   return apply_nan_policy(x2 * c + x1 * s, x1, x2);
 }
 
-// Rotates frequencies [first, first + n) of one head (x, out point at the
-// head's first element) with their cos/sin.
+// Frequencies [first, ...) of one head's two halves (x, out point at the
+// head's first element).
+template <class T, class TOut>
+struct RopeHalves {
+  const T* x1;
+  const T* x2;
+  TOut* out1;
+  TOut* out2;
+  GOLDEN_INLINE RopeHalves(const T* x, TOut* out, std::int64_t half, std::int64_t first)
+      : x1(x + first), x2(x + half + first), out1(out + first), out2(out + half + first) {}
+};
+
+// Rotates frequencies [first, first + n) of one head with their cos/sin.
 template <class T, class TOut>
 GOLDEN_INLINE void rope_rotate_head(const T* x, TOut* out, std::int64_t half, std::int64_t first,
                                     std::int64_t n, const float* c, const float* s) {
-  const T* x1 = x + first;
-  const T* x2 = x + half + first;
-  TOut* out1 = out + first;
-  TOut* out2 = out + half + first;
+  const RopeHalves<T, TOut> h(x, out, half, first);
   for (std::int64_t k = 0; k < n; ++k) {
-    const float a = to_float(x1[k]);
-    const float b = to_float(x2[k]);
-    out1[k] = from_float<TOut>(rope_first_half(a, b, c[k], s[k]));
-    out2[k] = from_float<TOut>(rope_second_half(a, b, c[k], s[k]));
+    const float a = to_float(h.x1[k]);
+    const float b = to_float(h.x2[k]);
+    h.out1[k] = from_float<TOut>(rope_first_half(a, b, c[k], s[k]));
+    h.out2[k] = from_float<TOut>(rope_second_half(a, b, c[k], s[k]));
   }
 }
 
@@ -156,17 +164,14 @@ GOLDEN_INLINE void rope_rotate_head(const T* x, TOut* out, std::int64_t half, st
 // rope_rotate_head over the same frequencies.
 GOLDEN_INLINE bool rope_rotate_head_if_numbers(const float* x, float* out, std::int64_t half, std::int64_t first,
                                                std::int64_t n, const float* c, const float* s) {
-  const float* x1 = x + first;
-  const float* x2 = x + half + first;
-  float* out1 = out + first;
-  float* out2 = out + half + first;
+  const RopeHalves<float, float> h(x, out, half, first);
   std::uint32_t nan_seen = 0;
   for (std::int64_t k = 0; k < n; ++k) {
-    const float r1 = x1[k] * c[k] - x2[k] * s[k];
-    const float r2 = x2[k] * c[k] + x1[k] * s[k];
+    const float r1 = h.x1[k] * c[k] - h.x2[k] * s[k];
+    const float r2 = h.x2[k] * c[k] + h.x1[k] * s[k];
     nan_seen |= static_cast<std::uint32_t>(r1 != r1) | static_cast<std::uint32_t>(r2 != r2);
-    out1[k] = r1;
-    out2[k] = r2;
+    h.out1[k] = r1;
+    h.out2[k] = r2;
   }
   return nan_seen == 0;
 }
