@@ -102,6 +102,16 @@ GOLDEN_INLINE void rms_norm_forward_row(const T* x, const T* weight, TOut* y, st
     }
     return;
   }
+  // A lean pass first: the products rounded as numbers (from_number), a NaN
+  // noted. Without a NaN result, canonical_nan changes nothing and these are
+  // rms_norm_output_once's bits; with one, the share is written again.
+  std::uint32_t nan_seen = 0;
+  for (std::int64_t i = worker.first(); i < cols; i += Worker::kStep) {
+    const float v = to_float(x[i]) * r * to_float(weight[i]);
+    nan_seen |= static_cast<std::uint32_t>(v != v);
+    y[i] = from_number<TOut>(v);
+  }
+  if (nan_seen == 0) return;
   for (std::int64_t i = worker.first(); i < cols; i += Worker::kStep) {
     y[i] = rms_norm_output_once<TOut>(to_float(x[i]), to_float(weight[i]), r);
   }
