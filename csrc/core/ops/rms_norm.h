@@ -78,9 +78,11 @@ GOLDEN_INLINE float rms_norm_inverse_rms(const T* x, std::int64_t cols, float ep
 }
 
 // One output element: round once, (x * r) * w.
+GOLDEN_INLINE float rms_norm_scaled(float x, float w, float r) { return x * r * w; }
+
 template <class TOut>
 GOLDEN_INLINE TOut rms_norm_output_once(float x, float w, float r) {
-  return from_float<TOut>(canonical_nan(x * r * w));
+  return from_float<TOut>(canonical_nan(rms_norm_scaled(x, w, r)));
 }
 
 // One output element in Hugging Face rounding: round(x * r) to T, times w,
@@ -107,7 +109,7 @@ GOLDEN_INLINE void rms_norm_forward_row(const T* x, const T* weight, TOut* y, st
   // rms_norm_output_once's bits; with one, the share is written again.
   std::uint32_t nan_seen = 0;
   for (std::int64_t i = worker.first(); i < cols; i += Worker::kStep) {
-    const float v = to_float(x[i]) * r * to_float(weight[i]);
+    const float v = rms_norm_scaled(to_float(x[i]), to_float(weight[i]), r);
     nan_seen |= static_cast<std::uint32_t>(v != v);
     y[i] = from_number<TOut>(v);
   }
@@ -144,8 +146,12 @@ GOLDEN_INLINE RmsNormGradCoefficients rms_norm_grad_coefficients(const T* grad_o
   return {r, div_rn(dot, static_cast<float>(cols)) * (r * r * r)};
 }
 
+GOLDEN_INLINE float rms_norm_dx_value(float g, float x, float w, RmsNormGradCoefficients k) {
+  return g * w * k.r - x * k.c;
+}
+
 GOLDEN_INLINE float rms_norm_dx(float g, float x, float w, RmsNormGradCoefficients k) {
-  return canonical_nan(g * w * k.r - x * k.c);
+  return canonical_nan(rms_norm_dx_value(g, x, w, k));
 }
 
 GOLDEN_INLINE float rms_norm_fold_dweight(float acc, float g, float x, float r) {
@@ -157,11 +163,20 @@ template <class T, class TOut>
 GOLDEN_INLINE void rms_norm_backward_row(const T* grad_out, const T* x, const T* weight, TOut* dx,
                                          float* dweight_acc, std::int64_t cols, float eps) {
   const RmsNormGradCoefficients k = rms_norm_grad_coefficients(grad_out, x, weight, cols, eps);
+  // dx in a lean pass as in the forward: rewritten with canonical_nan only
+  // when a value was a NaN (dweight's terms are folded once, in this pass).
+  std::uint32_t nan_seen = 0;
   for (std::int64_t i = 0; i < cols; ++i) {
     const float xi = to_float(x[i]);
     const float gi = to_float(grad_out[i]);
-    dx[i] = from_float<TOut>(rms_norm_dx(gi, xi, to_float(weight[i]), k));
+    const float v = rms_norm_dx_value(gi, xi, to_float(weight[i]), k);
+    nan_seen |= static_cast<std::uint32_t>(v != v);
+    dx[i] = from_number<TOut>(v);
     dweight_acc[i] = rms_norm_fold_dweight(dweight_acc[i], gi, xi, k.r);
+  }
+  if (nan_seen == 0) return;
+  for (std::int64_t i = 0; i < cols; ++i) {
+    dx[i] = from_float<TOut>(rms_norm_dx(to_float(grad_out[i]), to_float(x[i]), to_float(weight[i]), k));
   }
 }
 

@@ -125,11 +125,13 @@ GOLDEN_INLINE void rope_cos_sin(std::int64_t position, const float* inv_freq, st
 }
 
 // The rotation of one frequency pair (x1 = x[i], x2 = x[i + D/2]).
+GOLDEN_INLINE float rope_first_half_value(float x1, float x2, float c, float s) { return x1 * c - x2 * s; }
+GOLDEN_INLINE float rope_second_half_value(float x1, float x2, float c, float s) { return x2 * c + x1 * s; }
 GOLDEN_INLINE float rope_first_half(float x1, float x2, float c, float s) {
-  return apply_nan_policy(x1 * c - x2 * s, x1, x2);
+  return apply_nan_policy(rope_first_half_value(x1, x2, c, s), x1, x2);
 }
 GOLDEN_INLINE float rope_second_half(float x1, float x2, float c, float s) {
-  return apply_nan_policy(x2 * c + x1 * s, x1, x2);
+  return apply_nan_policy(rope_second_half_value(x1, x2, c, s), x1, x2);
 }
 
 // Frequencies [first, ...) of one head's two halves (x, out point at the
@@ -167,8 +169,8 @@ GOLDEN_INLINE bool rope_rotate_head_if_numbers(const float* x, float* out, std::
   const RopeHalves<float, float> h(x, out, half, first);
   std::uint32_t nan_seen = 0;
   for (std::int64_t k = 0; k < n; ++k) {
-    const float r1 = h.x1[k] * c[k] - h.x2[k] * s[k];
-    const float r2 = h.x2[k] * c[k] + h.x1[k] * s[k];
+    const float r1 = rope_first_half_value(h.x1[k], h.x2[k], c[k], s[k]);
+    const float r2 = rope_second_half_value(h.x1[k], h.x2[k], c[k], s[k]);
     nan_seen |= static_cast<std::uint32_t>(r1 != r1) | static_cast<std::uint32_t>(r2 != r2);
     h.out1[k] = r1;
     h.out2[k] = r2;

@@ -92,22 +92,29 @@ GOLDEN_INLINE float silu_derivative_non_nan(float x) {
 // in tables over all 16-bit inputs, or computes a block's exponentials first).
 GOLDEN_INLINE float silu_from_non_nan(float silu, float x) { return apply_nan_policy(silu, x); }
 
+// The products of each output before its NaN policy (the lean passes below
+// use them as they are).
+GOLDEN_INLINE float silu_backward_product(float g, float derivative) { return g * derivative; }
+GOLDEN_INLINE float swiglu_product(float silu_gate, float up) { return silu_gate * up; }
+GOLDEN_INLINE float swiglu_dgate_product(float g, float derivative, float up) { return (g * up) * derivative; }
+GOLDEN_INLINE float swiglu_dup_product(float g, float silu_gate) { return g * silu_gate; }
+
 GOLDEN_INLINE float silu_backward_from_derivative(float g, float derivative, float x) {
-  return apply_nan_policy(g * derivative, g, x);
+  return apply_nan_policy(silu_backward_product(g, derivative), g, x);
 }
 
 // A NaN made inside silu (silu(-inf) = -inf * 0) stays a NaN through * up and
 // becomes the canonical NaN here, as silu_f32 alone would make it.
 GOLDEN_INLINE float swiglu_from_silu(float silu_gate, float gate, float up) {
-  return apply_nan_policy(silu_gate * up, gate, up);
+  return apply_nan_policy(swiglu_product(silu_gate, up), gate, up);
 }
 
 GOLDEN_INLINE float swiglu_dgate_from_derivative(float g, float derivative, float gate, float up) {
-  return apply_nan_policy((g * up) * derivative, g, gate, up);
+  return apply_nan_policy(swiglu_dgate_product(g, derivative, up), g, gate, up);
 }
 
 GOLDEN_INLINE float swiglu_dup_from_silu(float g, float silu_gate, float gate) {
-  return apply_nan_policy(g * silu_gate, g, gate);
+  return apply_nan_policy(swiglu_dup_product(g, silu_gate), g, gate);
 }
 
 GOLDEN_INLINE float silu_f32(float x) { return silu_from_non_nan(silu_non_nan(x), x); }
@@ -184,7 +191,7 @@ GOLDEN_INLINE void swiglu_forward_span_from(const float* silu_gate, const T* gat
                                             std::int64_t n) {
   std::uint32_t nan_seen = 0;
   for (std::int64_t i = 0; i < n; ++i) {
-    const float r = silu_gate[i] * to_float(up[i]);
+    const float r = swiglu_product(silu_gate[i], to_float(up[i]));
     nan_seen |= static_cast<std::uint32_t>(r != r);
     y[i] = from_number<TOut>(r);
   }
@@ -199,7 +206,7 @@ GOLDEN_INLINE void silu_backward_span_from(const float* derivative, const T* gra
                                            std::int64_t n) {
   std::uint32_t nan_seen = 0;
   for (std::int64_t i = 0; i < n; ++i) {
-    const float r = to_float(grad_out[i]) * derivative[i];
+    const float r = silu_backward_product(to_float(grad_out[i]), derivative[i]);
     nan_seen |= static_cast<std::uint32_t>(r != r);
     dx[i] = from_number<TOut>(r);
   }
@@ -215,8 +222,8 @@ GOLDEN_INLINE void swiglu_backward_span_from(const float* silu_gate, const float
   std::uint32_t nan_seen = 0;
   for (std::int64_t i = 0; i < n; ++i) {
     const float g = to_float(grad_out[i]);
-    const float dg = (g * to_float(up[i])) * derivative[i];
-    const float du = g * silu_gate[i];
+    const float dg = swiglu_dgate_product(g, derivative[i], to_float(up[i]));
+    const float du = swiglu_dup_product(g, silu_gate[i]);
     nan_seen |= static_cast<std::uint32_t>(dg != dg) | static_cast<std::uint32_t>(du != du);
     dgate[i] = from_number<TOut>(dg);
     dup[i] = from_number<TOut>(du);
