@@ -13,13 +13,6 @@ constexpr std::int64_t kMinTokensPerTask = 4;
 template <class T>
 constexpr bool kIsFloat = sizeof(T) == sizeof(float);
 
-// One head's frequencies [first, first + n): in place for fp32; a 16-bit head is
-// widened, rotated and rounded in three loops, each of which the compiler
-// vectorises well (the one fused loop measured 2x slower than fp32). Widening
-// is exact and rounding happens once, after the fp32 rotation: the same bits.
-// The rotation runs without the NaN policy first, and with it only when a
-// result was a NaN (core::rope_rotate_head_if_numbers); a result known not to
-// be a NaN rounds without the NaN case (core::from_number).
 // out's frequencies [first, first + n) from the rotated pairs (halves of n).
 template <class TOut, class Round>
 void round_head(const float* rotated, TOut* out, std::int64_t half, std::int64_t first, std::int64_t n,
@@ -30,6 +23,13 @@ void round_head(const float* rotated, TOut* out, std::int64_t half, std::int64_t
   }
 }
 
+// One head's frequencies [first, first + n): in place for fp32; a 16-bit head is
+// widened, rotated and rounded in three loops, each of which the compiler
+// vectorises well (the one fused loop measured 2x slower than fp32). Widening
+// is exact and rounding happens once, after the fp32 rotation: the same bits.
+// The rotation runs without the NaN policy first, and with it only when a
+// result was a NaN (core::rope_rotate_head_if_numbers); a result known not to
+// be a NaN rounds without the NaN case (core::from_number).
 template <class T, class TOut>
 void rotate_head(const T* x, TOut* out, std::int64_t half, std::int64_t first, std::int64_t n, const float* c,
                  const float* s) {
