@@ -142,8 +142,9 @@ struct RopeHalves {
   const T* x2;
   TOut* out1;
   TOut* out2;
-  GOLDEN_INLINE RopeHalves(const T* x, TOut* out, std::int64_t half, std::int64_t first)
-      : x1(x + first), x2(x + half + first), out1(out + first), out2(out + half + first) {}
+  // (`half_dim`, not `half`: CUDA's cuda_fp16.h declares a global type `half`.)
+  GOLDEN_INLINE RopeHalves(const T* x, TOut* out, std::int64_t half_dim, std::int64_t first)
+      : x1(x + first), x2(x + half_dim + first), out1(out + first), out2(out + half_dim + first) {}
 };
 
 // Rotates frequencies [first, first + n) of one head with their cos/sin.
@@ -164,9 +165,9 @@ GOLDEN_INLINE void rope_rotate_head(const T* x, TOut* out, std::int64_t half, st
 // then the results are exactly rope_rotate_head's (a NaN input always makes a
 // NaN result, c and s are never NaN); otherwise the caller runs
 // rope_rotate_head over the same frequencies.
-GOLDEN_INLINE bool rope_rotate_head_if_numbers(const float* x, float* out, std::int64_t half, std::int64_t first,
-                                               std::int64_t n, const float* c, const float* s) {
-  const RopeHalves<float, float> h(x, out, half, first);
+GOLDEN_INLINE bool rope_rotate_head_if_numbers(const float* x, float* out, std::int64_t half_dim,
+                                               std::int64_t first, std::int64_t n, const float* c, const float* s) {
+  const RopeHalves<float, float> h(x, out, half_dim, first);
   std::uint32_t nan_seen = 0;
   for (std::int64_t k = 0; k < n; ++k) {
     const float r1 = rope_first_half_value(h.x1[k], h.x2[k], c[k], s[k]);
