@@ -10,20 +10,15 @@ import pytest
 import torch
 
 import golden_kernels as gk
-from golden_kernels.testing import assert_bitwise_equal, bits
+from golden_kernels.testing import assert_bitwise_equal
 
 from .cases import CASES, run_case
+from .nan_bits import CANONICAL, unsigned_bits
 from .conftest import dtype_id
 
-CANONICAL = {torch.float32: 0x7FC00000, torch.bfloat16: 0x7FC0, torch.float16: 0x7E00}
 PAYLOAD_NAN = torch.tensor([0x7FC01234], dtype=torch.int32).view(torch.float32)[0].item()
 ROWS, N, AUX, POISONED_ROW = 5, 37, 17, 1  # N and AUX straddle the lane width and tile widths
 BACKENDS = ("reference", "cpu")
-
-
-def unsigned_bits(t: torch.Tensor) -> torch.Tensor:
-    mask = (1 << (8 * t.element_size())) - 1
-    return bits(t).to(torch.int64) & mask
 
 
 def payload_nan(dtype: torch.dtype) -> torch.Tensor:

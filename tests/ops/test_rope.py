@@ -15,7 +15,7 @@ import torch
 
 import golden_kernels as gk
 from golden_kernels.ops.rope import inverse_frequencies
-from golden_kernels.testing import assert_bitwise_equal, assert_peer_floor, assert_within, bits, ulp, unit_roundoff
+from golden_kernels.testing import assert_bitwise_equal, assert_peer_floor, assert_within, ulp, unit_roundoff
 from golden_kernels.testing import (
     check_batch_invariance,
     check_chunk_invariance,
@@ -28,6 +28,7 @@ from golden_kernels.testing import (
 from golden_kernels.testing.bounds import smallest_subnormal
 
 from .. import reference
+from ..nan_bits import CANONICAL, SIGNALING, set_bits, unsigned_bits
 from ..conftest import FLOAT_DTYPES, dtype_id
 
 THETA = 1_000_000.0  # Qwen3
@@ -285,22 +286,6 @@ def test_nan_stays_in_its_pair(gen):
     assert_bitwise_equal(y[1], gk.rope(x[1:], torch.tensor([5]))[0], "other token")
 
 
-# (signaling NaN, the same quieted) and the canonical NaN, per dtype.
-SIGNALING = {torch.float32: (0x7FA00021, 0x7FE00021), torch.bfloat16: (0x7F85, 0x7FC5),
-             torch.float16: (0x7C15, 0x7E15)}
-CANONICAL = {torch.float32: 0x7FC00000, torch.bfloat16: 0x7FC0, torch.float16: 0x7E00}
-
-
-def unsigned(t):
-    return bits(t).to(torch.int64) & ((1 << (8 * t.element_size())) - 1)
-
-
-def set_bits(t, index, value_bits):
-    raw = t.view(torch.int16 if t.element_size() == 2 else torch.int32)
-    width = 8 * t.element_size()
-    raw[index] = value_bits - (1 << width) if value_bits >= 1 << (width - 1) else value_bits
-
-
 @pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("backend", ["cpu", "reference"])
@@ -325,15 +310,15 @@ def test_nan_bits_follow_the_policy_in_full_heads(backend, dtype, backward, gen)
             set_bits(poisoned[token, head], half, SIGNALING[dtype][0] ^ 0x1)
         got = rotate(poisoned, positions)
         pair = [i % half, i % half + half]
-        assert unsigned(got[token, head, pair]).tolist() == [expected, expected], (token, head, i)
+        assert unsigned_bits(got[token, head, pair]).tolist() == [expected, expected], (token, head, i)
         keep = torch.ones_like(got, dtype=torch.bool)
         keep[token, head, pair] = False
         assert_bitwise_equal(got[keep], clean[keep], f"NaN at {(token, head, i)}: other elements")
     made = x.clone()
     made[0, 7, 5] = float("inf")  # position 0: inf * 1 - x2 * 0, and x2 * 1 + inf * 0 = NaN
     got = rotate(made, positions)
-    assert unsigned(got[0, 7, 5 + half]).item() == CANONICAL[dtype], "inf * 0"
-    assert unsigned(got[0, 7, 5]).item() == unsigned(torch.tensor(float("inf"), dtype=dtype)).item()
+    assert unsigned_bits(got[0, 7, 5 + half]).item() == CANONICAL[dtype], "inf * 0"
+    assert unsigned_bits(got[0, 7, 5]).item() == unsigned_bits(torch.tensor(float("inf"), dtype=dtype)).item()
 
 
 @pytest.mark.parametrize(

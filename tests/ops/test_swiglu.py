@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import golden_kernels as gk
-from golden_kernels.testing import assert_bitwise_equal, assert_peer_floor, assert_within, bits, ulp, unit_roundoff
+from golden_kernels.testing import assert_bitwise_equal, assert_peer_floor, assert_within, ulp, unit_roundoff
 from golden_kernels.testing.bounds import smallest_subnormal
 from golden_kernels.testing import (
     check_batch_invariance,
@@ -18,6 +18,7 @@ from golden_kernels.testing import (
 )
 
 from .. import reference
+from ..nan_bits import CANONICAL, SIGNALING, set_bits, unsigned_bits
 from ..conftest import FLOAT_DTYPES, dtype_id
 
 INTERMEDIATE = 12288  # Qwen3-8B MLP intermediate size
@@ -266,9 +267,6 @@ def test_special_values():
 # made, and every other element exactly as without the NaN.
 
 SPAN, AT = 1000, 300  # several chunks; the NaN sits inside the second
-SIGNALING = {torch.float32: (0x7FA00021, 0x7FE00021), torch.bfloat16: (0x7F85, 0x7FC5),
-             torch.float16: (0x7C15, 0x7E15)}  # (signaling NaN, the same quieted)
-CANONICAL = {torch.float32: 0x7FC00000, torch.bfloat16: 0x7FC0, torch.float16: 0x7E00}
 # Which inputs each output reads, in the order of its NaN policy.
 POLICY_INPUTS = {
     "silu": {"y": ("x",)},
@@ -290,14 +288,9 @@ def run_elementwise(name, t, backend):
     return {"dgate": dgate, "dup": dup}
 
 
-def unsigned(t):
-    return bits(t).to(torch.int64) & ((1 << (8 * t.element_size())) - 1)
-
-
 def with_value_at(t, value_bits):
     t = t.clone()
-    raw = t.view(torch.int16 if t.element_size() == 2 else torch.int32)
-    raw[AT] = value_bits - (1 << (8 * t.element_size())) if value_bits >= 1 << (8 * t.element_size() - 1) else value_bits
+    set_bits(t, AT, value_bits)
     return t
 
 
@@ -319,7 +312,7 @@ def test_one_nan_input_in_a_long_span_follows_the_policy(name, backend, dtype, g
             what = f"{name} {out}, NaN in {poisoned_input}"
             assert_bitwise_equal(got[out][others], expected_clean[out][others], what + ": other elements")
             if poisoned_input in inputs:
-                assert unsigned(got[out])[AT].item() == quieted, what
+                assert unsigned_bits(got[out])[AT].item() == quieted, what
             else:
                 assert_bitwise_equal(got[out][AT], expected_clean[out][AT], what)
 
@@ -338,7 +331,7 @@ def test_a_nan_made_inside_a_long_span_is_canonical(backend, dtype, gen):
         "swiglu dgate: (inf * 0) * silu'(inf)": run_elementwise("swiglu_backward", t, backend)["dgate"],
     }
     for what, out in made.items():
-        assert unsigned(out)[AT].item() == CANONICAL[dtype], what
+        assert unsigned_bits(out)[AT].item() == CANONICAL[dtype], what
 
 
 # ---- API, bad input and no mutation ----------------------------------------------------
