@@ -105,7 +105,10 @@ GOLDEN_INLINE f16 from_float<f16>(float f) {
   return f16_from_float(f);
 }
 
-// from_float<T>(f) for an f known not to be a NaN: bf16 skips the NaN case.
+// from_float<T>(f) for an f that is not a NaN: bf16 skips the NaN case, so a
+// NaN gives some bf16 bits that are not the NaN policy's. The lean passes
+// (csrc/core/ops/swiglu.h) call it on every value and write again, with
+// from_float, any span in which a value was a NaN.
 template <class T>
 GOLDEN_INLINE T from_number(float f) {
   return from_float<T>(f);
