@@ -1,78 +1,87 @@
 #!/usr/bin/env bash
-# One-call check on a machine with an NVIDIA GPU: build with CUDA (sm_90 only
-# unless GOLDEN_CUDA_ARCH says otherwise), run the GPU tests and the whole
-# suite, compute-sanitizer memcheck and racecheck over the GPU tests, and the
-# rms_norm benchmark (CPU only: no benchmark drives the GPU yet). Prints a
-# summary table; exits 1 if any step failed.
+# One-call check on a machine with an NVIDIA GPU, sized for a short lease:
+# build with CUDA (sm_90 unless GOLDEN_CUDA_ARCH says otherwise), run every
+# gpu-marked test (GPU == CPU bitwise, GPU invariance, device-side id checks),
+# benchmark against PyTorch on the GPU, then compute-sanitizer memcheck and
+# racecheck over a small-size subset. Each step has a time cap so a slow one
+# cannot eat the steps after it. Logs go to GOLDEN_CHECK_LOGS (default
+# build/gpu-check); a summary table is printed last; exits 1 if a step failed.
 set -uo pipefail
+
+# gpu-check.sh --require-gpu-run COMMAND...: runs a pytest command and fails
+# also when a test was skipped for lack of a GPU: on this machine such a skip
+# would hide a broken setup. (A mode of this script so that `timeout` can run it.)
+if [[ ${1:-} == --require-gpu-run ]]; then
+  shift
+  output=$("$@" 2>&1)
+  status=$?
+  echo "$output"
+  [[ $status -eq 0 ]] && ! grep -q "no GPU" <<<"$output"
+  exit
+fi
+
+script=$(realpath "$0")
 cd "$(dirname "$0")/.."
 export PYTHONPATH=python${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONUNBUFFERED=1
+python=${PYTHON:-python3}
 arch=${GOLDEN_CUDA_ARCH:-90}
 log_dir=${GOLDEN_CHECK_LOGS:-build/gpu-check}
 mkdir -p "$log_dir"
 rm -f "$log_dir"/*.log
-# The sanitizers are slow: they skip the 8192-row shapes (the same kernels at smaller sizes).
-sanitizer_tests=(tests/test_gpu.py -q -p no:cacheprovider -k "not 8192x4096 and not stream_and_repeat")
+
+# Every file holding gpu-marked tests, so that one module failing to import
+# on the machine's torch cannot hide the others (--continue-on-collection-errors).
+gpu_tests=(tests/test_gpu.py tests/test_gpu_ops.py tests/test_nonfinite.py tests/torch/test_gpu.py
+           tests/ops/test_attention.py tests/ops/test_attention_saved_forward.py tests/ops/test_linear.py
+           tests/ops/test_linear_logprob.py tests/ops/test_linear_logprob_backward.py
+           tests/ops/test_linear_logprob_saved_entropy_partial.py tests/ops/test_linear_logprob_saved_logits.py)
+pytest_args=(-m gpu -p no:cacheprovider -q --continue-on-collection-errors -rfEs)
+# The sanitizers are slow: every op at the two small sizes, plus the id checks.
+sanitizer_run=(-m pytest tests/test_gpu_ops.py -q -p no:cacheprovider -k)
+small_sizes="equals_reference and normal and (5x33x17 or 37x300x1000)"
 
 names=() results=() seconds=()
 failed=0
 
-# step NAME COMMAND...: runs the command with its output in $log_dir/NAME.log.
+# step NAME SECONDS COMMAND...: runs the command, at most SECONDS, output in $log_dir/NAME.log.
 step() {
-  local name=$1
-  shift
+  local name=$1 limit=$2
+  shift 2
   local start=$SECONDS status
   echo "==> $name: $*"
-  if "$@" >"$log_dir/$name.log" 2>&1; then
+  timeout --kill-after=10 "$limit" "$@" >"$log_dir/$name.log" 2>&1
+  status=$?
+  if [[ $status -eq 0 ]]; then
     status=ok
   else
-    status="FAILED (see $log_dir/$name.log)"
+    [[ $status -eq 124 ]] && status="TIMED OUT after ${limit}s" || status="FAILED rc=$status"
     failed=1
-    tail -n 30 "$log_dir/$name.log"
+    tail -n 25 "$log_dir/$name.log"
   fi
   names+=("$name") results+=("$status") seconds+=($((SECONDS - start)))
 }
 
-skip() {
-  names+=("$1") results+=("skipped: $2") seconds+=(0)
-}
-
-# Runs a pytest command line and fails also when a test was skipped for
-# lack of a GPU: on this machine such a skip would hide a broken setup.
-require_gpu_run() {
-  local output status
-  output=$("$@" -rs 2>&1)
-  status=$?
-  echo "$output"
-  [[ $status -eq 0 ]] && ! grep -q "no GPU" <<<"$output"
-}
-
-step gpu-info nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-step build env GOLDEN_BUILD_DIR=build/gpu-check-build scripts/dev-build.sh \
-  -DGOLDEN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$arch" -DGOLDEN_WERROR=ON
-if [[ ${results[-1]} != ok ]]; then
-  skip tests "build failed"
-else
-  step backends python -c "import golden_kernels as gk; b = gk.available_backends(); print(b); assert 'cuda' in b, b"
-  step test-gpu require_gpu_run python -m pytest tests/test_gpu.py -p no:cacheprovider
-  step test-gpu-marked require_gpu_run python -m pytest tests -m gpu -p no:cacheprovider
-  step test-all python -m pytest tests -p no:cacheprovider
+step env 60 bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv; \
+  nvcc --version | tail -1; $python -c 'import torch; print(torch.__version__, torch.cuda.get_device_name())'"
+step build 400 env GOLDEN_BUILD_DIR=build/gpu-check-build GOLDEN_BUILD_JOBS="$(nproc)" PYTHON="$python" \
+  scripts/dev-build.sh -DGOLDEN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$arch" -DGOLDEN_WERROR=ON \
+  -DPython_EXECUTABLE="$(command -v "$python")"
+if [[ ${results[-1]} == ok ]]; then
+  step tests 300 "$script" --require-gpu-run "$python" -m pytest "${gpu_tests[@]}" "${pytest_args[@]}"
+  step bench 200 "$python" benchmarks/bench_gpu.py --out "$log_dir/bench_gpu.md"
   # No caching allocator: memcheck then sees each tensor's true bounds.
-  step memcheck require_gpu_run env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck \
-    --error-exitcode 1 --target-processes all python -m pytest "${sanitizer_tests[@]}"
-  step racecheck require_gpu_run compute-sanitizer --tool racecheck --racecheck-report all \
-    --error-exitcode 1 --target-processes all python -m pytest "${sanitizer_tests[@]}"
-  step bench-rms-norm python benchmarks/bench_rms_norm.py
+  step memcheck 200 "$script" --require-gpu-run env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck \
+    --error-exitcode 1 --target-processes all "$python" "${sanitizer_run[@]}" "($small_sizes) or bad_id"
+  step racecheck 150 "$script" --require-gpu-run compute-sanitizer --tool racecheck --racecheck-report all \
+    --error-exitcode 1 --target-processes all "$python" "${sanitizer_run[@]}" "$small_sizes and float32"
 fi
 
 echo
-printf '%-16s %-8s %s\n' step seconds result
-printf '%-16s %-8s %s\n' ---- ------- ------
+grep -h "passed\|failed" "$log_dir/tests.log" 2>/dev/null | tail -n 1
+printf '%-10s %-8s %s\n' step seconds result
+printf '%-10s %-8s %s\n' ---- ------- ------
 for i in "${!names[@]}"; do
-  printf '%-16s %-8s %s\n' "${names[$i]}" "${seconds[$i]}" "${results[$i]}"
+  printf '%-10s %-8s %s\n' "${names[$i]}" "${seconds[$i]}" "${results[$i]}"
 done
-if [[ -f "$log_dir/bench-rms-norm.log" ]]; then
-  echo
-  tail -n 25 "$log_dir/bench-rms-norm.log"
-fi
 exit "$failed"

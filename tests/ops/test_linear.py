@@ -97,6 +97,7 @@ def test_row_reduction_gradients_equal_reference_over_many_row_blocks(cpu_isa, g
 GPU = next((b for b in ("cuda", "hip") if b in gk.available_backends()), None)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(GPU is None, reason="no GPU backend available: GPU == reference bits cannot be checked here")
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("shape", SHAPES + [(300, 130, 700)], ids=lambda s: "x".join(map(str, s)))

@@ -110,6 +110,7 @@ def test_chunk_size_is_a_constant_of_the_op():
 GPU = next((b for b in ("cuda", "hip") if b in gk.available_backends()), None)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(GPU is None, reason="no GPU backend available: GPU == reference bits cannot be checked here")
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("rows, vocab", [(19, 33), (19, 2 * 4096 + 77), (1100, 5000)])

@@ -213,6 +213,7 @@ def test_bad_entropy_gradient_raises_clearly():
 GPU = next((b for b in ("cuda", "hip") if b in gk.available_backends()), None)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(GPU is None, reason="no GPU backend available: GPU == reference bits cannot be checked here")
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("rows, vocab", [(19, 33), (19, 4096 + 77), (530, 1500)])

@@ -140,6 +140,7 @@ def test_the_given_partial_is_the_one_used(backend, gen):
 GPU = next((b for b in ("cuda", "hip") if b in gk.available_backends()), None)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(GPU is None, reason="no GPU backend available: GPU == reference bits cannot be checked here")
 @pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16), ids=dtype_id)
 @pytest.mark.parametrize("rows, vocab", [(19, 33), (19, 4096 + 77), (530, 1500)])

@@ -169,6 +169,7 @@ def test_forward_logits_may_not_alias_an_output(gen):
 GPU = next((b for b in ("cuda", "hip") if b in gk.available_backends()), None)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(GPU is None, reason="no GPU backend available: GPU == reference bits cannot be checked here")
 @pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16), ids=dtype_id)
 @pytest.mark.parametrize("rows, vocab", [(19, 4096 + 77), (530, 1500)])

@@ -1,0 +1,139 @@
+"""Every registry op on the GPU (CUDA, or HIP on ROCm) against the CPU, bit for
+bit (Axis-C), at odd sizes and at Qwen3-8B sizes, plus the GPU's own
+invariance (a row alone == the row inside a permuted batch: T1-T3) and the
+embedding's id check raised from the device. tests/test_gpu.py holds the
+deeper rms_norm and convert checks. Without a GPU visible to torch every test
+here is skipped, never passed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import golden_kernels as gk
+from golden_kernels.testing import assert_bitwise_equal
+
+from .cases import CASES, run_case
+from .conftest import FLOAT_DTYPES, dtype_id
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(),
+                       reason="no GPU: torch.cuda.is_available() is False, so GPU == CPU checks cannot run"),
+]
+
+GPU = "hip" if torch.version.hip else "cuda"
+
+# (rows, n, aux): one element, odd sizes around a warp and a 4096-wide block,
+# and a wide row. aux is the second size of the op (out_features, vocabulary,
+# sequence length through the case's rule).
+SIZES = [(1, 1, 1), (5, 33, 17), (37, 300, 1000), (64, 4097, 129)]
+
+
+def size_id(size) -> str:
+    return "x".join(str(d) for d in size)
+
+
+def assert_same_outputs(got, want, what: str) -> None:
+    assert len(got) == len(want), what
+    for i, (a, b) in enumerate(zip(got, want)):
+        assert a.device.type == "cuda", f"{what} output {i} is on {a.device}"
+        assert_bitwise_equal(a.cpu(), b, f"{what} output {i}")
+
+
+@pytest.mark.parametrize("kind", ["normal", "huge"])
+@pytest.mark.parametrize("size", SIZES, ids=size_id)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_gpu_equals_reference(name, dtype, size, kind):
+    case = CASES[name]
+    rows, n, aux = size
+    inputs = case.build(rows, case.n_rule(n), aux, dtype, torch.Generator().manual_seed(rows * 7919 + n), kind)
+    want = run_case(case, "reference", inputs).all()
+    got = run_case(case, GPU, inputs.to("cuda")).all()
+    assert_same_outputs(got, want, f"{name} {size}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_gpu_row_is_independent_of_its_batch(name, dtype):
+    """T1-T3 on the GPU: each row alone, and the batch permuted, give the bits
+    the rows had in the whole batch (launch shape and neighbours change nothing)."""
+    case = CASES[name]
+    inputs = case.build(29, case.n_rule(520), 40, dtype, torch.Generator().manual_seed(3), "normal").to("cuda")
+    whole = run_case(case, GPU, inputs).row_local()
+    perm = torch.randperm(29, generator=torch.Generator().manual_seed(4)).cuda()
+    permuted = run_case(case, GPU, inputs.take(perm)).row_local()
+    for i, (a, b) in enumerate(zip(permuted, whole)):
+        assert_bitwise_equal(a, b.index_select(0, perm), f"{name} output {i}, permuted batch")
+    for row in (0, 17, 28):
+        alone = run_case(case, GPU, inputs.take(torch.tensor([row], device="cuda"))).row_local()
+        for i, (a, b) in enumerate(zip(alone, whole)):
+            assert_bitwise_equal(a, b[row:row + 1], f"{name} output {i}, row {row} alone")
+
+
+# ---- Qwen3-8B sizes (issue 3's ops), against the CPU fast path ---------------------------
+
+def both(fn, *tensors):
+    """fn on the CPU tensors and on their GPU copies."""
+    return fn(*tensors), fn(*(t.cuda() for t in tensors))
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
+def test_silu_swiglu_at_qwen3_intermediate_size(dtype):
+    gen = torch.Generator().manual_seed(11)
+    grad, gate, up = (torch.randn(512, 12288, generator=gen).to(dtype) for _ in range(3))
+    silu, swiglu = gk.get_op("silu"), gk.get_op("swiglu")
+    want, got = both(lambda g, x: (silu.forward(x), silu.forward_fp32(x), silu.backward(g, x)), grad, gate)
+    assert_same_outputs(got, want, "silu")
+    want, got = both(lambda g, x, u: (swiglu.forward(x, u), swiglu.forward_fp32(x, u), *swiglu.backward(g, x, u)),
+                     grad, gate, up)
+    assert_same_outputs(got, want, "swiglu")
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
+def test_rope_at_qwen3_head_shape(dtype):
+    """[B, S, H, D] with left-padding-style offsets and positions far out."""
+    gen = torch.Generator().manual_seed(12)
+    x, grad = (torch.randn(2, 300, 32, 128, generator=gen).to(dtype) for _ in range(2))
+    positions = torch.stack([torch.arange(300), torch.arange(300) + 40_000 - 7])
+    op = gk.get_op("rope")
+    want, got = both(lambda t, p: (op.forward(t, p), op.forward_fp32(t, p)), x, positions)
+    assert_same_outputs(got, want, "rope forward")
+    want, got = both(lambda g, p: (op.backward(g, p),), grad, positions)
+    assert_same_outputs(got, want, "rope backward")
+
+
+def test_embedding_at_qwen3_table_size():
+    """The real [151936, 4096] bf16 table: forward gathers, and the weight
+    gradient (with repeated ids, so rows sum several tokens in order) equals
+    the CPU's, untouched rows +0."""
+    gen = torch.Generator().manual_seed(13)
+    weight = torch.randn(151936, 4096, generator=gen).to(torch.bfloat16)
+    token_ids = torch.cat([torch.randint(151936, (4000,), generator=gen), torch.full((96,), 151935),
+                           torch.randint(50, (4096,), generator=gen)])
+    grad = torch.randn(token_ids.numel(), 4096, generator=gen).to(torch.bfloat16)
+    op = gk.get_op("embedding")
+    weight_gpu, ids_gpu = weight.cuda(), token_ids.cuda()
+    assert_bitwise_equal(op.forward(ids_gpu, weight_gpu).cpu(), op.forward(token_ids, weight), "forward")
+    for fp32 in (False, True):
+        want = op.backward(grad, token_ids, weight, fp32=fp32)
+        got = op.backward(grad.cuda(), ids_gpu, weight_gpu, fp32=fp32)
+        assert_bitwise_equal(got.cpu(), want, f"dweight fp32={fp32}")
+
+
+@pytest.mark.parametrize("id_dtype", [torch.int32, torch.int64], ids=dtype_id)
+@pytest.mark.parametrize("bad_id", [-1, 1000, 2**31 - 1])
+def test_embedding_bad_id_raises_from_the_gpu(bad_id, id_dtype):
+    """An out-of-range id is a Python error naming the first bad position,
+    never a device fault; the device keeps working afterwards."""
+    weight = torch.randn(1000, 64, device="cuda")
+    token_ids = torch.randint(1000, (3, 50), generator=torch.Generator().manual_seed(14)).to(id_dtype)
+    token_ids[1, 7] = bad_id
+    token_ids[2, 0] = bad_id
+    with pytest.raises(ValueError, match=f"id {bad_id} at flat position 57 is out of range"):
+        gk.embedding(token_ids.cuda(), weight)
+    with pytest.raises(ValueError, match=f"id {bad_id} at flat position 57"):
+        gk.get_op("embedding").backward(torch.randn(3, 50, 64, device="cuda"), token_ids.cuda(), weight)
+    token_ids[1, 7] = token_ids[2, 0] = 5
+    assert_bitwise_equal(gk.embedding(token_ids.cuda(), weight).cpu(), gk.embedding(token_ids, weight.cpu()))
