@@ -6,6 +6,8 @@
 # racecheck over a small-size subset. Each step has a time cap so a slow one
 # cannot eat the steps after it. Logs go to GOLDEN_CHECK_LOGS (default
 # build/gpu-check); a summary table is printed last; exits 1 if a step failed.
+# GOLDEN_CHECK_STEPS picks the steps after the build (default: all of
+# "tests bench memcheck racecheck"); GOLDEN_BENCH_ARGS goes to the benchmark.
 set -uo pipefail
 
 # gpu-check.sh --require-gpu-run COMMAND...: runs a pytest command and fails
@@ -44,11 +46,14 @@ small_sizes="equals_reference and normal and (5x33x17 or 37x300x1000)"
 names=() results=() seconds=()
 failed=0
 
+wanted=" ${GOLDEN_CHECK_STEPS:-tests bench memcheck racecheck} "
+
 # step NAME SECONDS COMMAND...: runs the command, at most SECONDS, output in $log_dir/NAME.log.
 step() {
   local name=$1 limit=$2
   shift 2
   local start=$SECONDS status
+  [[ $name == env || $name == build || $wanted == *" $name "* ]] || return 0
   echo "==> $name: $*"
   timeout --kill-after=10 "$limit" "$@" >"$log_dir/$name.log" 2>&1
   status=$?
@@ -64,16 +69,16 @@ step() {
 
 step env 60 bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv; \
   nvcc --version | tail -1; $python -c 'import torch; print(torch.__version__, torch.cuda.get_device_name())'"
-step build 400 env GOLDEN_BUILD_DIR=build/gpu-check-build GOLDEN_BUILD_JOBS="$(nproc)" PYTHON="$python" \
+step build 240 env GOLDEN_BUILD_DIR=build/gpu-check-build GOLDEN_BUILD_JOBS="$(nproc)" PYTHON="$python" \
   scripts/dev-build.sh -DGOLDEN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$arch" -DGOLDEN_WERROR=ON \
   -DPython_EXECUTABLE="$(command -v "$python")"
 if [[ ${results[-1]} == ok ]]; then
-  step tests 300 "$script" --require-gpu-run "$python" -m pytest "${gpu_tests[@]}" "${pytest_args[@]}"
-  step bench 200 "$python" benchmarks/bench_gpu.py --out "$log_dir/bench_gpu.md"
+  step tests 200 "$script" --require-gpu-run "$python" -m pytest "${gpu_tests[@]}" "${pytest_args[@]}"
+  step bench 150 "$python" benchmarks/bench_gpu.py --out "$log_dir/bench_gpu.md" ${GOLDEN_BENCH_ARGS:-}
   # No caching allocator: memcheck then sees each tensor's true bounds.
-  step memcheck 200 "$script" --require-gpu-run env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck \
+  step memcheck 150 "$script" --require-gpu-run env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck \
     --error-exitcode 1 --target-processes all "$python" "${sanitizer_run[@]}" "($small_sizes) or bad_id"
-  step racecheck 150 "$script" --require-gpu-run compute-sanitizer --tool racecheck --racecheck-report all \
+  step racecheck 100 "$script" --require-gpu-run compute-sanitizer --tool racecheck --racecheck-report all \
     --error-exitcode 1 --target-processes all "$python" "${sanitizer_run[@]}" "$small_sizes and float32"
 fi
 
