@@ -204,7 +204,8 @@ CASES: dict[str, OpCase] = {c.name: c for c in (
            lambda op, i: op.backward(*_t(i, "grad_out", "q", "k", "v")), row_local_grads=3, max_n=256,
            n_rule=lambda n: min(max(n, 1), 256)),  # head_dim in [1, ATTENTION_MAX_HEAD_DIM]
     OpCase("linear_logprob", _linear_logprob,
-           lambda op, i: op.forward(*_t(i, "hidden", "weight", "target_ids"), return_entropy=True),
+           lambda op, i: op.forward(*_t(i, "hidden", "weight", "target_ids"), return_entropy=True, return_lse=True,
+                                    return_logits=True, return_entropy_partial=True),
            None, max_n=8193),
 )}
 

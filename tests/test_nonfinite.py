@@ -58,20 +58,23 @@ REDUCTIONS = ("rms_norm", "linear", "lm_head", "log_softmax", "token_logprob", "
               "attention")
 
 
+@pytest.mark.parametrize("poison", ["payload-nan", "inf"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=dtype_id)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", REDUCTIONS)
-def test_reductions_emit_only_the_canonical_nan(name, backend, dtype):
-    """A payload NaN in an input must not survive a reduction: hardware differs
-    in which payload it keeps, so the only NaN a reduction may return is the
-    canonical one (fp32 0x7FC00000, bf16 0x7FC0, fp16 0x7E00)."""
-    seen_nan = False
-    for _, poisoned, arg in poisoned_inputs(name, dtype, payload_nan(dtype)):
+def test_reductions_emit_only_the_canonical_nan(name, backend, dtype, poison):
+    """A payload NaN in an input must not survive a reduction, nor may an
+    infinity surface as the hardware's own NaN (x86: 0xFFC00000, NVIDIA:
+    0x7FFFFFFF): the only NaN a reduction may return is the canonical one
+    (fp32 0x7FC00000, bf16 0x7FC0, fp16 0x7E00)."""
+    value = payload_nan(dtype) if poison == "payload-nan" else torch.tensor(float("inf"), dtype=dtype)
+    seen_nan = poison == "inf"  # an infinity need not make a NaN
+    for _, poisoned, arg in poisoned_inputs(name, dtype, value):
         for i, out in enumerate(run_case(CASES[name], backend, poisoned).all()):
             nans = unsigned_bits(out)[out.isnan()]
             seen_nan |= nans.numel() > 0
             assert bool((nans == CANONICAL[out.dtype]).all()), \
-                f"{name}: NaN in {arg}, output {i} has NaN bits {sorted({hex(v) for v in nans.tolist()})}"
+                f"{name}: {poison} in {arg}, output {i} has NaN bits {sorted({hex(v) for v in nans.tolist()})}"
     assert seen_nan, "the poisoned inputs produced no NaN at all"
 
 

@@ -373,11 +373,13 @@ GOLDEN_INLINE float entropy_of(EntropyPartial p) {
   return canonical_nan(log_f32(p.sum) - div_rn(p.shifted, p.sum));
 }
 
-// Row `row` of a [rows, 3] array of (max, sum, shifted) partials.
+// Row `row` of a [rows, 3] array of (max, sum, shifted) partials. They are
+// outputs: a NaN is stored canonical (a GPU's arithmetic NaN has other bits
+// than a CPU's).
 GOLDEN_INLINE void store_entropy_partial(float* partials, std::int64_t row, EntropyPartial p) {
-  partials[3 * row] = p.max;
-  partials[3 * row + 1] = p.sum;
-  partials[3 * row + 2] = p.shifted;
+  partials[3 * row] = canonical_nan(p.max);
+  partials[3 * row + 1] = canonical_nan(p.sum);
+  partials[3 * row + 2] = canonical_nan(p.shifted);
 }
 
 GOLDEN_INLINE EntropyPartial load_entropy_partial(const float* partials, std::int64_t row) {
@@ -514,7 +516,7 @@ GOLDEN_INLINE void linear_logprob_outputs(const LinearLogprobForwardProblem& p, 
   p.logprob[row] = logprob_from_partial(target_logit, LsePartial{merged.max, merged.sum}, p.target_ids[row],
                                         p.ignore_index);
   write_entropy_outputs(p, row, merged);
-  if (p.lse != nullptr) p.lse[row] = lse_of({merged.max, merged.sum});
+  if (p.lse != nullptr) p.lse[row] = canonical_nan(lse_of({merged.max, merged.sum}));
 }
 
 // Where the fused backward gets each row's statistics: the forward's entropy
