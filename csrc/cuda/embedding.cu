@@ -22,25 +22,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr unsigned long long kNoInvalidId = ~0ull;
 
-// A device buffer for one launcher call, released on the stream.
-class StreamBuffer {
- public:
-  StreamBuffer(std::size_t bytes, cudaStream_t stream) : stream_(stream) {
-    check(cudaMallocAsync(&data_, bytes == 0 ? 1 : bytes, stream), "embedding: cudaMallocAsync");
-  }
-  ~StreamBuffer() { (void)cudaFreeAsync(data_, stream_); }
-  StreamBuffer(const StreamBuffer&) = delete;
-  StreamBuffer& operator=(const StreamBuffer&) = delete;
-  template <class U>
-  U* as() const {
-    return static_cast<U*>(data_);
-  }
-
- private:
-  void* data_ = nullptr;
-  cudaStream_t stream_;
-};
-
 __global__ void find_invalid_kernel(EmbeddingIds ids, std::int64_t vocab, unsigned long long* first) {
   const std::int64_t t = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (t >= ids.count) return;
@@ -123,8 +104,8 @@ void sort_tokens_by_id(const EmbeddingBackwardProblem& p, cudaStream_t stream) {
   const std::int64_t count = p.ids.count;
   std::int64_t* bucket_begin = p.workspace;
   std::int64_t* order = p.workspace + p.vocab + 1;
-  StreamBuffer keys(2 * count * sizeof(Id), stream);
-  StreamBuffer positions(count * sizeof(std::int64_t), stream);
+  DeviceBuffer keys(2 * count * sizeof(Id), stream, "embedding: cudaMallocAsync");
+  DeviceBuffer positions(count * sizeof(std::int64_t), stream, "embedding: cudaMallocAsync");
   Id* keys_in = keys.as<Id>();
   Id* keys_out = keys_in + count;
   if (count > 0) {
@@ -135,7 +116,7 @@ void sort_tokens_by_id(const EmbeddingBackwardProblem& p, cudaStream_t stream) {
     check(stable_sort_pairs<Id>(nullptr, temp_bytes, keys_in, keys_out, positions.as<std::int64_t>(), order, count,
                                 bits_for(p.vocab), stream),
           "embedding_backward (sort size)");
-    StreamBuffer temp(temp_bytes, stream);
+    DeviceBuffer temp(temp_bytes, stream, "embedding: cudaMallocAsync");
     check(stable_sort_pairs<Id>(temp.as<void>(), temp_bytes, keys_in, keys_out, positions.as<std::int64_t>(), order,
                                 count, bits_for(p.vocab), stream),
           "embedding_backward (sort)");
@@ -152,7 +133,7 @@ void embedding_find_invalid_id(const EmbeddingIds& ids, std::int64_t vocab, Inva
   *result = InvalidId{-1, 0};
   if (ids.count == 0) return;
   const cudaStream_t s = as_stream(stream);
-  StreamBuffer first(sizeof(unsigned long long), s);
+  DeviceBuffer first(sizeof(unsigned long long), s, "embedding: cudaMallocAsync");
   check(cudaMemsetAsync(first.as<void>(), 0xFF, sizeof(unsigned long long), s), "embedding ids (memset)");
   find_invalid_kernel<<<grid_for(ids.count, kThreads), kThreads, 0, s>>>(ids, vocab,
                                                                         first.as<unsigned long long>());

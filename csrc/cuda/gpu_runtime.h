@@ -3,6 +3,7 @@
 // Also the small launch helpers every .cu file shares. No numerics here.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -41,5 +42,25 @@ inline unsigned grid_for(std::int64_t items, std::int64_t per_block, std::int64_
   }
   return static_cast<unsigned>(blocks);
 }
+
+// Device scratch for one launcher call, allocated and released on its stream.
+class DeviceBuffer {
+ public:
+  DeviceBuffer(std::size_t bytes, cudaStream_t stream, const char* what) : stream_(stream) {
+    check(cudaMallocAsync(&data_, bytes == 0 ? 1 : bytes, stream), what);
+  }
+  // A destructor must not throw: a failed free is left to the next checked call.
+  ~DeviceBuffer() { static_cast<void>(cudaFreeAsync(data_, stream_)); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(data_);
+  }
+
+ private:
+  void* data_ = nullptr;
+  cudaStream_t stream_;
+};
 
 }  // namespace golden::gpu

@@ -28,32 +28,13 @@ constexpr Index kTokenTile = 1024;
 constexpr int kWarpsPerBlock = 4;
 constexpr int kRowThreads = kWarpsPerBlock * core::kLanes;
 constexpr int kPerRowThreads = 256;
+constexpr char kScratch[] = "linear_logprob scratch (alloc)";
 
 template <bool kWithEntropy>
 using PartialOf = std::conditional_t<kWithEntropy, core::EntropyPartial, core::LsePartial>;
 
 template <bool kWithEntropy>
 using MergeOf = std::conditional_t<kWithEntropy, core::MergeEntropy, core::MergeLse>;
-
-// Device scratch owned by a scope, released on the stream.
-class DeviceBuffer {
- public:
-  DeviceBuffer(std::size_t bytes, cudaStream_t stream) : stream_(stream) {
-    check(cudaMallocAsync(&data_, bytes, stream), "linear_logprob scratch (alloc)");
-  }
-  // A destructor must not throw: a failed free is left to the next checked call.
-  ~DeviceBuffer() { static_cast<void>(cudaFreeAsync(data_, stream_)); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  template <class T>
-  T* as() const {
-    return static_cast<T*>(data_);
-  }
-
- private:
-  void* data_ = nullptr;
-  cudaStream_t stream_;
-};
 
 // Where a vocabulary stream gets and leaves all rows' logits ([rows, vocab]
 // row-major, each nullable): `saved` is read instead of computing them (the
@@ -145,9 +126,9 @@ void stream_row_partials(const LinearLogprobOperands& p, Finish finish, LogitSto
   const Index chunks = core::ceil_div(p.vocab, core::kRowBlock);
   const Index tile = p.rows < kTokenTile ? p.rows : kTokenTile;
   const Index scratch = store.saved != nullptr ? 1 : tile * core::kRowBlock;
-  DeviceBuffer logits(static_cast<std::size_t>(scratch) * sizeof(float), stream);
-  DeviceBuffer partials(static_cast<std::size_t>(tile * chunks) * sizeof(Partial), stream);
-  DeviceBuffer target_logits(static_cast<std::size_t>(tile) * sizeof(float), stream);
+  DeviceBuffer logits(static_cast<std::size_t>(scratch) * sizeof(float), stream, kScratch);
+  DeviceBuffer partials(static_cast<std::size_t>(tile * chunks) * sizeof(Partial), stream, kScratch);
+  DeviceBuffer target_logits(static_cast<std::size_t>(tile) * sizeof(float), stream, kScratch);
   for (Index row0 = 0; row0 < p.rows; row0 += tile) {
     const Index rows = p.rows - row0 < tile ? p.rows - row0 : tile;
     // Ignored targets read no logit; +0 keeps the buffer defined.
@@ -252,7 +233,7 @@ class TreeStacks {
       : leaves_(leaves),
         floats_(floats),
         stream_(stream),
-        buffer_(static_cast<std::size_t>(core::tree_stack_slots(leaves) * floats + 1) * sizeof(float), stream) {}
+        buffer_(static_cast<std::size_t>(core::tree_stack_slots(leaves) * floats + 1) * sizeof(float), stream, kScratch) {}
   void reset() { height_ = 0; }
   float* next_leaf() const { return slot(height_); }
   const float* root() const { return slot(0); }
@@ -335,12 +316,12 @@ struct FusedBackward {
     const bool with_hidden = p.grad_hidden != nullptr;
     TreeStacks dx(with_hidden ? core::linear_block_count(p.vocab) : 1, with_hidden ? tile * p.hidden_size : 0,
                   stream);
-    DeviceBuffer d(static_cast<std::size_t>(tile * kLinearKBlock) * sizeof(float), stream);
+    DeviceBuffer d(static_cast<std::size_t>(tile * kLinearKBlock) * sizeof(float), stream, kScratch);
     const bool widen = !std::is_same_v<T, float>;
     DeviceBuffer w_block(static_cast<std::size_t>(widen ? kLinearKBlock * p.hidden_size : 1) * sizeof(float),
-                         stream);
+                         stream, kScratch);
     DeviceBuffer dw_block(static_cast<std::size_t>(with_weight ? kLinearKBlock * p.hidden_size : 1) * sizeof(float),
-                          stream);
+                          stream, kScratch);
     for (Index row0 = 0; row0 < p.rows; row0 += tile) {
       const Index n = p.rows - row0 < tile ? p.rows - row0 : tile;
       dx.reset();
@@ -365,7 +346,7 @@ struct FusedBackward {
     const Index tiles = core::ceil_div(p.rows, kGradTile);
     const Index slice = p.vocab < kWeightSlice ? p.vocab : kWeightSlice;
     TreeStacks dw(tiles, slice * p.hidden_size, stream);
-    DeviceBuffer d(static_cast<std::size_t>(kGradTile * slice) * sizeof(float), stream);
+    DeviceBuffer d(static_cast<std::size_t>(kGradTile * slice) * sizeof(float), stream, kScratch);
     for (Index v0 = 0; v0 < p.vocab; v0 += slice) {
       const Index width = p.vocab - v0 < slice ? p.vocab - v0 : slice;
       dw.reset();
@@ -394,9 +375,9 @@ void fused_backward(const LinearLogprobBackwardProblem& p, cudaStream_t stream) 
   // The forward's statistics (bitwise the statistics pass's) skip that pass.
   const core::RowStatsSource source = core::row_stats_source(p);
   const bool forward_lse = source == core::RowStatsSource::forward_lse;
-  DeviceBuffer lse(static_cast<std::size_t>(forward_lse ? 1 : p.rows) * sizeof(float), stream);
+  DeviceBuffer lse(static_cast<std::size_t>(forward_lse ? 1 : p.rows) * sizeof(float), stream, kScratch);
   DeviceBuffer entropy_rows(static_cast<std::size_t>(with_entropy ? p.rows : 1) * sizeof(core::EntropyGradRow),
-                            stream);
+                            stream, kScratch);
   auto* rows = entropy_rows.as<core::EntropyGradRow>();
   const LinearLogprobOperands operands = core::linear_logprob_operands(p);
   const LogitStore store{p.logits, nullptr};
@@ -417,7 +398,7 @@ void fused_backward(const LinearLogprobBackwardProblem& p, cudaStream_t stream) 
       break;
   }
   const bool widen = !std::is_same_v<T, float> && p.grad_weight != nullptr;
-  DeviceBuffer hidden_wide(static_cast<std::size_t>(widen ? p.rows * p.hidden_size : 1) * sizeof(float), stream);
+  DeviceBuffer hidden_wide(static_cast<std::size_t>(widen ? p.rows * p.hidden_size : 1) * sizeof(float), stream, kScratch);
   if (widen) {
     convert(p.hidden, p.dtype, hidden_wide.as<float>(), DType::f32, p.rows * p.hidden_size,
             reinterpret_cast<std::uintptr_t>(stream));

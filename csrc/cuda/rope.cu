@@ -2,7 +2,7 @@
 // kRopeFrequencyChunk frequencies the block's threads compute the cos/sin
 // (core::rope_cos_sin, one frequency each) into shared memory, then rotate
 // every (head, frequency) pair of the chunk (core::rope_rotate_head with
-// n = 1). Numerics: csrc/core/ops/rope.h, the same calls as the CPU's.
+// n = 1), each thread keeping one frequency across heads. Numerics: csrc/core/ops/rope.h, the same calls as the CPU's.
 #include "../core/ops/rope.h"
 #include "gpu_runtime.h"
 #include "kernels.h"
@@ -11,7 +11,11 @@ namespace golden::gpu {
 namespace {
 
 constexpr int kThreads = 256;
-static_assert(kRopeFrequencyChunk <= kThreads, "one thread per frequency of a chunk");
+static_assert(kThreads % kRopeFrequencyChunk == 0, "each thread keeps one frequency of a chunk");
+// Each pass rotates this many heads' pairs of the chunk: thread t owns frequency
+// t % kRopeFrequencyChunk of heads t / kRopeFrequencyChunk, + kHeadsPerPass, ...
+// (no index division per pair).
+constexpr int kHeadsPerPass = kThreads / kRopeFrequencyChunk;
 
 __global__ void inverse_frequencies_kernel(float* inv_freq, std::int64_t head_dim, float theta) {
   const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -24,6 +28,7 @@ __global__ void rotate_token_kernel(RopeProblem p) {
   __shared__ float s[kRopeFrequencyChunk];
   const std::int64_t t = blockIdx.x;
   const std::int64_t half = p.head_dim / 2;
+  const int k = static_cast<int>(threadIdx.x % kRopeFrequencyChunk);
   const std::int64_t position = core::load_position(p.positions, p.positions_int64, t);
   const T* x = static_cast<const T*>(p.x) + t * p.heads * p.head_dim;
   TOut* out = static_cast<TOut*>(p.out) + t * p.heads * p.head_dim;
@@ -34,10 +39,10 @@ __global__ void rotate_token_kernel(RopeProblem p) {
                          s + threadIdx.x);
     }
     __syncthreads();
-    for (std::int64_t job = threadIdx.x; job < p.heads * n; job += kThreads) {
-      const std::int64_t h = job / n;
-      const std::int64_t k = job % n;
-      core::rope_rotate_head(x + h * p.head_dim, out + h * p.head_dim, half, first + k, 1, c + k, s + k);
+    if (k < n) {
+      for (std::int64_t h = threadIdx.x / kRopeFrequencyChunk; h < p.heads; h += kHeadsPerPass) {
+        core::rope_rotate_head(x + h * p.head_dim, out + h * p.head_dim, half, first + k, 1, c + k, s + k);
+      }
     }
     __syncthreads();
   }
