@@ -237,7 +237,7 @@ void store_zeros(TOut* out, Index count, int num_threads) {
 
 template <class TOut>
 void store_rounded(const float* values, TOut* out, Index count, int num_threads) {
-  for_each_element(count, num_threads, [&](Index i) { out[i] = core::from_float<TOut>(values[i]); });
+  for_each_element(count, num_threads, [&](Index i) { out[i] = core::linear_logprob_grad_output<TOut>(values[i]); });
 }
 
 // What turns a row's recomputed logits into their gradient: the row's lse (and

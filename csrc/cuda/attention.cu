@@ -1,9 +1,14 @@
 // Attention on the GPU (CUDA, and HIP through the same source). Forward and
-// dq: one thread per (query row, query head) running the core's block
-// functions over its visible keys in rank order; dk/dv: one thread per (valid
-// key, kv head) summing over the group's heads and query rows in order, as
-// the CPU does. Simple and exact, not yet tuned (keys are read straight from
-// global memory). All arithmetic is in csrc/core/ops/attention.h.
+// dq: a thread block per (tile of kTileRows consecutive query rows, query
+// head), one thread per row running the core's block functions over its
+// visible keys in rank order; each key block is staged once in shared memory
+// for the whole tile (rows that see fewer keys of it ignore the rest: the
+// core's functions use only a row's first `count` keys, so the bits are the
+// per-row loop's). dk/dv: a thread block per (tile of keys, kv head), one
+// thread per valid key summing over the group's heads and query rows in
+// order, as the CPU does, each query row staged once for the tile. Exact,
+// not yet tuned (no tensor cores). All arithmetic is in
+// csrc/core/ops/attention.h.
 #include "../core/ops/attention.h"
 #include "../core/reduce.h"
 #include "gpu_runtime.h"
@@ -12,7 +17,6 @@
 namespace golden::gpu {
 namespace {
 
-constexpr int kThreads = 128;
 constexpr std::int64_t kBlock = kAttentionKeyBlock;
 constexpr std::int64_t kMaxD = kAttentionMaxHeadDim;
 
@@ -43,207 +47,324 @@ __device__ std::int64_t owner(const std::int64_t* cu, std::int64_t num_seqs, std
   return lo;
 }
 
-// Key ranks [start, start + count) of kv head g, read from global memory:
-// transposed (d, j) for the dot products, rows (j, d) for the sums; zero
-// past count, like the CPU's staged blocks.
-template <class T>
-struct KeyBlock {
-  const AttentionLayout* layout;
-  const AttentionInput* src;
-  std::int64_t b;
-  std::int64_t k_begin;
-  std::int64_t g;
-  std::int64_t start;
-  std::int64_t count;
-
-  __device__ float at(std::int64_t j, std::int64_t d) const {
-    if (j >= count) return 0.0f;
-    const std::int64_t token = k_begin + core::attention_key_token(*layout, b, start + j);
-    return core::to_float(input_row<T>(*src, b, token, g)[d]);
-  }
-};
-
-template <class T>
+// Accessors of a key block in the core's two orientations.
+template <class Block>
 struct Transposed {
-  KeyBlock<T> block;
+  Block block;
   __device__ float operator()(std::int64_t d, std::int64_t j) const { return block.at(j, d); }
 };
 
-template <class T>
+template <class Block>
 struct Rows {
-  KeyBlock<T> block;
+  Block block;
   __device__ float operator()(std::int64_t j, std::int64_t d) const { return block.at(j, d); }
 };
-
-struct QueryRow {
-  std::int64_t b;
-  std::int64_t i;
-  std::int64_t h;
-  core::AttentionSeq seq;
-};
-
-__device__ bool query_row(const AttentionLayout& l, QueryRow& r) {
-  const std::int64_t id = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  const std::int64_t rows = core::attention_total_query_rows(l);
-  if (id >= rows * l.num_q_heads) return false;
-  const std::int64_t row = id / l.num_q_heads;
-  r.h = id % l.num_q_heads;
-  r.b = owner(l.cu_q, l.num_seqs, l.q_len, row);
-  r.seq = core::attention_seq(l, r.b);
-  r.i = row - r.seq.row_base;
-  return true;
-}
-
-// One row's online softmax over its visible keys; returns that count.
-template <class T>
-__device__ std::int64_t forward_row(const AttentionLayout& l, const AttentionInput& k, const AttentionInput& v,
-                                    const QueryRow& r, const float* q, float* acc, core::AttentionRowState& st) {
-  const std::int64_t visible = core::attention_visible_keys(l, r.b, r.seq, r.i);
-  const std::int64_t g = r.h / (l.num_q_heads / l.num_kv_heads);
-  st = core::attention_row_start(acc, l.head_dim);
-  float scores[kBlock];
-  float probs[kBlock];
-  for (std::int64_t start = 0; start < visible; start += kBlock) {
-    const std::int64_t count = visible - start < kBlock ? visible - start : kBlock;
-    const KeyBlock<T> keys{&l, &k, r.b, r.seq.k_begin, g, start, count};
-    const KeyBlock<T> values{&l, &v, r.b, r.seq.k_begin, g, start, count};
-    core::attention_block_scores(q, l.head_dim, l.scale, Transposed<T>{keys}, scores);
-    core::attention_fold_block(st, acc, l.head_dim, scores, count, Rows<T>{values}, probs);
-  }
-  return visible;
-}
 
 template <class T>
 __device__ void load_row(const T* src, float* dst, std::int64_t n) {
   for (std::int64_t d = 0; d < n; ++d) dst[d] = core::to_float(src[d]);
 }
 
+constexpr int kTileRows = 128;  // query rows per thread block, one thread each
+
+// A key block staged in shared memory: [kBlock][head_dim] floats, zero past
+// the block's last key.
+struct StagedBlock {
+  const float* data;
+  std::int64_t head_dim;
+  __device__ float at(std::int64_t j, std::int64_t d) const { return data[j * head_dim + d]; }
+};
+
+// The block's shared memory: one staged key block and its keys' tokens.
+struct Staging {
+  float* keys;           // kBlock * head_dim floats (dynamic shared memory)
+  std::int64_t* tokens;  // kBlock
+  unsigned long long* max_visible;
+};
+
+// Every thread of the block: stages key ranks [start, start + kBlock) of kv
+// head g of sequence b (those below `keys`) from `src`. The barriers on
+// entry and exit keep it from overwriting a block still being read.
+template <class T>
+__device__ StagedBlock stage(const AttentionLayout& l, const AttentionInput& src, std::int64_t b,
+                             std::int64_t k_begin, std::int64_t g, std::int64_t start, std::int64_t keys,
+                             const Staging& s) {
+  const int d_len = static_cast<int>(l.head_dim);
+  __syncthreads();
+  for (int j = threadIdx.x; j < kBlock; j += blockDim.x) {
+    s.tokens[j] = start + j < keys ? k_begin + core::attention_key_token(l, b, start + j) : -1;
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < kBlock * d_len; e += blockDim.x) {
+    const std::int64_t token = s.tokens[e / d_len];
+    s.keys[e] = token < 0 ? 0.0f : core::to_float(input_row<T>(src, b, token, g)[e % d_len]);
+  }
+  __syncthreads();
+  return StagedBlock{s.keys, l.head_dim};
+}
+
+// The largest `visible` of the block's threads (a barrier for all of them).
+__device__ std::int64_t block_max(std::int64_t visible, unsigned long long* slot) {
+  __syncthreads();
+  if (threadIdx.x == 0) *slot = 0;
+  __syncthreads();
+  if (visible > 0) atomicMax(slot, static_cast<unsigned long long>(visible));
+  __syncthreads();
+  return static_cast<std::int64_t>(*slot);
+}
+
+// This thread's query row in the sequence a tile is walking.
+struct TileRow {
+  std::int64_t b;
+  core::AttentionSeq seq;
+  bool mine;  // the thread has a row and it belongs to sequence b
+  std::int64_t i;
+  std::int64_t token;
+  std::int64_t visible;
+  std::int64_t keys;  // the most visible keys of any row of the tile in b
+};
+
+// Calls row_fn(TileRow&) for each sequence that rows of this block's tile
+// belong to, in order (a tile of a packed batch can straddle sequences);
+// every thread calls it, with or without a row of that sequence.
+template <class RowFn>
+__device__ void for_each_tile_sequence(const AttentionLayout& l, Staging s, RowFn row_fn) {
+  const std::int64_t rows = core::attention_total_query_rows(l);
+  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * kTileRows;
+  const std::int64_t last = (first + kTileRows < rows ? first + kTileRows : rows) - 1;
+  const std::int64_t row = first + threadIdx.x;
+  const std::int64_t row_seq = row <= last ? owner(l.cu_q, l.num_seqs, l.q_len, row) : -1;
+  for (std::int64_t b = owner(l.cu_q, l.num_seqs, l.q_len, first);
+       b <= owner(l.cu_q, l.num_seqs, l.q_len, last); ++b) {
+    TileRow r{b, core::attention_seq(l, b), row_seq == b, 0, 0, 0, 0};
+    if (r.mine) {
+      r.i = row - r.seq.row_base;
+      r.token = r.seq.q_begin + r.i;
+      r.visible = core::attention_visible_keys(l, b, r.seq, r.i);
+    }
+    r.keys = block_max(r.visible, s.max_visible);
+    row_fn(r);
+  }
+}
+
+// The online softmax of this thread's row (if r.mine) over its visible keys;
+// every thread stages the tile's key and value blocks.
+template <class T>
+__device__ void forward_rows(const AttentionLayout& l, const AttentionInput& k, const AttentionInput& v,
+                             const TileRow& r, std::int64_t g, const Staging& s, const float* q, float* acc,
+                             core::AttentionRowState& st) {
+  float scores[kBlock];
+  float probs[kBlock];
+  st = core::attention_row_start(acc, l.head_dim);
+  for (std::int64_t start = 0; start < r.keys; start += kBlock) {
+    const std::int64_t count = r.visible - start < kBlock ? r.visible - start : kBlock;
+    const StagedBlock keys = stage<T>(l, k, r.b, r.seq.k_begin, g, start, r.keys, s);
+    if (count > 0) core::attention_block_scores(q, l.head_dim, l.scale, Transposed<StagedBlock>{keys}, scores);
+    const StagedBlock values = stage<T>(l, v, r.b, r.seq.k_begin, g, start, r.keys, s);
+    if (count > 0) core::attention_fold_block(st, acc, l.head_dim, scores, count, Rows<StagedBlock>{values}, probs);
+  }
+}
+
+__device__ Staging block_staging(unsigned long long* max_visible, std::int64_t* tokens) {
+  extern __shared__ float staged_keys[];
+  return Staging{staged_keys, tokens, max_visible};
+}
+
 template <class T, class TOut>
 __global__ void forward_kernel(AttentionForwardProblem p) {
+  __shared__ std::int64_t tokens[kBlock];
+  __shared__ unsigned long long max_visible;
+  const Staging s = block_staging(&max_visible, tokens);
   const AttentionLayout& l = p.layout;
-  QueryRow r;
-  if (!query_row(l, r)) return;
-  const std::int64_t token = r.seq.q_begin + r.i;
+  const std::int64_t h = blockIdx.y;
+  const std::int64_t g = h / (l.num_q_heads / l.num_kv_heads);
   float q[kMaxD];
   float acc[kMaxD];
-  load_row(input_row<T>(p.q, r.b, token, r.h), q, l.head_dim);
-  core::AttentionRowState st;
-  const std::int64_t visible = forward_row<T>(l, p.k, p.v, r, q, acc, st);
-  TOut* out = output_row<TOut>(p.out, r.b, token, r.h);
-  for (std::int64_t d = 0; d < l.head_dim; ++d) {
-    out[d] = core::from_float<TOut>(core::attention_output(st, acc, d, visible));
-  }
-  if (p.lse.data != nullptr) *output_row<float>(p.lse, r.b, token, r.h) = core::attention_lse(st, visible);
+  for_each_tile_sequence(l, s, [&](const TileRow& r) {
+    if (r.mine) load_row(input_row<T>(p.q, r.b, r.token, h), q, l.head_dim);
+    core::AttentionRowState st;
+    forward_rows<T>(l, p.k, p.v, r, g, s, q, acc, st);
+    if (!r.mine) return;
+    TOut* out = output_row<TOut>(p.out, r.b, r.token, h);
+    for (std::int64_t d = 0; d < l.head_dim; ++d) {
+      out[d] = core::from_float<TOut>(core::attention_output(st, acc, d, r.visible));
+    }
+    if (p.lse.data != nullptr) *output_row<float>(p.lse, r.b, r.token, h) = core::attention_lse(st, r.visible);
+  });
 }
 
 // Pass 1 of the backward: LSE and Di of the row (from the saved forward, or the
 // forward recomputed), then dq over its visible keys.
 template <class T, class TOut>
 __global__ void backward_rows_kernel(AttentionBackwardProblem p) {
+  __shared__ std::int64_t tokens[kBlock];
+  __shared__ unsigned long long max_visible;
+  const Staging s = block_staging(&max_visible, tokens);
   const AttentionLayout& l = p.layout;
-  QueryRow r;
-  if (!query_row(l, r)) return;
-  const std::int64_t token = r.seq.q_begin + r.i;
+  const std::int64_t h = blockIdx.y;
+  const std::int64_t g = h / (l.num_q_heads / l.num_kv_heads);
   const std::int64_t d_len = l.head_dim;
+  const std::int64_t rows = core::attention_total_query_rows(l);
   float q[kMaxD];
   float acc[kMaxD];
   float grad[kMaxD];
-  load_row(input_row<T>(p.q, r.b, token, r.h), q, d_len);
-  load_row(input_row<T>(p.grad_out, r.b, token, r.h), grad, d_len);
-  std::int64_t visible;
-  float lse;
-  if (p.saved_out.data != nullptr) {
-    visible = core::attention_visible_keys(l, r.b, r.seq, r.i);
-    load_row(input_row<float>(p.saved_out, r.b, token, r.h), acc, d_len);
-    lse = *input_row<float>(p.saved_lse, r.b, token, r.h);
-  } else {
-    core::AttentionRowState st;
-    visible = forward_row<T>(l, p.k, p.v, r, q, acc, st);
-    for (std::int64_t d = 0; d < d_len; ++d) acc[d] = core::attention_output(st, acc, d, visible);
-    lse = core::attention_lse(st, visible);
-  }
-  const float delta = core::attention_delta(grad, acc, d_len);
-  const std::int64_t rows = core::attention_total_query_rows(l);
-  p.workspace[(r.seq.row_base + r.i) * l.num_q_heads + r.h] = lse;
-  p.workspace[(rows + r.seq.row_base + r.i) * l.num_q_heads + r.h] = delta;
-  for (std::int64_t d = 0; d < d_len; ++d) acc[d] = 0.0f;
-  const std::int64_t g = r.h / (l.num_q_heads / l.num_kv_heads);
-  float scores[kBlock];
-  float dps[kBlock];
-  for (std::int64_t start = 0; start < visible; start += kBlock) {
-    const std::int64_t count = visible - start < kBlock ? visible - start : kBlock;
-    const KeyBlock<T> keys{&l, &p.k, r.b, r.seq.k_begin, g, start, count};
-    const KeyBlock<T> values{&l, &p.v, r.b, r.seq.k_begin, g, start, count};
-    core::attention_block_scores(q, d_len, l.scale, Transposed<T>{keys}, scores);
-    core::attention_block_dots(grad, d_len, Transposed<T>{values}, dps);
-    for (std::int64_t j = 0; j < count; ++j) {
-      dps[j] = core::attention_score_grad(core::attention_probability(scores[j], lse), dps[j], delta);
+  for_each_tile_sequence(l, s, [&](const TileRow& r) {
+    if (r.mine) {
+      load_row(input_row<T>(p.q, r.b, r.token, h), q, d_len);
+      load_row(input_row<T>(p.grad_out, r.b, r.token, h), grad, d_len);
     }
-    core::attention_block_accumulate(acc, d_len, dps, count, Rows<T>{keys});
-  }
-  TOut* dq = output_row<TOut>(p.dq, r.b, token, r.h);
-  for (std::int64_t d = 0; d < d_len; ++d) dq[d] = core::from_float<TOut>(core::attention_grad_output(acc[d], l.scale));
+    float lse = 0.0f;
+    if (p.saved_out.data != nullptr) {
+      if (r.mine) {
+        load_row(input_row<float>(p.saved_out, r.b, r.token, h), acc, d_len);
+        lse = *input_row<float>(p.saved_lse, r.b, r.token, h);
+      }
+    } else {
+      core::AttentionRowState st;
+      forward_rows<T>(l, p.k, p.v, r, g, s, q, acc, st);
+      for (std::int64_t d = 0; d < d_len; ++d) acc[d] = core::attention_output(st, acc, d, r.visible);
+      lse = core::attention_lse(st, r.visible);
+    }
+    const float delta = r.mine ? core::attention_delta(grad, acc, d_len) : 0.0f;
+    if (r.mine) {
+      p.workspace[(r.seq.row_base + r.i) * l.num_q_heads + h] = lse;
+      p.workspace[(rows + r.seq.row_base + r.i) * l.num_q_heads + h] = delta;
+    }
+    for (std::int64_t d = 0; d < d_len; ++d) acc[d] = 0.0f;
+    float scores[kBlock];
+    float dps[kBlock];
+    for (std::int64_t start = 0; start < r.keys; start += kBlock) {
+      const std::int64_t count = r.visible - start < kBlock ? r.visible - start : kBlock;
+      const StagedBlock keys = stage<T>(l, p.k, r.b, r.seq.k_begin, g, start, r.keys, s);
+      if (count > 0) core::attention_block_scores(q, d_len, l.scale, Transposed<StagedBlock>{keys}, scores);
+      const StagedBlock values = stage<T>(l, p.v, r.b, r.seq.k_begin, g, start, r.keys, s);
+      if (count > 0) {
+        core::attention_block_dots(grad, d_len, Transposed<StagedBlock>{values}, dps);
+        for (std::int64_t j = 0; j < count; ++j) {
+          dps[j] = core::attention_score_grad(core::attention_probability(scores[j], lse), dps[j], delta);
+        }
+      }
+      const StagedBlock keys_again = stage<T>(l, p.k, r.b, r.seq.k_begin, g, start, r.keys, s);
+      if (count > 0) core::attention_block_accumulate(acc, d_len, dps, count, Rows<StagedBlock>{keys_again});
+    }
+    if (!r.mine) return;
+    TOut* dq = output_row<TOut>(p.dq, r.b, r.token, h);
+    for (std::int64_t d = 0; d < d_len; ++d) {
+      dq[d] = core::from_float<TOut>(core::attention_grad_output(acc[d], l.scale));
+    }
+  });
 }
 
-// Pass 2: one thread per (valid key, kv head). The key's score and dP against
-// each query come from the same 64-lane block functions as pass 1 (the
-// key's own lane), so P and dS have the bits the CPU computes.
+constexpr int kKeyTile = 64;  // key rows per thread block of the dk/dv pass, one thread each
+
+// The smallest `rank` of the block's threads, ~0 if none has a key (a barrier for all of them).
+__device__ unsigned long long block_min(unsigned long long rank, unsigned long long* slot) {
+  __syncthreads();
+  if (threadIdx.x == 0) *slot = ~0ull;
+  __syncthreads();
+  atomicMin(slot, rank);
+  __syncthreads();
+  return *slot;
+}
+
+// Pass 2: a thread block per (kKeyTile consecutive key rows, kv head), one
+// thread per valid key. For each query head of the group and each query row
+// in order, the block stages the row's q and dO once, and every key the row
+// sees adds its dv and dk terms. A key's score and dP are its lane of the
+// block functions (core::attention_dot), so P and dS have the CPU's bits.
 template <class T, class TOut>
 __global__ void backward_keys_kernel(AttentionBackwardProblem p, std::int64_t key_rows) {
+  __shared__ float q[kMaxD];
+  __shared__ float grad[kMaxD];
+  __shared__ unsigned long long lowest_rank;
   const AttentionLayout& l = p.layout;
-  const std::int64_t id = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  if (id >= key_rows * l.num_kv_heads) return;
-  const std::int64_t g = id % l.num_kv_heads;
-  const std::int64_t key_row = id / l.num_kv_heads;
-  const std::int64_t b = owner(l.cu_k, l.num_seqs, l.k_len, key_row);
-  const core::AttentionSeq seq = core::attention_seq(l, b);
-  const std::int64_t rank = key_row - (l.cu_k == nullptr ? b * l.k_len : seq.k_begin);
-  if (rank >= core::attention_valid_key_total(l, b, seq.k_len)) return;
+  const std::int64_t g = blockIdx.y;
   const std::int64_t d_len = l.head_dim;
   const std::int64_t group = l.num_q_heads / l.num_kv_heads;
   const std::int64_t rows = core::attention_total_query_rows(l);
-  const std::int64_t start = rank / kBlock * kBlock;
-  const std::int64_t lane = rank - start;
-  const KeyBlock<T> keys{&l, &p.k, b, seq.k_begin, g, start, lane + 1};
-  const KeyBlock<T> values{&l, &p.v, b, seq.k_begin, g, start, lane + 1};
+  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * kKeyTile;
+  const std::int64_t last = (first + kKeyTile < key_rows ? first + kKeyTile : key_rows) - 1;
+  const std::int64_t key_row = first + threadIdx.x;
+  const std::int64_t row_seq = key_row <= last ? owner(l.cu_k, l.num_seqs, l.k_len, key_row) : -1;
+  float key[kMaxD];
+  float value[kMaxD];
   float dk[kMaxD];
   float dv[kMaxD];
-  float q[kMaxD];
-  float grad[kMaxD];
-  float scores[kBlock];
-  float dps[kBlock];
-  for (std::int64_t d = 0; d < d_len; ++d) dk[d] = dv[d] = 0.0f;
-  for (std::int64_t h = g * group; h < (g + 1) * group; ++h) {
-    for (std::int64_t i = 0; i < seq.q_len; ++i) {
-      if (core::attention_visible_keys(l, b, seq, i) <= rank) continue;
-      load_row(input_row<T>(p.q, b, seq.q_begin + i, h), q, d_len);
-      load_row(input_row<T>(p.grad_out, b, seq.q_begin + i, h), grad, d_len);
-      const float lse = p.workspace[(seq.row_base + i) * l.num_q_heads + h];
-      const float delta = p.workspace[(rows + seq.row_base + i) * l.num_q_heads + h];
-      core::attention_block_scores(q, d_len, l.scale, Transposed<T>{keys}, scores);
-      core::attention_block_dots(grad, d_len, Transposed<T>{values}, dps);
-      const float prob = core::attention_probability(scores[lane], lse);
-      const float ds = core::attention_score_grad(prob, dps[lane], delta);
-      core::attention_accumulate(dv, prob, grad, d_len);
-      core::attention_accumulate(dk, ds, q, d_len);
+  for (std::int64_t b = owner(l.cu_k, l.num_seqs, l.k_len, first); b <= owner(l.cu_k, l.num_seqs, l.k_len, last);
+       ++b) {
+    const core::AttentionSeq seq = core::attention_seq(l, b);
+    const std::int64_t rank = key_row - (l.cu_k == nullptr ? b * l.k_len : seq.k_begin);
+    const bool mine = row_seq == b && rank < core::attention_valid_key_total(l, b, seq.k_len);
+    const std::int64_t token = mine ? seq.k_begin + core::attention_key_token(l, b, rank) : 0;
+    if (mine) {
+      load_row(input_row<T>(p.k, b, token, g), key, d_len);
+      load_row(input_row<T>(p.v, b, token, g), value, d_len);
+      for (std::int64_t d = 0; d < d_len; ++d) dk[d] = dv[d] = 0.0f;
+    }
+    const unsigned long long lowest = block_min(mine ? static_cast<unsigned long long>(rank) : ~0ull, &lowest_rank);
+    for (std::int64_t h = g * group; h < (g + 1) * group; ++h) {
+      for (std::int64_t i = 0; i < seq.q_len; ++i) {
+        const std::int64_t visible = core::attention_visible_keys(l, b, seq, i);
+        if (static_cast<unsigned long long>(visible) <= lowest) continue;  // no key of the tile is seen
+        __syncthreads();
+        for (std::int64_t d = threadIdx.x; d < d_len; d += kKeyTile) {
+          q[d] = core::to_float(input_row<T>(p.q, b, seq.q_begin + i, h)[d]);
+          grad[d] = core::to_float(input_row<T>(p.grad_out, b, seq.q_begin + i, h)[d]);
+        }
+        __syncthreads();
+        if (!mine || rank >= visible) continue;
+        const float lse = p.workspace[(seq.row_base + i) * l.num_q_heads + h];
+        const float delta = p.workspace[(rows + seq.row_base + i) * l.num_q_heads + h];
+        const float score = core::attention_score(core::attention_dot(q, d_len, [&](std::int64_t d) { return key[d]; }),
+                                                  l.scale);
+        const float dp = core::attention_dot(grad, d_len, [&](std::int64_t d) { return value[d]; });
+        const float prob = core::attention_probability(score, lse);
+        const float ds = core::attention_score_grad(prob, dp, delta);
+        core::attention_accumulate(dv, prob, grad, d_len);
+        core::attention_accumulate(dk, ds, q, d_len);
+      }
+    }
+    if (!mine) continue;
+    TOut* dk_out = output_row<TOut>(p.dk, b, token, g);
+    TOut* dv_out = output_row<TOut>(p.dv, b, token, g);
+    for (std::int64_t d = 0; d < d_len; ++d) {
+      dk_out[d] = core::from_float<TOut>(core::attention_grad_output(dk[d], l.scale));
+      dv_out[d] = core::from_float<TOut>(core::attention_grad_output(dv[d], 1.0f));
     }
   }
-  const std::int64_t token = seq.k_begin + core::attention_key_token(l, b, rank);
-  TOut* dk_out = output_row<TOut>(p.dk, b, token, g);
-  TOut* dv_out = output_row<TOut>(p.dv, b, token, g);
-  for (std::int64_t d = 0; d < d_len; ++d) {
-    dk_out[d] = core::from_float<TOut>(core::attention_grad_output(dk[d], l.scale));
-    dv_out[d] = core::from_float<TOut>(core::attention_grad_output(dv[d], 1.0f));
-  }
+}
+
+// A thread block per (tile of query rows, query head), the staged key block
+// in dynamic shared memory (past the default 48 KiB only with the opt-in).
+struct TileLaunch {
+  dim3 grid;
+  std::size_t shared_bytes;
+};
+
+TileLaunch tile_launch(const AttentionLayout& l) {
+  return TileLaunch{dim3(grid_for(core::attention_total_query_rows(l), kTileRows),
+                         grid_for(l.num_q_heads, 1, kMaxGridY)),
+                    static_cast<std::size_t>(kBlock * l.head_dim) * sizeof(float)};
+}
+
+template <class Kernel>
+void allow_shared_bytes(Kernel kernel, std::size_t bytes, const char* what) {
+  constexpr std::size_t kDefaultLimit = 48 * 1024;
+  if (bytes <= kDefaultLimit) return;
+  check(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(bytes)),
+        what);
 }
 
 }  // namespace
 
 void attention_forward(const AttentionForwardProblem& p, std::uintptr_t stream) {
-  const std::int64_t threads = core::attention_total_query_rows(p.layout) * p.layout.num_q_heads;
-  if (threads == 0) return;
+  if (core::attention_total_query_rows(p.layout) * p.layout.num_q_heads == 0) return;
+  const TileLaunch launch = tile_launch(p.layout);
   visit_in_out(p.dtype, p.out_dtype, [&](auto in, auto out) {
-    forward_kernel<decltype(in), decltype(out)><<<grid_for(threads, kThreads), kThreads, 0, as_stream(stream)>>>(p);
+    const auto kernel = forward_kernel<decltype(in), decltype(out)>;
+    allow_shared_bytes(kernel, launch.shared_bytes, "attention_forward (shared memory)");
+    kernel<<<launch.grid, kTileRows, launch.shared_bytes, as_stream(stream)>>>(p);
   });
   check_launch("attention_forward");
 }
@@ -256,12 +377,15 @@ void attention_backward(const AttentionBackwardProblem& p, std::uintptr_t stream
     using T = decltype(in);
     using TOut = decltype(out);
     if (query_threads > 0) {
-      backward_rows_kernel<T, TOut><<<grid_for(query_threads, kThreads), kThreads, 0, as_stream(stream)>>>(p);
+      const TileLaunch launch = tile_launch(l);
+      const auto kernel = backward_rows_kernel<T, TOut>;
+      allow_shared_bytes(kernel, launch.shared_bytes, "attention_backward (shared memory)");
+      kernel<<<launch.grid, kTileRows, launch.shared_bytes, as_stream(stream)>>>(p);
       check_launch("attention_backward (rows)");
     }
     if (key_rows * l.num_kv_heads > 0) {
-      backward_keys_kernel<T, TOut><<<grid_for(key_rows * l.num_kv_heads, kThreads), kThreads, 0,
-                                      as_stream(stream)>>>(p, key_rows);
+      const dim3 grid(grid_for(key_rows, kKeyTile), grid_for(l.num_kv_heads, 1, kMaxGridY));
+      backward_keys_kernel<T, TOut><<<grid, kKeyTile, 0, as_stream(stream)>>>(p, key_rows);
       check_launch("attention_backward (keys)");
     }
   });

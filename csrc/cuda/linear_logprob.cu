@@ -221,7 +221,7 @@ __global__ void add_into_kernel(float* left, const float* right, Index count) {
 template <class TOut>
 __global__ void store_rounded_kernel(const float* values, TOut* out, Index count) {
   const Index i = static_cast<Index>(blockIdx.x) * kElementThreads + threadIdx.x;
-  if (i < count) out[i] = core::from_float<TOut>(values[i]);
+  if (i < count) out[i] = core::linear_logprob_grad_output<TOut>(values[i]);
 }
 
 // The CPU's TreeStacks in device memory: leaf values are written into

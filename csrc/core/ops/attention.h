@@ -159,21 +159,30 @@ GOLDEN_INLINE std::int64_t attention_visible_keys(const AttentionLayout& l, std:
 
 // ---- Forward: one block of keys for one query row ----------------------------------------
 
-// dots[j] = sum_d x[d] * m(d, j) for the block's kAttentionKeyBlock lanes, each
-// a sequential fma chain over d = 0..D-1 starting from +0. Lanes past the
-// block's end read whatever m gives (zeros) and are ignored by the caller.
+// x . column = sum_d x[d] * column(d): a sequential fma chain over
+// d = 0..D-1 starting from +0. One key's lane of attention_block_dots.
+template <class Column>
+GOLDEN_INLINE float attention_dot(const float* x, std::int64_t head_dim, Column column) {
+  float dot = 0.0f;
+  for (std::int64_t d = 0; d < head_dim; ++d) dot = fma_rn(x[d], column(d), dot);
+  return dot;
+}
+
+// dots[j] = x . m(., j) for the block's kAttentionKeyBlock lanes. Lanes past
+// the block's end read whatever m gives (zeros) and are ignored by the caller.
 template <class Matrix>
 GOLDEN_INLINE void attention_block_dots(const float* x, std::int64_t head_dim, Matrix m,
                                         float* dots) {
-  for (int j = 0; j < kAttentionKeyBlock; ++j) dots[j] = 0.0f;
-  for (std::int64_t d = 0; d < head_dim; ++d) {
-    const float xd = x[d];
-    for (int j = 0; j < kAttentionKeyBlock; ++j) dots[j] = fma_rn(xd, m(d, j), dots[j]);
+  for (int j = 0; j < kAttentionKeyBlock; ++j) {
+    dots[j] = attention_dot(x, head_dim, [&](std::int64_t d) { return m(d, j); });
   }
 }
 
+// A score from its dot: one rounded multiply.
+GOLDEN_INLINE float attention_score(float dot, float scale) { return dot * scale; }
+
 GOLDEN_INLINE void attention_block_scale(float* scores, float scale) {
-  for (int j = 0; j < kAttentionKeyBlock; ++j) scores[j] = scores[j] * scale;
+  for (int j = 0; j < kAttentionKeyBlock; ++j) scores[j] = attention_score(scores[j], scale);
 }
 
 // s = dot(q, k) * scale: the fma chain, then one rounded multiply.

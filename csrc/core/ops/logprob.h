@@ -519,6 +519,14 @@ GOLDEN_INLINE void linear_logprob_outputs(const LinearLogprobForwardProblem& p, 
   if (p.lse != nullptr) p.lse[row] = canonical_nan(lse_of({merged.max, merged.sum}));
 }
 
+// An element of the fused backward's grad_hidden or grad_weight from its fp32
+// tree sum, in the output dtype. The NaN is made canonical here: the tree's
+// additions return another NaN on a GPU (0x7FFFFFFF) than on x86.
+template <class TOut>
+GOLDEN_INLINE TOut linear_logprob_grad_output(float sum) {
+  return from_float<TOut>(canonical_nan(sum));
+}
+
 // Where the fused backward gets each row's statistics: the forward's entropy
 // partial, the forward's lse (only without grad_entropy, whose gradient needs
 // more), or a statistics pass over the vocabulary streaming EntropyPartials
