@@ -155,7 +155,7 @@ class Bench:
             return math.nan
         gbs = nbytes / golden_s / 1e9 if nbytes else math.nan
         self.add([case, ms(golden_s), ms(out_s) if golden_out else "-", ms(eager_s), f"{eager_s / golden_s:.2f}x",
-                  f"{gbs:.0f}" if nbytes else "-", f"{100 * gbs / self.copy_gbs:.0f}%" if nbytes else "-",
+                  f"{gbs:.0f}" if nbytes else "-", f"{100 * gbs / self.copy_gbs:.0f}%" if nbytes and self.copy_gbs > 0 else "-",
                   f"{golden_n}/{eager_n}", ""])
         return golden_s
 
@@ -316,7 +316,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the script's logic")
     parser.add_argument("--out", help="also write the table as markdown to this file")
     parser.add_argument("--time-budget", type=float, default=60.0, help="seconds; rows predicted past it are skipped")
+    parser.add_argument("--sections", default="copy,embedding,elementwise,attention",
+                        help="comma-separated subset of copy, embedding, elementwise, attention")
     args = parser.parse_args()
+    wanted = set(args.sections.split(","))
     sizes = QUICK if args.quick else FULL
     bench = Bench(torch.device(args.device), args.time_budget)
     device_name = (torch.cuda.get_device_name(bench.device) if bench.cuda
@@ -325,9 +328,11 @@ def main() -> None:
              f"golden_kernels {gk.__version__}, backends {gk.available_backends()}",
              "n = golden/torch timed samples; torch/golden > 1: golden faster; GB/s: golden's minimum traffic"]
     print(*lines, sep="\n", flush=True)
-    sections = [functools.partial(copy_row, bench, sizes), functools.partial(embedding_rows, bench, sizes)]
-    sections += [functools.partial(elementwise_rows, bench, sizes, dtype) for dtype in DTYPES]
-    sections.append(functools.partial(attention_rows, bench, sizes))
+    sections = [functools.partial(copy_row, bench, sizes)] if "copy" in wanted else []
+    sections += [functools.partial(embedding_rows, bench, sizes)] if "embedding" in wanted else []
+    if "elementwise" in wanted:
+        sections += [functools.partial(elementwise_rows, bench, sizes, dtype) for dtype in DTYPES]
+    sections += [functools.partial(attention_rows, bench, sizes)] if "attention" in wanted else []
     for section in sections:
         try:
             section()
