@@ -154,9 +154,9 @@ class Bench:
             self.fail(case, error)
             return math.nan
         gbs = nbytes / golden_s / 1e9 if nbytes else math.nan
+        of_copy = f"{100 * gbs / self.copy_gbs:.0f}%" if nbytes and self.copy_gbs > 0 else "-"  # no copy row: "-"
         self.add([case, ms(golden_s), ms(out_s) if golden_out else "-", ms(eager_s), f"{eager_s / golden_s:.2f}x",
-                  f"{gbs:.0f}" if nbytes else "-", f"{100 * gbs / self.copy_gbs:.0f}%" if nbytes and self.copy_gbs > 0 else "-",
-                  f"{golden_n}/{eager_n}", ""])
+                  f"{gbs:.0f}" if nbytes else "-", of_copy, f"{golden_n}/{eager_n}", ""])
         return golden_s
 
 

@@ -146,8 +146,8 @@ def _token_logprob(rows, n, aux, dtype, gen, kind):
 
 def _linear_logprob(rows, n, aux, dtype, gen, kind):
     t = {"hidden": fill((rows, n), dtype, gen, kind), "weight": fill((aux, n), dtype, gen, kind),
-         "target_ids": ids((rows,), aux, gen, ignore_share=0.2)}
-    return Inputs(t, ("hidden", "target_ids"))
+         "target_ids": ids((rows,), aux, gen, ignore_share=0.2), "grad_out": fill((rows,), torch.float32, gen, kind)}
+    return Inputs(t, ("hidden", "target_ids", "grad_out"))
 
 
 def _attention(rows, n, aux, dtype, gen, kind):
@@ -206,7 +206,8 @@ CASES: dict[str, OpCase] = {c.name: c for c in (
     OpCase("linear_logprob", _linear_logprob,
            lambda op, i: op.forward(*_t(i, "hidden", "weight", "target_ids"), return_entropy=True, return_lse=True,
                                     return_logits=True, return_entropy_partial=True),
-           None, max_n=8193),
+           lambda op, i: op.backward(*_t(i, "grad_out", "hidden", "weight", "target_ids")), row_local_grads=1,
+           max_n=8193),
 )}
 
 

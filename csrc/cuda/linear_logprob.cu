@@ -233,7 +233,8 @@ class TreeStacks {
       : leaves_(leaves),
         floats_(floats),
         stream_(stream),
-        buffer_(static_cast<std::size_t>(core::tree_stack_slots(leaves) * floats + 1) * sizeof(float), stream, kScratch) {}
+        buffer_(static_cast<std::size_t>(core::tree_stack_slots(leaves) * floats + 1) * sizeof(float), stream,
+                kScratch) {}
   void reset() { height_ = 0; }
   float* next_leaf() const { return slot(height_); }
   const float* root() const { return slot(0); }
@@ -398,7 +399,8 @@ void fused_backward(const LinearLogprobBackwardProblem& p, cudaStream_t stream) 
       break;
   }
   const bool widen = !std::is_same_v<T, float> && p.grad_weight != nullptr;
-  DeviceBuffer hidden_wide(static_cast<std::size_t>(widen ? p.rows * p.hidden_size : 1) * sizeof(float), stream, kScratch);
+  DeviceBuffer hidden_wide(static_cast<std::size_t>(widen ? p.rows * p.hidden_size : 1) * sizeof(float), stream,
+                           kScratch);
   if (widen) {
     convert(p.hidden, p.dtype, hidden_wide.as<float>(), DType::f32, p.rows * p.hidden_size,
             reinterpret_cast<std::uintptr_t>(stream));
