@@ -22,16 +22,19 @@ def _head_dim(x: Any) -> int:
     return _arrays.shape(x)[-1] if len(x.shape) else 0
 
 
-def _apply(x: Any, positions: Any, theta: float, backend: str | None, out_dtype: str, transpose: bool,
-           out: Any = None) -> Any:
-    _arrays.check_array(x, "grad_out" if transpose else "x")
+def _apply(x: Any, positions: Any, out: Any, theta: float, backend: str | None, transpose: bool) -> Any:
+    """Rotates the checked x into the checked out."""
     _arrays.check_array(positions, "positions")
-    out = _arrays.output(x, _arrays.shape(x), out_dtype, out)
     backend = resolve_backend(backend, x, positions, out)
     inv_freq = _arrays.empty(x, (max(_head_dim(x), 0) // 2,), "float32")
     _C.rope_apply(backend, _arrays.stream(x), _arrays.capsule(x), _arrays.capsule(positions),
                   _arrays.capsule(inv_freq), _arrays.capsule(out), float(theta), transpose)
     return out
+
+
+def _rotate(x: Any, positions: Any, theta: float, backend: str | None, out_dtype: str, out: Any = None) -> Any:
+    _arrays.check_array(x, "x")
+    return _apply(x, positions, _arrays.output(x, _arrays.shape(x), out_dtype, out), theta, backend, False)
 
 
 def forward(x: Any, positions: Any, *, theta: float = QWEN3_THETA, backend: str | None = None,
@@ -40,12 +43,12 @@ def forward(x: Any, positions: Any, *, theta: float = QWEN3_THETA, backend: str 
     (or written into `out`, of x's shape and dtype or float32, dense and
     overlapping neither input: a reused, already-touched output saves the
     allocation and its page faults)."""
-    return _apply(x, positions, theta, backend, _arrays.dtype_name(x), transpose=False, out=out)
+    return _rotate(x, positions, theta, backend, _arrays.dtype_name(x), out)
 
 
 def forward_fp32(x: Any, positions: Any, *, theta: float = QWEN3_THETA, backend: str | None = None) -> Any:
     """x rotated by its tokens' positions, in fp32, unrounded."""
-    return _apply(x, positions, theta, backend, "float32", transpose=False)
+    return _rotate(x, positions, theta, backend, "float32")
 
 
 def backward(grad_out: Any, positions: Any, *, theta: float = QWEN3_THETA, backend: str | None = None,
@@ -54,11 +57,10 @@ def backward(grad_out: Any, positions: Any, *, theta: float = QWEN3_THETA, backe
     rounded once to grad_out's dtype (float32 with fp32=True), or written
     into `out` (grad_out's shape, its dtype or float32, dense, overlapping
     neither input)."""
+    _arrays.check_array(grad_out, "grad_out")
     out_dtype = "float32" if fp32 else _arrays.dtype_name(grad_out)
-    if out is not None:
-        _arrays.check_array(grad_out, "grad_out")
-        out = _arrays.gradient_output(grad_out, _arrays.shape(grad_out), out_dtype, fp32, out, "out")
-    return _apply(grad_out, positions, theta, backend, out_dtype, transpose=True, out=out)
+    out = _arrays.gradient_output(grad_out, _arrays.shape(grad_out), out_dtype, fp32, out, "out")
+    return _apply(grad_out, positions, out, theta, backend, transpose=True)
 
 
 def inverse_frequencies(head_dim: int, theta: float = QWEN3_THETA, *, like: Any = None,
