@@ -15,6 +15,7 @@ from golden_kernels.testing import assert_bitwise_equal
 
 from .cases import CASES, run_case
 from .conftest import FLOAT_DTYPES, dtype_id
+from .ops.test_attention import make_qkv, pack, rand
 
 pytestmark = [
     pytest.mark.gpu,
@@ -137,3 +138,29 @@ def test_embedding_bad_id_raises_from_the_gpu(bad_id, id_dtype):
         gk.get_op("embedding").backward(torch.randn(3, 50, 64, device="cuda"), token_ids.cuda(), weight)
     token_ids[1, 7] = token_ids[2, 0] = 5
     assert_bitwise_equal(gk.embedding(token_ids.cuda(), weight).cpu(), gk.embedding(token_ids, weight.cpu()))
+
+
+# ---- Packed attention: tiles of query rows and of keys that straddle sequences -------------
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
+def test_gpu_packed_attention_equals_reference(dtype, causal):
+    """Sequences of mixed lengths packed back to back (a prefill, a chunk after
+    a cache, a decode step, one longer than a GPU tile of 128 query rows), so
+    the GPU's row and key tiles hold rows of several sequences."""
+    gen = torch.Generator().manual_seed(15)
+    q_lens, k_lens = (5, 70, 1, 150, 33), (5, 130, 40, 150, 33)
+    seqs = [make_qkv(1, 4, 2, lq, lk, 24, dtype, gen) for lq, lk in zip(q_lens, k_lens)]
+    q, cu_q = pack([s[0] for s in seqs])
+    k, cu_k = pack([s[1] for s in seqs])
+    v, _ = pack([s[2] for s in seqs])
+    g = rand(q.shape, dtype, gen)
+
+    def run(backend, *tensors):
+        out, lse = gk.attention_varlen(*tensors[:5], causal=causal, return_lse=True, backend=backend)
+        return (out, lse, *gk.attention_varlen_backward(tensors[5], *tensors[:5], causal=causal, backend=backend))
+
+    want = run("reference", q, k, v, cu_q, cu_k, g)
+    got = run(GPU, *(t.cuda() for t in (q, k, v, cu_q, cu_k, g)))
+    assert_same_outputs(got, want, f"packed attention causal={causal}")
+
