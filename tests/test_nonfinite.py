@@ -68,14 +68,15 @@ def test_reductions_emit_only_the_canonical_nan(name, backend, dtype, poison):
     0x7FFFFFFF): the only NaN a reduction may return is the canonical one
     (fp32 0x7FC00000, bf16 0x7FC0, fp16 0x7E00)."""
     value = payload_nan(dtype) if poison == "payload-nan" else torch.tensor(float("inf"), dtype=dtype)
-    seen_nan = poison == "inf"  # an infinity need not make a NaN
+    seen_nan = False
     for _, poisoned, arg in poisoned_inputs(name, dtype, value):
         for i, out in enumerate(run_case(CASES[name], backend, poisoned).all()):
             nans = unsigned_bits(out)[out.isnan()]
             seen_nan |= nans.numel() > 0
             assert bool((nans == CANONICAL[out.dtype]).all()), \
                 f"{name}: {poison} in {arg}, output {i} has NaN bits {sorted({hex(v) for v in nans.tolist()})}"
-    assert seen_nan, "the poisoned inputs produced no NaN at all"
+    if poison == "payload-nan":  # an infinity need not make a NaN (linear: one inf term)
+        assert seen_nan, "the poisoned inputs produced no NaN at all"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

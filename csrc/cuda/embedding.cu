@@ -21,6 +21,7 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr unsigned long long kNoInvalidId = ~0ull;
+constexpr char kScratch[] = "embedding scratch (alloc)";
 
 __global__ void find_invalid_kernel(EmbeddingIds ids, std::int64_t vocab, unsigned long long* first) {
   const std::int64_t t = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -104,8 +105,8 @@ void sort_tokens_by_id(const EmbeddingBackwardProblem& p, cudaStream_t stream) {
   const std::int64_t count = p.ids.count;
   std::int64_t* bucket_begin = p.workspace;
   std::int64_t* order = p.workspace + p.vocab + 1;
-  DeviceBuffer keys(2 * count * sizeof(Id), stream, "embedding: cudaMallocAsync");
-  DeviceBuffer positions(count * sizeof(std::int64_t), stream, "embedding: cudaMallocAsync");
+  DeviceBuffer keys(2 * count * sizeof(Id), stream, kScratch);
+  DeviceBuffer positions(count * sizeof(std::int64_t), stream, kScratch);
   Id* keys_in = keys.as<Id>();
   Id* keys_out = keys_in + count;
   if (count > 0) {
@@ -116,7 +117,7 @@ void sort_tokens_by_id(const EmbeddingBackwardProblem& p, cudaStream_t stream) {
     check(stable_sort_pairs<Id>(nullptr, temp_bytes, keys_in, keys_out, positions.as<std::int64_t>(), order, count,
                                 bits_for(p.vocab), stream),
           "embedding_backward (sort size)");
-    DeviceBuffer temp(temp_bytes, stream, "embedding: cudaMallocAsync");
+    DeviceBuffer temp(temp_bytes, stream, kScratch);
     check(stable_sort_pairs<Id>(temp.as<void>(), temp_bytes, keys_in, keys_out, positions.as<std::int64_t>(), order,
                                 count, bits_for(p.vocab), stream),
           "embedding_backward (sort)");
@@ -133,7 +134,7 @@ void embedding_find_invalid_id(const EmbeddingIds& ids, std::int64_t vocab, Inva
   *result = InvalidId{-1, 0};
   if (ids.count == 0) return;
   const cudaStream_t s = as_stream(stream);
-  DeviceBuffer first(sizeof(unsigned long long), s, "embedding: cudaMallocAsync");
+  DeviceBuffer first(sizeof(unsigned long long), s, kScratch);
   check(cudaMemsetAsync(first.as<void>(), 0xFF, sizeof(unsigned long long), s), "embedding ids (memset)");
   find_invalid_kernel<<<grid_for(ids.count, kThreads), kThreads, 0, s>>>(ids, vocab,
                                                                         first.as<unsigned long long>());

@@ -2,7 +2,8 @@
 // kRopeFrequencyChunk frequencies the block's threads compute the cos/sin
 // (core::rope_cos_sin, one frequency each) into shared memory, then rotate
 // every (head, frequency) pair of the chunk (core::rope_rotate_head with
-// n = 1), each thread keeping one frequency across heads. Numerics: csrc/core/ops/rope.h, the same calls as the CPU's.
+// n = 1), each thread keeping one frequency across heads. Numerics:
+// csrc/core/ops/rope.h, the same calls as the CPU's.
 #include "../core/ops/rope.h"
 #include "gpu_runtime.h"
 #include "kernels.h"
