@@ -182,10 +182,15 @@ void block_accumulate(float* acc, std::int64_t d_len, const float* weights, std:
 // chains in the core's order (score lane j: fma over d; sum: + over j; acc
 // column d: fma over j), so the bits are those of the one-row path.
 constexpr int kTileRows = 4;
-// Up to 3 vectors per row: 4 x 3 independent fma chains in flight hide the
-// fma latency (2 vectors would leave none to spare), and with the vectors
-// they share they fill the 16 AVX2 registers.
+// Vectors per row: 4 x 3 independent fma chains in flight hide the fma
+// latency on AVX2 (2 vectors would leave none to spare) and with the vectors
+// they share fill its 16 registers; AVX-512's 32 registers hold 4 x 4 chains
+// (a whole 64-key block of scores per tile) and 4 shared vectors.
+#if defined(GOLDEN_SIMD_16_LANES)
+constexpr int kTileVecs = 4;
+#else
 constexpr int kTileVecs = 3;
+#endif
 
 // Columns [c0, c0 + kVecs * kVecLanes) of the tile's block dots.
 template <int kVecs>
@@ -208,14 +213,17 @@ void tile_dots_chunk(const float* const* q, std::int64_t d_len, const float* key
   }
 }
 
-// Splits `vectors` register columns into tile chunks of 3, ending 2 + 2
-// rather than 3 + 1 (a 1-vector chunk keeps only 4 fma chains in flight), and
-// calls chunk(first vector, width) for each, in column order.
+// Splits `vectors` register columns into tile chunks of kTileVecs, ending
+// (kTileVecs - 1) + 2 rather than kTileVecs + 1 (a 1-vector chunk keeps only
+// 4 fma chains in flight), and calls chunk(first vector, width) for each, in
+// column order.
 template <class Chunk>
 void for_each_column_chunk(std::int64_t vectors, Chunk&& chunk) {
   for (std::int64_t v = 0; v < vectors;) {
     const std::int64_t left = vectors - v;
-    const int width = left == 1 ? 1 : (left == 2 || left == 4) ? 2 : kTileVecs;
+    const int width = left <= kTileVecs       ? static_cast<int>(left)
+                      : left == kTileVecs + 1 ? kTileVecs - 1
+                                              : kTileVecs;
     chunk(v, width);
     v += width;
   }
@@ -225,7 +233,11 @@ void for_each_column_chunk(std::int64_t vectors, Chunk&& chunk) {
 // for_each_column_chunk, so each width gets its own register tile.
 template <class Body>
 void with_chunk_width(int width, Body&& body) {
+  static_assert(kTileVecs <= 4, "a case per chunk width");
   switch (width) {
+    case 4:
+      if constexpr (kTileVecs == 4) body(std::integral_constant<int, 4>{});
+      break;
     case 3: body(std::integral_constant<int, 3>{}); break;
     case 2: body(std::integral_constant<int, 2>{}); break;
     default: body(std::integral_constant<int, 1>{}); break;
@@ -314,10 +326,11 @@ void tile_softmax(core::AttentionRowState* const* st, float* const* acc, std::in
   for (int r = 0; r < kTileRows; ++r) st[r]->sum = sum[r];
 }
 
-// Columns [d0, d0 + kVecs * kVecLanes) of the tile's accumulation.
-template <int kVecs>
-void tile_accumulate_chunk(float* const* acc, const float (*weights)[kBlock], std::int64_t count,
-                           const float* rows, std::int64_t d0) {
+// Columns [d0, d0 + kVecs * kVecLanes) of the tile's accumulation; weight(r, j)
+// is row r's weight of key j.
+template <int kVecs, class Weight>
+void tile_accumulate_chunk(float* const* acc, Weight weight, std::int64_t count, const float* rows,
+                           std::int64_t d0) {
   Vec sum[kTileRows][kVecs];
   for (int r = 0; r < kTileRows; ++r) {
     for (int c = 0; c < kVecs; ++c) sum[r][c] = vec_load(acc[r] + d0 + c * kVecLanes);
@@ -326,7 +339,7 @@ void tile_accumulate_chunk(float* const* acc, const float (*weights)[kBlock], st
     Vec value[kVecs];
     for (int c = 0; c < kVecs; ++c) value[c] = vec_load(rows + j * kMaxD + d0 + c * kVecLanes);
     for (int r = 0; r < kTileRows; ++r) {
-      const Vec w = vec_broadcast(weights[r][j]);
+      const Vec w = vec_broadcast(weight(r, j));
       for (int c = 0; c < kVecs; ++c) sum[r][c] = vec_fma(w, value[c], sum[r][c]);
     }
   }
@@ -336,20 +349,26 @@ void tile_accumulate_chunk(float* const* acc, const float (*weights)[kBlock], st
 }
 
 // block_accumulate for the tile's rows: each V vector loaded feeds all rows.
-void tile_accumulate(float* const* acc, std::int64_t d_len, const float (*weights)[kBlock],
-                     std::int64_t count, const float* rows) {
+template <class Weight>
+void tile_accumulate_by(float* const* acc, std::int64_t d_len, Weight weight, std::int64_t count,
+                        const float* rows) {
   for_each_column_chunk(d_len / kVecLanes, [&](std::int64_t v, int width) {
     with_chunk_width(width, [&](auto vecs) {
-      tile_accumulate_chunk<decltype(vecs)::value>(acc, weights, count, rows, v * kVecLanes);
+      tile_accumulate_chunk<decltype(vecs)::value>(acc, weight, count, rows, v * kVecLanes);
     });
   });
   for (int r = 0; r < kTileRows; ++r) {  // the columns past the last whole vector
     for (std::int64_t j = 0; j < count; ++j) {
       for (std::int64_t d = d_len / kVecLanes * kVecLanes; d < d_len; ++d) {
-        acc[r][d] = core::fma_rn(weights[r][j], rows[j * kMaxD + d], acc[r][d]);
+        acc[r][d] = core::fma_rn(weight(r, j), rows[j * kMaxD + d], acc[r][d]);
       }
     }
   }
+}
+
+void tile_accumulate(float* const* acc, std::int64_t d_len, const float (*weights)[kBlock],
+                     std::int64_t count, const float* rows) {
+  tile_accumulate_by(acc, d_len, [weights](int r, std::int64_t j) { return weights[r][j]; }, count, rows);
 }
 
 #else
@@ -448,6 +467,100 @@ void fold_row(RowForward& f, std::int64_t r, std::int64_t count, std::int64_t d_
   block_accumulate(f.acc[r], d_len, probs, count, values);
 }
 
+#if defined(GOLDEN_SIMD_16_LANES)
+
+// ---- Whole blocks with the task's rows in vector lanes ----------------------------------
+// When all kTaskRows rows of a task fold a whole key block (every block of a
+// long prefill but those on the causal diagonal), the block's scores are kept
+// transposed, scores_t[j][r], each still the core's fma chain over d. The
+// serial chains over j (the block max, the sum of probabilities) then run
+// kVecLanes rows to a vector and kTaskRows / kVecLanes vectors side by side,
+// instead of four rows per 64-step chain: with AVX-512's wide fma tiles those
+// chains had become a third of the prefill's time.
+constexpr int kRowVecs = static_cast<int>(kTaskRows) / kVecLanes;
+// Keys per score tile: kRowVecs x kDotKeys = 16 fma chains in flight.
+constexpr int kDotKeys = 4;
+static_assert(kTaskRows % kVecLanes == 0 && kBlock % kDotKeys == 0, "whole vectors and tiles");
+
+// q_t[d * kTaskRows + r] = q[r][d] for the task's rows.
+void transpose_task_queries(const float (*q)[kMaxD], std::int64_t d_len, float* q_t) {
+  for (std::int64_t d = 0; d < d_len; ++d) {
+    for (std::int64_t r = 0; r < kTaskRows; ++r) q_t[d * kTaskRows + r] = q[r][d];
+  }
+}
+
+// scores_t[j][r] = the core's attention_block_scores of row r for key j, from
+// the transposed queries and the block's staged key rows.
+void task_scores(const float* q_t, std::int64_t d_len, float scale, const float* key_rows,
+                 float (*scores_t)[kTaskRows]) {
+  const Vec scale_v = vec_broadcast(scale);
+  for (std::int64_t j0 = 0; j0 < kBlock; j0 += kDotKeys) {
+    Vec dot[kDotKeys][kRowVecs];
+    for (int k = 0; k < kDotKeys; ++k) {
+      for (int v = 0; v < kRowVecs; ++v) dot[k][v] = vec_zero();
+    }
+    for (std::int64_t d = 0; d < d_len; ++d) {
+      Vec query[kRowVecs];
+      for (int v = 0; v < kRowVecs; ++v) query[v] = vec_load(q_t + d * kTaskRows + v * kVecLanes);
+      for (int k = 0; k < kDotKeys; ++k) {
+        const Vec key = vec_broadcast(key_rows[(j0 + k) * kMaxD + d]);
+        for (int v = 0; v < kRowVecs; ++v) dot[k][v] = vec_fma(query[v], key, dot[k][v]);
+      }
+    }
+    for (int k = 0; k < kDotKeys; ++k) {
+      for (int v = 0; v < kRowVecs; ++v) vec_store(scores_t[j0 + k] + v * kVecLanes, vec_mul(dot[k][v], scale_v));
+    }
+  }
+}
+
+// One key's probabilities for the task's rows, in a function of its own where
+// the compiler vectorises the exps (lanes are independent: the core's bits).
+void key_probs(const float* __restrict scores, const float* __restrict origin, float* __restrict probs) {
+  for (std::int64_t r = 0; r < kTaskRows; ++r) probs[r] = core::attention_block_prob(scores[r], origin[r]);
+}
+
+// The core's attention_block_softmax of every task row over a whole block.
+void task_softmax(RowForward& f, std::int64_t d_len, const float (*scores_t)[kTaskRows],
+                  float (*probs_t)[kTaskRows]) {
+  alignas(64) float block_max[kTaskRows];
+  alignas(64) float origin[kTaskRows];
+  alignas(64) float sum[kTaskRows];
+  Vec chain[kRowVecs];
+  for (int v = 0; v < kRowVecs; ++v) chain[v] = vec_broadcast(-core::math_detail::inf());
+  for (std::int64_t j = 0; j < kBlock; ++j) {
+    for (int v = 0; v < kRowVecs; ++v) chain[v] = vec_select_greater(chain[v], vec_load(scores_t[j] + v * kVecLanes));
+  }
+  for (int v = 0; v < kRowVecs; ++v) vec_store(block_max + v * kVecLanes, chain[v]);
+  for (std::int64_t r = 0; r < kTaskRows; ++r) {
+    origin[r] = core::attention_rescale_to(f.state[r], f.acc[r], d_len, block_max[r]);
+    sum[r] = f.state[r].sum;
+  }
+  for (std::int64_t j = 0; j < kBlock; ++j) key_probs(scores_t[j], origin, probs_t[j]);
+  for (int v = 0; v < kRowVecs; ++v) chain[v] = vec_load(sum + v * kVecLanes);
+  for (std::int64_t j = 0; j < kBlock; ++j) {
+    for (int v = 0; v < kRowVecs; ++v) chain[v] = vec_add(chain[v], vec_load(probs_t[j] + v * kVecLanes));
+  }
+  for (int v = 0; v < kRowVecs; ++v) vec_store(sum + v * kVecLanes, chain[v]);
+  for (std::int64_t r = 0; r < kTaskRows; ++r) f.state[r].sum = sum[r];
+}
+
+// Folds a whole staged block (key rows, value rows) into every task row.
+void fold_whole_block(RowForward& f, std::int64_t d_len, float scale, const float* q_t, const float* key_rows,
+                      const float* values) {
+  alignas(64) float scores_t[kBlock][kTaskRows];
+  alignas(64) float probs_t[kBlock][kTaskRows];
+  task_scores(q_t, d_len, scale, key_rows, scores_t);
+  task_softmax(f, d_len, scores_t, probs_t);
+  for (std::int64_t r0 = 0; r0 < kTaskRows; r0 += kTileRows) {
+    float* acc[kTileRows];
+    for (int t = 0; t < kTileRows; ++t) acc[t] = f.acc[r0 + t];
+    const auto weight = [&](int r, std::int64_t j) { return probs_t[j][r0 + r]; };
+    tile_accumulate_by(acc, d_len, weight, kBlock, values);
+  }
+}
+
+#endif
+
 // Folds the staged block into row r, or into rows r.. r + kTileRows - 1 at
 // once when they all fold the same key count; returns the rows done.
 std::int64_t fold_key_block(RowForward& f, std::int64_t r, std::int64_t row_count, std::int64_t start,
@@ -501,12 +614,32 @@ void run_forward_rows(const AttentionLayout& l, const AttentionInput& q_in, cons
                       RowForward& f) {
   const std::int64_t d_len = l.head_dim;
   const std::int64_t most_visible = start_task_rows<T>(l, q_in, seq, rows, f);
-  alignas(64) float keys_t[kMaxD * kBlock];
+  alignas(64) float keys_t[kMaxD * kBlock];  // transposed, or rows for fold_whole_block
   alignas(64) float values[kBlock * kMaxD];
   const KeyBlockStage<T> keys{l, k_in, rows.b, seq, rows.g};
   const KeyBlockStage<T> vals{l, v_in, rows.b, seq, rows.g};
+#if defined(GOLDEN_SIMD_16_LANES)
+  // Keys of rank < whole_blocks_end are seen by every row of a full task.
+  std::int64_t whole_blocks_end = 0;
+  alignas(64) float q_t[kMaxD * kTaskRows];
+  if (rows.count == kTaskRows) {
+    whole_blocks_end = most_visible;
+    for (std::int64_t r = 0; r < rows.count; ++r) {
+      whole_blocks_end = f.visible[r] < whole_blocks_end ? f.visible[r] : whole_blocks_end;
+    }
+    if (whole_blocks_end >= kBlock) transpose_task_queries(f.q, d_len, q_t);
+  }
+#endif
   for (std::int64_t start = 0; start < most_visible; start += kBlock) {
     const std::int64_t staged = most_visible - start < kBlock ? most_visible - start : kBlock;
+#if defined(GOLDEN_SIMD_16_LANES)
+    if (start + kBlock <= whole_blocks_end) {
+      keys.rows(start, kBlock, keys_t);
+      vals.rows(start, kBlock, values);
+      fold_whole_block(f, d_len, l.scale, q_t, keys_t, values);
+      continue;
+    }
+#endif
     keys.transposed(start, staged, keys_t);
     vals.rows(start, staged, values);
     for (std::int64_t r = 0; r < rows.count;) {

@@ -64,6 +64,7 @@ SHAPES = [  # (B, Hq, Hkv, Sq, Skv, D)
     (1, 8, 2, 1, 130, 128),    # decode
     (2, 6, 3, 33, 100, 7),     # chunk (Skv > Sq), odd head_dim
     (1, 32, 8, 20, 20, 128),   # qwen3-8b heads
+    (1, 8, 2, 150, 150, 72),   # full 64-row tasks past the first block: whole-block path, D tail
 ]
 
 
@@ -95,6 +96,28 @@ def test_zero_scores_of_both_signs_equal_reference(cpu_isa, gen):
     for causal in (True, False):
         got, want = everything("cpu", q, k, v, g, causal=causal), everything("reference", q, k, v, g, causal=causal)
         assert_all_equal(got, want, f"signed zero scores, causal={causal}")
+
+
+def test_whole_blocks_with_nonfinite_scores_equal_reference(cpu_isa, gen):
+    """Full 64-row tasks whose rows all see whole key blocks (the path that
+    keeps rows in vector lanes) with scores of +-inf, NaN, both zero signs and
+    rows whose every score is -inf: every CPU path gives the reference's bits."""
+    s, d = 200, 24
+    q = torch.randn(1, 4, s, d, generator=gen)
+    k = torch.randn(1, 1, s, d, generator=gen)
+    v = torch.randn(1, 1, s, d, generator=gen)
+    q[0, 1, 100:140] = 0.0                # +0 scores for a head's rows
+    q[0, 2, 120:180, 0] = 3e38            # +-inf scores where k[..., 0] is large
+    k[0, 0, ::7, 0] = 1e10
+    k[0, 0, 3::9, 0] = -1e10
+    k[0, 0, 40, 1] = float("nan")         # a NaN score in every row past key 40
+    q[0, 3, 150:160] = -3e38              # rows of -inf scores (and NaN against the NaN key)
+    k[0, 0, :, 2] = k[0, 0, :, 2].abs()
+    v[0, 0, 77, 5] = float("inf")
+    g = torch.randn(q.shape, generator=gen)
+    for causal in (True, False):
+        got, want = everything("cpu", q, k, v, g, causal=causal), everything("reference", q, k, v, g, causal=causal)
+        assert_all_equal(got, want, f"non-finite whole blocks, causal={causal}")
 
 
 # ---- Axis-A --------------------------------------------------------------------------------

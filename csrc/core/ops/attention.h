@@ -236,10 +236,13 @@ GOLDEN_INLINE float attention_block_rescale(AttentionRowState& st, float* acc, s
   return attention_rescale_to(st, acc, head_dim, attention_block_max(scores, count));
 }
 
-// p = exp(s - origin) for the whole block (kAttentionKeyBlock floats; lanes are
-// independent, so a vectorised loop gives the same bits).
+// One probability of a block: p = exp(s - origin).
+GOLDEN_INLINE float attention_block_prob(float score, float origin) { return exp_f32(score - origin); }
+
+// p for the whole block (kAttentionKeyBlock floats; lanes are independent, so a
+// vectorised loop gives the same bits).
 GOLDEN_INLINE void attention_block_probs(const float* scores, float origin, float* probs) {
-  for (int j = 0; j < kAttentionKeyBlock; ++j) probs[j] = exp_f32(scores[j] - origin);
+  for (int j = 0; j < kAttentionKeyBlock; ++j) probs[j] = attention_block_prob(scores[j], origin);
 }
 
 // sum += p over the block's keys in rank order.
