@@ -467,7 +467,7 @@ void fold_row(RowForward& f, std::int64_t r, std::int64_t count, std::int64_t d_
   block_accumulate(f.acc[r], d_len, probs, count, values);
 }
 
-#if defined(GOLDEN_SIMD_16_LANES)
+#if defined(__AVX2__)
 
 // ---- Whole blocks with the task's rows in vector lanes ----------------------------------
 // When all kTaskRows rows of a task fold a whole key block (every block of a
@@ -478,9 +478,17 @@ void fold_row(RowForward& f, std::int64_t r, std::int64_t count, std::int64_t d_
 // instead of four rows per 64-step chain: with AVX-512's wide fma tiles those
 // chains had become a third of the prefill's time.
 constexpr int kRowVecs = static_cast<int>(kTaskRows) / kVecLanes;
-// Keys per score tile: kRowVecs x kDotKeys = 16 fma chains in flight.
-constexpr int kDotKeys = 4;
-static_assert(kTaskRows % kVecLanes == 0 && kBlock % kDotKeys == 0, "whole vectors and tiles");
+static_assert(kTaskRows % kVecLanes == 0, "the task's rows fill whole vectors");
+// Score tiles of kScoreRowVecs row vectors x kScoreKeys keys: 16 fma chains
+// and 5 shared vectors of AVX-512's 32 registers; 12 chains and 3 of AVX2's 16.
+#if defined(GOLDEN_SIMD_16_LANES)
+constexpr int kScoreRowVecs = 4;
+constexpr int kScoreKeys = 4;
+#else
+constexpr int kScoreRowVecs = 2;
+constexpr int kScoreKeys = 6;
+#endif
+static_assert(kRowVecs % kScoreRowVecs == 0, "whole score tiles over the rows");
 
 // q_t[d * kTaskRows + r] = q[r][d] for the task's rows.
 void transpose_task_queries(const float (*q)[kMaxD], std::int64_t d_len, float* q_t) {
@@ -489,26 +497,40 @@ void transpose_task_queries(const float (*q)[kMaxD], std::int64_t d_len, float* 
   }
 }
 
+// scores_t[j][r] for keys [j0, j0 + kKeys) and the rows of vectors [v0, v0 + kRV).
+template <int kRV, int kKeys>
+void task_scores_tile(const float* q_t, std::int64_t d_len, Vec scale, const float* key_rows, int v0,
+                      std::int64_t j0, float (*scores_t)[kTaskRows]) {
+  Vec dot[kKeys][kRV];
+  for (int k = 0; k < kKeys; ++k) {
+    for (int v = 0; v < kRV; ++v) dot[k][v] = vec_zero();
+  }
+  for (std::int64_t d = 0; d < d_len; ++d) {
+    Vec query[kRV];
+    for (int v = 0; v < kRV; ++v) query[v] = vec_load(q_t + d * kTaskRows + (v0 + v) * kVecLanes);
+    for (int k = 0; k < kKeys; ++k) {
+      const Vec key = vec_broadcast(key_rows[(j0 + k) * kMaxD + d]);
+      for (int v = 0; v < kRV; ++v) dot[k][v] = vec_fma(query[v], key, dot[k][v]);
+    }
+  }
+  for (int k = 0; k < kKeys; ++k) {
+    for (int v = 0; v < kRV; ++v) vec_store(scores_t[j0 + k] + (v0 + v) * kVecLanes, vec_mul(dot[k][v], scale));
+  }
+}
+
 // scores_t[j][r] = the core's attention_block_scores of row r for key j, from
 // the transposed queries and the block's staged key rows.
 void task_scores(const float* q_t, std::int64_t d_len, float scale, const float* key_rows,
                  float (*scores_t)[kTaskRows]) {
   const Vec scale_v = vec_broadcast(scale);
-  for (std::int64_t j0 = 0; j0 < kBlock; j0 += kDotKeys) {
-    Vec dot[kDotKeys][kRowVecs];
-    for (int k = 0; k < kDotKeys; ++k) {
-      for (int v = 0; v < kRowVecs; ++v) dot[k][v] = vec_zero();
+  constexpr int kKeyTail = static_cast<int>(kBlock % kScoreKeys);
+  for (int v0 = 0; v0 < kRowVecs; v0 += kScoreRowVecs) {
+    std::int64_t j0 = 0;
+    for (; j0 + kScoreKeys <= kBlock; j0 += kScoreKeys) {
+      task_scores_tile<kScoreRowVecs, kScoreKeys>(q_t, d_len, scale_v, key_rows, v0, j0, scores_t);
     }
-    for (std::int64_t d = 0; d < d_len; ++d) {
-      Vec query[kRowVecs];
-      for (int v = 0; v < kRowVecs; ++v) query[v] = vec_load(q_t + d * kTaskRows + v * kVecLanes);
-      for (int k = 0; k < kDotKeys; ++k) {
-        const Vec key = vec_broadcast(key_rows[(j0 + k) * kMaxD + d]);
-        for (int v = 0; v < kRowVecs; ++v) dot[k][v] = vec_fma(query[v], key, dot[k][v]);
-      }
-    }
-    for (int k = 0; k < kDotKeys; ++k) {
-      for (int v = 0; v < kRowVecs; ++v) vec_store(scores_t[j0 + k] + v * kVecLanes, vec_mul(dot[k][v], scale_v));
+    if constexpr (kKeyTail != 0) {
+      task_scores_tile<kScoreRowVecs, kKeyTail>(q_t, d_len, scale_v, key_rows, v0, j0, scores_t);
     }
   }
 }
@@ -517,6 +539,30 @@ void task_scores(const float* q_t, std::int64_t d_len, float scale, const float*
 // the compiler vectorises the exps (lanes are independent: the core's bits).
 void key_probs(const float* __restrict scores, const float* __restrict origin, float* __restrict probs) {
   for (std::int64_t r = 0; r < kTaskRows; ++r) probs[r] = core::attention_block_prob(scores[r], origin[r]);
+}
+
+// The core's attention_rescale_to for every task row, its steps in loops over
+// the rows that the compiler vectorises (alpha's exps included); the rows'
+// max and sum are copied to arrays and back around them.
+void task_rescale(RowForward& f, std::int64_t d_len, const float* __restrict block_max,
+                  float* __restrict origin, float* __restrict sum) {
+  alignas(64) float old_max[kTaskRows];
+  alignas(64) float new_max[kTaskRows];
+  alignas(64) float alpha[kTaskRows];
+  for (std::int64_t r = 0; r < kTaskRows; ++r) {
+    old_max[r] = f.state[r].max;
+    sum[r] = f.state[r].sum;
+  }
+  for (std::int64_t r = 0; r < kTaskRows; ++r) {
+    new_max[r] = core::attention_max(old_max[r], block_max[r]);
+    origin[r] = core::attention_origin(new_max[r]);
+    alpha[r] = core::attention_rescale_factor(old_max[r], origin[r]);
+    sum[r] = sum[r] * alpha[r];
+  }
+  for (std::int64_t r = 0; r < kTaskRows; ++r) {
+    f.state[r].max = new_max[r];
+    core::attention_rescale_acc(f.acc[r], d_len, alpha[r]);
+  }
 }
 
 // The core's attention_block_softmax of every task row over a whole block.
@@ -531,10 +577,7 @@ void task_softmax(RowForward& f, std::int64_t d_len, const float (*scores_t)[kTa
     for (int v = 0; v < kRowVecs; ++v) chain[v] = vec_select_greater(chain[v], vec_load(scores_t[j] + v * kVecLanes));
   }
   for (int v = 0; v < kRowVecs; ++v) vec_store(block_max + v * kVecLanes, chain[v]);
-  for (std::int64_t r = 0; r < kTaskRows; ++r) {
-    origin[r] = core::attention_rescale_to(f.state[r], f.acc[r], d_len, block_max[r]);
-    sum[r] = f.state[r].sum;
-  }
+  task_rescale(f, d_len, block_max, origin, sum);
   for (std::int64_t j = 0; j < kBlock; ++j) key_probs(scores_t[j], origin, probs_t[j]);
   for (int v = 0; v < kRowVecs; ++v) chain[v] = vec_load(sum + v * kVecLanes);
   for (std::int64_t j = 0; j < kBlock; ++j) {
@@ -618,7 +661,7 @@ void run_forward_rows(const AttentionLayout& l, const AttentionInput& q_in, cons
   alignas(64) float values[kBlock * kMaxD];
   const KeyBlockStage<T> keys{l, k_in, rows.b, seq, rows.g};
   const KeyBlockStage<T> vals{l, v_in, rows.b, seq, rows.g};
-#if defined(GOLDEN_SIMD_16_LANES)
+#if defined(__AVX2__)
   // Keys of rank < whole_blocks_end are seen by every row of a full task.
   std::int64_t whole_blocks_end = 0;
   alignas(64) float q_t[kMaxD * kTaskRows];
@@ -632,7 +675,7 @@ void run_forward_rows(const AttentionLayout& l, const AttentionInput& q_in, cons
 #endif
   for (std::int64_t start = 0; start < most_visible; start += kBlock) {
     const std::int64_t staged = most_visible - start < kBlock ? most_visible - start : kBlock;
-#if defined(GOLDEN_SIMD_16_LANES)
+#if defined(__AVX2__)
     if (start + kBlock <= whole_blocks_end) {
       keys.rows(start, kBlock, keys_t);
       vals.rows(start, kBlock, values);

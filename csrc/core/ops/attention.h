@@ -218,14 +218,28 @@ GOLDEN_INLINE float attention_block_max(const float* scores, std::int64_t count)
 // sum and acc by exp(old_max - new_max) (always applied; it is exactly 1 when
 // the max is unchanged). Returns the origin the block's probabilities are
 // measured from.
+// Its steps (a SIMD kernel runs them for many rows at once): the origin of a
+// row whose max is now new_max (all scores -inf so far: 0, so that every exp is
+// exp(-inf) = 0, not NaN), the factor alpha, and the scaling of acc.
+GOLDEN_INLINE float attention_origin(float new_max) {
+  return new_max == -math_detail::inf() ? 0.0f : new_max;
+}
+
+GOLDEN_INLINE float attention_rescale_factor(float old_max, float origin) {
+  return exp_f32(old_max - origin);
+}
+
+GOLDEN_INLINE void attention_rescale_acc(float* acc, std::int64_t head_dim, float alpha) {
+  for (std::int64_t d = 0; d < head_dim; ++d) acc[d] = acc[d] * alpha;
+}
+
 GOLDEN_INLINE float attention_rescale_to(AttentionRowState& st, float* acc, std::int64_t head_dim,
                                          float block_max) {
   const float new_max = attention_max(st.max, block_max);
-  // All scores -inf so far: measure from 0 so every exp is exp(-inf) = 0, not NaN.
-  const float origin = new_max == -math_detail::inf() ? 0.0f : new_max;
-  const float alpha = exp_f32(st.max - origin);
+  const float origin = attention_origin(new_max);
+  const float alpha = attention_rescale_factor(st.max, origin);
   st.sum = st.sum * alpha;
-  for (std::int64_t d = 0; d < head_dim; ++d) acc[d] = acc[d] * alpha;
+  attention_rescale_acc(acc, head_dim, alpha);
   st.max = new_max;
   return origin;
 }
