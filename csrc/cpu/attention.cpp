@@ -115,8 +115,18 @@ struct KeyBlockStage {
     }
   }
 
-  void rows(std::int64_t start, std::int64_t count, float* out) const {
-    for (std::int64_t j = 0; j < count; ++j) load_row(token_row(start + j), out + j * kMaxD, layout.head_dim);
+  void rows(std::int64_t start, std::int64_t count, float* out, std::int64_t row_stride = kMaxD) const {
+    for (std::int64_t j = 0; j < count; ++j) load_row(token_row(start + j), out + j * row_stride, layout.head_dim);
+  }
+
+  // Asks for the rows of ranks [start, start + count) to be brought towards the
+  // core (L2) while the current block is computed.
+  void prefetch(std::int64_t start, std::int64_t count) const {
+    const std::int64_t row_bytes = layout.head_dim * static_cast<std::int64_t>(sizeof(T));
+    for (std::int64_t j = 0; j < count; ++j) {
+      const char* row = reinterpret_cast<const char*>(token_row(start + j));
+      for (std::int64_t byte = 0; byte < row_bytes; byte += 64) __builtin_prefetch(row + byte, 0, 2);
+    }
   }
 
   const T* token_row(std::int64_t rank) const {
@@ -327,17 +337,17 @@ void tile_softmax(core::AttentionRowState* const* st, float* const* acc, std::in
 }
 
 // Columns [d0, d0 + kVecs * kVecLanes) of the tile's accumulation; weight(r, j)
-// is row r's weight of key j.
+// is row r's weight of key j, whose row starts at rows + j * row_stride.
 template <int kVecs, class Weight>
 void tile_accumulate_chunk(float* const* acc, Weight weight, std::int64_t count, const float* rows,
-                           std::int64_t d0) {
+                           std::int64_t row_stride, std::int64_t d0) {
   Vec sum[kTileRows][kVecs];
   for (int r = 0; r < kTileRows; ++r) {
     for (int c = 0; c < kVecs; ++c) sum[r][c] = vec_load(acc[r] + d0 + c * kVecLanes);
   }
   for (std::int64_t j = 0; j < count; ++j) {
     Vec value[kVecs];
-    for (int c = 0; c < kVecs; ++c) value[c] = vec_load(rows + j * kMaxD + d0 + c * kVecLanes);
+    for (int c = 0; c < kVecs; ++c) value[c] = vec_load(rows + j * row_stride + d0 + c * kVecLanes);
     for (int r = 0; r < kTileRows; ++r) {
       const Vec w = vec_broadcast(weight(r, j));
       for (int c = 0; c < kVecs; ++c) sum[r][c] = vec_fma(w, value[c], sum[r][c]);
@@ -351,16 +361,16 @@ void tile_accumulate_chunk(float* const* acc, Weight weight, std::int64_t count,
 // block_accumulate for the tile's rows: each V vector loaded feeds all rows.
 template <class Weight>
 void tile_accumulate_by(float* const* acc, std::int64_t d_len, Weight weight, std::int64_t count,
-                        const float* rows) {
+                        const float* rows, std::int64_t row_stride) {
   for_each_column_chunk(d_len / kVecLanes, [&](std::int64_t v, int width) {
     with_chunk_width(width, [&](auto vecs) {
-      tile_accumulate_chunk<decltype(vecs)::value>(acc, weight, count, rows, v * kVecLanes);
+      tile_accumulate_chunk<decltype(vecs)::value>(acc, weight, count, rows, row_stride, v * kVecLanes);
     });
   });
   for (int r = 0; r < kTileRows; ++r) {  // the columns past the last whole vector
     for (std::int64_t j = 0; j < count; ++j) {
       for (std::int64_t d = d_len / kVecLanes * kVecLanes; d < d_len; ++d) {
-        acc[r][d] = core::fma_rn(weight(r, j), rows[j * kMaxD + d], acc[r][d]);
+        acc[r][d] = core::fma_rn(weight(r, j), rows[j * row_stride + d], acc[r][d]);
       }
     }
   }
@@ -368,7 +378,7 @@ void tile_accumulate_by(float* const* acc, std::int64_t d_len, Weight weight, st
 
 void tile_accumulate(float* const* acc, std::int64_t d_len, const float (*weights)[kBlock],
                      std::int64_t count, const float* rows) {
-  tile_accumulate_by(acc, d_len, [weights](int r, std::int64_t j) { return weights[r][j]; }, count, rows);
+  tile_accumulate_by(acc, d_len, [weights](int r, std::int64_t j) { return weights[r][j]; }, count, rows, kMaxD);
 }
 
 #else
@@ -587,7 +597,13 @@ void task_softmax(RowForward& f, std::int64_t d_len, const float (*scores_t)[kTa
   for (std::int64_t r = 0; r < kTaskRows; ++r) f.state[r].sum = sum[r];
 }
 
-// Folds a whole staged block (key rows, value rows) into every task row.
+// Row stride of the whole-block path's staged value rows: d_len rounded up to
+// whole cache lines, not kMaxD (rows 1 KiB apart would map a block onto a
+// quarter of L1's sets).
+std::int64_t value_row_stride(std::int64_t d_len) { return core::ceil_div(d_len, std::int64_t{16}) * 16; }
+
+// Folds a whole staged block (key rows, value rows value_row_stride apart) into
+// every task row.
 void fold_whole_block(RowForward& f, std::int64_t d_len, float scale, const float* q_t, const float* key_rows,
                       const float* values) {
   alignas(64) float scores_t[kBlock][kTaskRows];
@@ -598,7 +614,7 @@ void fold_whole_block(RowForward& f, std::int64_t d_len, float scale, const floa
     float* acc[kTileRows];
     for (int t = 0; t < kTileRows; ++t) acc[t] = f.acc[r0 + t];
     const auto weight = [&](int r, std::int64_t j) { return probs_t[j][r0 + r]; };
-    tile_accumulate_by(acc, d_len, weight, kBlock, values);
+    tile_accumulate_by(acc, d_len, weight, kBlock, values, value_row_stride(d_len));
   }
 }
 
@@ -678,7 +694,10 @@ void run_forward_rows(const AttentionLayout& l, const AttentionInput& q_in, cons
 #if defined(__AVX2__)
     if (start + kBlock <= whole_blocks_end) {
       keys.rows(start, kBlock, keys_t);
-      vals.rows(start, kBlock, values);
+      vals.rows(start, kBlock, values, value_row_stride(d_len));
+      const std::int64_t next = most_visible - (start + kBlock) < kBlock ? most_visible - (start + kBlock) : kBlock;
+      keys.prefetch(start + kBlock, next);
+      vals.prefetch(start + kBlock, next);
       fold_whole_block(f, d_len, l.scale, q_t, keys_t, values);
       continue;
     }
