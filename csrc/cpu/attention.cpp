@@ -5,7 +5,9 @@
 // A task stages one block of keys as fp32 (K transposed so the score loop
 // vectorises across keys) and runs the core's per-row functions
 // (csrc/core/ops/attention.h) on it; the SIMD builds fold 4 rows at once
-// (tile_*), each row's chains in the core's order, so the bits are the same.
+// (tile_*), or a full task's 64 rows with the rows in vector lanes for blocks
+// they all see whole (task_*), each row's chains in the core's order, so the
+// bits are the same.
 #include <type_traits>
 
 #include "../core/ops/attention.h"
