@@ -10,7 +10,6 @@
 // not yet tuned (no tensor cores). All arithmetic is in
 // csrc/core/ops/attention.h.
 #include "../core/ops/attention.h"
-#include "../core/reduce.h"
 #include "gpu_runtime.h"
 #include "kernels.h"
 
