@@ -100,24 +100,29 @@ def test_zero_scores_of_both_signs_equal_reference(cpu_isa, gen):
 
 def test_whole_blocks_with_nonfinite_scores_equal_reference(cpu_isa, gen):
     """Full 64-row tasks whose rows all see whole key blocks (the path that
-    keeps rows in vector lanes) with scores of +-inf, NaN, both zero signs and
-    rows whose every score is -inf: every CPU path gives the reference's bits."""
+    keeps rows in vector lanes) with, per query head: a row with a NaN score
+    for every key; rows of equal +0 scores; rows with +-inf and huge scores;
+    rows whose every score is -inf. Every CPU path gives the reference's bits."""
     s, d = 200, 24
     q = torch.randn(1, 4, s, d, generator=gen)
     k = torch.randn(1, 1, s, d, generator=gen)
     v = torch.randn(1, 1, s, d, generator=gen)
-    q[0, 1, 100:140] = 0.0                # +0 scores for a head's rows
-    q[0, 2, 120:180, 0] = 3e38            # +-inf scores where k[..., 0] is large
+    q[0, 0, 170, 1] = float("nan")
+    q[0, 1, 100:140] = 0.0
+    q[0, 2, 120:180, 0] = 3e38
     k[0, 0, ::7, 0] = 1e10
     k[0, 0, 3::9, 0] = -1e10
-    k[0, 0, 40, 1] = float("nan")         # a NaN score in every row past key 40
-    q[0, 3, 150:160] = -3e38              # rows of -inf scores (and NaN against the NaN key)
-    k[0, 0, :, 2] = k[0, 0, :, 2].abs()
+    q[0, 3, 150:160] = 0.0
+    q[0, 3, 150:160, 2] = -3e38
+    k[0, 0, :, 2] = k[0, 0, :, 2].abs() + 2.0  # so q[2] * k[2] overflows to -inf for every key
     v[0, 0, 77, 5] = float("inf")
     g = torch.randn(q.shape, generator=gen)
     for causal in (True, False):
         got, want = everything("cpu", q, k, v, g, causal=causal), everything("reference", q, k, v, g, causal=causal)
         assert_all_equal(got, want, f"non-finite whole blocks, causal={causal}")
+    out = everything("reference", q, k, v, g, causal=True)[0]
+    assert torch.isnan(out[0, 0, 170]).all() and not torch.isnan(out[0, 0, 169]).any()
+    assert torch.isnan(out[0, 3, 150:160]).all()  # 0 / 0: every probability exp(-inf)
 
 
 # ---- Axis-A --------------------------------------------------------------------------------
