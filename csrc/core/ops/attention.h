@@ -214,13 +214,10 @@ GOLDEN_INLINE float attention_block_max(const float* scores, std::int64_t count)
   return block_max;
 }
 
-// Starts folding a block whose max is block_max into the row: one rescale of
-// sum and acc by exp(old_max - new_max) (always applied; it is exactly 1 when
-// the max is unchanged). Returns the origin the block's probabilities are
-// measured from.
-// Its steps (a SIMD kernel runs them for many rows at once): the origin of a
-// row whose max is now new_max (all scores -inf so far: 0, so that every exp is
-// exp(-inf) = 0, not NaN), the factor alpha, and the scaling of acc.
+// The steps of attention_rescale_to (a SIMD kernel runs them for many rows at
+// once): the origin of a row whose max is now new_max (all scores -inf so far:
+// 0, so that every exp is exp(-inf) = 0, not NaN), the factor alpha, and the
+// scaling of acc.
 GOLDEN_INLINE float attention_origin(float new_max) {
   return new_max == -math_detail::inf() ? 0.0f : new_max;
 }
@@ -233,6 +230,10 @@ GOLDEN_INLINE void attention_rescale_acc(float* acc, std::int64_t head_dim, floa
   for (std::int64_t d = 0; d < head_dim; ++d) acc[d] = acc[d] * alpha;
 }
 
+// Starts folding a block whose max is block_max into the row: one rescale of
+// sum and acc by exp(old_max - new_max) (always applied; it is exactly 1 when
+// the max is unchanged). Returns the origin the block's probabilities are
+// measured from.
 GOLDEN_INLINE float attention_rescale_to(AttentionRowState& st, float* acc, std::int64_t head_dim,
                                          float block_max) {
   const float new_max = attention_max(st.max, block_max);
