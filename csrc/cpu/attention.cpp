@@ -810,15 +810,14 @@ void backward_rows(const AttentionBackwardProblem& p, const Workspace& ws, int n
   const bool saved = p.saved_out.data != nullptr;
   for_each_row_task(l, num_threads, [&](const core::AttentionSeq& seq, const TaskRows& rows) {
     RowForward f;
-    if (saved) {
-      start_task_rows<T>(l, p.q, seq, rows, f);
-    } else {
+    if (!saved) {
       run_forward_rows<T>(l, p.q, p.k, p.v, seq, rows, f);
+    } else if (with_dq) {  // q rows and visible counts, for dq only
+      start_task_rows<T>(l, p.q, seq, rows, f);
     }
     float grad[kTaskRows][kMaxD];
     float lse[kTaskRows];
     float delta[kTaskRows];
-    std::int64_t most_visible = 0;
     for (std::int64_t r = 0; r < rows.count; ++r) {
       const std::int64_t i = rows.token(r);
       load_row(input_row<T>(p.grad_out, rows.b, seq.q_begin + i, rows.head(r)), grad[r], d_len);
@@ -833,11 +832,12 @@ void backward_rows(const AttentionBackwardProblem& p, const Workspace& ws, int n
       delta[r] = core::attention_delta(grad[r], out, d_len);
       *ws.at(ws.lse, seq, i, rows.head(r)) = lse[r];
       *ws.at(ws.delta, seq, i, rows.head(r)) = delta[r];
-      most_visible = f.visible[r] > most_visible ? f.visible[r] : most_visible;
     }
     if (!with_dq) return;
+    std::int64_t most_visible = 0;
     for (std::int64_t r = 0; r < rows.count; ++r) {
       for (std::int64_t d = 0; d < d_len; ++d) f.acc[r][d] = 0.0f;  // now the dq accumulator
+      most_visible = f.visible[r] > most_visible ? f.visible[r] : most_visible;
     }
     alignas(64) float keys_t[kMaxD * kBlock];
     alignas(64) float values_t[kMaxD * kBlock];
