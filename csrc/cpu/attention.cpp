@@ -134,6 +134,16 @@ struct KeyBlockStage {
   const T* token_row(std::int64_t rank) const {
     return input_row<T>(src, b, seq.k_begin + core::attention_key_token(layout, b, rank), g);
   }
+
+  // The fp32 rows of ranks [start, start + count), src.token_stride apart, where
+  // they can be read in place (consecutive tokens: no padding gap); else nullptr.
+  const float* rows_in_place(std::int64_t start, std::int64_t count) const {
+    if constexpr (std::is_same_v<T, float>) {
+      const std::int64_t first = core::attention_key_token(layout, b, start);
+      if (core::attention_key_token(layout, b, start + count - 1) - first == count - 1) return token_row(start);
+    }
+    return nullptr;
+  }
 };
 
 // Views of the staged blocks for the core's generic loops.
@@ -511,8 +521,8 @@ void transpose_task_queries(const float (*q)[kMaxD], std::int64_t d_len, float* 
 
 // scores_t[j][r] for keys [j0, j0 + kKeys) and the rows of vectors [v0, v0 + kRV).
 template <int kRV, int kKeys>
-void task_scores_tile(const float* q_t, std::int64_t d_len, Vec scale, const float* key_rows, int v0,
-                      std::int64_t j0, float (*scores_t)[kTaskRows]) {
+void task_scores_tile(const float* q_t, std::int64_t d_len, Vec scale, const float* key_rows, std::int64_t key_stride,
+                      int v0, std::int64_t j0, float (*scores_t)[kTaskRows]) {
   Vec dot[kKeys][kRV];
   for (int k = 0; k < kKeys; ++k) {
     for (int v = 0; v < kRV; ++v) dot[k][v] = vec_zero();
@@ -521,7 +531,7 @@ void task_scores_tile(const float* q_t, std::int64_t d_len, Vec scale, const flo
     Vec query[kRV];
     for (int v = 0; v < kRV; ++v) query[v] = vec_load(q_t + d * kTaskRows + (v0 + v) * kVecLanes);
     for (int k = 0; k < kKeys; ++k) {
-      const Vec key = vec_broadcast(key_rows[(j0 + k) * kMaxD + d]);
+      const Vec key = vec_broadcast(key_rows[(j0 + k) * key_stride + d]);
       for (int v = 0; v < kRV; ++v) dot[k][v] = vec_fma(query[v], key, dot[k][v]);
     }
   }
@@ -531,18 +541,18 @@ void task_scores_tile(const float* q_t, std::int64_t d_len, Vec scale, const flo
 }
 
 // scores_t[j][r] = the core's attention_block_scores of row r for key j, from
-// the transposed queries and the block's staged key rows.
-void task_scores(const float* q_t, std::int64_t d_len, float scale, const float* key_rows,
+// the transposed queries and the block's key rows (key_stride apart).
+void task_scores(const float* q_t, std::int64_t d_len, float scale, const float* key_rows, std::int64_t key_stride,
                  float (*scores_t)[kTaskRows]) {
   const Vec scale_v = vec_broadcast(scale);
   constexpr int kKeyTail = static_cast<int>(kBlock % kScoreKeys);
   for (int v0 = 0; v0 < kRowVecs; v0 += kScoreRowVecs) {
     std::int64_t j0 = 0;
     for (; j0 + kScoreKeys <= kBlock; j0 += kScoreKeys) {
-      task_scores_tile<kScoreRowVecs, kScoreKeys>(q_t, d_len, scale_v, key_rows, v0, j0, scores_t);
+      task_scores_tile<kScoreRowVecs, kScoreKeys>(q_t, d_len, scale_v, key_rows, key_stride, v0, j0, scores_t);
     }
     if constexpr (kKeyTail != 0) {
-      task_scores_tile<kScoreRowVecs, kKeyTail>(q_t, d_len, scale_v, key_rows, v0, j0, scores_t);
+      task_scores_tile<kScoreRowVecs, kKeyTail>(q_t, d_len, scale_v, key_rows, key_stride, v0, j0, scores_t);
     }
   }
 }
@@ -604,20 +614,46 @@ void task_softmax(RowForward& f, std::int64_t d_len, const float (*scores_t)[kTa
 // quarter of L1's sets).
 std::int64_t value_row_stride(std::int64_t d_len) { return core::ceil_div(d_len, std::int64_t{16}) * 16; }
 
-// Folds a whole staged block (key rows, value rows value_row_stride apart) into
-// every task row.
-void fold_whole_block(RowForward& f, std::int64_t d_len, float scale, const float* q_t, const float* key_rows,
-                      const float* values) {
+// A whole block's fp32 key and value rows, each row stride elements apart.
+struct WholeBlock {
+  const float* keys;
+  std::int64_t key_stride;
+  const float* values;
+  std::int64_t value_stride;
+};
+
+// Folds a whole block into every task row.
+void fold_whole_block(RowForward& f, std::int64_t d_len, float scale, const float* q_t, const WholeBlock& block) {
   alignas(64) float scores_t[kBlock][kTaskRows];
   alignas(64) float probs_t[kBlock][kTaskRows];
-  task_scores(q_t, d_len, scale, key_rows, scores_t);
+  task_scores(q_t, d_len, scale, block.keys, block.key_stride, scores_t);
   task_softmax(f, d_len, scores_t, probs_t);
   for (std::int64_t r0 = 0; r0 < kTaskRows; r0 += kTileRows) {
     float* acc[kTileRows];
     for (int t = 0; t < kTileRows; ++t) acc[t] = f.acc[r0 + t];
     const auto weight = [&](int r, std::int64_t j) { return probs_t[j][r0 + r]; };
-    tile_accumulate_by(acc, d_len, weight, kBlock, values, value_row_stride(d_len));
+    tile_accumulate_by(acc, d_len, weight, kBlock, block.values, block.value_stride);
   }
+}
+
+// The whole block of ranks [start, start + kBlock): fp32 rows of consecutive
+// tokens are read in place, others staged as fp32 rows into key_rows / value_rows.
+template <class T>
+WholeBlock whole_block(const KeyBlockStage<T>& keys, const KeyBlockStage<T>& vals, std::int64_t start,
+                       std::int64_t d_len, float* key_rows, float* value_rows) {
+  WholeBlock block{keys.rows_in_place(start, kBlock), keys.src.token_stride,
+                   vals.rows_in_place(start, kBlock), vals.src.token_stride};
+  if (block.keys == nullptr) {
+    keys.rows(start, kBlock, key_rows);
+    block.keys = key_rows;
+    block.key_stride = kMaxD;
+  }
+  if (block.values == nullptr) {
+    block.value_stride = value_row_stride(d_len);
+    vals.rows(start, kBlock, value_rows, block.value_stride);
+    block.values = value_rows;
+  }
+  return block;
 }
 
 #endif
@@ -695,12 +731,11 @@ void run_forward_rows(const AttentionLayout& l, const AttentionInput& q_in, cons
     const std::int64_t staged = most_visible - start < kBlock ? most_visible - start : kBlock;
 #if defined(__AVX2__)
     if (start + kBlock <= whole_blocks_end) {
-      keys.rows(start, kBlock, keys_t);
-      vals.rows(start, kBlock, values, value_row_stride(d_len));
+      const WholeBlock block = whole_block(keys, vals, start, d_len, keys_t, values);
       const std::int64_t next = most_visible - (start + kBlock) < kBlock ? most_visible - (start + kBlock) : kBlock;
       keys.prefetch(start + kBlock, next);
       vals.prefetch(start + kBlock, next);
-      fold_whole_block(f, d_len, l.scale, q_t, keys_t, values);
+      fold_whole_block(f, d_len, l.scale, q_t, block);
       continue;
     }
 #endif
