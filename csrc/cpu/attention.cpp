@@ -501,25 +501,61 @@ void fold_row(RowForward& f, std::int64_t r, std::int64_t count, std::int64_t d_
 // chains had become a third of the prefill's time.
 constexpr int kRowVecs = static_cast<int>(kTaskRows) / kVecLanes;
 static_assert(kTaskRows % kVecLanes == 0, "the task's rows fill whole vectors");
-// Score tiles of kScoreRowVecs row vectors x kScoreKeys keys: 16 fma chains
+// Score tiles of kLaneRowVecs row vectors x kLaneCols keys: 16 fma chains
 // and 5 shared vectors of AVX-512's 32 registers; 12 chains and 3 of AVX2's 16.
 #if defined(GOLDEN_SIMD_16_LANES)
-constexpr int kScoreRowVecs = 4;
-constexpr int kScoreKeys = 4;
+constexpr int kLaneRowVecs = 4;
+constexpr int kLaneCols = 6;
 #else
-constexpr int kScoreRowVecs = 2;
-constexpr int kScoreKeys = 6;
+constexpr int kLaneRowVecs = 2;
+constexpr int kLaneCols = 6;
 #endif
-static_assert(kRowVecs % kScoreRowVecs == 0, "whole score tiles over the rows");
+static_assert(kRowVecs % kLaneRowVecs == 0, "whole score tiles over the rows");
 
-// q_t[d * kTaskRows + r] = q[r][d] for the task's rows.
-void transpose_task_queries(const float (*q)[kMaxD], std::int64_t d_len, float* q_t) {
+// lanes[d * kTaskRows + r] = rows[r][d] for the task's rows, and back.
+void rows_to_lanes(const float (*rows)[kMaxD], std::int64_t d_len, float* lanes) {
   for (std::int64_t d = 0; d < d_len; ++d) {
-    for (std::int64_t r = 0; r < kTaskRows; ++r) q_t[d * kTaskRows + r] = q[r][d];
+    for (std::int64_t r = 0; r < kTaskRows; ++r) lanes[d * kTaskRows + r] = rows[r][d];
   }
 }
 
-// scores_t[j][r] for keys [j0, j0 + kKeys) and the rows of vectors [v0, v0 + kRV).
+void lanes_to_rows(const float* lanes, std::int64_t d_len, float (*rows)[kMaxD]) {
+  for (std::int64_t r = 0; r < kTaskRows; ++r) {
+    for (std::int64_t d = 0; d < d_len; ++d) rows[r][d] = lanes[d * kTaskRows + r];
+  }
+}
+
+// The whole-block path's register tile: for the row vectors [v0, v0 + kRV) and
+// kCols columns c, sum[c][v] += a[i][rows] * b[c * c_stride + i * i_stride] over
+// i = 0..count-1 in order (a is [count][kTaskRows], rows in lanes; b's element is
+// broadcast). Each lane is one fma chain, as in the core's loops.
+template <int kRV, int kCols>
+void lane_tile_fma(const float* a, int v0, const float* b, std::int64_t c_stride, std::int64_t i_stride,
+                   std::int64_t count, Vec (&sum)[kCols][kRV]) {
+  for (std::int64_t i = 0; i < count; ++i) {
+    Vec rows[kRV];
+    for (int v = 0; v < kRV; ++v) rows[v] = vec_load(a + i * kTaskRows + (v0 + v) * kVecLanes);
+    for (int c = 0; c < kCols; ++c) {
+      const Vec bc = vec_broadcast(b[c * c_stride + i * i_stride]);
+      for (int v = 0; v < kRV; ++v) sum[c][v] = vec_fma(rows[v], bc, sum[c][v]);
+    }
+  }
+}
+
+// Calls body(std::integral_constant<int, width>) for a runtime width in [1, kMax].
+template <int kMax, class Body>
+void with_width(int width, Body&& body) {
+  if constexpr (kMax > 0) {
+    if (width == kMax) {
+      body(std::integral_constant<int, kMax>{});
+    } else {
+      with_width<kMax - 1>(width, body);
+    }
+  }
+}
+
+// scores_t[j][r] for keys [j0, j0 + kKeys) and the rows of vectors [v0, v0 + kRV):
+// the chains over d from +0, then the scale.
 template <int kRV, int kKeys>
 void task_scores_tile(const float* q_t, std::int64_t d_len, Vec scale, const float* key_rows, std::int64_t key_stride,
                       int v0, std::int64_t j0, float (*scores_t)[kTaskRows]) {
@@ -527,14 +563,7 @@ void task_scores_tile(const float* q_t, std::int64_t d_len, Vec scale, const flo
   for (int k = 0; k < kKeys; ++k) {
     for (int v = 0; v < kRV; ++v) dot[k][v] = vec_zero();
   }
-  for (std::int64_t d = 0; d < d_len; ++d) {
-    Vec query[kRV];
-    for (int v = 0; v < kRV; ++v) query[v] = vec_load(q_t + d * kTaskRows + (v0 + v) * kVecLanes);
-    for (int k = 0; k < kKeys; ++k) {
-      const Vec key = vec_broadcast(key_rows[(j0 + k) * key_stride + d]);
-      for (int v = 0; v < kRV; ++v) dot[k][v] = vec_fma(query[v], key, dot[k][v]);
-    }
-  }
+  lane_tile_fma<kRV, kKeys>(q_t, v0, key_rows + j0 * key_stride, key_stride, 1, d_len, dot);
   for (int k = 0; k < kKeys; ++k) {
     for (int v = 0; v < kRV; ++v) vec_store(scores_t[j0 + k] + (v0 + v) * kVecLanes, vec_mul(dot[k][v], scale));
   }
@@ -545,15 +574,45 @@ void task_scores_tile(const float* q_t, std::int64_t d_len, Vec scale, const flo
 void task_scores(const float* q_t, std::int64_t d_len, float scale, const float* key_rows, std::int64_t key_stride,
                  float (*scores_t)[kTaskRows]) {
   const Vec scale_v = vec_broadcast(scale);
-  constexpr int kKeyTail = static_cast<int>(kBlock % kScoreKeys);
-  for (int v0 = 0; v0 < kRowVecs; v0 += kScoreRowVecs) {
+  constexpr int kKeyTail = static_cast<int>(kBlock % kLaneCols);
+  for (int v0 = 0; v0 < kRowVecs; v0 += kLaneRowVecs) {
     std::int64_t j0 = 0;
-    for (; j0 + kScoreKeys <= kBlock; j0 += kScoreKeys) {
-      task_scores_tile<kScoreRowVecs, kScoreKeys>(q_t, d_len, scale_v, key_rows, key_stride, v0, j0, scores_t);
+    for (; j0 + kLaneCols <= kBlock; j0 += kLaneCols) {
+      task_scores_tile<kLaneRowVecs, kLaneCols>(q_t, d_len, scale_v, key_rows, key_stride, v0, j0, scores_t);
     }
     if constexpr (kKeyTail != 0) {
-      task_scores_tile<kScoreRowVecs, kKeyTail>(q_t, d_len, scale_v, key_rows, key_stride, v0, j0, scores_t);
+      task_scores_tile<kLaneRowVecs, kKeyTail>(q_t, d_len, scale_v, key_rows, key_stride, v0, j0, scores_t);
     }
+  }
+}
+
+// acc_t[d][r] for columns [d0, d0 + kCols) and the rows of vectors [v0, v0 + kRV):
+// the chains over the block's keys continue from the accumulators.
+template <int kRV, int kCols>
+void task_values_tile(float* acc_t, const float (*probs_t)[kTaskRows], const float* values,
+                      std::int64_t value_stride, int v0, std::int64_t d0) {
+  Vec sum[kCols][kRV];
+  for (int c = 0; c < kCols; ++c) {
+    for (int v = 0; v < kRV; ++v) sum[c][v] = vec_load(acc_t + (d0 + c) * kTaskRows + (v0 + v) * kVecLanes);
+  }
+  lane_tile_fma<kRV, kCols>(probs_t[0], v0, values + d0, 1, value_stride, kBlock, sum);
+  for (int c = 0; c < kCols; ++c) {
+    for (int v = 0; v < kRV; ++v) vec_store(acc_t + (d0 + c) * kTaskRows + (v0 + v) * kVecLanes, sum[c][v]);
+  }
+}
+
+// acc_t[d][r] += the block's probabilities times its value rows (value_stride
+// apart): the core's attention_block_accumulate of every task row.
+void task_values(float* acc_t, std::int64_t d_len, const float (*probs_t)[kTaskRows], const float* values,
+                 std::int64_t value_stride) {
+  for (int v0 = 0; v0 < kRowVecs; v0 += kLaneRowVecs) {
+    std::int64_t d0 = 0;
+    for (; d0 + kLaneCols <= d_len; d0 += kLaneCols) {
+      task_values_tile<kLaneRowVecs, kLaneCols>(acc_t, probs_t, values, value_stride, v0, d0);
+    }
+    with_width<kLaneCols - 1>(static_cast<int>(d_len - d0), [&](auto cols) {
+      task_values_tile<kLaneRowVecs, decltype(cols)::value>(acc_t, probs_t, values, value_stride, v0, d0);
+    });
   }
 }
 
@@ -564,9 +623,10 @@ void key_probs(const float* __restrict scores, const float* __restrict origin, f
 }
 
 // The core's attention_rescale_to for every task row, its steps in loops over
-// the rows that the compiler vectorises (alpha's exps included); the rows'
-// max and sum are copied to arrays and back around them.
-void task_rescale(RowForward& f, std::int64_t d_len, const float* __restrict block_max,
+// the rows that the compiler vectorises (alpha's exps included), on the rows'
+// transposed accumulators acc_t[d][r]; the rows' max and sum are copied to
+// arrays and back around them.
+void task_rescale(RowForward& f, float* __restrict acc_t, std::int64_t d_len, const float* __restrict block_max,
                   float* __restrict origin, float* __restrict sum) {
   alignas(64) float old_max[kTaskRows];
   alignas(64) float new_max[kTaskRows];
@@ -579,16 +639,18 @@ void task_rescale(RowForward& f, std::int64_t d_len, const float* __restrict blo
     new_max[r] = core::attention_max(old_max[r], block_max[r]);
     origin[r] = core::attention_origin(new_max[r]);
     alpha[r] = core::attention_rescale_factor(old_max[r], origin[r]);
-    sum[r] = sum[r] * alpha[r];
+    sum[r] = core::attention_rescaled(sum[r], alpha[r]);
   }
-  for (std::int64_t r = 0; r < kTaskRows; ++r) {
-    f.state[r].max = new_max[r];
-    core::attention_rescale_acc(f.acc[r], d_len, alpha[r]);
+  for (std::int64_t r = 0; r < kTaskRows; ++r) f.state[r].max = new_max[r];
+  for (std::int64_t d = 0; d < d_len; ++d) {
+    for (std::int64_t r = 0; r < kTaskRows; ++r) {
+      acc_t[d * kTaskRows + r] = core::attention_rescaled(acc_t[d * kTaskRows + r], alpha[r]);
+    }
   }
 }
 
 // The core's attention_block_softmax of every task row over a whole block.
-void task_softmax(RowForward& f, std::int64_t d_len, const float (*scores_t)[kTaskRows],
+void task_softmax(RowForward& f, float* acc_t, std::int64_t d_len, const float (*scores_t)[kTaskRows],
                   float (*probs_t)[kTaskRows]) {
   alignas(64) float block_max[kTaskRows];
   alignas(64) float origin[kTaskRows];
@@ -599,7 +661,7 @@ void task_softmax(RowForward& f, std::int64_t d_len, const float (*scores_t)[kTa
     for (int v = 0; v < kRowVecs; ++v) chain[v] = vec_select_greater(chain[v], vec_load(scores_t[j] + v * kVecLanes));
   }
   for (int v = 0; v < kRowVecs; ++v) vec_store(block_max + v * kVecLanes, chain[v]);
-  task_rescale(f, d_len, block_max, origin, sum);
+  task_rescale(f, acc_t, d_len, block_max, origin, sum);
   for (std::int64_t j = 0; j < kBlock; ++j) key_probs(scores_t[j], origin, probs_t[j]);
   for (int v = 0; v < kRowVecs; ++v) chain[v] = vec_load(sum + v * kVecLanes);
   for (std::int64_t j = 0; j < kBlock; ++j) {
@@ -622,18 +684,15 @@ struct WholeBlock {
   std::int64_t value_stride;
 };
 
-// Folds a whole block into every task row.
-void fold_whole_block(RowForward& f, std::int64_t d_len, float scale, const float* q_t, const WholeBlock& block) {
+// Folds a whole block into every task row, the rows' accumulators transposed
+// in acc_t[d][r].
+void fold_whole_block(RowForward& f, float* acc_t, std::int64_t d_len, float scale, const float* q_t,
+                      const WholeBlock& block) {
   alignas(64) float scores_t[kBlock][kTaskRows];
   alignas(64) float probs_t[kBlock][kTaskRows];
   task_scores(q_t, d_len, scale, block.keys, block.key_stride, scores_t);
-  task_softmax(f, d_len, scores_t, probs_t);
-  for (std::int64_t r0 = 0; r0 < kTaskRows; r0 += kTileRows) {
-    float* acc[kTileRows];
-    for (int t = 0; t < kTileRows; ++t) acc[t] = f.acc[r0 + t];
-    const auto weight = [&](int r, std::int64_t j) { return probs_t[j][r0 + r]; };
-    tile_accumulate_by(acc, d_len, weight, kBlock, block.values, block.value_stride);
-  }
+  task_softmax(f, acc_t, d_len, scores_t, probs_t);
+  task_values(acc_t, d_len, probs_t, block.values, block.value_stride);
 }
 
 // The whole block of ranks [start, start + kBlock): fp32 rows of consecutive
@@ -654,6 +713,32 @@ WholeBlock whole_block(const KeyBlockStage<T>& keys, const KeyBlockStage<T>& val
     block.values = value_rows;
   }
   return block;
+}
+
+// Folds the key blocks that every row of a full task sees whole (ranks below
+// the least visible count, in whole blocks) with the rows in lanes; returns
+// the rank where the remaining blocks start.
+template <class T>
+std::int64_t fold_whole_blocks(RowForward& f, const KeyBlockStage<T>& keys, const KeyBlockStage<T>& vals,
+                               std::int64_t most_visible, float* key_rows, float* value_rows) {
+  const std::int64_t d_len = keys.layout.head_dim;
+  std::int64_t seen_by_all = most_visible;
+  for (std::int64_t r = 0; r < kTaskRows; ++r) seen_by_all = f.visible[r] < seen_by_all ? f.visible[r] : seen_by_all;
+  const std::int64_t whole_end = seen_by_all / kBlock * kBlock;
+  if (whole_end == 0) return 0;
+  alignas(64) float q_t[kMaxD * kTaskRows];
+  alignas(64) float acc_t[kMaxD * kTaskRows];
+  rows_to_lanes(f.q, d_len, q_t);
+  rows_to_lanes(f.acc, d_len, acc_t);
+  for (std::int64_t start = 0; start < whole_end; start += kBlock) {
+    const WholeBlock block = whole_block(keys, vals, start, d_len, key_rows, value_rows);
+    const std::int64_t next = most_visible - (start + kBlock) < kBlock ? most_visible - (start + kBlock) : kBlock;
+    keys.prefetch(start + kBlock, next);
+    vals.prefetch(start + kBlock, next);
+    fold_whole_block(f, acc_t, d_len, keys.layout.scale, q_t, block);
+  }
+  lanes_to_rows(acc_t, d_len, f.acc);
+  return whole_end;
 }
 
 #endif
@@ -711,34 +796,16 @@ void run_forward_rows(const AttentionLayout& l, const AttentionInput& q_in, cons
                       RowForward& f) {
   const std::int64_t d_len = l.head_dim;
   const std::int64_t most_visible = start_task_rows<T>(l, q_in, seq, rows, f);
-  alignas(64) float keys_t[kMaxD * kBlock];  // transposed, or rows for fold_whole_block
+  alignas(64) float keys_t[kMaxD * kBlock];  // transposed, or rows for fold_whole_blocks
   alignas(64) float values[kBlock * kMaxD];
   const KeyBlockStage<T> keys{l, k_in, rows.b, seq, rows.g};
   const KeyBlockStage<T> vals{l, v_in, rows.b, seq, rows.g};
+  std::int64_t start = 0;
 #if defined(__AVX2__)
-  // Keys of rank < whole_blocks_end are seen by every row of a full task.
-  std::int64_t whole_blocks_end = 0;
-  alignas(64) float q_t[kMaxD * kTaskRows];
-  if (rows.count == kTaskRows) {
-    whole_blocks_end = most_visible;
-    for (std::int64_t r = 0; r < rows.count; ++r) {
-      whole_blocks_end = f.visible[r] < whole_blocks_end ? f.visible[r] : whole_blocks_end;
-    }
-    if (whole_blocks_end >= kBlock) transpose_task_queries(f.q, d_len, q_t);
-  }
+  if (rows.count == kTaskRows) start = fold_whole_blocks(f, keys, vals, most_visible, keys_t, values);
 #endif
-  for (std::int64_t start = 0; start < most_visible; start += kBlock) {
+  for (; start < most_visible; start += kBlock) {
     const std::int64_t staged = most_visible - start < kBlock ? most_visible - start : kBlock;
-#if defined(__AVX2__)
-    if (start + kBlock <= whole_blocks_end) {
-      const WholeBlock block = whole_block(keys, vals, start, d_len, keys_t, values);
-      const std::int64_t next = most_visible - (start + kBlock) < kBlock ? most_visible - (start + kBlock) : kBlock;
-      keys.prefetch(start + kBlock, next);
-      vals.prefetch(start + kBlock, next);
-      fold_whole_block(f, d_len, l.scale, q_t, block);
-      continue;
-    }
-#endif
     keys.transposed(start, staged, keys_t);
     vals.rows(start, staged, values);
     for (std::int64_t r = 0; r < rows.count;) {

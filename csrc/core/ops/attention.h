@@ -217,7 +217,7 @@ GOLDEN_INLINE float attention_block_max(const float* scores, std::int64_t count)
 // The steps of attention_rescale_to (a SIMD kernel runs them for many rows at
 // once): the origin of a row whose max is now new_max (all scores -inf so far:
 // 0, so that every exp is exp(-inf) = 0, not NaN), the factor alpha, and the
-// scaling of acc.
+// scaling of sum and of each acc element.
 GOLDEN_INLINE float attention_origin(float new_max) {
   return new_max == -math_detail::inf() ? 0.0f : new_max;
 }
@@ -226,8 +226,10 @@ GOLDEN_INLINE float attention_rescale_factor(float old_max, float origin) {
   return exp_f32(old_max - origin);
 }
 
+GOLDEN_INLINE float attention_rescaled(float x, float alpha) { return x * alpha; }
+
 GOLDEN_INLINE void attention_rescale_acc(float* acc, std::int64_t head_dim, float alpha) {
-  for (std::int64_t d = 0; d < head_dim; ++d) acc[d] = acc[d] * alpha;
+  for (std::int64_t d = 0; d < head_dim; ++d) acc[d] = attention_rescaled(acc[d], alpha);
 }
 
 // Starts folding a block whose max is block_max into the row: one rescale of
@@ -239,7 +241,7 @@ GOLDEN_INLINE float attention_rescale_to(AttentionRowState& st, float* acc, std:
   const float new_max = attention_max(st.max, block_max);
   const float origin = attention_origin(new_max);
   const float alpha = attention_rescale_factor(st.max, origin);
-  st.sum = st.sum * alpha;
+  st.sum = attention_rescaled(st.sum, alpha);
   attention_rescale_acc(acc, head_dim, alpha);
   st.max = new_max;
   return origin;
