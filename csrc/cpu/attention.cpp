@@ -501,8 +501,9 @@ void fold_row(RowForward& f, std::int64_t r, std::int64_t count, std::int64_t d_
 // chains had become a third of the prefill's time.
 constexpr int kRowVecs = static_cast<int>(kTaskRows) / kVecLanes;
 static_assert(kTaskRows % kVecLanes == 0, "the task's rows fill whole vectors");
-// Score tiles of kLaneRowVecs row vectors x kLaneCols keys: 16 fma chains
-// and 5 shared vectors of AVX-512's 32 registers; 12 chains and 3 of AVX2's 16.
+// Lane tiles of kLaneRowVecs row vectors x kLaneCols columns (keys for the
+// scores, head dims for P V): 24 fma chains and 5 shared vectors of AVX-512's
+// 32 registers; 12 chains and 3 of AVX2's 16.
 #if defined(GOLDEN_SIMD_16_LANES)
 constexpr int kLaneRowVecs = 4;
 constexpr int kLaneCols = 6;
@@ -510,7 +511,7 @@ constexpr int kLaneCols = 6;
 constexpr int kLaneRowVecs = 2;
 constexpr int kLaneCols = 6;
 #endif
-static_assert(kRowVecs % kLaneRowVecs == 0, "whole score tiles over the rows");
+static_assert(kRowVecs % kLaneRowVecs == 0, "whole lane tiles over the rows");
 
 // lanes[d * kTaskRows + r] = rows[r][d] for the task's rows, and back.
 void rows_to_lanes(const float (*rows)[kMaxD], std::int64_t d_len, float* lanes) {
