@@ -348,20 +348,20 @@ void tile_softmax(core::AttentionRowState* const* st, float* const* acc, std::in
   for (int r = 0; r < kTileRows; ++r) st[r]->sum = sum[r];
 }
 
-// Columns [d0, d0 + kVecs * kVecLanes) of the tile's accumulation; weight(r, j)
-// is row r's weight of key j, whose row starts at rows + j * row_stride.
-template <int kVecs, class Weight>
-void tile_accumulate_chunk(float* const* acc, Weight weight, std::int64_t count, const float* rows,
-                           std::int64_t row_stride, std::int64_t d0) {
+// Columns [d0, d0 + kVecs * kVecLanes) of the tile's accumulation: row r
+// takes weights[r][j] times key j's row (rows kMaxD apart).
+template <int kVecs>
+void tile_accumulate_chunk(float* const* acc, const float (*weights)[kBlock], std::int64_t count,
+                           const float* rows, std::int64_t d0) {
   Vec sum[kTileRows][kVecs];
   for (int r = 0; r < kTileRows; ++r) {
     for (int c = 0; c < kVecs; ++c) sum[r][c] = vec_load(acc[r] + d0 + c * kVecLanes);
   }
   for (std::int64_t j = 0; j < count; ++j) {
     Vec value[kVecs];
-    for (int c = 0; c < kVecs; ++c) value[c] = vec_load(rows + j * row_stride + d0 + c * kVecLanes);
+    for (int c = 0; c < kVecs; ++c) value[c] = vec_load(rows + j * kMaxD + d0 + c * kVecLanes);
     for (int r = 0; r < kTileRows; ++r) {
-      const Vec w = vec_broadcast(weight(r, j));
+      const Vec w = vec_broadcast(weights[r][j]);
       for (int c = 0; c < kVecs; ++c) sum[r][c] = vec_fma(w, value[c], sum[r][c]);
     }
   }
@@ -371,26 +371,20 @@ void tile_accumulate_chunk(float* const* acc, Weight weight, std::int64_t count,
 }
 
 // block_accumulate for the tile's rows: each V vector loaded feeds all rows.
-template <class Weight>
-void tile_accumulate_by(float* const* acc, std::int64_t d_len, Weight weight, std::int64_t count,
-                        const float* rows, std::int64_t row_stride) {
+void tile_accumulate(float* const* acc, std::int64_t d_len, const float (*weights)[kBlock],
+                     std::int64_t count, const float* rows) {
   for_each_column_chunk(d_len / kVecLanes, [&](std::int64_t v, int width) {
     with_chunk_width(width, [&](auto vecs) {
-      tile_accumulate_chunk<decltype(vecs)::value>(acc, weight, count, rows, row_stride, v * kVecLanes);
+      tile_accumulate_chunk<decltype(vecs)::value>(acc, weights, count, rows, v * kVecLanes);
     });
   });
   for (int r = 0; r < kTileRows; ++r) {  // the columns past the last whole vector
     for (std::int64_t j = 0; j < count; ++j) {
       for (std::int64_t d = d_len / kVecLanes * kVecLanes; d < d_len; ++d) {
-        acc[r][d] = core::fma_rn(weight(r, j), rows[j * row_stride + d], acc[r][d]);
+        acc[r][d] = core::fma_rn(weights[r][j], rows[j * kMaxD + d], acc[r][d]);
       }
     }
   }
-}
-
-void tile_accumulate(float* const* acc, std::int64_t d_len, const float (*weights)[kBlock],
-                     std::int64_t count, const float* rows) {
-  tile_accumulate_by(acc, d_len, [weights](int r, std::int64_t j) { return weights[r][j]; }, count, rows, kMaxD);
 }
 
 #else
