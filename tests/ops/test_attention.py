@@ -65,6 +65,7 @@ SHAPES = [  # (B, Hq, Hkv, Sq, Skv, D)
     (2, 6, 3, 33, 100, 7),     # chunk (Skv > Sq), odd head_dim
     (1, 32, 8, 20, 20, 128),   # qwen3-8b heads
     (1, 8, 2, 150, 150, 71),   # full 64-row tasks past the first block: whole-block path, D tails
+    (1, 8, 2, 80, 80, 128),    # the whole-block path at qwen3's head_dim
 ]
 
 
