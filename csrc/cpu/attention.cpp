@@ -549,18 +549,18 @@ void with_width(int width, Body&& body) {
   }
 }
 
-// scores_t[j][r] for keys [j0, j0 + kKeys) and the rows of vectors [v0, v0 + kRV):
-// the chains over d from +0, then the scale.
+// dots_t[j][r] for keys [j0, j0 + kKeys) and the rows of vectors [v0, v0 + kRV):
+// the chains over d from +0.
 template <int kRV, int kKeys>
-void task_scores_tile(const float* q_t, std::int64_t d_len, Vec scale, const float* key_rows, std::int64_t key_stride,
-                      int v0, std::int64_t j0, float (*scores_t)[kTaskRows]) {
+void task_dots_tile(const float* q_t, std::int64_t d_len, const float* key_rows, std::int64_t key_stride, int v0,
+                    std::int64_t j0, float (*dots_t)[kTaskRows]) {
   Vec dot[kKeys][kRV];
   for (int k = 0; k < kKeys; ++k) {
     for (int v = 0; v < kRV; ++v) dot[k][v] = vec_zero();
   }
   lane_tile_fma<kRV, kKeys>(q_t, v0, key_rows + j0 * key_stride, key_stride, 1, d_len, dot);
   for (int k = 0; k < kKeys; ++k) {
-    for (int v = 0; v < kRV; ++v) vec_store(scores_t[j0 + k] + (v0 + v) * kVecLanes, vec_mul(dot[k][v], scale));
+    for (int v = 0; v < kRV; ++v) vec_store(dots_t[j0 + k] + (v0 + v) * kVecLanes, dot[k][v]);
   }
 }
 
@@ -568,16 +568,18 @@ void task_scores_tile(const float* q_t, std::int64_t d_len, Vec scale, const flo
 // the transposed queries and the block's key rows (key_stride apart).
 void task_scores(const float* q_t, std::int64_t d_len, float scale, const float* key_rows, std::int64_t key_stride,
                  float (*scores_t)[kTaskRows]) {
-  const Vec scale_v = vec_broadcast(scale);
   constexpr int kKeyTail = static_cast<int>(kBlock % kLaneCols);
   for (int v0 = 0; v0 < kRowVecs; v0 += kLaneRowVecs) {
     std::int64_t j0 = 0;
     for (; j0 + kLaneCols <= kBlock; j0 += kLaneCols) {
-      task_scores_tile<kLaneRowVecs, kLaneCols>(q_t, d_len, scale_v, key_rows, key_stride, v0, j0, scores_t);
+      task_dots_tile<kLaneRowVecs, kLaneCols>(q_t, d_len, key_rows, key_stride, v0, j0, scores_t);
     }
     if constexpr (kKeyTail != 0) {
-      task_scores_tile<kLaneRowVecs, kKeyTail>(q_t, d_len, scale_v, key_rows, key_stride, v0, j0, scores_t);
+      task_dots_tile<kLaneRowVecs, kKeyTail>(q_t, d_len, key_rows, key_stride, v0, j0, scores_t);
     }
+  }
+  for (std::int64_t j = 0; j < kBlock; ++j) {
+    for (std::int64_t r = 0; r < kTaskRows; ++r) scores_t[j][r] = core::attention_score(scores_t[j][r], scale);
   }
 }
 

@@ -1,5 +1,5 @@
 // A minimal SIMD vocabulary for the per-instruction-set kernel files: a vector
-// of independent fp32 lanes with load, store, broadcast, add, mul, fma (one
+// of independent fp32 lanes with load, store, broadcast, add, fma (one
 // rounding per lane, exactly core::fma_rn) and the core's select-greater max,
 // for AVX-512, AVX2+FMA or plain scalar loops. Lanes never interact, so a
 // vectorised loop computes each lane's value in the same order as the scalar
@@ -33,7 +33,6 @@ inline void vec_store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
 inline Vec vec_broadcast(float s) { return _mm512_set1_ps(s); }
 inline Vec vec_add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
 inline Vec vec_fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
-inline Vec vec_mul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
 // b where b > a, else a: the core's select(b > a, b, a) (a NaN b never wins).
 // (max_ps(b, a) is that; the all-lanes mask form avoids GCC 12's false
 // -Wuninitialized on _mm512_max_ps.)
@@ -58,7 +57,6 @@ inline Vec vec_add(Vec a, Vec b) { return Vec{_mm256_add_ps(a.lo, b.lo), _mm256_
 inline Vec vec_fma(Vec a, Vec b, Vec c) {
   return Vec{_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)};
 }
-inline Vec vec_mul(Vec a, Vec b) { return Vec{_mm256_mul_ps(a.lo, b.lo), _mm256_mul_ps(a.hi, b.hi)}; }
 inline Vec vec_select_greater(Vec a, Vec b) { return Vec{_mm256_max_ps(b.lo, a.lo), _mm256_max_ps(b.hi, a.hi)}; }
 
 #elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -71,7 +69,6 @@ inline void vec_store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
 inline Vec vec_broadcast(float s) { return _mm256_set1_ps(s); }
 inline Vec vec_add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
 inline Vec vec_fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
-inline Vec vec_mul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
 inline Vec vec_select_greater(Vec a, Vec b) { return _mm256_max_ps(b, a); }
 
 #else
@@ -94,10 +91,6 @@ inline Vec vec_add(Vec a, Vec b) {
 inline Vec vec_fma(Vec a, Vec b, Vec c) {
   for (int j = 0; j < kVecLanes; ++j) c.lane[j] = core::fma_rn(a.lane[j], b.lane[j], c.lane[j]);
   return c;
-}
-inline Vec vec_mul(Vec a, Vec b) {
-  for (int j = 0; j < kVecLanes; ++j) a.lane[j] = a.lane[j] * b.lane[j];
-  return a;
 }
 inline Vec vec_select_greater(Vec a, Vec b) {
   for (int j = 0; j < kVecLanes; ++j) a.lane[j] = b.lane[j] > a.lane[j] ? b.lane[j] : a.lane[j];
