@@ -520,19 +520,31 @@ void lanes_to_rows(const float* lanes, std::int64_t d_len, float (*rows)[kMaxD])
   }
 }
 
-// The whole-block path's register tile: for the row vectors [v0, v0 + kRV) and
-// kCols columns c, sum[c][v] += a[i][rows] * b[c * c_stride + i * i_stride] over
-// i = 0..count-1 in order (a is [count][kTaskRows], rows in lanes; b's element is
-// broadcast). Each lane is one fma chain, as in the core's loops.
-template <int kRV, int kCols>
+// The lane tiles' register tile: for the lane vectors [v0, v0 + kRV) and kCols
+// columns c, sum[c][v] += a[i][lanes] * b[c * c_stride + i * i_stride] over
+// i = 0..count-1 in order (a is [count][kTaskRows]; b's element is broadcast).
+// Each lane is one fma chain, as in the core's loops. kMasked: step i reaches
+// only lanes below lane_counts[i], the others skip it (a key that row i does
+// not see).
+template <int kRV, int kCols, bool kMasked = false>
 void lane_tile_fma(const float* a, int v0, const float* b, std::int64_t c_stride, std::int64_t i_stride,
-                   std::int64_t count, Vec (&sum)[kCols][kRV]) {
+                   std::int64_t count, Vec (&sum)[kCols][kRV], const std::int64_t* lane_counts = nullptr) {
   for (std::int64_t i = 0; i < count; ++i) {
     Vec rows[kRV];
     for (int v = 0; v < kRV; ++v) rows[v] = vec_load(a + i * kTaskRows + (v0 + v) * kVecLanes);
+    [[maybe_unused]] LaneMask in[kRV];
+    if constexpr (kMasked) {
+      for (int v = 0; v < kRV; ++v) in[v] = lanes_below(static_cast<int>(lane_counts[i]) - (v0 + v) * kVecLanes);
+    }
     for (int c = 0; c < kCols; ++c) {
       const Vec bc = vec_broadcast(b[c * c_stride + i * i_stride]);
-      for (int v = 0; v < kRV; ++v) sum[c][v] = vec_fma(rows[v], bc, sum[c][v]);
+      for (int v = 0; v < kRV; ++v) {
+        if constexpr (kMasked) {
+          sum[c][v] = vec_fma_in(in[v], rows[v], bc, sum[c][v]);
+        } else {
+          sum[c][v] = vec_fma(rows[v], bc, sum[c][v]);
+        }
+      }
     }
   }
 }
@@ -549,18 +561,34 @@ void with_width(int width, Body&& body) {
   }
 }
 
-// dots_t[j][r] for keys [j0, j0 + kKeys) and the rows of vectors [v0, v0 + kRV):
-// the chains over d from +0.
-template <int kRV, int kKeys>
-void task_dots_tile(const float* q_t, std::int64_t d_len, const float* key_rows, std::int64_t key_stride, int v0,
-                    std::int64_t j0, float (*dots_t)[kTaskRows]) {
-  Vec dot[kKeys][kRV];
-  for (int k = 0; k < kKeys; ++k) {
-    for (int v = 0; v < kRV; ++v) dot[k][v] = vec_zero();
+// dots[c][lane] = the fma chain over d from +0 of lanes_t[d][lane] * rows[c][d],
+// for rows [c0, c0 + kCols) (row_stride apart) and the lanes of vectors
+// [v0, v0 + kRV): the core's block dots, rows in lanes (the forward's queries
+// against key rows) or keys in lanes (the backward's key block against q, dO).
+template <int kRV, int kCols>
+void lane_dots_tile(const float* lanes_t, std::int64_t d_len, const float* rows, std::int64_t row_stride, int v0,
+                    std::int64_t c0, float (*dots)[kTaskRows]) {
+  Vec dot[kCols][kRV];
+  for (int c = 0; c < kCols; ++c) {
+    for (int v = 0; v < kRV; ++v) dot[c][v] = vec_zero();
   }
-  lane_tile_fma<kRV, kKeys>(q_t, v0, key_rows + j0 * key_stride, key_stride, 1, d_len, dot);
-  for (int k = 0; k < kKeys; ++k) {
-    for (int v = 0; v < kRV; ++v) vec_store(dots_t[j0 + k] + (v0 + v) * kVecLanes, dot[k][v]);
+  lane_tile_fma<kRV, kCols>(lanes_t, v0, rows + c0 * row_stride, row_stride, 1, d_len, dot);
+  for (int c = 0; c < kCols; ++c) {
+    for (int v = 0; v < kRV; ++v) vec_store(dots[c0 + c] + (v0 + v) * kVecLanes, dot[c][v]);
+  }
+}
+
+// lane_dots_tile for rows [0, count).
+void lane_dots(const float* lanes_t, std::int64_t d_len, const float* rows, std::int64_t row_stride,
+               std::int64_t count, float (*dots)[kTaskRows]) {
+  for (int v0 = 0; v0 < kRowVecs; v0 += kLaneRowVecs) {
+    std::int64_t c0 = 0;
+    for (; c0 + kLaneCols <= count; c0 += kLaneCols) {
+      lane_dots_tile<kLaneRowVecs, kLaneCols>(lanes_t, d_len, rows, row_stride, v0, c0, dots);
+    }
+    with_width<kLaneCols - 1>(static_cast<int>(count - c0), [&](auto cols) {
+      lane_dots_tile<kLaneRowVecs, decltype(cols)::value>(lanes_t, d_len, rows, row_stride, v0, c0, dots);
+    });
   }
 }
 
@@ -568,47 +596,45 @@ void task_dots_tile(const float* q_t, std::int64_t d_len, const float* key_rows,
 // the transposed queries and the block's key rows (key_stride apart).
 void task_scores(const float* q_t, std::int64_t d_len, float scale, const float* key_rows, std::int64_t key_stride,
                  float (*scores_t)[kTaskRows]) {
-  constexpr int kKeyTail = static_cast<int>(kBlock % kLaneCols);
-  for (int v0 = 0; v0 < kRowVecs; v0 += kLaneRowVecs) {
-    std::int64_t j0 = 0;
-    for (; j0 + kLaneCols <= kBlock; j0 += kLaneCols) {
-      task_dots_tile<kLaneRowVecs, kLaneCols>(q_t, d_len, key_rows, key_stride, v0, j0, scores_t);
-    }
-    if constexpr (kKeyTail != 0) {
-      task_dots_tile<kLaneRowVecs, kKeyTail>(q_t, d_len, key_rows, key_stride, v0, j0, scores_t);
-    }
-  }
+  lane_dots(q_t, d_len, key_rows, key_stride, kBlock, scores_t);
   for (std::int64_t j = 0; j < kBlock; ++j) {
     for (std::int64_t r = 0; r < kTaskRows; ++r) scores_t[j][r] = core::attention_score(scores_t[j][r], scale);
   }
 }
 
-// acc_t[d][r] for columns [d0, d0 + kCols) and the rows of vectors [v0, v0 + kRV):
-// the chains over the block's keys continue from the accumulators.
-template <int kRV, int kCols>
-void task_values_tile(float* acc_t, const float (*probs_t)[kTaskRows], const float* values,
-                      std::int64_t value_stride, int v0, std::int64_t d0) {
+// acc_t[d][lane] for columns [d0, d0 + kCols) and the lanes of vectors
+// [v0, v0 + kRV): the chains continue from the accumulators over i in order,
+// each adding weights[i][lane] * rows[i][d] (rows row_stride apart).
+template <int kRV, int kCols, bool kMasked>
+void lane_accumulate_tile(float* acc_t, const float (*weights)[kTaskRows], std::int64_t count, const float* rows,
+                          std::int64_t row_stride, const std::int64_t* lane_counts, int v0, std::int64_t d0) {
   Vec sum[kCols][kRV];
   for (int c = 0; c < kCols; ++c) {
     for (int v = 0; v < kRV; ++v) sum[c][v] = vec_load(acc_t + (d0 + c) * kTaskRows + (v0 + v) * kVecLanes);
   }
-  lane_tile_fma<kRV, kCols>(probs_t[0], v0, values + d0, 1, value_stride, kBlock, sum);
+  lane_tile_fma<kRV, kCols, kMasked>(weights[0], v0, rows + d0, 1, row_stride, count, sum, lane_counts);
   for (int c = 0; c < kCols; ++c) {
     for (int v = 0; v < kRV; ++v) vec_store(acc_t + (d0 + c) * kTaskRows + (v0 + v) * kVecLanes, sum[c][v]);
   }
 }
 
-// acc_t[d][r] += the block's probabilities times its value rows (value_stride
-// apart): the core's attention_block_accumulate of every task row.
-void task_values(float* acc_t, std::int64_t d_len, const float (*probs_t)[kTaskRows], const float* values,
-                 std::int64_t value_stride) {
+// acc_t[d][lane] += weights[i][lane] * rows[i][d] for i = 0..count-1 in order
+// (kMasked: only for lanes below lane_counts[i]): the core's accumulate chains
+// with their sums in lanes, the forward's rows (weights = probabilities, rows =
+// value rows) or the backward's dk, dv of a key block (weights = dS or P of
+// the query rows, rows = their q or dO).
+template <bool kMasked>
+void lane_accumulate(float* acc_t, std::int64_t d_len, const float (*weights)[kTaskRows], std::int64_t count,
+                     const float* rows, std::int64_t row_stride, const std::int64_t* lane_counts) {
   for (int v0 = 0; v0 < kRowVecs; v0 += kLaneRowVecs) {
     std::int64_t d0 = 0;
     for (; d0 + kLaneCols <= d_len; d0 += kLaneCols) {
-      task_values_tile<kLaneRowVecs, kLaneCols>(acc_t, probs_t, values, value_stride, v0, d0);
+      lane_accumulate_tile<kLaneRowVecs, kLaneCols, kMasked>(acc_t, weights, count, rows, row_stride, lane_counts,
+                                                             v0, d0);
     }
     with_width<kLaneCols - 1>(static_cast<int>(d_len - d0), [&](auto cols) {
-      task_values_tile<kLaneRowVecs, decltype(cols)::value>(acc_t, probs_t, values, value_stride, v0, d0);
+      lane_accumulate_tile<kLaneRowVecs, decltype(cols)::value, kMasked>(acc_t, weights, count, rows, row_stride,
+                                                                         lane_counts, v0, d0);
     });
   }
 }
@@ -689,7 +715,7 @@ void fold_whole_block(RowForward& f, float* acc_t, std::int64_t d_len, float sca
   alignas(64) float probs_t[kBlock][kTaskRows];
   task_scores(q_t, d_len, scale, block.keys, block.key_stride, scores_t);
   task_softmax(f, acc_t, d_len, scores_t, probs_t);
-  task_values(acc_t, d_len, probs_t, block.values, block.value_stride);
+  lane_accumulate<false>(acc_t, d_len, probs_t, kBlock, block.values, block.value_stride, nullptr);
 }
 
 // The whole block of ranks [start, start + kBlock): fp32 rows of consecutive
@@ -961,17 +987,17 @@ void backward_rows(const AttentionBackwardProblem& p, const Workspace& ws, int n
   });
 }
 
-// Up to kPendingRows query rows of one head (token order) waiting to fold
-// into a key block's dk, dv: each key's dk, dv columns are then loaded and
-// stored once per batch of rows instead of once per row.
-constexpr int kPendingRows = 16;
+// Up to kPendingRows query rows (heads of the group in order, each head's rows
+// in token order) waiting to fold into a key block's dk, dv: the keys' dk, dv
+// sums are then loaded and stored once per batch of rows instead of per row.
+constexpr int kPendingRows = 64;
 static_assert(kPendingRows <= kBlock, "a key's weights over the batch fit one row of a [row][kBlock] array");
 
 struct PendingRows {
-  float q[kPendingRows][kMaxD];
-  float grad[kPendingRows][kMaxD];
-  alignas(64) float scores[kPendingRows][kBlock];  // then P
-  alignas(64) float dps[kPendingRows][kBlock];     // then dS
+  alignas(64) float q[kPendingRows][kMaxD];
+  alignas(64) float grad[kPendingRows][kMaxD];
+  alignas(64) float scores[kPendingRows][kBlock];  // dots, then P
+  alignas(64) float dps[kPendingRows][kBlock];     // dots, then dS
   float lse[kPendingRows];
   float delta[kPendingRows];
   std::int64_t count[kPendingRows];  // the block's keys the row sees
@@ -979,49 +1005,49 @@ struct PendingRows {
   int size;
 };
 
-// Each pending row's scores and dP (q.k scaled, dO.v) over the staged block:
-// four rows at a time in the SIMD builds (each row's dots in the core's order,
-// so the same bits), then P and dS in place.
-void pending_probs_and_score_grads(PendingRows& rows, std::int64_t d_len, float scale, const float* keys_t,
-                                   const float* values_t) {
-  int t = 0;
 #if defined(__AVX2__)
-  for (; t + kTileRows <= rows.size; t += kTileRows) {
-    const float* q[kTileRows];
-    const float* grad[kTileRows];
-    for (int r = 0; r < kTileRows; ++r) {
-      q[r] = rows.q[t + r];
-      grad[r] = rows.grad[t + r];
-    }
-    tile_scores(q, d_len, scale, keys_t, &rows.scores[t]);
-    tile_dots(grad, d_len, values_t, &rows.dps[t]);
+static_assert(kBlock == kTaskRows, "a key block fills the lane tiles' vectors");
+
+// The pending rows' q.k and dO.v dots over the staged block, keys in lanes
+// (each dot the core's chain over d).
+void pending_dots(PendingRows& rows, std::int64_t d_len, const float* keys_t, const float* values_t) {
+  lane_dots(keys_t, d_len, &rows.q[0][0], kMaxD, rows.size, rows.scores);
+  lane_dots(values_t, d_len, &rows.grad[0][0], kMaxD, rows.size, rows.dps);
+}
+
+// dv_t[d][j] += P * dO[d] and dk_t[d][j] += dS * q[d] of the pending rows that
+// see key j, in their order: the keys in lanes, a row's terms masked off the
+// keys it does not see.
+void pending_key_grads(const PendingRows& rows, std::int64_t d_len, float* dk_t, float* dv_t) {
+  bool whole = true;
+  for (int t = 0; t < rows.size; ++t) whole = whole && rows.count[t] == kBlock;
+  if (whole) {
+    lane_accumulate<false>(dv_t, d_len, rows.scores, rows.size, &rows.grad[0][0], kMaxD, nullptr);
+    lane_accumulate<false>(dk_t, d_len, rows.dps, rows.size, &rows.q[0][0], kMaxD, nullptr);
+  } else {
+    lane_accumulate<true>(dv_t, d_len, rows.scores, rows.size, &rows.grad[0][0], kMaxD, rows.count);
+    lane_accumulate<true>(dk_t, d_len, rows.dps, rows.size, &rows.q[0][0], kMaxD, rows.count);
   }
-#endif
-  for (; t < rows.size; ++t) {
-    block_scores(rows.q[t], d_len, scale, keys_t, rows.scores[t]);
+}
+#else
+void pending_dots(PendingRows& rows, std::int64_t d_len, const float* keys_t, const float* values_t) {
+  for (int t = 0; t < rows.size; ++t) {
+    block_dots(rows.q[t], d_len, keys_t, rows.scores[t]);
     block_dots(rows.grad[t], d_len, values_t, rows.dps[t]);
-  }
-  for (t = 0; t < rows.size; ++t) {
-    for (std::int64_t j = 0; j < rows.count[t]; ++j) {
-      rows.scores[t][j] = core::attention_probability(rows.scores[t][j], rows.lse[t]);
-      rows.dps[t][j] = core::attention_score_grad(rows.scores[t][j], rows.dps[t][j], rows.delta[t]);
-    }
   }
 }
 
-// acc[d] = fma(w[t], rows[t][d], acc[d]) for t = 0..n-1 in order: the core's
-// attention_accumulate of each row in turn (lanes are independent columns).
-void accumulate_rows(float* acc, std::int64_t d_len, const float* w, const float* const* rows, int n) {
-  std::int64_t d = 0;
-  for (; d + kVecLanes <= d_len; d += kVecLanes) {
-    Vec sum = vec_load(acc + d);
-    for (int t = 0; t < n; ++t) sum = vec_fma(vec_broadcast(w[t]), vec_load(rows[t] + d), sum);
-    vec_store(acc + d, sum);
-  }
-  for (; d < d_len; ++d) {
-    for (int t = 0; t < n; ++t) acc[d] = core::fma_rn(w[t], rows[t][d], acc[d]);
+void pending_key_grads(const PendingRows& rows, std::int64_t d_len, float* dk_t, float* dv_t) {
+  for (int t = 0; t < rows.size; ++t) {
+    for (std::int64_t d = 0; d < d_len; ++d) {
+      for (std::int64_t j = 0; j < rows.count[t]; ++j) {
+        dv_t[d * kBlock + j] = core::fma_rn(rows.scores[t][j], rows.grad[t][d], dv_t[d * kBlock + j]);
+        dk_t[d * kBlock + j] = core::fma_rn(rows.dps[t][j], rows.q[t][d], dk_t[d * kBlock + j]);
+      }
+    }
   }
 }
+#endif
 
 // dq += dS * k over the block's keys each pending row sees, in rank order:
 // pass 1's dq_key_block for this block, from the dS pass 2 has computed.
@@ -1043,54 +1069,20 @@ void pending_dq(PendingRows& rows, std::int64_t d_len, const float* key_rows) {
 
 // dv_j += P * dO and dk_j += dS * q of the pending rows that see key j, in
 // their order, after computing their P and dS (and their dq terms when
-// key_rows is given); empties the batch.
+// key_rows is given); dk_t, dv_t are [D][kBlock]. Empties the batch.
 void fold_pending_rows(PendingRows& rows, std::int64_t d_len, float scale, const float* keys_t,
-                       const float* values_t, const float* key_rows, float* dk, float* dv) {
-  pending_probs_and_score_grads(rows, d_len, scale, keys_t, values_t);
+                       const float* values_t, const float* key_rows, float* dk_t, float* dv_t) {
+  if (rows.size == 0) return;
+  pending_dots(rows, d_len, keys_t, values_t);
+  for (int t = 0; t < rows.size; ++t) {
+    for (std::int64_t j = 0; j < rows.count[t]; ++j) {
+      const float p = core::attention_probability(core::attention_score(rows.scores[t][j], scale), rows.lse[t]);
+      rows.scores[t][j] = p;
+      rows.dps[t][j] = core::attention_score_grad(p, rows.dps[t][j], rows.delta[t]);
+    }
+  }
   if (key_rows != nullptr) pending_dq(rows, d_len, key_rows);
-  std::int64_t j = 0;
-#if defined(__AVX2__)
-  // Keys every pending row sees, 4 at a time in a register tile: dv_j and dk_j
-  // are the tile's rows, the pending rows' dO and q its accumulated rows (each
-  // grad and q vector loaded once for 4 keys), folded in the rows' order.
-  std::int64_t seen_by_all = kBlock;
-  for (int t = 0; t < rows.size; ++t) seen_by_all = rows.count[t] < seen_by_all ? rows.count[t] : seen_by_all;
-  for (; rows.size > 0 && j + kTileRows <= seen_by_all; j += kTileRows) {
-    // Weights [key][pending row], in tile_accumulate's [row][kBlock] shape.
-    float prob[kTileRows][kBlock];
-    float ds[kTileRows][kBlock];
-    float* dv_rows[kTileRows];
-    float* dk_rows[kTileRows];
-    for (int r = 0; r < kTileRows; ++r) {
-      for (int t = 0; t < rows.size; ++t) {
-        prob[r][t] = rows.scores[t][j + r];
-        ds[r][t] = rows.dps[t][j + r];
-      }
-      dv_rows[r] = dv + (j + r) * kMaxD;
-      dk_rows[r] = dk + (j + r) * kMaxD;
-    }
-    tile_accumulate(dv_rows, d_len, prob, rows.size, &rows.grad[0][0]);
-    tile_accumulate(dk_rows, d_len, ds, rows.size, &rows.q[0][0]);
-  }
-#endif
-  for (; j < kBlock; ++j) {
-    float prob[kPendingRows];
-    float ds[kPendingRows];
-    const float* grad[kPendingRows];
-    const float* q[kPendingRows];
-    int n = 0;
-    for (int t = 0; t < rows.size; ++t) {
-      if (j >= rows.count[t]) continue;
-      prob[n] = rows.scores[t][j];
-      ds[n] = rows.dps[t][j];
-      grad[n] = rows.grad[t];
-      q[n] = rows.q[t];
-      ++n;
-    }
-    if (n == 0) continue;
-    accumulate_rows(dv + j * kMaxD, d_len, prob, grad, n);
-    accumulate_rows(dk + j * kMaxD, d_len, ds, q, n);
-  }
+  pending_key_grads(rows, d_len, dk_t, dv_t);
   rows.size = 0;
 }
 
@@ -1120,8 +1112,8 @@ void key_block_grads(const AttentionBackwardProblem& p, const Workspace& ws, std
   alignas(64) float keys_t[kMaxD * kBlock];
   alignas(64) float values_t[kMaxD * kBlock];
   alignas(64) float key_rows[kBlock * kMaxD];
-  alignas(64) float dk[kBlock * kMaxD];
-  alignas(64) float dv[kBlock * kMaxD];
+  alignas(64) float dk_t[kMaxD * kBlock];
+  alignas(64) float dv_t[kMaxD * kBlock];
   PendingRows pending;
   pending.size = 0;
   const KeyBlockStage<T> keys{l, p.k, b, seq, g};
@@ -1130,7 +1122,7 @@ void key_block_grads(const AttentionBackwardProblem& p, const Workspace& ws, std
   if (dq != nullptr) keys.rows(start, staged, key_rows);
   vals.transposed(start, staged, values_t);
   const float* dq_keys = dq != nullptr ? key_rows : nullptr;
-  for (std::int64_t i = 0; i < kBlock * kMaxD; ++i) dk[i] = dv[i] = 0.0f;
+  for (std::int64_t i = 0; i < kMaxD * kBlock; ++i) dk_t[i] = dv_t[i] = 0.0f;
   for (std::int64_t h = g * group; h < (g + 1) * group; ++h) {
     for (std::int64_t i = 0; i < seq.q_len; ++i) {
       const std::int64_t visible = core::attention_visible_keys(l, b, seq, i);
@@ -1143,18 +1135,17 @@ void key_block_grads(const AttentionBackwardProblem& p, const Workspace& ws, std
       pending.delta[t] = *ws.at(ws.delta, seq, i, h);
       pending.count[t] = count;
       pending.dq[t] = dq != nullptr ? dq->at(i, h - g * group) : nullptr;
-      if (pending.size == kPendingRows) fold_pending_rows(pending, d_len, l.scale, keys_t, values_t, dq_keys, dk, dv);
+      if (pending.size == kPendingRows) fold_pending_rows(pending, d_len, l.scale, keys_t, values_t, dq_keys, dk_t, dv_t);
     }
-    // a head's rows fold before the next head's
-    fold_pending_rows(pending, d_len, l.scale, keys_t, values_t, dq_keys, dk, dv);
   }
+  fold_pending_rows(pending, d_len, l.scale, keys_t, values_t, dq_keys, dk_t, dv_t);
   for (std::int64_t j = 0; j < staged; ++j) {
     const std::int64_t token = seq.k_begin + core::attention_key_token(l, b, start + j);
     TOut* dk_out = output_row<TOut>(p.dk, b, token, g);
     TOut* dv_out = output_row<TOut>(p.dv, b, token, g);
     for (std::int64_t d = 0; d < d_len; ++d) {
-      dk_out[d] = core::from_float<TOut>(core::attention_grad_output(dk[j * kMaxD + d], l.scale));
-      dv_out[d] = core::from_float<TOut>(core::attention_grad_output(dv[j * kMaxD + d], 1.0f));
+      dk_out[d] = core::from_float<TOut>(core::attention_grad_output(dk_t[d * kBlock + j], l.scale));
+      dv_out[d] = core::from_float<TOut>(core::attention_grad_output(dv_t[d * kBlock + j], 1.0f));
     }
   }
 }

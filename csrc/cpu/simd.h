@@ -1,7 +1,8 @@
 // A minimal SIMD vocabulary for the per-instruction-set kernel files: a vector
 // of independent fp32 lanes with load, store, broadcast, add, fma (one
-// rounding per lane, exactly core::fma_rn) and the core's select-greater max,
-// for AVX-512, AVX2+FMA or plain scalar loops. Lanes never interact, so a
+// rounding per lane, exactly core::fma_rn), an fma confined to a vector's
+// first n lanes (the others keep their value bit for bit: a skipped term) and
+// the core's select-greater max, for AVX-512, AVX2+FMA or plain scalar loops. Lanes never interact, so a
 // vectorised loop computes each lane's value in the same order as the scalar
 // core, and every build gives the same bits.
 // A GOLDEN_EMULATE_AVX512 build (testing, CMakeLists.txt) gives the avx512
@@ -37,6 +38,12 @@ inline Vec vec_fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
 // (max_ps(b, a) is that; the all-lanes mask form avoids GCC 12's false
 // -Wuninitialized on _mm512_max_ps.)
 inline Vec vec_select_greater(Vec a, Vec b) { return _mm512_maskz_max_ps(0xFFFF, b, a); }
+using LaneMask = __mmask16;
+inline LaneMask lanes_below(int n) {
+  if (n <= 0) return 0;
+  return n >= kVecLanes ? LaneMask{0xFFFF} : static_cast<LaneMask>((1u << n) - 1u);
+}
+inline Vec vec_fma_in(LaneMask m, Vec a, Vec b, Vec c) { return _mm512_mask3_fmadd_ps(a, b, c, m); }
 
 #elif defined(GOLDEN_EMULATE_AVX512) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 
@@ -58,6 +65,17 @@ inline Vec vec_fma(Vec a, Vec b, Vec c) {
   return Vec{_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)};
 }
 inline Vec vec_select_greater(Vec a, Vec b) { return Vec{_mm256_max_ps(b.lo, a.lo), _mm256_max_ps(b.hi, a.hi)}; }
+using LaneMask = Vec;  // all-ones lanes
+inline __m256 lanes_below_8(int n, int first) {
+  const __m256i lane = _mm256_setr_epi32(first, first + 1, first + 2, first + 3, first + 4, first + 5, first + 6,
+                                         first + 7);
+  return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane));
+}
+inline LaneMask lanes_below(int n) { return Vec{lanes_below_8(n, 0), lanes_below_8(n, 8)}; }
+inline Vec vec_fma_in(LaneMask m, Vec a, Vec b, Vec c) {
+  const Vec f = vec_fma(a, b, c);
+  return Vec{_mm256_blendv_ps(c.lo, f.lo, m.lo), _mm256_blendv_ps(c.hi, f.hi, m.hi)};
+}
 
 #elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 
@@ -70,6 +88,11 @@ inline Vec vec_broadcast(float s) { return _mm256_set1_ps(s); }
 inline Vec vec_add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
 inline Vec vec_fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
 inline Vec vec_select_greater(Vec a, Vec b) { return _mm256_max_ps(b, a); }
+using LaneMask = __m256;  // all-ones lanes
+inline LaneMask lanes_below(int n) {
+  return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+}
+inline Vec vec_fma_in(LaneMask m, Vec a, Vec b, Vec c) { return _mm256_blendv_ps(c, _mm256_fmadd_ps(a, b, c), m); }
 
 #else
 
@@ -95,6 +118,12 @@ inline Vec vec_fma(Vec a, Vec b, Vec c) {
 inline Vec vec_select_greater(Vec a, Vec b) {
   for (int j = 0; j < kVecLanes; ++j) a.lane[j] = b.lane[j] > a.lane[j] ? b.lane[j] : a.lane[j];
   return a;
+}
+using LaneMask = int;  // lanes [0, n)
+inline LaneMask lanes_below(int n) { return n; }
+inline Vec vec_fma_in(LaneMask m, Vec a, Vec b, Vec c) {
+  for (int j = 0; j < kVecLanes && j < m; ++j) c.lane[j] = core::fma_rn(a.lane[j], b.lane[j], c.lane[j]);
+  return c;
 }
 
 #endif
