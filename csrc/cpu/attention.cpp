@@ -738,28 +738,44 @@ WholeBlock whole_block(const KeyBlockStage<T>& keys, const KeyBlockStage<T>& val
   return block;
 }
 
-// Folds the key blocks that every row of a full task sees whole (ranks below
-// the least visible count, in whole blocks) with the rows in lanes; returns
-// the rank where the remaining blocks start.
+// The rank below which every row of a full task sees whole key blocks (the
+// least visible count, rounded down to a block).
+std::int64_t whole_blocks_end(const RowForward& f, std::int64_t most_visible) {
+  std::int64_t seen_by_all = most_visible;
+  for (std::int64_t r = 0; r < kTaskRows; ++r) seen_by_all = f.visible[r] < seen_by_all ? f.visible[r] : seen_by_all;
+  return seen_by_all / kBlock * kBlock;
+}
+
+// Calls body(WholeBlock) for the blocks of ranks [0, end) in order, asking for
+// each next block's rows meanwhile.
+template <class T, class Body>
+void for_each_whole_block(const KeyBlockStage<T>& keys, const KeyBlockStage<T>& vals, std::int64_t end,
+                          std::int64_t most_visible, float* key_rows, float* value_rows, Body&& body) {
+  const std::int64_t d_len = keys.layout.head_dim;
+  for (std::int64_t start = 0; start < end; start += kBlock) {
+    const WholeBlock block = whole_block(keys, vals, start, d_len, key_rows, value_rows);
+    const std::int64_t next = most_visible - (start + kBlock) < kBlock ? most_visible - (start + kBlock) : kBlock;
+    keys.prefetch(start + kBlock, next);
+    vals.prefetch(start + kBlock, next);
+    body(block);
+  }
+}
+
+// Folds the key blocks that every row of a full task sees whole with the rows
+// in lanes; returns the rank where the remaining blocks start.
 template <class T>
 std::int64_t fold_whole_blocks(RowForward& f, const KeyBlockStage<T>& keys, const KeyBlockStage<T>& vals,
                                std::int64_t most_visible, float* key_rows, float* value_rows) {
   const std::int64_t d_len = keys.layout.head_dim;
-  std::int64_t seen_by_all = most_visible;
-  for (std::int64_t r = 0; r < kTaskRows; ++r) seen_by_all = f.visible[r] < seen_by_all ? f.visible[r] : seen_by_all;
-  const std::int64_t whole_end = seen_by_all / kBlock * kBlock;
+  const std::int64_t whole_end = whole_blocks_end(f, most_visible);
   if (whole_end == 0) return 0;
   alignas(64) float q_t[kMaxD * kTaskRows];
   alignas(64) float acc_t[kMaxD * kTaskRows];
   rows_to_lanes(f.q, d_len, q_t);
   rows_to_lanes(f.acc, d_len, acc_t);
-  for (std::int64_t start = 0; start < whole_end; start += kBlock) {
-    const WholeBlock block = whole_block(keys, vals, start, d_len, key_rows, value_rows);
-    const std::int64_t next = most_visible - (start + kBlock) < kBlock ? most_visible - (start + kBlock) : kBlock;
-    keys.prefetch(start + kBlock, next);
-    vals.prefetch(start + kBlock, next);
+  for_each_whole_block(keys, vals, whole_end, most_visible, key_rows, value_rows, [&](const WholeBlock& block) {
     fold_whole_block(f, acc_t, d_len, keys.layout.scale, q_t, block);
-  }
+  });
   lanes_to_rows(acc_t, d_len, f.acc);
   return whole_end;
 }
@@ -924,6 +940,41 @@ std::int64_t dq_key_block(RowForward& f, std::int64_t r, std::int64_t row_count,
   return 1;
 }
 
+#if defined(__AVX2__)
+// Pass 1's dq of a full task's rows over the key blocks they all see whole,
+// rows in lanes as in the forward: per block the scores and dP (lane_dots
+// against the key and value rows), dS, then dq_t += dS k with dq_t[d][r] the
+// transposed accumulators; returns the rank where the remaining blocks start.
+template <class T>
+std::int64_t dq_whole_blocks(RowForward& f, const RowGrads& g, const KeyBlockStage<T>& keys,
+                             const KeyBlockStage<T>& vals, std::int64_t most_visible, float* key_rows,
+                             float* value_rows) {
+  const std::int64_t whole_end = whole_blocks_end(f, most_visible);
+  if (whole_end == 0) return 0;
+  alignas(64) float q_t[kMaxD * kTaskRows];
+  alignas(64) float grad_t[kMaxD * kTaskRows];
+  alignas(64) float dq_t[kMaxD * kTaskRows];
+  rows_to_lanes(f.q, g.d_len, q_t);
+  rows_to_lanes(g.grad, g.d_len, grad_t);
+  rows_to_lanes(f.acc, g.d_len, dq_t);
+  for_each_whole_block(keys, vals, whole_end, most_visible, key_rows, value_rows, [&](const WholeBlock& block) {
+    alignas(64) float probs_t[kBlock][kTaskRows];
+    alignas(64) float ds_t[kBlock][kTaskRows];
+    lane_dots(q_t, g.d_len, block.keys, block.key_stride, kBlock, probs_t);
+    lane_dots(grad_t, g.d_len, block.values, block.value_stride, kBlock, ds_t);
+    for (std::int64_t j = 0; j < kBlock; ++j) {
+      for (std::int64_t r = 0; r < kTaskRows; ++r) {
+        const float p = core::attention_probability(core::attention_score(probs_t[j][r], g.scale), g.lse[r]);
+        ds_t[j][r] = core::attention_score_grad(p, ds_t[j][r], g.delta[r]);
+      }
+    }
+    lane_accumulate<false>(dq_t, g.d_len, ds_t, kBlock, block.keys, block.key_stride, nullptr);
+  });
+  lanes_to_rows(dq_t, g.d_len, f.acc);
+  return whole_end;
+}
+#endif
+
 // Pass 1, per task of query rows: each row's LSE and fp32 output (the saved
 // forward's, or the forward recomputed), Di from them, both stored; then, when
 // pass 2 does not carry dq, dq = scale * sum over visible keys in rank order
@@ -969,13 +1020,18 @@ void backward_rows(const AttentionBackwardProblem& p, const Workspace& ws, int n
     alignas(64) float key_rows[kBlock * kMaxD];
     const KeyBlockStage<T> keys{l, p.k, rows.b, seq, rows.g};
     const KeyBlockStage<T> vals{l, p.v, rows.b, seq, rows.g};
-    for (std::int64_t start = 0; start < most_visible; start += kBlock) {
+    const RowGrads grads{grad, lse, delta, d_len, l.scale};
+    std::int64_t start = 0;
+#if defined(__AVX2__)
+    if (rows.count == kTaskRows) start = dq_whole_blocks(f, grads, keys, vals, most_visible, key_rows, values_t);
+#endif
+    for (; start < most_visible; start += kBlock) {
       const std::int64_t staged = most_visible - start < kBlock ? most_visible - start : kBlock;
       keys.transposed(start, staged, keys_t);
       keys.rows(start, staged, key_rows);
       vals.transposed(start, staged, values_t);
       for (std::int64_t r = 0; r < rows.count;) {
-        r += dq_key_block(f, r, rows.count, start, {grad, lse, delta, d_len, l.scale}, keys_t, values_t, key_rows);
+        r += dq_key_block(f, r, rows.count, start, grads, keys_t, values_t, key_rows);
       }
     }
     for (std::int64_t r = 0; r < rows.count; ++r) {
