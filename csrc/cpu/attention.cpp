@@ -945,8 +945,10 @@ std::int64_t dq_key_block(RowForward& f, std::int64_t r, std::int64_t row_count,
 // rows in lanes as in the forward: per block the scores and dP (lane_dots
 // against the key and value rows), dS, then dq_t += dS k with dq_t[d][r] the
 // transposed accumulators; returns the rank where the remaining blocks start.
+// Not inlined: its 224 KiB of buffers (at D = 256) would otherwise sit in the
+// caller's frame while the caller recomputes the forward.
 template <class T>
-std::int64_t dq_whole_blocks(RowForward& f, const RowGrads& g, const KeyBlockStage<T>& keys,
+[[gnu::noinline]] std::int64_t dq_whole_blocks(RowForward& f, const RowGrads& g, const KeyBlockStage<T>& keys,
                              const KeyBlockStage<T>& vals, std::int64_t most_visible, float* key_rows,
                              float* value_rows) {
   const std::int64_t whole_end = whole_blocks_end(f, most_visible);
