@@ -6,8 +6,9 @@
 // vectorises across keys) and runs the core's per-row functions
 // (csrc/core/ops/attention.h) on it; the SIMD builds fold 4 rows at once
 // (tile_*), or a full task's 64 rows with the rows in vector lanes for blocks
-// they all see whole (task_*), each row's chains in the core's order, so the
-// bits are the same.
+// they all see whole (task_*, lane_*), and the backward's dk/dv pass runs a
+// block's 64 keys in vector lanes (lane_*, pending_*); each chain keeps the
+// core's order, so the bits are the same.
 #include <type_traits>
 
 #include "../core/ops/attention.h"
