@@ -22,6 +22,11 @@ namespace {
 
 constexpr std::int64_t kBlock = kAttentionKeyBlock;
 constexpr std::int64_t kMaxD = kAttentionMaxHeadDim;
+// Rows of fp32 staged (or gathered) for a block are kRowStride floats apart:
+// a cache line more than kMaxD, so that a block's 64 rows spread over all of
+// L1's sets (rows 1 KiB apart would map them onto a sixteenth of the sets, and
+// a pass down a column of them would miss every time).
+constexpr std::int64_t kRowStride = kMaxD + 16;
 // Query rows per forward task, token-major over the kv group's query heads
 // (decode: one token, all heads of the group share each staged key block).
 constexpr std::int64_t kTaskRows = 64;
@@ -118,7 +123,7 @@ struct KeyBlockStage {
     }
   }
 
-  void rows(std::int64_t start, std::int64_t count, float* out, std::int64_t row_stride = kMaxD) const {
+  void rows(std::int64_t start, std::int64_t count, float* out, std::int64_t row_stride = kRowStride) const {
     for (std::int64_t j = 0; j < count; ++j) load_row(token_row(start + j), out + j * row_stride, layout.head_dim);
   }
 
@@ -155,7 +160,7 @@ struct TransposedView {
 
 struct RowsView {
   const float* data;
-  float operator()(std::int64_t j, std::int64_t d) const { return data[j * kMaxD + d]; }
+  float operator()(std::int64_t j, std::int64_t d) const { return data[j * kRowStride + d]; }
 };
 
 #if defined(__AVX2__)
@@ -190,13 +195,13 @@ void block_accumulate(float* acc, std::int64_t d_len, const float* weights, std:
     for (int c = 0; c < kVecs; ++c) sum[c] = vec_load(acc + d0 + c * kVecLanes);
     for (std::int64_t j = 0; j < count; ++j) {
       const Vec w = vec_broadcast(weights[j]);
-      const float* row = rows + j * kMaxD + d0;
+      const float* row = rows + j * kRowStride + d0;
       for (int c = 0; c < kVecs; ++c) sum[c] = vec_fma(w, vec_load(row + c * kVecLanes), sum[c]);
     }
     for (int c = 0; c < kVecs; ++c) vec_store(acc + d0 + c * kVecLanes, sum[c]);
   }
   for (std::int64_t j = 0; j < count; ++j) {
-    for (std::int64_t d = d0; d < d_len; ++d) acc[d] = core::fma_rn(weights[j], rows[j * kMaxD + d], acc[d]);
+    for (std::int64_t d = d0; d < d_len; ++d) acc[d] = core::fma_rn(weights[j], rows[j * kRowStride + d], acc[d]);
   }
 }
 
@@ -350,7 +355,7 @@ void tile_softmax(core::AttentionRowState* const* st, float* const* acc, std::in
 }
 
 // Columns [d0, d0 + kVecs * kVecLanes) of the tile's accumulation: row r
-// takes weights[r][j] times key j's row (rows kMaxD apart).
+// takes weights[r][j] times key j's row (rows kRowStride apart).
 template <int kVecs>
 void tile_accumulate_chunk(float* const* acc, const float (*weights)[kBlock], std::int64_t count,
                            const float* rows, std::int64_t d0) {
@@ -360,7 +365,7 @@ void tile_accumulate_chunk(float* const* acc, const float (*weights)[kBlock], st
   }
   for (std::int64_t j = 0; j < count; ++j) {
     Vec value[kVecs];
-    for (int c = 0; c < kVecs; ++c) value[c] = vec_load(rows + j * kMaxD + d0 + c * kVecLanes);
+    for (int c = 0; c < kVecs; ++c) value[c] = vec_load(rows + j * kRowStride + d0 + c * kVecLanes);
     for (int r = 0; r < kTileRows; ++r) {
       const Vec w = vec_broadcast(weights[r][j]);
       for (int c = 0; c < kVecs; ++c) sum[r][c] = vec_fma(w, value[c], sum[r][c]);
@@ -382,7 +387,7 @@ void tile_accumulate(float* const* acc, std::int64_t d_len, const float (*weight
   for (int r = 0; r < kTileRows; ++r) {  // the columns past the last whole vector
     for (std::int64_t j = 0; j < count; ++j) {
       for (std::int64_t d = d_len / kVecLanes * kVecLanes; d < d_len; ++d) {
-        acc[r][d] = core::fma_rn(weights[r][j], rows[j * kMaxD + d], acc[r][d]);
+        acc[r][d] = core::fma_rn(weights[r][j], rows[j * kRowStride + d], acc[r][d]);
       }
     }
   }
@@ -729,7 +734,7 @@ WholeBlock whole_block(const KeyBlockStage<T>& keys, const KeyBlockStage<T>& val
   if (block.keys == nullptr) {
     keys.rows(start, kBlock, key_rows);
     block.keys = key_rows;
-    block.key_stride = kMaxD;
+    block.key_stride = kRowStride;
   }
   if (block.values == nullptr) {
     block.value_stride = value_row_stride(d_len);
@@ -836,8 +841,8 @@ void run_forward_rows(const AttentionLayout& l, const AttentionInput& q_in, cons
                       RowForward& f) {
   const std::int64_t d_len = l.head_dim;
   const std::int64_t most_visible = start_task_rows<T>(l, q_in, seq, rows, f);
-  alignas(64) float keys_t[kMaxD * kBlock];  // transposed, or rows for fold_whole_blocks
-  alignas(64) float values[kBlock * kMaxD];
+  alignas(64) float keys_t[kBlock * kRowStride];  // transposed, or rows for fold_whole_blocks
+  alignas(64) float values[kBlock * kRowStride];
   const KeyBlockStage<T> keys{l, k_in, rows.b, seq, rows.g};
   const KeyBlockStage<T> vals{l, v_in, rows.b, seq, rows.g};
   std::int64_t start = 0;
@@ -1020,7 +1025,7 @@ void backward_rows(const AttentionBackwardProblem& p, const Workspace& ws, int n
     }
     alignas(64) float keys_t[kMaxD * kBlock];
     alignas(64) float values_t[kMaxD * kBlock];
-    alignas(64) float key_rows[kBlock * kMaxD];
+    alignas(64) float key_rows[kBlock * kRowStride];
     const KeyBlockStage<T> keys{l, p.k, rows.b, seq, rows.g};
     const KeyBlockStage<T> vals{l, p.v, rows.b, seq, rows.g};
     const RowGrads grads{grad, lse, delta, d_len, l.scale};
@@ -1053,8 +1058,8 @@ constexpr int kPendingRows = 64;
 static_assert(kPendingRows <= kBlock, "a key's weights over the batch fit one row of a [row][kBlock] array");
 
 struct PendingRows {
-  alignas(64) float q[kPendingRows][kMaxD];
-  alignas(64) float grad[kPendingRows][kMaxD];
+  alignas(64) float q[kPendingRows][kRowStride];
+  alignas(64) float grad[kPendingRows][kRowStride];
   alignas(64) float scores[kPendingRows][kBlock];  // dots, then P
   alignas(64) float dps[kPendingRows][kBlock];     // dots, then dS
   float lse[kPendingRows];
@@ -1070,8 +1075,8 @@ static_assert(kBlock == kTaskRows, "a key block fills the lane tiles' vectors");
 // The pending rows' q.k and dO.v dots over the staged block, keys in lanes
 // (each dot the core's chain over d).
 void pending_dots(PendingRows& rows, std::int64_t d_len, const float* keys_t, const float* values_t) {
-  lane_dots(keys_t, d_len, &rows.q[0][0], kMaxD, rows.size, rows.scores);
-  lane_dots(values_t, d_len, &rows.grad[0][0], kMaxD, rows.size, rows.dps);
+  lane_dots(keys_t, d_len, &rows.q[0][0], kRowStride, rows.size, rows.scores);
+  lane_dots(values_t, d_len, &rows.grad[0][0], kRowStride, rows.size, rows.dps);
 }
 
 // dv_t[d][j] += P * dO[d] and dk_t[d][j] += dS * q[d] of the pending rows that
@@ -1081,11 +1086,11 @@ void pending_key_grads(const PendingRows& rows, std::int64_t d_len, float* dk_t,
   bool whole = true;
   for (int t = 0; t < rows.size; ++t) whole = whole && rows.count[t] == kBlock;
   if (whole) {
-    lane_accumulate<false>(dv_t, d_len, rows.scores, rows.size, &rows.grad[0][0], kMaxD, nullptr);
-    lane_accumulate<false>(dk_t, d_len, rows.dps, rows.size, &rows.q[0][0], kMaxD, nullptr);
+    lane_accumulate<false>(dv_t, d_len, rows.scores, rows.size, &rows.grad[0][0], kRowStride, nullptr);
+    lane_accumulate<false>(dk_t, d_len, rows.dps, rows.size, &rows.q[0][0], kRowStride, nullptr);
   } else {
-    lane_accumulate<true>(dv_t, d_len, rows.scores, rows.size, &rows.grad[0][0], kMaxD, rows.count);
-    lane_accumulate<true>(dk_t, d_len, rows.dps, rows.size, &rows.q[0][0], kMaxD, rows.count);
+    lane_accumulate<true>(dv_t, d_len, rows.scores, rows.size, &rows.grad[0][0], kRowStride, rows.count);
+    lane_accumulate<true>(dk_t, d_len, rows.dps, rows.size, &rows.q[0][0], kRowStride, rows.count);
   }
 }
 #else
@@ -1170,7 +1175,7 @@ void key_block_grads(const AttentionBackwardProblem& p, const Workspace& ws, std
   const std::int64_t staged = valid - start < kBlock ? valid - start : kBlock;
   alignas(64) float keys_t[kMaxD * kBlock];
   alignas(64) float values_t[kMaxD * kBlock];
-  alignas(64) float key_rows[kBlock * kMaxD];
+  alignas(64) float key_rows[kBlock * kRowStride];
   alignas(64) float dk_t[kMaxD * kBlock];
   alignas(64) float dv_t[kMaxD * kBlock];
   PendingRows pending;
