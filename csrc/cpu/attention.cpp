@@ -700,11 +700,6 @@ void task_softmax(RowForward& f, float* acc_t, std::int64_t d_len, const float (
   for (std::int64_t r = 0; r < kTaskRows; ++r) f.state[r].sum = sum[r];
 }
 
-// Row stride of the whole-block path's staged value rows: d_len rounded up to
-// whole cache lines, not kMaxD (rows 1 KiB apart would map a block onto a
-// quarter of L1's sets).
-std::int64_t value_row_stride(std::int64_t d_len) { return core::ceil_div(d_len, std::int64_t{16}) * 16; }
-
 // A whole block's fp32 key and value rows, each row stride elements apart.
 struct WholeBlock {
   const float* keys;
@@ -728,7 +723,7 @@ void fold_whole_block(RowForward& f, float* acc_t, std::int64_t d_len, float sca
 // tokens are read in place, others staged as fp32 rows into key_rows / value_rows.
 template <class T>
 WholeBlock whole_block(const KeyBlockStage<T>& keys, const KeyBlockStage<T>& vals, std::int64_t start,
-                       std::int64_t d_len, float* key_rows, float* value_rows) {
+                       float* key_rows, float* value_rows) {
   WholeBlock block{keys.rows_in_place(start, kBlock), keys.src.token_stride,
                    vals.rows_in_place(start, kBlock), vals.src.token_stride};
   if (block.keys == nullptr) {
@@ -737,9 +732,9 @@ WholeBlock whole_block(const KeyBlockStage<T>& keys, const KeyBlockStage<T>& val
     block.key_stride = kRowStride;
   }
   if (block.values == nullptr) {
-    block.value_stride = value_row_stride(d_len);
-    vals.rows(start, kBlock, value_rows, block.value_stride);
+    vals.rows(start, kBlock, value_rows);
     block.values = value_rows;
+    block.value_stride = kRowStride;
   }
   return block;
 }
@@ -757,9 +752,8 @@ std::int64_t whole_blocks_end(const RowForward& f, std::int64_t most_visible) {
 template <class T, class Body>
 void for_each_whole_block(const KeyBlockStage<T>& keys, const KeyBlockStage<T>& vals, std::int64_t end,
                           std::int64_t most_visible, float* key_rows, float* value_rows, Body&& body) {
-  const std::int64_t d_len = keys.layout.head_dim;
   for (std::int64_t start = 0; start < end; start += kBlock) {
-    const WholeBlock block = whole_block(keys, vals, start, d_len, key_rows, value_rows);
+    const WholeBlock block = whole_block(keys, vals, start, key_rows, value_rows);
     const std::int64_t next = most_visible - (start + kBlock) < kBlock ? most_visible - (start + kBlock) : kBlock;
     keys.prefetch(start + kBlock, next);
     vals.prefetch(start + kBlock, next);
@@ -1024,7 +1018,7 @@ void backward_rows(const AttentionBackwardProblem& p, const Workspace& ws, int n
       most_visible = f.visible[r] > most_visible ? f.visible[r] : most_visible;
     }
     alignas(64) float keys_t[kMaxD * kBlock];
-    alignas(64) float values_t[kMaxD * kBlock];
+    alignas(64) float values_t[kBlock * kRowStride];  // transposed, or rows for dq_whole_blocks
     alignas(64) float key_rows[kBlock * kRowStride];
     const KeyBlockStage<T> keys{l, p.k, rows.b, seq, rows.g};
     const KeyBlockStage<T> vals{l, p.v, rows.b, seq, rows.g};
