@@ -893,6 +893,11 @@ struct RowGrads {
   float scale;
 };
 
+// P of a key from its q.k dot: the core's score, then its probability.
+float probability_of_dot(float dot, float scale, float lse) {
+  return core::attention_probability(core::attention_score(dot, scale), lse);
+}
+
 // dS of one row's block: dps[j] = P * (dP - Di) from the scores and dP = dps.
 void block_score_grads(const float* scores, float lse, float delta, std::int64_t count, float* dps) {
   for (std::int64_t j = 0; j < count; ++j) {
@@ -949,8 +954,8 @@ std::int64_t dq_key_block(RowForward& f, std::int64_t r, std::int64_t row_count,
 // caller's frame while the caller recomputes the forward.
 template <class T>
 [[gnu::noinline]] std::int64_t dq_whole_blocks(RowForward& f, const RowGrads& g, const KeyBlockStage<T>& keys,
-                             const KeyBlockStage<T>& vals, std::int64_t most_visible, float* key_rows,
-                             float* value_rows) {
+                                               const KeyBlockStage<T>& vals, std::int64_t most_visible,
+                                               float* key_rows, float* value_rows) {
   const std::int64_t whole_end = whole_blocks_end(f, most_visible);
   if (whole_end == 0) return 0;
   alignas(64) float q_t[kMaxD * kTaskRows];
@@ -960,13 +965,13 @@ template <class T>
   rows_to_lanes(g.grad, g.d_len, grad_t);
   rows_to_lanes(f.acc, g.d_len, dq_t);
   for_each_whole_block(keys, vals, whole_end, most_visible, key_rows, value_rows, [&](const WholeBlock& block) {
-    alignas(64) float probs_t[kBlock][kTaskRows];
-    alignas(64) float ds_t[kBlock][kTaskRows];
-    lane_dots(q_t, g.d_len, block.keys, block.key_stride, kBlock, probs_t);
+    alignas(64) float dots_t[kBlock][kTaskRows];
+    alignas(64) float ds_t[kBlock][kTaskRows];  // dP, then dS
+    lane_dots(q_t, g.d_len, block.keys, block.key_stride, kBlock, dots_t);
     lane_dots(grad_t, g.d_len, block.values, block.value_stride, kBlock, ds_t);
     for (std::int64_t j = 0; j < kBlock; ++j) {
       for (std::int64_t r = 0; r < kTaskRows; ++r) {
-        const float p = core::attention_probability(core::attention_score(probs_t[j][r], g.scale), g.lse[r]);
+        const float p = probability_of_dot(dots_t[j][r], g.scale, g.lse[r]);
         ds_t[j][r] = core::attention_score_grad(p, ds_t[j][r], g.delta[r]);
       }
     }
@@ -1134,7 +1139,7 @@ void fold_pending_rows(PendingRows& rows, std::int64_t d_len, float scale, const
   pending_dots(rows, d_len, keys_t, values_t);
   for (int t = 0; t < rows.size; ++t) {
     for (std::int64_t j = 0; j < rows.count[t]; ++j) {
-      const float p = core::attention_probability(core::attention_score(rows.scores[t][j], scale), rows.lse[t]);
+      const float p = probability_of_dot(rows.scores[t][j], scale, rows.lse[t]);
       rows.scores[t][j] = p;
       rows.dps[t][j] = core::attention_score_grad(p, rows.dps[t][j], rows.delta[t]);
     }
@@ -1193,7 +1198,9 @@ void key_block_grads(const AttentionBackwardProblem& p, const Workspace& ws, std
       pending.delta[t] = *ws.at(ws.delta, seq, i, h);
       pending.count[t] = count;
       pending.dq[t] = dq != nullptr ? dq->at(i, h - g * group) : nullptr;
-      if (pending.size == kPendingRows) fold_pending_rows(pending, d_len, l.scale, keys_t, values_t, dq_keys, dk_t, dv_t);
+      if (pending.size == kPendingRows) {
+        fold_pending_rows(pending, d_len, l.scale, keys_t, values_t, dq_keys, dk_t, dv_t);
+      }
     }
   }
   fold_pending_rows(pending, d_len, l.scale, keys_t, values_t, dq_keys, dk_t, dv_t);
