@@ -1,10 +1,11 @@
 // A minimal SIMD vocabulary for the per-instruction-set kernel files: a vector
 // of independent fp32 lanes with load, store, broadcast, add, fma (one
-// rounding per lane, exactly core::fma_rn), an fma confined to a vector's
-// first n lanes (the others keep their value bit for bit: a skipped term) and
-// the core's select-greater max, for AVX-512, AVX2+FMA or plain scalar loops. Lanes never interact, so a
-// vectorised loop computes each lane's value in the same order as the scalar
-// core, and every build gives the same bits.
+// rounding per lane, exactly core::fma_rn) and the core's select-greater max,
+// for AVX-512, AVX2+FMA or plain scalar loops; the vector builds add an fma
+// confined to a vector's first n lanes (vec_fma_in: the other lanes keep their
+// value bit for bit, a skipped term). Lanes never interact, so a vectorised
+// loop computes each lane's value in the same order as the scalar core, and
+// every build gives the same bits.
 // A GOLDEN_EMULATE_AVX512 build (testing, CMakeLists.txt) gives the avx512
 // kernels 16-lane vectors made of two AVX2 halves, so that their code runs on
 // a CPU without AVX-512; GOLDEN_SIMD_16_LANES names both 16-lane builds.
@@ -118,12 +119,6 @@ inline Vec vec_fma(Vec a, Vec b, Vec c) {
 inline Vec vec_select_greater(Vec a, Vec b) {
   for (int j = 0; j < kVecLanes; ++j) a.lane[j] = b.lane[j] > a.lane[j] ? b.lane[j] : a.lane[j];
   return a;
-}
-using LaneMask = int;  // lanes [0, n)
-inline LaneMask lanes_below(int n) { return n; }
-inline Vec vec_fma_in(LaneMask m, Vec a, Vec b, Vec c) {
-  for (int j = 0; j < kVecLanes && j < m; ++j) c.lane[j] = core::fma_rn(a.lane[j], b.lane[j], c.lane[j]);
-  return c;
 }
 
 #endif
