@@ -121,6 +121,29 @@ def test_large_fresh_cpu_outputs_are_offered_advice(monkeypatch, framework):
     assert len(recorder.calls) == 1
 
 
+@pytest.mark.parametrize("framework", ["torch", "numpy"])
+def test_outputs_asked_without_huge_pages_are_not_advised(monkeypatch, framework):
+    recorder = AdviceRecorder()
+    monkeypatch.setattr(_arrays, "_C", recorder)
+    like = torch.empty(1) if framework == "torch" else numpy.empty(1, dtype=numpy.float32)
+    _arrays.empty(like, (MIN_BYTES,), "float32", huge_pages=False)
+    assert recorder.calls == []
+
+
+def test_attention_outputs_are_not_advised(monkeypatch):
+    """Attention computes long per output byte; its outputs (8 MiB and more
+    here) skip the advice (python/golden_kernels/ops/attention.py)."""
+    advised = []
+    monkeypatch.setattr(_arrays, "_advise_fresh_torch", advised.append)
+    q = torch.randn(1, 4, 4096, 128)
+    k, v = torch.randn(1, 1, 4096, 128), torch.randn(1, 1, 4096, 128)
+    op = gk.get_op("attention")
+    out = op.forward(q, k, v)
+    dq, _, _ = op.backward(torch.ones_like(q), q, k, v)
+    assert out.nbytes >= MIN_BYTES and dq.nbytes >= MIN_BYTES
+    assert advised == []
+
+
 def test_large_kv_cache_storage_is_offered_advice_and_zeroed(monkeypatch):
     """The KV cache's k and v (8 MiB each here) are advised before their zero
     fill faults them in; its small index tensors are not."""

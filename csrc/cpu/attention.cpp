@@ -574,8 +574,9 @@ void with_width(int width, Body&& body) {
 // [v0, v0 + kRV): the core's block dots, rows in lanes (the forward's queries
 // against key rows) or keys in lanes (the backward's key block against q, dO).
 template <int kRV, int kCols>
-[[gnu::always_inline]] inline void lane_dots_tile(const float* lanes_t, std::int64_t d_len, const float* rows, std::int64_t row_stride, int v0,
-                    std::int64_t c0, float (*dots)[kTaskRows]) {
+[[gnu::always_inline]] inline void lane_dots_tile(const float* lanes_t, std::int64_t d_len, const float* rows,
+                                                  std::int64_t row_stride, int v0, std::int64_t c0,
+                                                  float (*dots)[kTaskRows]) {
   Vec dot[kCols][kRV];
   for (int c = 0; c < kCols; ++c) {
     for (int v = 0; v < kRV; ++v) dot[c][v] = vec_zero();
@@ -587,8 +588,8 @@ template <int kRV, int kCols>
 }
 
 // lane_dots_tile for rows [0, count).
-[[gnu::always_inline]] inline void lane_dots(const float* lanes_t, std::int64_t d_len, const float* rows, std::int64_t row_stride,
-               std::int64_t count, float (*dots)[kTaskRows]) {
+[[gnu::always_inline]] inline void lane_dots(const float* lanes_t, std::int64_t d_len, const float* rows,
+                                             std::int64_t row_stride, std::int64_t count, float (*dots)[kTaskRows]) {
   for (int v0 = 0; v0 < kRowVecs; v0 += kLaneRowVecs) {
     std::int64_t c0 = 0;
     for (; c0 + kLaneCols <= count; c0 += kLaneCols) {
@@ -614,8 +615,9 @@ void task_scores(const float* q_t, std::int64_t d_len, float scale, const float*
 // [v0, v0 + kRV): the chains continue from the accumulators over i in order,
 // each adding weights[i][lane] * rows[i][d] (rows row_stride apart).
 template <int kRV, int kCols, bool kMasked>
-[[gnu::always_inline]] inline void lane_accumulate_tile(float* acc_t, const float (*weights)[kTaskRows], std::int64_t count, const float* rows,
-                          std::int64_t row_stride, const std::int64_t* lane_counts, int v0, std::int64_t d0) {
+[[gnu::always_inline]] inline void lane_accumulate_tile(float* acc_t, const float (*weights)[kTaskRows],
+                                                        std::int64_t count, const float* rows, std::int64_t row_stride,
+                                                        const std::int64_t* lane_counts, int v0, std::int64_t d0) {
   Vec sum[kCols][kRV];
   for (int c = 0; c < kCols; ++c) {
     for (int v = 0; v < kRV; ++v) sum[c][v] = vec_load(acc_t + (d0 + c) * kTaskRows + (v0 + v) * kVecLanes);
@@ -632,8 +634,9 @@ template <int kRV, int kCols, bool kMasked>
 // value rows) or the backward's dk, dv of a key block (weights = dS or P of
 // the query rows, rows = their q or dO).
 template <bool kMasked>
-[[gnu::always_inline]] inline void lane_accumulate(float* acc_t, std::int64_t d_len, const float (*weights)[kTaskRows], std::int64_t count,
-                     const float* rows, std::int64_t row_stride, const std::int64_t* lane_counts) {
+[[gnu::always_inline]] inline void lane_accumulate(float* acc_t, std::int64_t d_len, const float (*weights)[kTaskRows],
+                                                   std::int64_t count, const float* rows, std::int64_t row_stride,
+                                                   const std::int64_t* lane_counts) {
   for (int v0 = 0; v0 < kRowVecs; v0 += kLaneRowVecs) {
     std::int64_t d0 = 0;
     for (; d0 + kLaneCols <= d_len; d0 += kLaneCols) {
@@ -1239,9 +1242,10 @@ void backward_keys_and_dq(const AttentionBackwardProblem& p, const Workspace& ws
   const AttentionLayout& l = p.layout;
   const std::int64_t d_len = l.head_dim;
   const std::int64_t group = l.num_q_heads / l.num_kv_heads;
-  // fp32 dq of every query row: [rows, Hq, D]
+  // fp32 dq of every query row: [rows, Hq, D]; no huge pages, as for the
+  // op's outputs (python/golden_kernels/ops/attention.py)
   const ScratchBuffer accumulators(
-      static_cast<std::size_t>(core::attention_total_query_rows(l) * l.num_q_heads * d_len));
+      static_cast<std::size_t>(core::attention_total_query_rows(l) * l.num_q_heads * d_len), PageAdvice::kNone);
   auto body = [&](std::int64_t task) {
     const std::int64_t g = task % l.num_kv_heads;
     const std::int64_t b = task / l.num_kv_heads;

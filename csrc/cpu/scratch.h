@@ -8,9 +8,12 @@
 
 namespace golden::cpu {
 
+// Whether a large buffer is advised transparent huge pages (pages.h).
+enum class PageAdvice { kHugePages, kNone };
+
 class ScratchBuffer {
  public:
-  explicit ScratchBuffer(std::size_t floats);
+  explicit ScratchBuffer(std::size_t floats, PageAdvice advice = PageAdvice::kHugePages);
   ~ScratchBuffer();
   ScratchBuffer(const ScratchBuffer&) = delete;
   ScratchBuffer& operator=(const ScratchBuffer&) = delete;

@@ -179,9 +179,11 @@ def torch_zeros(shape: Sequence[int], dtype: Any, device: Any = None) -> Any:
     return out.zero_()
 
 
-def empty(like: Any, shape: Sequence[int], dtype: str) -> Any:
+def empty(like: Any, shape: Sequence[int], dtype: str, *, huge_pages: bool = True) -> Any:
     """An uninitialised row-major array of like's framework and device. A large
-    CPU one is advised huge pages before the op's first write faults it in."""
+    CPU one is advised huge pages before the op's first write faults it in,
+    unless huge_pages is False (ops that compute long per output byte, where
+    the faults cost little and the huge pages measured slower)."""
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(like, torch.Tensor):
         torch_dtype = getattr(torch, dtype)
@@ -189,13 +191,14 @@ def empty(like: Any, shape: Sequence[int], dtype: str) -> Any:
             out = torch.empty_like(like, layout=torch.strided, memory_format=torch.contiguous_format)
         else:
             out = torch.empty(tuple(shape), dtype=torch_dtype, device=like.device)
-        _advise_fresh_torch(out)
+        if huge_pages:
+            _advise_fresh_torch(out)
         return out
     import numpy
 
     if dtype == "bfloat16":
         raise TypeError("numpy has no bfloat16; pass torch tensors for bfloat16")
     out = numpy.empty(tuple(shape), dtype=dtype)
-    if out.nbytes >= HUGE_PAGE_MIN_BYTES:
+    if huge_pages and out.nbytes >= HUGE_PAGE_MIN_BYTES:
         _C.advise_huge_pages(out.ctypes.data, out.nbytes)
     return out

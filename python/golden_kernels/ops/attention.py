@@ -21,8 +21,16 @@ def _is_torch(x: Any) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
+# Attention's outputs and workspace are not advised huge pages: a call computes
+# for hundreds of flops per output byte, so the page faults of fresh memory
+# cost little, and with the advice the CPU prefill ran 4-7% slower (S 8192;
+# benchmarks/RESULTS.md, stop 22).
+def _empty(like: Any, shape: tuple[int, ...], dtype: str) -> Any:
+    return _arrays.empty(like, shape, dtype, huge_pages=False)
+
+
 def _zeros(like: Any, shape: tuple[int, ...], dtype: str) -> Any:
-    out = _arrays.empty(like, shape, dtype)
+    out = _empty(like, shape, dtype)
     out[...] = 0
     return out
 
@@ -101,8 +109,8 @@ def _layout_args(key_padding_mask: Any, q: Any, k: Any, cu_q: Any = None, cu_k: 
 
 def _run_forward(q, k, v, layout, causal, scale, backend, fp32, return_lse, lse_shape):
     q, k, v = (_last_dim_contiguous(x) for x in (q, k, v))
-    out = _arrays.empty(q, _arrays.shape(q), "float32" if fp32 else _arrays.dtype_name(q))
-    lse = _arrays.empty(q, lse_shape, "float32") if return_lse else None
+    out = _empty(q, _arrays.shape(q), "float32" if fp32 else _arrays.dtype_name(q))
+    lse = _empty(q, lse_shape, "float32") if return_lse else None
     backend = resolve_backend(backend, q, k, v)
     _C.attention_forward(
         backend, _arrays.stream(q), _arrays.capsule(q), _arrays.capsule(k), _arrays.capsule(v),
@@ -208,10 +216,10 @@ def _run_backward(grad_out, q, k, v, layout, causal, scale, backend, fp32, query
     saved_out, saved_lse = _saved_forward(saved_out, saved_lse)
     grad_out, q, k, v = (_last_dim_contiguous(x) for x in (grad_out, q, k, v))
     grad_dtype = "float32" if fp32 else _arrays.dtype_name(q)
-    dq = _arrays.empty(q, _arrays.shape(q), grad_dtype)
+    dq = _empty(q, _arrays.shape(q), grad_dtype)
     dk = _zeros(q, _arrays.shape(k), grad_dtype)  # masked keys get exactly 0
     dv = _zeros(q, _arrays.shape(v), grad_dtype)
-    workspace = _arrays.empty(q, (2, query_rows, q.shape[1]), "float32")
+    workspace = _empty(q, (2, query_rows, q.shape[1]), "float32")
     saved = [a for a in (saved_out, saved_lse) if a is not None]
     backend = resolve_backend(backend, grad_out, q, k, v, *saved)
     _C.attention_backward(
