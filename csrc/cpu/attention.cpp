@@ -1059,7 +1059,6 @@ void backward_rows(const AttentionBackwardProblem& p, const Workspace& ws, int n
 // in token order) waiting to fold into a key block's dk, dv: the keys' dk, dv
 // sums are then loaded and stored once per batch of rows instead of per row.
 constexpr int kPendingRows = 64;
-static_assert(kPendingRows <= kBlock, "a key's weights over the batch fit one row of a [row][kBlock] array");
 
 struct PendingRows {
   alignas(64) float q[kPendingRows][kRowStride];
