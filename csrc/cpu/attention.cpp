@@ -903,10 +903,11 @@ float probability_of_dot(float dot, float scale, float lse) {
   return core::attention_probability(core::attention_score(dot, scale), lse);
 }
 
-// dS of one row's block: dps[j] = P * (dP - Di) from the scores and dP = dps.
-void block_score_grads(const float* scores, float lse, float delta, std::int64_t count, float* dps) {
+// dS of one row's block, in place of its dO.v dots: dps[j] = P * (dP - Di)
+// with P from the row's q.k dots.
+void block_score_grads(const float* dots, float scale, float lse, float delta, std::int64_t count, float* dps) {
   for (std::int64_t j = 0; j < count; ++j) {
-    dps[j] = core::attention_score_grad(core::attention_probability(scores[j], lse), dps[j], delta);
+    dps[j] = core::attention_score_grad(probability_of_dot(dots[j], scale, lse), dps[j], delta);
   }
 }
 
@@ -928,11 +929,13 @@ std::int64_t dq_key_block(RowForward& f, std::int64_t r, std::int64_t row_count,
       grad[t] = g.grad[r + t];
       acc[t] = f.acc[r + t];
     }
-    alignas(64) float scores[kTileRows][kBlock];
+    alignas(64) float dots[kTileRows][kBlock];
     alignas(64) float dps[kTileRows][kBlock];
-    tile_scores(q, g.d_len, g.scale, keys_t, scores);
+    tile_dots(q, g.d_len, keys_t, dots);
     tile_dots(grad, g.d_len, values_t, dps);
-    for (int t = 0; t < kTileRows; ++t) block_score_grads(scores[t], g.lse[r + t], g.delta[r + t], count, dps[t]);
+    for (int t = 0; t < kTileRows; ++t) {
+      block_score_grads(dots[t], g.scale, g.lse[r + t], g.delta[r + t], count, dps[t]);
+    }
     tile_accumulate(acc, g.d_len, dps, count, key_rows);
     return kTileRows;
   }
@@ -940,11 +943,11 @@ std::int64_t dq_key_block(RowForward& f, std::int64_t r, std::int64_t row_count,
   (void)row_count;
 #endif
   if (count > 0) {
-    alignas(64) float scores[kBlock];
+    alignas(64) float dots[kBlock];
     alignas(64) float dps[kBlock];
-    block_scores(f.q[r], g.d_len, g.scale, keys_t, scores);
+    block_dots(f.q[r], g.d_len, keys_t, dots);
     block_dots(g.grad[r], g.d_len, values_t, dps);
-    block_score_grads(scores, g.lse[r], g.delta[r], count, dps);
+    block_score_grads(dots, g.scale, g.lse[r], g.delta[r], count, dps);
     block_accumulate(f.acc[r], g.d_len, dps, count, key_rows);
   }
   return 1;
