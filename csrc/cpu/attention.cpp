@@ -43,11 +43,6 @@ T* output_row(const AttentionOutput& t, std::int64_t b, std::int64_t token, std:
          head * t.head_stride;
 }
 
-template <class T>
-void load_row(const T* src, float* dst, std::int64_t n) {
-  for (std::int64_t d = 0; d < n; ++d) dst[d] = core::to_float(src[d]);
-}
-
 #if defined(__AVX2__)
 
 // 8 consecutive elements as fp32 (exact conversions: the core's to_float).
@@ -58,10 +53,10 @@ __m256 load_8_as_float(const bf16* p) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
 }
 
+// F16C's widening is exact, so its values are the core's to_float (a
+// signalling NaN comes back quiet, as any arithmetic on it would make it).
 __m256 load_8_as_float(const f16* p) {
-  alignas(32) float wide[8];
-  for (int i = 0; i < 8; ++i) wide[i] = core::to_float(p[i]);
-  return _mm256_load_ps(wide);
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
 // out[d * kBlock + j] = rows[j][d] for 8 keys j: 8 x 8 tiles transposed in
@@ -93,6 +88,25 @@ void transpose_8_keys(const T* const* rows, std::int64_t d_len, float* out) {
 }
 
 #endif
+
+// n elements of a row as fp32 (exact: the core's to_float), 8 at a time on AVX2.
+template <class T>
+void load_row(const T* src, float* dst, std::int64_t n) {
+  std::int64_t d = 0;
+#if defined(__AVX2__)
+  if constexpr (!std::is_same_v<T, float>) {
+    for (; d + 8 <= n; d += 8) _mm256_storeu_ps(dst + d, load_8_as_float(src + d));
+  }
+#endif
+  for (; d < n; ++d) dst[d] = core::to_float(src[d]);
+}
+
+// out[d] = the core's from_float<TOut>(values[d]) for d in [0, n): in a
+// function of its own, where the compiler vectorises the narrowing.
+template <class TOut>
+void store_row(const float* __restrict values, TOut* __restrict out, std::int64_t n) {
+  for (std::int64_t d = 0; d < n; ++d) out[d] = core::from_float<TOut>(values[d]);
+}
 
 // Key ranks [start, start + count) of kv head g as fp32: transposed
 // [D][kBlock] (lanes past count zero) and/or as rows [kBlock][D].
@@ -866,10 +880,11 @@ void forward(const AttentionForwardProblem& p, int num_threads) {
     run_forward_rows<T>(l, p.q, p.k, p.v, seq, rows, f);
     for (std::int64_t r = 0; r < rows.count; ++r) {
       const std::int64_t token = seq.q_begin + rows.token(r);
-      TOut* out = output_row<TOut>(p.out, rows.b, token, rows.head(r));
+      alignas(64) float row[kMaxD];
       for (std::int64_t d = 0; d < l.head_dim; ++d) {
-        out[d] = core::from_float<TOut>(core::attention_output(f.state[r], f.acc[r], d, f.visible[r]));
+        row[d] = core::attention_output(f.state[r], f.acc[r], d, f.visible[r]);
       }
+      store_row(row, output_row<TOut>(p.out, rows.b, token, rows.head(r)), l.head_dim);
       if (p.lse.data != nullptr) {
         *output_row<float>(p.lse, rows.b, token, rows.head(r)) =
             core::attention_lse(f.state[r], f.visible[r]);
@@ -1050,10 +1065,9 @@ void backward_rows(const AttentionBackwardProblem& p, const Workspace& ws, int n
       }
     }
     for (std::int64_t r = 0; r < rows.count; ++r) {
-      TOut* dq = output_row<TOut>(p.dq, rows.b, seq.q_begin + rows.token(r), rows.head(r));
-      for (std::int64_t d = 0; d < d_len; ++d) {
-        dq[d] = core::from_float<TOut>(core::attention_grad_output(f.acc[r][d], l.scale));
-      }
+      alignas(64) float row[kMaxD];
+      for (std::int64_t d = 0; d < d_len; ++d) row[d] = core::attention_grad_output(f.acc[r][d], l.scale);
+      store_row(row, output_row<TOut>(p.dq, rows.b, seq.q_begin + rows.token(r), rows.head(r)), d_len);
     }
   });
 }
@@ -1213,12 +1227,14 @@ void key_block_grads(const AttentionBackwardProblem& p, const Workspace& ws, std
   fold_pending_rows(pending, d_len, l.scale, keys_t, values_t, dq_keys, dk_t, dv_t);
   for (std::int64_t j = 0; j < staged; ++j) {
     const std::int64_t token = seq.k_begin + core::attention_key_token(l, b, start + j);
-    TOut* dk_out = output_row<TOut>(p.dk, b, token, g);
-    TOut* dv_out = output_row<TOut>(p.dv, b, token, g);
+    alignas(64) float dk_row[kMaxD];
+    alignas(64) float dv_row[kMaxD];
     for (std::int64_t d = 0; d < d_len; ++d) {
-      dk_out[d] = core::from_float<TOut>(core::attention_grad_output(dk_t[d * kBlock + j], l.scale));
-      dv_out[d] = core::from_float<TOut>(core::attention_grad_output(dv_t[d * kBlock + j], 1.0f));
+      dk_row[d] = core::attention_grad_output(dk_t[d * kBlock + j], l.scale);
+      dv_row[d] = core::attention_grad_output(dv_t[d * kBlock + j], 1.0f);
     }
+    store_row(dk_row, output_row<TOut>(p.dk, b, token, g), d_len);
+    store_row(dv_row, output_row<TOut>(p.dv, b, token, g), d_len);
   }
 }
 
@@ -1261,11 +1277,10 @@ void backward_keys_and_dq(const AttentionBackwardProblem& p, const Workspace& ws
     for (std::int64_t start = 0; start < valid; start += kBlock) key_block_grads<T, TOut>(p, ws, b, g, start, &dq);
     for (std::int64_t i = 0; i < seq.q_len; ++i) {
       for (std::int64_t h = 0; h < group; ++h) {
-        TOut* out = output_row<TOut>(p.dq, b, seq.q_begin + i, g * group + h);
         const float* acc = dq.at(i, h);
-        for (std::int64_t d = 0; d < d_len; ++d) {
-          out[d] = core::from_float<TOut>(core::attention_grad_output(acc[d], l.scale));
-        }
+        alignas(64) float row[kMaxD];
+        for (std::int64_t d = 0; d < d_len; ++d) row[d] = core::attention_grad_output(acc[d], l.scale);
+        store_row(row, output_row<TOut>(p.dq, b, seq.q_begin + i, g * group + h), d_len);
       }
     }
   };

@@ -126,6 +126,29 @@ def test_whole_blocks_with_nonfinite_scores_equal_reference(cpu_isa, gen):
     assert torch.isnan(out[0, 3, 150:160]).all()  # 0 / 0: every probability exp(-inf)
 
 
+def test_float16_edge_values_equal_reference(cpu_isa, gen):
+    """fp16 inputs that the fast paths widen 8 at a time (F16C) and outputs they
+    narrow in vectorised loops: subnormal and signalling-NaN inputs (F16C
+    quiets the NaN; the reference keeps it signalling until arithmetic does),
+    outputs in fp16's subnormal range, and gradients that overflow to inf."""
+    s, d = 150, 24
+    q, k, v = make_qkv(1, 4, 2, s, s, d, torch.float16, gen)
+    g = rand(q.shape, torch.float16, gen)
+    signalling_nan = torch.tensor(0x7C01, dtype=torch.int16).view(torch.float16)
+    q[0, 0, 100:110, :3] = torch.tensor([2.0**-24, -(2.0**-20), 6e-5], dtype=torch.float16)
+    k[0, 0, 40, 2] = signalling_nan  # every later row of heads 0 and 1 reads a NaN score
+    v[0, 1, 90, 7] = signalling_nan
+    v[0, 1, :, 9] = 2.0**-24 * torch.randint(-3, 4, (s,), generator=gen).to(torch.float16)  # subnormal outputs
+    g[0, 2, :, :4] = 60000.0  # dv sums many of these: overflow to inf in fp16
+    for causal in (True, False):
+        got, want = everything("cpu", q, k, v, g, causal=causal), everything("reference", q, k, v, g, causal=causal)
+        assert_all_equal(got, want, f"fp16 edge values, causal={causal}")
+    out, _, _, dq, dk, dv = everything("reference", q, k, v, g, causal=True)
+    assert torch.isnan(out[0, 0, 40:]).all() and torch.isnan(out[0, 2, 90:, 7]).all()
+    assert (out[0, 2, :, 9].abs() < 2.0**-14).all() and (out[0, 2, :, 9] != 0).any()
+    assert torch.isinf(dv[0, 1, :, :4]).any()
+
+
 # ---- Axis-A --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
