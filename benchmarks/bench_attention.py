@@ -8,6 +8,7 @@ each method, measured in a fresh subprocess per case.
     PYTHONPATH=python python benchmarks/bench_attention.py --full    # S 512/2048/8192, B 1/4, caches 4096/32768
     PYTHONPATH=python python benchmarks/bench_attention.py --memory --lengths 512 2048 8192
     PYTHONPATH=python python benchmarks/bench_attention.py --backward --lengths 1024 2048
+    PYTHONPATH=python python benchmarks/bench_attention.py --layout bshd  # inputs as a model's views
 """
 
 from __future__ import annotations
@@ -74,11 +75,22 @@ def repeats_for(s: int, repeats: int) -> tuple[int, int]:
     return max(1, repeats // 3), 0
 
 
+# --layout: "bhsd" makes q, k, v contiguous [B, H, S, D]; "bshd" makes them in
+# [B, S, H, D] memory viewed as [B, H, S, D] (a model's projection(x).view(B, S,
+# H, D).transpose(1, 2), what a Hugging Face attention function receives).
+INPUT_LAYOUT = "bhsd"
+
+
 def inputs(b: int, s: int, dtype: torch.dtype, sq: int | None = None):
     """q [b, Hq, sq, D], k, v [b, Hkv, s, D] made directly in dtype, so that
     creating them raises the RSS high-water mark only by their own size."""
     gen = torch.Generator().manual_seed(0)
-    q = torch.randn(b, HQ, s if sq is None else sq, D, generator=gen, dtype=dtype)
+    sq = s if sq is None else sq
+    if INPUT_LAYOUT == "bshd":
+        q = torch.randn(b, sq, HQ, D, generator=gen, dtype=dtype).transpose(1, 2)
+        k, v = (torch.randn(b, s, HKV, D, generator=gen, dtype=dtype).transpose(1, 2) for _ in range(2))
+        return q, k, v
+    q = torch.randn(b, HQ, sq, D, generator=gen, dtype=dtype)
     k, v = (torch.randn(b, HKV, s, D, generator=gen, dtype=dtype) for _ in range(2))
     return q, k, v
 
@@ -101,7 +113,8 @@ def peak_extra_case(method: str, dtype_name: str, b: int, s: int) -> None:
 
 
 def peak_extra_bytes(method: str, dtype: torch.dtype, b: int, s: int) -> int:
-    command = [sys.executable, __file__, "--peak-case", method, str(dtype).removeprefix("torch."), str(b), str(s)]
+    command = [sys.executable, __file__, "--layout", INPUT_LAYOUT, "--peak-case", method,
+               str(dtype).removeprefix("torch."), str(b), str(s)]
     output = subprocess.run(command, check=True, capture_output=True, text=True, env=os.environ).stdout
     return json.loads(output.strip().splitlines()[-1])["peak_extra_bytes"]
 
@@ -223,8 +236,13 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true", help="peak extra memory instead of timings")
     parser.add_argument("--backward", action="store_true", help="the backward (prefill lengths) instead of "
                         "prefill and decode")
+    parser.add_argument("--layout", choices=("bhsd", "bshd"), default="bhsd",
+                        help="the inputs: contiguous [B, H, S, D], or [B, S, H, D] memory "
+                        "viewed as [B, H, S, D] (a model's layout)")
     parser.add_argument("--peak-case", nargs=4, metavar=("METHOD", "DTYPE", "B", "S"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global INPUT_LAYOUT
+    INPUT_LAYOUT = args.layout
     if args.peak_case:
         method, dtype_name, b, s = args.peak_case
         peak_extra_case(method, dtype_name, int(b), int(s))
@@ -237,7 +255,8 @@ def main() -> None:
         return
     copy_gbs = copy_bandwidth_gbs()
     print(f"cpu isa {gk.cpu_isa()}, golden threads {gk.num_threads()} ({gk.thread_pool()} pool), "
-          f"torch threads {torch.get_num_threads()}, copy bandwidth (read+write) {copy_gbs:.1f} GB/s")
+          f"torch threads {torch.get_num_threads()}, copy bandwidth (read+write) {copy_gbs:.1f} GB/s, "
+          f"input layout {args.layout}")
     if args.backward:
         backward_rows(batches, lengths, dtypes, args.repeats)
         return

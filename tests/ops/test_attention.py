@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import golden_kernels as gk
+from golden_kernels.ops import attention as attention_ops
 from golden_kernels.testing import assert_bitwise_equal, assert_peer_floor, assert_within, gamma, ulp, unit_roundoff
 from golden_kernels.testing.bounds import smallest_subnormal
 from golden_kernels.testing.invariance import (check_batch_invariance, check_position_invariance,
@@ -511,17 +512,56 @@ def test_default_scale_and_explicit_scale(gen):
     assert_peer_floor(gk.attention(q, k, v, scale=0.3), ref, "attention", torch.float32, "scale 0.3")
 
 
+@pytest.fixture
+def head_major_copies(monkeypatch):
+    """The token axes of the k / v arrays the CPU forward copied head-major."""
+    copies = []
+    real = attention_ops._head_major
+
+    def spy(x, token_axis):
+        result = real(x, token_axis)
+        if result is not x:
+            copies.append(token_axis)
+        return result
+
+    monkeypatch.setattr(attention_ops, "_head_major", spy)
+    return copies
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
-def test_strided_views_equal_contiguous(dtype, gen):
+@pytest.mark.parametrize("q_len, copied", [(20, False), (150, True)], ids=["in_place", "copied"])
+def test_strided_views_equal_contiguous(dtype, q_len, copied, head_major_copies, gen):
     """[B, S, H, D] tensors viewed as [B, H, S, D] (the model's layout) give the
-    same bits, also where the whole-block path reads fp32 key rows in place."""
-    q = rand((2, 150, 8, 16), dtype, gen)
+    same bits: read as they are when few query rows share a kv head (80 here:
+    the whole-block path reads strided fp32 key rows in place), copied
+    head-major first when many do (600)."""
+    q = rand((2, q_len, 8, 16), dtype, gen)
     k = rand((2, 150, 2, 16), dtype, gen)
     v = rand((2, 150, 2, 16), dtype, gen)
     views = [t.transpose(1, 2) for t in (q, k, v)]
     for causal in (True, False):
         assert_bitwise_equal(gk.attention(*views, causal=causal),
                              gk.attention(*(t.contiguous() for t in views), causal=causal), f"strided causal={causal}")
+    assert bool(head_major_copies) == copied
+
+
+def test_head_major_copies_give_the_same_bits(head_major_copies, gen):
+    """Packed [T, H, D] k / v (rows H * D apart) copied head-major for a long
+    sequence, torch and numpy: the padded call's bits (T6), inputs unchanged."""
+    q, k, v = make_qkv(1, 4, 2, 150, 150, 16, torch.float32, gen)
+    packed = [t[0].transpose(0, 1).contiguous() for t in (q, k, v)]
+    before = [t.clone() for t in packed]
+    cu = torch.tensor([0, 150])
+    want = gk.attention(q, k, v)
+    assert_bitwise_equal(gk.attention_varlen(*packed, cu, cu), want[0].transpose(0, 1), "torch varlen")
+    got = gk.attention_varlen(*(t.numpy() for t in packed), cu.numpy(), cu.numpy())
+    assert_bitwise_equal(torch.from_numpy(got), want[0].transpose(0, 1), "numpy varlen")
+    views = [t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v)]  # [B, S, H, D] memory
+    got = gk.attention(*(t.numpy() for t in views))
+    assert_bitwise_equal(torch.from_numpy(got), want, "numpy [B, S, H, D] views")
+    assert head_major_copies == [0, 0, 0, 0, 2, 2]
+    for t, old in zip(packed, before):
+        assert_bitwise_equal(t, old, "input changed")
 
 
 def test_inputs_not_mutated(gen):

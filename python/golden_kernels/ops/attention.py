@@ -46,6 +46,42 @@ def _last_dim_contiguous(x: Any) -> Any:
     return x
 
 
+# The CPU kernel reads a kv head's key and value rows in place when they are
+# consecutive (token stride D). In views of [B, S, H, D] memory (the usual
+# projection(x).view(B, S, H, D).transpose(1, 2)) and in packed [T, H, D] rows
+# they are H * D apart: each row of a key block on a page of its own, the block
+# staged again by every row task that reads it. A head-major copy made once per
+# call costs less than that when at least two 64-row tasks share each kv head
+# (fp32 prefill, S 2048, [B, S, H, D] views: 178 ms as they are, 151 ms with the
+# copy; decode reads each block once and is left alone).
+_HEAD_MAJOR_MIN_QUERY_ROWS = 128
+
+
+def _rows_consecutive(x: Any, token_axis: int) -> bool:
+    if _is_torch(x):
+        strides, unit = x.stride(), 1
+    else:
+        strides, unit = x.strides, x.itemsize
+    return x.shape[token_axis] <= 1 or (strides[token_axis] == x.shape[-1] * unit and strides[-1] == unit)
+
+
+def _head_major(x: Any, token_axis: int) -> Any:
+    """x itself when each head's rows are consecutive, else a copy in which they are (same shape)."""
+    if _rows_consecutive(x, token_axis):
+        return x
+    if _is_torch(x):
+        return x.movedim(token_axis, -2).contiguous().movedim(-2, token_axis)
+    import numpy
+
+    return numpy.moveaxis(numpy.ascontiguousarray(numpy.moveaxis(x, token_axis, -2)), -2, token_axis)
+
+
+def _kv_for_backend(k: Any, v: Any, backend: str, token_axis: int, query_rows_per_kv_head: float) -> tuple[Any, Any]:
+    if backend != "cpu" or query_rows_per_kv_head < _HEAD_MAJOR_MIN_QUERY_ROWS:
+        return k, v
+    return _head_major(k, token_axis), _head_major(v, token_axis)
+
+
 def _optional_capsule(x: Any) -> Any:
     return None if x is None else _arrays.capsule(x)
 
@@ -107,11 +143,13 @@ def _layout_args(key_padding_mask: Any, q: Any, k: Any, cu_q: Any = None, cu_k: 
     return tuple(_optional_capsule(x) for x in (cu_q, cu_k, index, count, mask))
 
 
-def _run_forward(q, k, v, layout, causal, scale, backend, fp32, return_lse, lse_shape):
+def _run_forward(q, k, v, layout, causal, scale, backend, fp32, return_lse, lse_shape, token_axis, query_rows):
+    """query_rows: query rows per sequence and kv head (all the group's heads)."""
+    backend = resolve_backend(backend, q, k, v)
+    k, v = _kv_for_backend(k, v, backend, token_axis, query_rows)
     q, k, v = (_last_dim_contiguous(x) for x in (q, k, v))
     out = _empty(q, _arrays.shape(q), "float32" if fp32 else _arrays.dtype_name(q))
     lse = _empty(q, lse_shape, "float32") if return_lse else None
-    backend = resolve_backend(backend, q, k, v)
     _C.attention_forward(
         backend, _arrays.stream(q), _arrays.capsule(q), _arrays.capsule(k), _arrays.capsule(v),
         _arrays.capsule(out), _optional_capsule(lse), *layout, bool(causal),
@@ -124,7 +162,7 @@ def _padded_forward(q, k, v, causal, scale, key_padding_mask, return_lse, backen
     _check_qkv(q, k, v, 4)
     layout = _layout_args(key_padding_mask, q, k, lists=lists)
     return _run_forward(q, k, v, layout, causal, scale, backend, fp32, return_lse,
-                        (q.shape[0], q.shape[1], q.shape[2]))
+                        (q.shape[0], q.shape[1], q.shape[2]), 2, q.shape[2] * (q.shape[1] // k.shape[1]))
 
 
 def forward(q: Any, k: Any, v: Any, *, causal: bool = True, scale: float | None = None,
@@ -197,7 +235,10 @@ def attention_varlen(q: Any, k: Any, v: Any, cu_seqlens_q: Any, cu_seqlens_k: An
     sequence b owns q rows cu_seqlens_q[b]:cu_seqlens_q[b+1] (likewise k, v).
     Bit for bit the valid rows of the padded attention. LSE is [Hq, T]."""
     layout = _varlen_layout(q, k, v, cu_seqlens_q, cu_seqlens_k)
-    return _run_forward(q, k, v, layout, causal, scale, backend, fp32, return_lse, (q.shape[1], q.shape[0]))
+    num_seqs = _arrays.shape(cu_seqlens_q)[0] - 1
+    query_rows = q.shape[0] / num_seqs * (q.shape[1] // k.shape[1]) if num_seqs else 0
+    return _run_forward(q, k, v, layout, causal, scale, backend, fp32, return_lse, (q.shape[1], q.shape[0]), 0,
+                        query_rows)
 
 
 def _saved_forward(saved_out: Any, saved_lse: Any) -> tuple[Any, Any]:
