@@ -685,7 +685,8 @@ register_autograd("golden::linear_logprob_entropy", _linear_logprob_grad, setup_
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: Optional[float],
               key_padding_mask: Optional[torch.Tensor]) -> torch.Tensor:
     """GQA softmax attention on [batch, heads, seq, head_dim]; strided views whose
-    last dim is dense are read in place (the op accepts them)."""
+    last dim is dense are accepted (the CPU forward may copy k and v head-major
+    first, see ops/attention.py)."""
     return _attention.forward(q, k, v, causal=causal, scale=scale, key_padding_mask=key_padding_mask)
 
 
