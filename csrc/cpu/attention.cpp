@@ -13,6 +13,7 @@
 
 #include "../core/ops/attention.h"
 #include "../core/reduce.h"
+#include "rows.h"
 #include "scratch.h"
 #include "simd.h"
 #include "target.h"
@@ -45,20 +46,6 @@ T* output_row(const AttentionOutput& t, std::int64_t b, std::int64_t token, std:
 
 #if defined(__AVX2__)
 
-// 8 consecutive elements as fp32 (exact conversions: the core's to_float).
-__m256 load_8_as_float(const float* p) { return _mm256_loadu_ps(p); }
-
-__m256 load_8_as_float(const bf16* p) {
-  const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
-}
-
-// F16C's widening is exact, so its values are the core's to_float (a
-// signalling NaN comes back quiet, as any arithmetic on it would make it).
-__m256 load_8_as_float(const f16* p) {
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-}
-
 // out[d * kBlock + j] = rows[j][d] for 8 keys j: 8 x 8 tiles transposed in
 // registers (pure data movement), the d tail element by element.
 template <class T>
@@ -88,25 +75,6 @@ void transpose_8_keys(const T* const* rows, std::int64_t d_len, float* out) {
 }
 
 #endif
-
-// n elements of a row as fp32 (exact: the core's to_float), 8 at a time on AVX2.
-template <class T>
-void load_row(const T* src, float* dst, std::int64_t n) {
-  std::int64_t d = 0;
-#if defined(__AVX2__)
-  if constexpr (!std::is_same_v<T, float>) {
-    for (; d + 8 <= n; d += 8) _mm256_storeu_ps(dst + d, load_8_as_float(src + d));
-  }
-#endif
-  for (; d < n; ++d) dst[d] = core::to_float(src[d]);
-}
-
-// out[d] = the core's from_float<TOut>(values[d]) for d in [0, n): in a
-// function of its own, where the compiler vectorises the narrowing.
-template <class TOut>
-void store_row(const float* __restrict values, TOut* __restrict out, std::int64_t n) {
-  for (std::int64_t d = 0; d < n; ++d) out[d] = core::from_float<TOut>(values[d]);
-}
 
 // Key ranks [start, start + count) of kv head g as fp32: transposed
 // [D][kBlock] (lanes past count zero) and/or as rows [kBlock][D].
@@ -138,7 +106,7 @@ struct KeyBlockStage {
   }
 
   void rows(std::int64_t start, std::int64_t count, float* out, std::int64_t row_stride = kRowStride) const {
-    for (std::int64_t j = 0; j < count; ++j) load_row(token_row(start + j), out + j * row_stride, layout.head_dim);
+    for (std::int64_t j = 0; j < count; ++j) widen_row(token_row(start + j), out + j * row_stride, layout.head_dim);
   }
 
   // Asks for the rows of ranks [start, start + count) to be brought towards the
@@ -840,7 +808,7 @@ std::int64_t start_task_rows(const AttentionLayout& l, const AttentionInput& q_i
   std::int64_t most_visible = 0;
   for (std::int64_t r = 0; r < rows.count; ++r) {
     const std::int64_t i = rows.token(r);
-    load_row(input_row<T>(q_in, rows.b, seq.q_begin + i, rows.head(r)), f.q[r], l.head_dim);
+    widen_row(input_row<T>(q_in, rows.b, seq.q_begin + i, rows.head(r)), f.q[r], l.head_dim);
     f.visible[r] = core::attention_visible_keys(l, rows.b, seq, i);
     f.state[r] = core::attention_row_start(f.acc[r], l.head_dim);
     most_visible = f.visible[r] > most_visible ? f.visible[r] : most_visible;
@@ -884,7 +852,7 @@ void forward(const AttentionForwardProblem& p, int num_threads) {
       for (std::int64_t d = 0; d < l.head_dim; ++d) {
         row[d] = core::attention_output(f.state[r], f.acc[r], d, f.visible[r]);
       }
-      store_row(row, output_row<TOut>(p.out, rows.b, token, rows.head(r)), l.head_dim);
+      narrow_row(row, output_row<TOut>(p.out, rows.b, token, rows.head(r)), l.head_dim);
       if (p.lse.data != nullptr) {
         *output_row<float>(p.lse, rows.b, token, rows.head(r)) =
             core::attention_lse(f.state[r], f.visible[r]);
@@ -1026,10 +994,10 @@ void backward_rows(const AttentionBackwardProblem& p, const Workspace& ws, int n
     float delta[kTaskRows];
     for (std::int64_t r = 0; r < rows.count; ++r) {
       const std::int64_t i = rows.token(r);
-      load_row(input_row<T>(p.grad_out, rows.b, seq.q_begin + i, rows.head(r)), grad[r], d_len);
+      widen_row(input_row<T>(p.grad_out, rows.b, seq.q_begin + i, rows.head(r)), grad[r], d_len);
       float out[kMaxD];
       if (saved) {
-        load_row(input_row<float>(p.saved_out, rows.b, seq.q_begin + i, rows.head(r)), out, d_len);
+        widen_row(input_row<float>(p.saved_out, rows.b, seq.q_begin + i, rows.head(r)), out, d_len);
         lse[r] = *input_row<float>(p.saved_lse, rows.b, seq.q_begin + i, rows.head(r));
       } else {
         for (std::int64_t d = 0; d < d_len; ++d) out[d] = core::attention_output(f.state[r], f.acc[r], d, f.visible[r]);
@@ -1067,7 +1035,7 @@ void backward_rows(const AttentionBackwardProblem& p, const Workspace& ws, int n
     for (std::int64_t r = 0; r < rows.count; ++r) {
       alignas(64) float row[kMaxD];
       for (std::int64_t d = 0; d < d_len; ++d) row[d] = core::attention_grad_output(f.acc[r][d], l.scale);
-      store_row(row, output_row<TOut>(p.dq, rows.b, seq.q_begin + rows.token(r), rows.head(r)), d_len);
+      narrow_row(row, output_row<TOut>(p.dq, rows.b, seq.q_begin + rows.token(r), rows.head(r)), d_len);
     }
   });
 }
@@ -1213,8 +1181,8 @@ void key_block_grads(const AttentionBackwardProblem& p, const Workspace& ws, std
       if (visible <= start) continue;
       const std::int64_t count = visible - start < kBlock ? visible - start : kBlock;
       const int t = pending.size++;
-      load_row(input_row<T>(p.q, b, seq.q_begin + i, h), pending.q[t], d_len);
-      load_row(input_row<T>(p.grad_out, b, seq.q_begin + i, h), pending.grad[t], d_len);
+      widen_row(input_row<T>(p.q, b, seq.q_begin + i, h), pending.q[t], d_len);
+      widen_row(input_row<T>(p.grad_out, b, seq.q_begin + i, h), pending.grad[t], d_len);
       pending.lse[t] = *ws.at(ws.lse, seq, i, h);
       pending.delta[t] = *ws.at(ws.delta, seq, i, h);
       pending.count[t] = count;
@@ -1233,8 +1201,8 @@ void key_block_grads(const AttentionBackwardProblem& p, const Workspace& ws, std
       dk_row[d] = core::attention_grad_output(dk_t[d * kBlock + j], l.scale);
       dv_row[d] = core::attention_grad_output(dv_t[d * kBlock + j], 1.0f);
     }
-    store_row(dk_row, output_row<TOut>(p.dk, b, token, g), d_len);
-    store_row(dv_row, output_row<TOut>(p.dv, b, token, g), d_len);
+    narrow_row(dk_row, output_row<TOut>(p.dk, b, token, g), d_len);
+    narrow_row(dv_row, output_row<TOut>(p.dv, b, token, g), d_len);
   }
 }
 
@@ -1280,7 +1248,7 @@ void backward_keys_and_dq(const AttentionBackwardProblem& p, const Workspace& ws
         const float* acc = dq.at(i, h);
         alignas(64) float row[kMaxD];
         for (std::int64_t d = 0; d < d_len; ++d) row[d] = core::attention_grad_output(acc[d], l.scale);
-        store_row(row, output_row<TOut>(p.dq, b, seq.q_begin + i, g * group + h), d_len);
+        narrow_row(row, output_row<TOut>(p.dq, b, seq.q_begin + i, g * group + h), d_len);
       }
     }
   };

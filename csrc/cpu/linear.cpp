@@ -4,6 +4,7 @@
 // folded into the core's streaming tree (csrc/core/ops/linear.h); the reference
 // evaluates core::linear_contraction one output at a time. Here: tiling, packing, threads.
 #include "../core/ops/linear.h"
+#include "rows.h"
 #include "scratch.h"
 #include "simd.h"
 #include "target.h"
@@ -75,14 +76,6 @@ void pack_a_panel(const Contraction<T>& c, Index panel, float* dst) {
 }
 
 #if defined(__AVX2__) && defined(__F16C__)
-// Eight consecutive elements widened to fp32 exactly (the values of core::to_float).
-inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-inline __m256 load8(const bf16* p) {
-  const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
-}
-inline __m256 load8(const f16* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
-
 // Rows r[0..8) become columns: r[j][k] -> r[k][j]. Data movement only.
 inline void transpose8x8(__m256 (&r)[8]) {
   __m256 t[8];
@@ -112,7 +105,7 @@ constexpr Index kLineElems = 64 / static_cast<Index>(sizeof(T));
 // Transposes rows[0..8) x k[k, k + 8) of the weight layout into 8 vectors over rows.
 template <class T>
 inline void load_transposed8x8(const T* src, Index ld, Index k, __m256 (&r)[8]) {
-  for (int j = 0; j < 8; ++j) r[j] = load8(src + j * ld + k);
+  for (int j = 0; j < 8; ++j) r[j] = load_8_as_float(src + j * ld + k);
   transpose8x8(r);
 }
 

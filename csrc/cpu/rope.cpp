@@ -1,8 +1,11 @@
 // RoPE on the CPU: tokens spread over threads; per token the cos/sin of a
 // chunk of frequencies are computed once (core::rope_cos_sin) and applied to
 // every head (core::rope_rotate_head). Numerics: csrc/core/ops/rope.h.
+#include <type_traits>
+
 #include "../core/ops/rope.h"
 #include "../core/reduce.h"
+#include "rows.h"
 #include "target.h"
 
 GOLDEN_CPU_BEGIN
@@ -14,17 +17,23 @@ template <class T>
 constexpr bool kIsFloat = sizeof(T) == sizeof(float);
 
 // out's frequencies [first, first + n) from the rotated pairs (halves of n).
+// fp16 narrows by F16C (rows.h: from_float's bits, which are from_number's).
 template <class TOut, class Round>
 void round_head(const float* rotated, TOut* out, std::int64_t half, std::int64_t first, std::int64_t n,
                 Round round) {
-  for (std::int64_t k = 0; k < n; ++k) {
-    out[first + k] = round(rotated[k]);
-    out[half + first + k] = round(rotated[n + k]);
+  if constexpr (std::is_same_v<TOut, f16>) {
+    narrow_row(rotated, out + first, n);
+    narrow_row(rotated + n, out + half + first, n);
+  } else {
+    for (std::int64_t k = 0; k < n; ++k) {
+      out[first + k] = round(rotated[k]);
+      out[half + first + k] = round(rotated[n + k]);
+    }
   }
 }
 
 // One head's frequencies [first, first + n): in place for fp32; a 16-bit head is
-// widened, rotated and rounded in three loops, each of which the compiler
+// widened (rows.h), rotated and rounded in three loops, each of which the compiler
 // vectorises well (the one fused loop measured 2x slower than fp32). Widening
 // is exact and rounding happens once, after the fp32 rotation: the same bits.
 // The rotation runs without the NaN policy first, and with it only when a
@@ -40,10 +49,8 @@ void rotate_head(const T* x, TOut* out, std::int64_t half, std::int64_t first, s
   } else {
     float wide[2 * kRopeFrequencyChunk];
     float rotated[2 * kRopeFrequencyChunk];
-    for (std::int64_t k = 0; k < n; ++k) {
-      wide[k] = core::to_float(x[first + k]);
-      wide[n + k] = core::to_float(x[half + first + k]);
-    }
+    widen_row(x + first, wide, n);
+    widen_row(x + half + first, wide + n, n);
     if (core::rope_rotate_head_if_numbers(wide, rotated, n, 0, n, c, s)) {
       round_head(rotated, out, half, first, n, [](float r) { return core::from_number<TOut>(r); });
     } else {
