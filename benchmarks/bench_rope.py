@@ -24,7 +24,7 @@ def main() -> None:
     header(f"rope, [1, {TOKENS}, {HEADS}, {HEAD_DIM}]")
     gen = torch.Generator().manual_seed(0)
     positions = torch.arange(TOKENS)[None]
-    for dtype in (torch.bfloat16, torch.float32):
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
         name = str(dtype).removeprefix("torch.")
         x = torch.randn(1, TOKENS, HEADS, HEAD_DIM, generator=gen).to(dtype)
         size = 2 * x.numel() * x.element_size()

@@ -21,7 +21,7 @@ TOKENS, INTERMEDIATE = 4096, 12288
 def main() -> None:
     header(f"swiglu / silu, [{TOKENS}, {INTERMEDIATE}]")
     gen = torch.Generator().manual_seed(0)
-    for dtype in (torch.bfloat16, torch.float32):
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
         name = str(dtype).removeprefix("torch.")
         gate, up, g = (torch.randn(TOKENS, INTERMEDIATE, generator=gen).to(dtype) for _ in range(3))
         size = gate.numel() * gate.element_size()

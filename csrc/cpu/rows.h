@@ -9,7 +9,9 @@
 //   sign and top payload bits kept), also under FTZ / DAZ: cast's fp32 ->
 //   fp16 runs through narrow_row, and tests/core/test_dtype.py checks it on all
 //   2^32 patterns and against the scalar reference on every instruction set.
-// bf16 and fp32 go through the core's functions, which the compiler vectorises.
+// AVX-512 converts 16 fp16 elements per instruction. bf16 widens by a shift;
+// bf16 narrowing and fp32 go through the core's functions, which the compiler
+// vectorises.
 #pragma once
 
 #include <cstdint>
@@ -18,7 +20,7 @@
 #include "../core/dtype.h"
 #include "target.h"
 
-#if defined(__AVX2__) && defined(__F16C__)
+#if defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -43,6 +45,14 @@ namespace {
 template <class T>
 void widen_row(const T* __restrict src, float* __restrict dst, std::int64_t n) {
   std::int64_t i = 0;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, f16>) {
+    for (; i + 16 <= n; i += 16) {
+      const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
+      _mm512_storeu_ps(dst + i, _mm512_maskz_cvtph_ps(0xFFFF, bits));  // mask form: see narrow_row
+    }
+  }
+#endif
 #if defined(__AVX2__) && defined(__F16C__)
   if constexpr (sizeof(T) == 2) {
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load_8_as_float(src + i));
@@ -55,6 +65,15 @@ void widen_row(const T* __restrict src, float* __restrict dst, std::int64_t n) {
 template <class T>
 void narrow_row(const float* __restrict src, T* __restrict dst, std::int64_t n) {
   std::int64_t i = 0;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, f16>) {
+    for (; i + 16 <= n; i += 16) {
+      // The all-lanes mask form: GCC 12 warns of an uninitialised operand in the plain one.
+      const __m256i bits = _mm512_maskz_cvtps_ph(0xFFFF, _mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), bits);
+    }
+  }
+#endif
 #if defined(__AVX2__) && defined(__F16C__)
   if constexpr (std::is_same_v<T, f16>) {
     for (; i + 8 <= n; i += 8) {
