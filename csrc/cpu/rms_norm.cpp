@@ -1,7 +1,11 @@
 // RMSNorm on the CPU: rows spread over threads, each row computed by the
 // core's rms_norm_*_row (csrc/core/ops/rms_norm.h), whose lane loops the
 // compiler vectorises for this file's instruction set. No arithmetic here.
+#include <type_traits>
+
 #include "../core/ops/rms_norm.h"
+#include "rows.h"
+#include "scratch.h"
 #include "target.h"
 
 GOLDEN_CPU_BEGIN
@@ -9,8 +13,48 @@ namespace {
 
 constexpr std::int64_t kMinRowsPerTask = 4;
 
+// fp16 rows with round-once outputs: the core's row function on fp32, the row
+// and the weight widened first and an fp16 output narrowed after, by F16C
+// (rows.h): the same bits (round-once reads x and w only as values; the
+// narrowing is from_float's), without the core's per-element fp16
+// conversions. (Hugging Face rounding rounds through fp16 inside the element
+// function and keeps the plain path.)
+template <class TOut>
+void forward_rows_widened(const RmsNormForwardProblem& p, int num_threads) {
+  const f16* x = static_cast<const f16*>(p.x);
+  TOut* y = static_cast<TOut*>(p.y);
+  const std::int64_t cols = p.cols;
+  const std::int64_t rows_per_task = items_per_task(p.rows, num_threads, kMinRowsPerTask);
+  const std::int64_t tasks = core::ceil_div(p.rows, rows_per_task);
+  const ScratchBuffer scratch(static_cast<std::size_t>((2 * tasks + 1) * cols), PageAdvice::kNone);
+  float* weight = scratch.data();
+  widen_row(static_cast<const f16*>(p.weight), weight, cols);
+  auto body = [&](std::int64_t task) {
+    float* x_row = scratch.data() + (2 * task + 1) * cols;
+    float* y_row = x_row + cols;
+    const std::int64_t begin = task * rows_per_task;
+    const std::int64_t end = begin + rows_per_task < p.rows ? begin + rows_per_task : p.rows;
+    for (std::int64_t row = begin; row < end; ++row) {
+      widen_row(x + row * cols, x_row, cols);
+      if constexpr (std::is_same_v<TOut, float>) {
+        core::rms_norm_forward_row(x_row, weight, y + row * cols, cols, p.eps, p.rounding);
+      } else {
+        core::rms_norm_forward_row(x_row, weight, y_row, cols, p.eps, p.rounding);
+        narrow_row(y_row, y + row * cols, cols);
+      }
+    }
+  };
+  parallel_tasks(tasks, num_threads, body);
+}
+
 template <class T, class TOut>
 void forward_rows(const RmsNormForwardProblem& p, int num_threads) {
+  if constexpr (std::is_same_v<T, f16>) {
+    if (p.rounding == RmsNormRounding::once && p.rows > 0 && p.cols > 0) {
+      forward_rows_widened<TOut>(p, num_threads);
+      return;
+    }
+  }
   const T* x = static_cast<const T*>(p.x);
   const T* weight = static_cast<const T*>(p.weight);
   TOut* y = static_cast<TOut*>(p.y);
