@@ -13,61 +13,43 @@ namespace {
 
 constexpr std::int64_t kMinRowsPerTask = 4;
 
-// fp16 rows with round-once outputs: the core's row function on fp32, the row
-// and the weight widened first and an fp16 output narrowed after, by F16C
-// (rows.h): the same bits (round-once reads x and w only as values; the
-// narrowing is from_float's), without the core's per-element fp16
+// fp16 rows with round-once outputs run the core's row function on fp32: the
+// row and the weight widened first and an fp16 output narrowed after, by
+// F16C (rows.h). The same bits (round-once reads x and w only as values; the
+// narrowing is from_float's) without the core's per-element fp16
 // conversions. (Hugging Face rounding rounds through fp16 inside the element
 // function and keeps the plain path.)
-template <class TOut>
-void forward_rows_widened(const RmsNormForwardProblem& p, int num_threads) {
-  const f16* x = static_cast<const f16*>(p.x);
+template <class T, class TOut>
+void forward_rows(const RmsNormForwardProblem& p, int num_threads) {
+  const T* x = static_cast<const T*>(p.x);
+  const T* weight = static_cast<const T*>(p.weight);
   TOut* y = static_cast<TOut*>(p.y);
   const std::int64_t cols = p.cols;
   const std::int64_t rows_per_task = items_per_task(p.rows, num_threads, kMinRowsPerTask);
   const std::int64_t tasks = core::ceil_div(p.rows, rows_per_task);
-  const ScratchBuffer scratch(static_cast<std::size_t>((2 * tasks + 1) * cols), PageAdvice::kNone);
-  float* weight = scratch.data();
-  widen_row(static_cast<const f16*>(p.weight), weight, cols);
+  const bool widened = std::is_same_v<T, f16> && p.rounding == RmsNormRounding::once;
+  const ScratchBuffer scratch(widened ? static_cast<std::size_t>((2 * tasks + 1) * cols + 1) : 1, PageAdvice::kNone);
+  float* wide_weight = scratch.data();
+  if (widened) widen_row(weight, wide_weight, cols);
   auto body = [&](std::int64_t task) {
     float* x_row = scratch.data() + (2 * task + 1) * cols;
     float* y_row = x_row + cols;
     const std::int64_t begin = task * rows_per_task;
     const std::int64_t end = begin + rows_per_task < p.rows ? begin + rows_per_task : p.rows;
     for (std::int64_t row = begin; row < end; ++row) {
-      widen_row(x + row * cols, x_row, cols);
-      if constexpr (std::is_same_v<TOut, float>) {
-        core::rms_norm_forward_row(x_row, weight, y + row * cols, cols, p.eps, p.rounding);
+      if (!widened) {
+        core::rms_norm_forward_row(x + row * cols, weight, y + row * cols, cols, p.eps, p.rounding);
+      } else if constexpr (std::is_same_v<TOut, float>) {
+        widen_row(x + row * cols, x_row, cols);
+        core::rms_norm_forward_row(x_row, wide_weight, y + row * cols, cols, p.eps, p.rounding);
       } else {
-        core::rms_norm_forward_row(x_row, weight, y_row, cols, p.eps, p.rounding);
+        widen_row(x + row * cols, x_row, cols);
+        core::rms_norm_forward_row(x_row, wide_weight, y_row, cols, p.eps, p.rounding);
         narrow_row(y_row, y + row * cols, cols);
       }
     }
   };
   parallel_tasks(tasks, num_threads, body);
-}
-
-template <class T, class TOut>
-void forward_rows(const RmsNormForwardProblem& p, int num_threads) {
-  if constexpr (std::is_same_v<T, f16>) {
-    if (p.rounding == RmsNormRounding::once && p.rows > 0 && p.cols > 0) {
-      forward_rows_widened<TOut>(p, num_threads);
-      return;
-    }
-  }
-  const T* x = static_cast<const T*>(p.x);
-  const T* weight = static_cast<const T*>(p.weight);
-  TOut* y = static_cast<TOut*>(p.y);
-  const std::int64_t rows_per_task = items_per_task(p.rows, num_threads, kMinRowsPerTask);
-  auto body = [&](std::int64_t task) {
-    const std::int64_t begin = task * rows_per_task;
-    const std::int64_t end = begin + rows_per_task < p.rows ? begin + rows_per_task : p.rows;
-    for (std::int64_t row = begin; row < end; ++row) {
-      core::rms_norm_forward_row(x + row * p.cols, weight, y + row * p.cols, p.cols, p.eps,
-                                 p.rounding);
-    }
-  };
-  parallel_tasks(core::ceil_div(p.rows, rows_per_task), num_threads, body);
 }
 
 // Each task owns one block of kRmsNormGradRowBlock rows: it writes their dx
@@ -82,6 +64,14 @@ void backward_rows(const RmsNormBackwardProblem& p, int num_threads) {
   TOut* dweight = static_cast<TOut*>(p.dweight);
   const std::int64_t cols = p.cols;
   const std::int64_t blocks = core::ceil_div(p.rows, kRmsNormGradRowBlock);
+  // fp16: the core's row function on fp32 rows, as in forward_rows_widened
+  // (the backward reads its inputs only as values): the weight widened once,
+  // each block's grad_out and x rows and its dx rows in a slice of scratch.
+  constexpr bool kWidened = std::is_same_v<T, f16>;
+  const ScratchBuffer scratch(kWidened ? static_cast<std::size_t>((3 * blocks + 1) * cols + 1) : 1,
+                              PageAdvice::kNone);
+  float* wide_weight = scratch.data();
+  if constexpr (kWidened) widen_row(weight, wide_weight, cols);
 
   auto block_body = [&](std::int64_t block) {
     float* partial = p.dweight_partials + block * cols;
@@ -91,8 +81,22 @@ void backward_rows(const RmsNormBackwardProblem& p, int num_threads) {
         begin + kRmsNormGradRowBlock < p.rows ? begin + kRmsNormGradRowBlock : p.rows;
     for (std::int64_t row = begin; row < end; ++row) {
       const std::int64_t offset = row * cols;
-      core::rms_norm_backward_row(grad_out + offset, x + offset, weight, dx + offset, partial,
-                                  cols, p.eps);
+      if constexpr (kWidened) {
+        float* g_row = scratch.data() + (3 * block + 1) * cols;
+        float* x_row = g_row + cols;
+        float* dx_row = x_row + cols;
+        widen_row(grad_out + offset, g_row, cols);
+        widen_row(x + offset, x_row, cols);
+        if constexpr (std::is_same_v<TOut, float>) {
+          core::rms_norm_backward_row(g_row, x_row, wide_weight, dx + offset, partial, cols, p.eps);
+        } else {
+          core::rms_norm_backward_row(g_row, x_row, wide_weight, dx_row, partial, cols, p.eps);
+          narrow_row(dx_row, dx + offset, cols);
+        }
+      } else {
+        core::rms_norm_backward_row(grad_out + offset, x + offset, weight, dx + offset, partial,
+                                    cols, p.eps);
+      }
     }
   };
   parallel_tasks(blocks, num_threads, block_body);
