@@ -32,7 +32,7 @@ def main() -> None:
     for threads in (1, 2):
         torch.set_num_threads(threads)
         gk.set_num_threads(threads)
-        for dtype in (torch.float32, torch.bfloat16):
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
             x = torch.randn(args.rows, args.cols).to(dtype)
             w = torch.randn(args.cols).to(dtype)
             out = torch.empty_like(x)
