@@ -529,15 +529,18 @@ def head_major_copies(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
-@pytest.mark.parametrize("q_len, copied", [(20, False), (150, True)], ids=["in_place", "copied"])
-def test_strided_views_equal_contiguous(dtype, q_len, copied, head_major_copies, gen):
+@pytest.mark.parametrize("q_len, kv_heads, head_dim, copied", [(20, 8, 128, False), (150, 2, 16, False),
+                                                               (150, 8, 128, True)],
+                         ids=["few_rows", "rows_close", "copied"])
+def test_strided_views_equal_contiguous(dtype, q_len, kv_heads, head_dim, copied, head_major_copies, gen):
     """[B, S, H, D] tensors viewed as [B, H, S, D] (the model's layout) give the
-    same bits: read as they are when few query rows share a kv head (80 here:
-    the whole-block path reads strided fp32 key rows in place), copied
-    head-major first when many do (600)."""
-    q = rand((2, q_len, 8, 16), dtype, gen)
-    k = rand((2, 150, 2, 16), dtype, gen)
-    v = rand((2, 150, 2, 16), dtype, gen)
+    same bits: read where they are with few query rows per kv head (80: the
+    whole-block path reads strided fp32 key rows in place) or rows close
+    together (a 128-byte stride), copied head-major first with many rows (600)
+    2 KiB or more apart."""
+    q = rand((2, q_len, 4 * kv_heads, head_dim), dtype, gen)
+    k = rand((2, 150, kv_heads, head_dim), dtype, gen)
+    v = rand((2, 150, kv_heads, head_dim), dtype, gen)
     views = [t.transpose(1, 2) for t in (q, k, v)]
     for causal in (True, False):
         assert_bitwise_equal(gk.attention(*views, causal=causal),
@@ -546,9 +549,10 @@ def test_strided_views_equal_contiguous(dtype, q_len, copied, head_major_copies,
 
 
 def test_head_major_copies_give_the_same_bits(head_major_copies, gen):
-    """Packed [T, H, D] k / v (rows H * D apart) copied head-major for a long
-    sequence, torch and numpy: the padded call's bits (T6), inputs unchanged."""
-    q, k, v = make_qkv(1, 4, 2, 150, 150, 16, torch.float32, gen)
+    """Packed [T, H, D] k / v (rows H * D = 2 KiB apart) copied head-major for
+    a long sequence, torch and numpy: the padded call's bits (T6), inputs
+    unchanged."""
+    q, k, v = make_qkv(1, 32, 8, 150, 150, 64, torch.float32, gen)
     packed = [t[0].transpose(0, 1).contiguous() for t in (q, k, v)]
     before = [t.clone() for t in packed]
     cu = torch.tensor([0, 150])

@@ -46,28 +46,31 @@ def _last_dim_contiguous(x: Any) -> Any:
     return x
 
 
-# The CPU kernel reads a kv head's key and value rows in place when they are
-# consecutive (token stride D). In views of [B, S, H, D] memory (the usual
-# projection(x).view(B, S, H, D).transpose(1, 2)) and in packed [T, H, D] rows
-# they are H * D apart: each row of a key block on a page of its own, the block
-# staged again by every row task that reads it. A head-major copy made once per
-# call costs less than that when at least two 64-row tasks share each kv head
-# (fp32 prefill, S 2048, [B, S, H, D] views: 178 ms as they are, 151 ms with the
-# copy; decode reads each block once and is left alone).
+# The CPU kernel reads a kv head's key and value rows where they are. In views
+# of [B, S, H, D] memory (the usual projection(x).view(B, S, H, D).transpose(1,
+# 2)) and in packed [T, H, D] rows they are H * D elements apart; from 2 KiB
+# apart, every row task that reads a key block gathers it again from as many
+# pages as it has rows. A head-major copy of k and v, made once per call, costs
+# less when at least two 64-row tasks share each kv head (fp32 prefill, S 2048,
+# Hkv 8, D 128: 200 ms as they are, 162 ms with the copy; rows 2 KiB apart,
+# bf16: 166 vs 154 ms; 1 KiB or less apart: no gain, 0-2% lost; decode and
+# short chunks read each block once and are left alone).
+_HEAD_MAJOR_MIN_ROW_BYTES = 2048
 _HEAD_MAJOR_MIN_QUERY_ROWS = 128
 
 
-def _rows_consecutive(x: Any, token_axis: int) -> bool:
+def _rows_far_apart(x: Any, token_axis: int) -> bool:
+    """Whether consecutive tokens of a head are _HEAD_MAJOR_MIN_ROW_BYTES or more apart."""
+    if x.shape[token_axis] <= 1:
+        return False
     if _is_torch(x):
-        strides, unit = x.stride(), 1
-    else:
-        strides, unit = x.strides, x.itemsize
-    return x.shape[token_axis] <= 1 or (strides[token_axis] == x.shape[-1] * unit and strides[-1] == unit)
+        return abs(x.stride(token_axis)) * x.element_size() >= _HEAD_MAJOR_MIN_ROW_BYTES
+    return abs(x.strides[token_axis]) >= _HEAD_MAJOR_MIN_ROW_BYTES
 
 
 def _head_major(x: Any, token_axis: int) -> Any:
-    """x itself when each head's rows are consecutive, else a copy in which they are (same shape)."""
-    if _rows_consecutive(x, token_axis):
+    """x itself unless its rows are far apart, else a copy (same shape) in which each head's rows are consecutive."""
+    if not _rows_far_apart(x, token_axis):
         return x
     if _is_torch(x):
         return x.movedim(token_axis, -2).contiguous().movedim(-2, token_axis)
