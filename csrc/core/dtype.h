@@ -52,32 +52,40 @@ GOLDEN_INLINE bf16 bf16_from_float(float f) {
   return bf16{static_cast<std::uint16_t>((quiet_nan & nan_mask) | (rounded & ~nan_mask))};
 }
 
+// The steps fp32 -> fp16 rounding shares with round_through<f16>.
+namespace f16_detail {
+constexpr std::uint32_t kInfinity = 0x7F800000u;
+constexpr std::uint32_t kRoundsToInfinity = 0x477FF000u;  // 65520.0f
+constexpr std::uint32_t kSmallestNormal = 0x38800000u;    // 2^-14
+
+// A magnitude of at least 2^-14 (fp32 bits) with its 13 low mantissa bits
+// rounded off to nearest even, in place; the carry of a round-up moves into
+// the exponent, which is the right answer.
+GOLDEN_INLINE std::uint32_t normal_rounded(std::uint32_t magnitude) {
+  return (magnitude + 0xFFFu + ((magnitude >> 13) & 1u)) & ~0x1FFFu;
+}
+
+// A magnitude below 2^-14, plus 0.5: fp16's subnormals count units of 2^-24,
+// the spacing of fp32 numbers in [0.5, 1), so the addition rounds the
+// magnitude onto that grid (to nearest even: the sum's last mantissa bit is
+// the count's) and the sum's mantissa is the count (1024, the smallest
+// normal's bits, when it rounds up to 2^-14). Exact in every mode: an fp32
+// subnormal that DAZ reads as 0 rounds to 0 either way. Three vector
+// operations where shifting the significand by hand took about fifteen.
+GOLDEN_INLINE float subnormal_plus_half(std::uint32_t magnitude) { return bits_float(magnitude) + 0.5f; }
+}  // namespace f16_detail
+
 GOLDEN_INLINE f16 f16_from_float(float f) {
+  using namespace f16_detail;
   const std::uint32_t u = float_bits(f);
   const std::uint32_t sign = (u >> 16) & 0x8000u;
   const std::uint32_t magnitude = u & 0x7FFFFFFFu;
-
-  constexpr std::uint32_t kInfinity = 0x7F800000u;
-  constexpr std::uint32_t kRoundsToF16Infinity = 0x477FF000u;  // 65520.0f
-  constexpr std::uint32_t kSmallestF16Normal = 0x38800000u;    // 2^-14
   constexpr std::uint32_t kExponentRebias = (127u - 15u) << 23;
-
   const std::uint32_t nan = 0x7E00u | ((magnitude >> 13) & 0x3FFu);
-  // Normal range: drop 13 mantissa bits with round to nearest even; the carry
-  // of a round-up moves into the exponent, which is the right answer.
-  const std::uint32_t normal =
-      (magnitude + 0xFFFu + ((magnitude >> 13) & 1u) - kExponentRebias) >> 13;
-  // Below 2^-14 the result counts units of 2^-24, the spacing of fp32 numbers
-  // in [0.5, 1): the addition |f| + 0.5 rounds |f| onto that grid (to nearest
-  // even: the sum's last mantissa bit is the count's), and the sum's mantissa
-  // is the count (1024, the smallest normal's bits, when |f| rounds up to
-  // 2^-14). Exact in every mode: an fp32 subnormal |f| that DAZ reads as 0
-  // rounds to 0 either way. Three vector operations where shifting the
-  // significand by hand took about fifteen.
-  const std::uint32_t subnormal = float_bits(bits_float(magnitude) + 0.5f) - float_bits(0.5f);
-
-  std::uint32_t result = magnitude >= kSmallestF16Normal ? normal : subnormal;
-  result = magnitude >= kRoundsToF16Infinity ? 0x7C00u : result;
+  const std::uint32_t normal = (normal_rounded(magnitude) - kExponentRebias) >> 13;
+  const std::uint32_t subnormal = float_bits(subnormal_plus_half(magnitude)) - float_bits(0.5f);
+  std::uint32_t result = magnitude >= kSmallestNormal ? normal : subnormal;
+  result = magnitude >= kRoundsToInfinity ? 0x7C00u : result;
   result = magnitude > kInfinity ? nan : result;
   return f16{static_cast<std::uint16_t>(sign | result)};
 }
@@ -117,21 +125,20 @@ GOLDEN_INLINE float round_through(float f) {
   return to_float(from_float<T>(f));
 }
 
-// fp16 without the round trip through 16 bits (same bits for every input: the
-// steps of f16_from_float, kept in fp32's layout). Normal range: 13 mantissa
-// bits rounded off in place; below 2^-14: (|f| + 0.5) - 0.5, exact by
-// Sterbenz, is |f| rounded onto the 2^-24 grid; NaN: quieted, its top ten
-// payload bits kept.
+// fp16 without the round trip through 16 bits: f16_from_float's steps kept
+// in fp32's layout (the same bits for every input; measured 2.2x faster in
+// rms_norm's HF-rounding fp16 forward). Below 2^-14, (|f| + 0.5) - 0.5 is
+// exact (Sterbenz); a NaN is quieted with its top ten payload bits kept.
 template <>
 GOLDEN_INLINE float round_through<f16>(float f) {
+  using namespace f16_detail;
   const std::uint32_t u = float_bits(f);
   const std::uint32_t sign = u & 0x80000000u;
   const std::uint32_t magnitude = u & 0x7FFFFFFFu;
-  const std::uint32_t normal = (magnitude + 0xFFFu + ((magnitude >> 13) & 1u)) & ~0x1FFFu;
-  const std::uint32_t subnormal = float_bits((bits_float(magnitude) + 0.5f) - 0.5f);
-  std::uint32_t result = magnitude >= 0x38800000u ? normal : subnormal;  // 2^-14
-  result = magnitude >= 0x477FF000u ? 0x7F800000u : result;              // 65520: rounds to inf
-  result = magnitude > 0x7F800000u ? (magnitude & 0x7FFFE000u) | 0x7FC00000u : result;
+  const std::uint32_t subnormal = float_bits(subnormal_plus_half(magnitude) - 0.5f);
+  std::uint32_t result = magnitude >= kSmallestNormal ? normal_rounded(magnitude) : subnormal;
+  result = magnitude >= kRoundsToInfinity ? kInfinity : result;
+  result = magnitude > kInfinity ? (magnitude & 0x7FFFE000u) | 0x7FC00000u : result;
   return bits_float(sign | result);
 }
 

@@ -28,7 +28,8 @@ void forward_rows(const RmsNormForwardProblem& p, int num_threads) {
   const std::int64_t rows_per_task = items_per_task(p.rows, num_threads, kMinRowsPerTask);
   const std::int64_t tasks = core::ceil_div(p.rows, rows_per_task);
   const bool widened = std::is_same_v<T, f16> && p.rounding == RmsNormRounding::once;
-  const ScratchBuffer scratch(widened ? static_cast<std::size_t>((2 * tasks + 1) * cols + 1) : 1, PageAdvice::kNone);
+  // The widened weight, then each task's x row and y row.
+  const ScratchBuffer scratch(widened ? static_cast<std::size_t>((2 * tasks + 1) * cols) : 0, PageAdvice::kNone);
   float* wide_weight = scratch.data();
   if (widened) widen_row(weight, wide_weight, cols);
   auto body = [&](std::int64_t task) {
@@ -64,12 +65,11 @@ void backward_rows(const RmsNormBackwardProblem& p, int num_threads) {
   TOut* dweight = static_cast<TOut*>(p.dweight);
   const std::int64_t cols = p.cols;
   const std::int64_t blocks = core::ceil_div(p.rows, kRmsNormGradRowBlock);
-  // fp16: the core's row function on fp32 rows, as in forward_rows_widened
-  // (the backward reads its inputs only as values): the weight widened once,
-  // each block's grad_out and x rows and its dx rows in a slice of scratch.
+  // fp16: the core's row function on fp32 rows, as in forward_rows (the
+  // backward reads its inputs only as values): the weight widened once, then
+  // each block's grad_out, x and dx rows in a slice of scratch.
   constexpr bool kWidened = std::is_same_v<T, f16>;
-  const ScratchBuffer scratch(kWidened ? static_cast<std::size_t>((3 * blocks + 1) * cols + 1) : 1,
-                              PageAdvice::kNone);
+  const ScratchBuffer scratch(kWidened ? static_cast<std::size_t>((3 * blocks + 1) * cols) : 0, PageAdvice::kNone);
   float* wide_weight = scratch.data();
   if constexpr (kWidened) widen_row(weight, wide_weight, cols);
 
