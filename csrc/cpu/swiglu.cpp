@@ -152,8 +152,8 @@ void for_each_chunk(std::int64_t count, int num_threads, Chunk&& chunk) {
 // fp16 chunks run the core's loops on fp32: the inputs they read as values
 // widened first and 16-bit results narrowed after, by F16C (rows.h), the same
 // bits as the loops on fp16 (widening is exact; narrowing is from_float's)
-// for one instruction per 8 or 16 elements each way instead of about fifteen
-// per element. Other types pass their arrays to the loops as they are.
+// for one instruction per 8 or 16 elements each way instead of several per
+// element. Other types pass their arrays to the loops as they are.
 template <class T>
 constexpr bool kWidenedChunks = std::is_same_v<T, f16>;
 

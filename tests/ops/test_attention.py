@@ -128,8 +128,8 @@ def test_whole_blocks_with_nonfinite_scores_equal_reference(cpu_isa, gen):
 
 
 def test_float16_edge_values_equal_reference(cpu_isa, gen):
-    """fp16 inputs that the fast paths widen 8 at a time (F16C) and outputs they
-    narrow in vectorised loops: subnormal and signalling-NaN inputs (F16C
+    """fp16 inputs that the fast paths widen by F16C (csrc/cpu/rows.h) and
+    outputs they narrow there: subnormal and signalling-NaN inputs (F16C
     quiets the NaN; the reference keeps it signalling until arithmetic does),
     outputs in fp16's subnormal range, and gradients that overflow to inf."""
     s, d = 150, 24
