@@ -13,12 +13,15 @@ namespace {
 
 constexpr std::int64_t kMinRowsPerTask = 4;
 
-// fp16 rows with round-once outputs run the core's row function on fp32: the
-// row and the weight widened first and an fp16 output narrowed after, by
-// F16C (rows.h). The same bits (round-once reads x and w only as values; the
-// narrowing is from_float's) without the core's per-element fp16
-// conversions. (Hugging Face rounding rounds through fp16 inside the element
-// function and keeps the plain path.)
+// fp16 rows run the core on fp32: the weight widened once and each row
+// widened by F16C (rows.h), then the row's outputs made kOutputPiece at a
+// time into an fp32 piece narrowed to y. The same bits: the core reads x and
+// w only as values (HF mode still rounds to fp16, the span's TRound), an HF
+// output is already an fp16 value, and the narrowing is from_float's. Pieces,
+// not a whole fp32 output row: with 4096 columns the row, the weight and a
+// whole output row would fill L1 (48 KiB) by themselves.
+constexpr std::int64_t kOutputPiece = 512;
+
 template <class T, class TOut>
 void forward_rows(const RmsNormForwardProblem& p, int num_threads) {
   const T* x = static_cast<const T*>(p.x);
@@ -27,26 +30,32 @@ void forward_rows(const RmsNormForwardProblem& p, int num_threads) {
   const std::int64_t cols = p.cols;
   const std::int64_t rows_per_task = items_per_task(p.rows, num_threads, kMinRowsPerTask);
   const std::int64_t tasks = core::ceil_div(p.rows, rows_per_task);
-  const bool widened = std::is_same_v<T, f16> && p.rounding == RmsNormRounding::once;
-  // The widened weight, then each task's x row and y row.
-  const ScratchBuffer scratch(widened ? static_cast<std::size_t>((2 * tasks + 1) * cols) : 0, PageAdvice::kNone);
+  constexpr bool kWidened = std::is_same_v<T, f16>;
+  // The widened weight, then each task's x row.
+  const ScratchBuffer scratch(kWidened ? static_cast<std::size_t>((tasks + 1) * cols) : 0, PageAdvice::kNone);
   float* wide_weight = scratch.data();
-  if (widened) widen_row(weight, wide_weight, cols);
+  if constexpr (kWidened) widen_row(weight, wide_weight, cols);
   auto body = [&](std::int64_t task) {
-    float* x_row = scratch.data() + (2 * task + 1) * cols;
-    float* y_row = x_row + cols;
+    float* x_row = scratch.data() + (task + 1) * cols;
     const std::int64_t begin = task * rows_per_task;
     const std::int64_t end = begin + rows_per_task < p.rows ? begin + rows_per_task : p.rows;
     for (std::int64_t row = begin; row < end; ++row) {
-      if (!widened) {
-        core::rms_norm_forward_row(x + row * cols, weight, y + row * cols, cols, p.eps, p.rounding);
-      } else if constexpr (std::is_same_v<TOut, float>) {
+      TOut* y_row = y + row * cols;
+      if constexpr (kWidened) {
         widen_row(x + row * cols, x_row, cols);
-        core::rms_norm_forward_row(x_row, wide_weight, y + row * cols, cols, p.eps, p.rounding);
+        const float r = core::rms_norm_inverse_rms(x_row, cols, p.eps);
+        for (std::int64_t c = 0; c < cols; c += kOutputPiece) {
+          const std::int64_t n = cols - c < kOutputPiece ? cols - c : kOutputPiece;
+          if constexpr (std::is_same_v<TOut, float>) {
+            core::rms_norm_forward_span<T>(x_row + c, wide_weight + c, y_row + c, n, r, p.rounding);
+          } else {
+            float piece[kOutputPiece];
+            core::rms_norm_forward_span<T>(x_row + c, wide_weight + c, piece, n, r, p.rounding);
+            narrow_row(piece, y_row + c, n);
+          }
+        }
       } else {
-        widen_row(x + row * cols, x_row, cols);
-        core::rms_norm_forward_row(x_row, wide_weight, y_row, cols, p.eps, p.rounding);
-        narrow_row(y_row, y + row * cols, cols);
+        core::rms_norm_forward_row(x + row * cols, weight, y_row, cols, p.eps, p.rounding);
       }
     }
   };

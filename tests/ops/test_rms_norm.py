@@ -77,6 +77,32 @@ def test_cpu_paths_equal_reference(cpu_isa, threads, dtype, cols, gen):
         assert_bitwise_equal(fast_grad, ref_grad, what)
 
 
+def test_float16_extremes_round_as_the_rules_say(cpu_isa, gen):
+    """fp16 rows run widened, their outputs made in 512-element pieces and
+    narrowed. Against torch's own fp16 casts of our fp32 results: round-once
+    is forward_fp32 rounded; HF is x * r (forward_fp32 with unit weights)
+    rounded, times w, rounded again. Weights span fp16's range (outputs that
+    overflow to inf, subnormal outputs); rows with a NaN, an inf, all zeros,
+    fp16's largest values; 1300 columns (two pieces and a tail); every ISA."""
+    cols = 1300
+    x = random_rows(8, cols, torch.float16, gen)
+    x[2, 700] = float("nan")
+    x[3, 1299] = float("inf")
+    x[4] = 0.0
+    x[5] = 65504.0
+    x[6, ::3] = -65504.0
+    exponents = torch.randint(-24, 16, (cols,), generator=gen).double()
+    signs = torch.where(torch.rand(cols, generator=gen) < 0.5, -1.0, 1.0).double()
+    w = (signs * 2.0**exponents).to(torch.float16)
+    op = rms_op("cpu")
+    once = op.forward(x, w)
+    assert bool(once.isinf().any()) and bool(((once != 0) & (once.abs() < 2.0**-14)).any()), "extremes not reached"
+    assert_bitwise_equal(once, op.forward_fp32(x, w).to(torch.float16), "round once")
+    normalized = op.forward_fp32(x, torch.ones(cols, dtype=torch.float16)).to(torch.float16)
+    hf = (normalized.float() * w.float()).to(torch.float16)
+    assert_bitwise_equal(op.forward(x, w, rounding="hf"), hf, "hf rounding")
+
+
 # ---- Axis-A: a row's bits do not depend on its batch ----------------------------------
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)

@@ -93,14 +93,17 @@ GOLDEN_INLINE TOut rms_norm_output_hf(float x, float w, float r) {
   return from_float<TOut>(canonical_nan(round_through<T>(normalized * w)));
 }
 
-// The worker's share of one row's outputs: elements first(), first() + kStep, ...
-template <class T, class TOut, class Worker = SerialRow>
-GOLDEN_INLINE void rms_norm_forward_row(const T* x, const T* weight, TOut* y, std::int64_t cols,
-                                        float eps, RmsNormRounding rounding, Worker worker = {}) {
-  const float r = rms_norm_inverse_rms(x, cols, eps, worker);
+// The worker's share of n outputs of a row whose inverse rms is r: elements
+// first(), first() + kStep, ... of x, weight and y. TRound is the row's input
+// type, to which HF mode rounds; x and weight hold its values (as TRound, or
+// widened exactly to fp32 by a backend), so any n-element piece of a row gives
+// the same bits as the whole row.
+template <class TRound, class TIn, class TOut, class Worker = SerialRow>
+GOLDEN_INLINE void rms_norm_forward_span(const TIn* x, const TIn* weight, TOut* y, std::int64_t n, float r,
+                                         RmsNormRounding rounding, Worker worker = {}) {
   if (rounding == RmsNormRounding::hf) {
-    for (std::int64_t i = worker.first(); i < cols; i += Worker::kStep) {
-      y[i] = rms_norm_output_hf<T, TOut>(to_float(x[i]), to_float(weight[i]), r);
+    for (std::int64_t i = worker.first(); i < n; i += Worker::kStep) {
+      y[i] = rms_norm_output_hf<TRound, TOut>(to_float(x[i]), to_float(weight[i]), r);
     }
     return;
   }
@@ -108,15 +111,23 @@ GOLDEN_INLINE void rms_norm_forward_row(const T* x, const T* weight, TOut* y, st
   // noted. Without a NaN result, canonical_nan changes nothing and these are
   // rms_norm_output_once's bits; with one, the share is written again.
   std::uint32_t nan_seen = 0;
-  for (std::int64_t i = worker.first(); i < cols; i += Worker::kStep) {
+  for (std::int64_t i = worker.first(); i < n; i += Worker::kStep) {
     const float v = rms_norm_scaled(to_float(x[i]), to_float(weight[i]), r);
     nan_seen |= static_cast<std::uint32_t>(v != v);
     y[i] = from_number<TOut>(v);
   }
   if (nan_seen == 0) return;
-  for (std::int64_t i = worker.first(); i < cols; i += Worker::kStep) {
+  for (std::int64_t i = worker.first(); i < n; i += Worker::kStep) {
     y[i] = rms_norm_output_once<TOut>(to_float(x[i]), to_float(weight[i]), r);
   }
+}
+
+// The worker's share of one row's outputs.
+template <class T, class TOut, class Worker = SerialRow>
+GOLDEN_INLINE void rms_norm_forward_row(const T* x, const T* weight, TOut* y, std::int64_t cols,
+                                        float eps, RmsNormRounding rounding, Worker worker = {}) {
+  const float r = rms_norm_inverse_rms(x, cols, eps, worker);
+  rms_norm_forward_span<T>(x, weight, y, cols, r, rounding, worker);
 }
 
 // Backward of the round-once forward. With gw_i = g_i * w_i:
