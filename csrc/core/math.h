@@ -135,7 +135,7 @@ constexpr float kCosC2 = 0x1.99e80cp-16f;
 // pair (fma), so only small terms (< 0.07 of the result) carry rounding
 // errors and the final addition is the one full-size rounding.
 // e^(hi+lo) = e^hi (1 + lo) + O(2^-43), with e^hi ~ u + poly in the lo term.
-GOLDEN_INLINE float exp_reduced(float hi, float lo) {
+GOLDEN_INLINE_ALWAYS float exp_reduced(float hi, float lo) {
   float q = fma_rn(kExpQ4, hi, kExpQ3);
   q = fma_rn(q, hi, kExpQ2);
   q = fma_rn(q, hi, kExpQ1);
@@ -287,7 +287,7 @@ struct ExpReduced {
   std::int32_t n;  // round(x log2 e), in [-150, 128]
 };
 
-GOLDEN_INLINE ExpReduced exp_reduce(float x) {
+GOLDEN_INLINE_ALWAYS ExpReduced exp_reduce(float x) {
   float xc = select(x > kExpClampHi, kExpClampHi, x);
   xc = select(xc < kExpClampLo, kExpClampLo, xc);
   const float t = fma_rn(xc, kLog2e, kRoundMagic);
@@ -299,7 +299,7 @@ GOLDEN_INLINE ExpReduced exp_reduce(float x) {
   return out;
 }
 
-GOLDEN_INLINE float exp_from_reduced(const ExpReduced& a) {
+GOLDEN_INLINE_ALWAYS float exp_from_reduced(const ExpReduced& a) {
   const float y = exp_reduced(a.r_hi, a.r_lo);
   const std::int32_t n1 = a.n >> 1;  // n1, n - n1 in [-75, 64]: both 2^k normal
   return (y * pow2i(n1)) * pow2i(a.n - n1);
@@ -307,7 +307,7 @@ GOLDEN_INLINE float exp_from_reduced(const ExpReduced& a) {
 
 // exp_f32 for a non-NaN x (any NaN in gives some NaN out): for callers that
 // apply their own NaN policy, so vector code does not pay for it twice.
-GOLDEN_INLINE float exp_non_nan(float x) { return exp_from_reduced(exp_reduce(x)); }
+GOLDEN_INLINE_ALWAYS float exp_non_nan(float x) { return exp_from_reduced(exp_reduce(x)); }
 
 // sigmoid(x) and sigmoid(-x) of a non-NaN x share e = e^-|x| and 1 + e: each
 // is num / (1 + e) with num = 1 or e, so nothing cancels and e never
@@ -366,7 +366,7 @@ GOLDEN_INLINE float sigmoid_neg_non_nan(const SigmoidDenominator& s, float x) {
 // subnormal result gets one more IEEE rounding onto the subnormal grid (no
 // flush to zero), which is why its bound is a little larger.
 // Measured: 0.63 ulp (normal results), 0.77 ulp (subnormal results).
-GOLDEN_INLINE float exp_f32(float x) {
+GOLDEN_INLINE_ALWAYS float exp_f32(float x) {
   using namespace math_detail;
   return select(is_nan(x), quiet(x), exp_non_nan(x));
 }

@@ -21,6 +21,15 @@
 
 #define GOLDEN_INLINE GOLDEN_HOST_DEVICE inline
 
+// For element functions that CPU loops must inline to vectorise: GCC's
+// heuristics leave a long one (exp_f32) out of line in some loops, which
+// then run one call per element.
+#if defined(__GNUC__) && !GOLDEN_DEVICE_COMPILE
+#define GOLDEN_INLINE_ALWAYS GOLDEN_HOST_DEVICE inline __attribute__((always_inline))
+#else
+#define GOLDEN_INLINE_ALWAYS GOLDEN_INLINE
+#endif
+
 // The CPU backend compiles the core once per instruction set (scalar, avx2,
 // avx512). Each build gets its own inline namespace so the linker can never
 // merge an AVX-512 instantiation into the scalar path (an ODR trap that would

@@ -253,17 +253,16 @@ struct GradRows {
 // added in fp32) with fp32 output, element for element.
 // The row loops below are functions of their own, each one core expression per
 // element with no branch, so that the compiler vectorises them (exp_f32 is
-// branch-free); flatten inlines the core's exp, which this large file's inlining
-// budget otherwise leaves as a call that blocks vectorisation.
+// branch-free and always inlined).
 
 // x[i] = token_logprob_grad of a non-target element (the target is patched after).
-[[gnu::flatten]] void non_target_grads(float grad, float lse, float* __restrict x, Index width) {
+void non_target_grads(float grad, float lse, float* __restrict x, Index width) {
   for (Index i = 0; i < width; ++i) x[i] = core::token_logprob_grad(grad, x[i], lse, false);
 }
 
 // d[i] = the core's add_entropy_grad of d[i] and logit x[i].
-[[gnu::flatten]] void add_entropy_grads(const float* __restrict x, const core::EntropyGradRow row, float* __restrict d,
-                                        Index width) {
+void add_entropy_grads(const float* __restrict x, const core::EntropyGradRow row, float* __restrict d,
+                       Index width) {
   for (Index i = 0; i < width; ++i) d[i] = core::add_entropy_grad(d[i], x[i], row);
 }
 
