@@ -48,9 +48,8 @@ const float* silu_derivative_table() {
 }
 
 // Both values side by side, for the swiglu backward: one lookup per element
-// instead of two. (fp16's two separate tables, 256 KiB each, miss L1 for
-// inputs spread like activations; bf16 backward 34 -> 26 ms, fp16 43 -> 32
-// ms at two threads, with the other changes of that stop.)
+// instead of two (fp16's two tables, 256 KiB each, miss L1 for inputs spread
+// like activations; benchmarks/RESULTS.md, stop 24).
 struct SiluAndDerivative {
   float silu;
   float derivative;
