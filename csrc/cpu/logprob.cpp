@@ -2,7 +2,11 @@
 // CPU: rows spread over threads, each row computed by the core's *_row
 // functions (csrc/core/ops/logprob.h), whose lane loops the compiler
 // vectorises for this file's instruction set. No arithmetic here.
+#include <type_traits>
+
 #include "../core/ops/logprob.h"
+#include "rows.h"
+#include "scratch.h"
 #include "target.h"
 
 GOLDEN_CPU_BEGIN
@@ -20,6 +24,38 @@ void for_each_row(std::int64_t rows, int num_threads, const RowBody& row_body) {
     for (std::int64_t row = begin; row < end; ++row) row_body(row);
   };
   parallel_tasks(core::ceil_div(rows, rows_per_task), num_threads, body);
+}
+
+// Calls row_body(row, its logits) for every row. fp16 rows that reads(row)
+// says the core will read are handed over widened to fp32 by F16C (rows.h),
+// one task's row at a time in scratch: the same bits (the core reads logits
+// only as values and emits only the canonical NaN) without the core's
+// several instructions per fp16 element. Other rows pass through.
+template <class T, class Reads, class RowBody>
+void for_each_logits_row(const T* logits, std::int64_t rows, std::int64_t vocab, int num_threads, const Reads& reads,
+                         const RowBody& row_body) {
+  if constexpr (std::is_same_v<T, f16>) {
+    const std::int64_t rows_per_task = items_per_task(rows, num_threads, kMinRowsPerTask);
+    const ScratchBuffer scratch(static_cast<std::size_t>(core::ceil_div(rows, rows_per_task) * vocab),
+                                PageAdvice::kNone);
+    auto body = [&](std::int64_t task) {
+      float* wide = scratch.data() + task * vocab;
+      const std::int64_t begin = task * rows_per_task;
+      const std::int64_t end = begin + rows_per_task < rows ? begin + rows_per_task : rows;
+      for (std::int64_t row = begin; row < end; ++row) {
+        if (reads(row)) {
+          widen_row(logits + row * vocab, wide, vocab);
+          row_body(row, static_cast<const float*>(wide));
+        } else {
+          row_body(row, logits + row * vocab);
+        }
+      }
+    };
+    parallel_tasks(core::ceil_div(rows, rows_per_task), num_threads, body);
+  } else {
+    (void)reads;
+    for_each_row(rows, num_threads, [&](std::int64_t row) { row_body(row, logits + row * vocab); });
+  }
 }
 
 template <class T, class G, class TOut>
@@ -63,9 +99,9 @@ void token_logprob_forward(const TokenLogprobForwardProblem& p, int num_threads)
   visit_dtype(p.dtype, [&](auto in) {
     using T = decltype(in);
     const T* logits = static_cast<const T*>(p.logits);
-    for_each_row(p.rows, num_threads, [&](std::int64_t row) {
-      p.logprob[row] =
-          core::token_logprob_row(logits + row * p.vocab, p.vocab, p.target_ids[row], p.ignore_index);
+    auto reads = [&](std::int64_t row) { return p.target_ids[row] != p.ignore_index; };
+    for_each_logits_row(logits, p.rows, p.vocab, num_threads, reads, [&](std::int64_t row, const auto* row_logits) {
+      p.logprob[row] = core::token_logprob_row(row_logits, p.vocab, p.target_ids[row], p.ignore_index);
     });
   });
 }
@@ -88,8 +124,9 @@ void entropy_forward(const EntropyForwardProblem& p, int num_threads) {
   visit_dtype(p.dtype, [&](auto in) {
     using T = decltype(in);
     const T* logits = static_cast<const T*>(p.logits);
-    for_each_row(p.rows, num_threads, [&](std::int64_t row) {
-      p.entropy[row] = core::entropy_row(logits + row * p.vocab, p.vocab);
+    auto every_row = [](std::int64_t) { return true; };
+    for_each_logits_row(logits, p.rows, p.vocab, num_threads, every_row, [&](std::int64_t row, const auto* row_logits) {
+      p.entropy[row] = core::entropy_row(row_logits, p.vocab);
     });
   });
 }

@@ -99,6 +99,26 @@ def every_output(backend):
     return lambda *args: all_outputs(backend, *args)
 
 
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float16), ids=dtype_id)
+def test_16bit_logits_give_the_bits_of_their_fp32_values(cpu_isa, threads, dtype, gen):
+    """The core reads logits only as values, so 16-bit logits and the same
+    values in fp32 give the same token logprob and entropy bits (the CPU
+    widens fp16 rows by F16C first). Rows with an ignored target, a NaN, an
+    inf, a -inf and fp16's largest values; every ISA, two threads."""
+    vocab = 3 * CHUNK + 5
+    logits = (torch.randn(7, vocab, generator=gen) * 4).to(dtype)
+    logits[2, 100] = float("nan")
+    logits[3, 7] = float("inf")
+    logits[4, ::5] = float("-inf")
+    logits[5, :] = torch.finfo(dtype).max
+    targets = torch.randint(0, vocab, (7,), generator=gen)
+    targets[1] = -100
+    threads(2)
+    for name, args in (("token_logprob", (targets,)), ("entropy", ())):
+        op = gk.get_op(name, "cpu")
+        assert_bitwise_equal(op.forward(logits, *args), op.forward(logits.float(), *args), name)
+
+
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
 def test_batch_invariance_T1_T2_T3(backend, dtype, gen):
