@@ -30,7 +30,9 @@ void for_each_row(std::int64_t rows, int num_threads, const RowBody& row_body) {
 // says the core will read are handed over widened to fp32 by F16C (rows.h),
 // one task's row at a time in scratch: the same bits (the core reads logits
 // only as values and emits only the canonical NaN) without the core's
-// several instructions per fp16 element. Other rows pass through.
+// several instructions per fp16 element. Other rows pass through. Extra
+// memory: one fp32 row per task (at most 4 tasks per thread and one per row,
+// so at most twice the fp16 logits).
 template <class T, class Reads, class RowBody>
 void for_each_logits_row(const T* logits, std::int64_t rows, std::int64_t vocab, int num_threads, const Reads& reads,
                          const RowBody& row_body) {
