@@ -102,9 +102,11 @@ def every_output(backend):
 @pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float16), ids=dtype_id)
 def test_16bit_logits_give_the_bits_of_their_fp32_values(cpu_isa, threads, dtype, gen):
     """The core reads logits only as values, so 16-bit logits and the same
-    values in fp32 give the same token logprob and entropy bits (the CPU
-    widens fp16 rows by F16C first). Rows with an ignored target, a NaN, an
-    inf, a -inf and fp16's largest values; every ISA, two threads."""
+    values in fp32 give the same token logprob and entropy bits, and
+    log_softmax the fp32 result rounded once (the CPU widens fp16 rows by
+    F16C first, and makes fp16 outputs in fp32 pieces). Rows with an ignored
+    target, a NaN, an inf, a -inf and fp16's largest values; a vocabulary of
+    several pieces and a tail; every ISA, two threads."""
     vocab = 3 * CHUNK + 5
     logits = (torch.randn(7, vocab, generator=gen) * 4).to(dtype)
     logits[2, 100] = float("nan")
@@ -117,6 +119,14 @@ def test_16bit_logits_give_the_bits_of_their_fp32_values(cpu_isa, threads, dtype
     for name, args in (("token_logprob", (targets,)), ("entropy", ())):
         op = gk.get_op(name, "cpu")
         assert_bitwise_equal(op.forward(logits, *args), op.forward(logits.float(), *args), name)
+    # log_softmax rounds once: its output is the fp32 values' result cast by
+    # torch, NaNs as the canonical 16-bit NaN (torch's vector cast to bf16
+    # makes 0xFFFF of any NaN).
+    op = gk.get_op("log_softmax", "cpu")
+    expected = op.forward(logits.float()).to(dtype)
+    canonical = torch.tensor([0x7FC0 if dtype == torch.bfloat16 else 0x7E00], dtype=torch.int16).view(dtype)
+    expected = torch.where(expected.isnan(), canonical, expected)
+    assert_bitwise_equal(op.forward(logits), expected, "log_softmax")
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)

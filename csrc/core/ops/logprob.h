@@ -406,13 +406,25 @@ GOLDEN_INLINE float logprob_from_partial(float target_logit, LsePartial p, std::
 
 // Row functions write the worker's share of the row: elements first(),
 // first() + kStep, ...
+template <class T, class Worker = SerialRow>
+GOLDEN_INLINE float row_lse(const T* logits, std::int64_t vocab, Worker worker = {}) {
+  return lse_of(lse_row_partial(RowLoader<T>{logits}, vocab, worker));
+}
+
+// The worker's share of n log_softmax outputs of a row whose lse is known:
+// any piece of a row gives the bits of the whole row's loop.
+template <class T, class TOut, class Worker = SerialRow>
+GOLDEN_INLINE void log_softmax_forward_span(const T* logits, TOut* out, std::int64_t n, float lse,
+                                            Worker worker = {}) {
+  for (std::int64_t i = worker.first(); i < n; i += Worker::kStep) {
+    out[i] = from_float<TOut>(canonical_nan(to_float(logits[i]) - lse));
+  }
+}
+
 template <class T, class TOut, class Worker = SerialRow>
 GOLDEN_INLINE void log_softmax_forward_row(const T* logits, TOut* out, std::int64_t vocab,
                                            Worker worker = {}) {
-  const float lse = lse_of(lse_row_partial(RowLoader<T>{logits}, vocab, worker));
-  for (std::int64_t i = worker.first(); i < vocab; i += Worker::kStep) {
-    out[i] = from_float<TOut>(canonical_nan(to_float(logits[i]) - lse));
-  }
+  log_softmax_forward_span(logits, out, vocab, row_lse(logits, vocab, worker), worker);
 }
 
 // dx_i = g_i - p_i * sum_j g_j, p_i = exp(x_i - lse), as fma(-p_i, G, g_i).
