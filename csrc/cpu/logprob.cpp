@@ -60,9 +60,6 @@ void for_each_logits_row(const T* logits, std::int64_t rows, std::int64_t vocab,
   }
 }
 
-// fp16 log_softmax outputs are made this many at a time in fp32, then narrowed.
-constexpr std::int64_t kOutputPiece = 512;
-
 template <class T, class G, class TOut>
 void log_softmax_backward_rows(const LogSoftmaxBackwardProblem& p, int num_threads) {
   const G* grad_out = static_cast<const G*>(p.grad_out);
@@ -86,14 +83,10 @@ void log_softmax_forward(const LogSoftmaxForwardProblem& p, int num_threads) {
     for_each_logits_row(logits, p.rows, p.vocab, num_threads, every_row, [&](std::int64_t row, const auto* row_logits) {
       TOut* y_row = y + row * p.vocab;
       if constexpr (std::is_same_v<T, f16> && std::is_same_v<TOut, f16>) {
-        // Outputs made kOutputPiece at a time in fp32 and narrowed by F16C.
         const float lse = core::row_lse(row_logits, p.vocab);
-        for (std::int64_t c = 0; c < p.vocab; c += kOutputPiece) {
-          const std::int64_t n = p.vocab - c < kOutputPiece ? p.vocab - c : kOutputPiece;
-          float piece[kOutputPiece];
+        narrow_in_pieces(y_row, p.vocab, [&](std::int64_t c, std::int64_t n, float* piece) {
           core::log_softmax_forward_span(row_logits + c, piece, n, lse);
-          narrow_row(piece, y_row + c, n);
-        }
+        });
       } else {
         core::log_softmax_forward_row(row_logits, y_row, p.vocab);
       }

@@ -14,14 +14,11 @@ namespace {
 constexpr std::int64_t kMinRowsPerTask = 4;
 
 // fp16 rows run the core on fp32: the weight widened once and each row
-// widened by F16C (rows.h), then the row's outputs made kOutputPiece at a
-// time into an fp32 piece narrowed to y. The same bits: the core reads x and
-// w only as values (HF mode still rounds to fp16, the span's TRound), an HF
-// output is already an fp16 value, and the narrowing is from_float's. Pieces,
-// not a whole fp32 output row: with 4096 columns the row, the weight and a
-// whole output row would fill L1 (48 KiB) by themselves.
-constexpr std::int64_t kOutputPiece = 512;
-
+// widened by F16C (rows.h), then the row's outputs made from the widened
+// values, fp16 ones in pieces narrowed by F16C (narrow_in_pieces). The same
+// bits: the core reads x and w only as values (HF mode still rounds to fp16,
+// the span's TRound), an HF output is already an fp16 value, and the
+// narrowing is from_float's.
 template <class T, class TOut>
 void forward_rows(const RmsNormForwardProblem& p, int num_threads) {
   const T* x = static_cast<const T*>(p.x);
@@ -44,15 +41,12 @@ void forward_rows(const RmsNormForwardProblem& p, int num_threads) {
       if constexpr (kWidened) {
         widen_row(x + row * cols, x_row, cols);
         const float r = core::rms_norm_inverse_rms(x_row, cols, p.eps);
-        for (std::int64_t c = 0; c < cols; c += kOutputPiece) {
-          const std::int64_t n = cols - c < kOutputPiece ? cols - c : kOutputPiece;
-          if constexpr (std::is_same_v<TOut, float>) {
-            core::rms_norm_forward_span<T>(x_row + c, wide_weight + c, y_row + c, n, r, p.rounding);
-          } else {
-            float piece[kOutputPiece];
+        if constexpr (std::is_same_v<TOut, float>) {
+          core::rms_norm_forward_span<T>(x_row, wide_weight, y_row, cols, r, p.rounding);
+        } else {
+          narrow_in_pieces(y_row, cols, [&](std::int64_t c, std::int64_t n, float* piece) {
             core::rms_norm_forward_span<T>(x_row + c, wide_weight + c, piece, n, r, p.rounding);
-            narrow_row(piece, y_row + c, n);
-          }
+          });
         }
       } else {
         core::rms_norm_forward_row(x + row * cols, weight, y_row, cols, p.eps, p.rounding);

@@ -85,5 +85,22 @@ void narrow_row(const float* __restrict src, T* __restrict dst, std::int64_t n) 
   for (; i < n; ++i) dst[i] = core::from_float<T>(src[i]);
 }
 
+// Writes out[0, n) by pieces: make(begin, count, piece) fills an fp32 piece
+// with the values of out[begin, begin + count), which narrow_row then rounds
+// into out. A row's fp32 results never exist whole: the inputs a row function
+// keeps in L1 (a 4096-column fp32 row and its weight: 32 KiB) leave no room
+// for a whole fp32 output row beside them.
+constexpr std::int64_t kNarrowPiece = 512;
+
+template <class T, class Make>
+void narrow_in_pieces(T* out, std::int64_t n, Make&& make) {
+  for (std::int64_t begin = 0; begin < n; begin += kNarrowPiece) {
+    const std::int64_t count = n - begin < kNarrowPiece ? n - begin : kNarrowPiece;
+    float piece[kNarrowPiece];
+    make(begin, count, piece);
+    narrow_row(piece, out + begin, count);
+  }
+}
+
 }  // namespace
 GOLDEN_CPU_END
