@@ -14,49 +14,60 @@ namespace {
 
 constexpr std::int64_t kMinRowsPerTask = 1;
 
-// Runs body(row) for every row, rows grouped into tasks over the threads.
+// Runs body(row, scratch) for every row, rows grouped into tasks over the
+// threads; scratch is the row's task's scratch_floats floats (nullptr for 0).
 template <class RowBody>
-void for_each_row(std::int64_t rows, int num_threads, const RowBody& row_body) {
+void for_each_row(std::int64_t rows, std::int64_t scratch_floats, int num_threads, const RowBody& row_body) {
   const std::int64_t rows_per_task = items_per_task(rows, num_threads, kMinRowsPerTask);
+  const std::int64_t tasks = core::ceil_div(rows, rows_per_task);
+  const ScratchBuffer scratch(static_cast<std::size_t>(tasks * scratch_floats), PageAdvice::kNone);
   auto body = [&](std::int64_t task) {
+    float* task_scratch = scratch_floats > 0 ? scratch.data() + task * scratch_floats : nullptr;
     const std::int64_t begin = task * rows_per_task;
     const std::int64_t end = begin + rows_per_task < rows ? begin + rows_per_task : rows;
-    for (std::int64_t row = begin; row < end; ++row) row_body(row);
+    for (std::int64_t row = begin; row < end; ++row) row_body(row, task_scratch);
   };
-  parallel_tasks(core::ceil_div(rows, rows_per_task), num_threads, body);
+  parallel_tasks(tasks, num_threads, body);
 }
 
-// Calls row_body(row, its logits) for every row. fp16 rows that reads(row)
-// says the core will read are handed over widened to fp32 by F16C (rows.h),
-// one task's row at a time in scratch: the same bits (the core reads logits
-// only as values and emits only the canonical NaN) without the core's
-// several instructions per fp16 element. Other rows pass through. Extra
-// memory: one fp32 row per task (at most 4 tasks per thread and one per row,
-// so at most twice the fp16 logits).
-template <class T, class Reads, class RowBody>
-void for_each_logits_row(const T* logits, std::int64_t rows, std::int64_t vocab, int num_threads, const Reads& reads,
-                         const RowBody& row_body) {
+template <class RowBody>
+void for_each_row(std::int64_t rows, int num_threads, const RowBody& row_body) {
+  for_each_row(rows, 0, num_threads, [&](std::int64_t row, float*) { row_body(row); });
+}
+
+// fp16 rows the core reads are handed to it widened to fp32 by F16C (rows.h):
+// the same bits (the core reads logits and gradients only as values and
+// emits only the canonical NaN) without the core's several instructions per
+// fp16 element. The widened row lives in the task's scratch: extra memory one
+// fp32 row per widened input and task (at most 4 tasks per thread and one
+// per row, so at most twice each fp16 input).
+template <class T>
+constexpr std::int64_t widened_floats(std::int64_t vocab) {
+  return std::is_same_v<T, f16> ? vocab : 0;
+}
+
+// A row as the core reads it: fp16 widened into wide, other types as they are.
+template <class T>
+auto readable_row(const T* row, std::int64_t vocab, float* wide) {
   if constexpr (std::is_same_v<T, f16>) {
-    const std::int64_t rows_per_task = items_per_task(rows, num_threads, kMinRowsPerTask);
-    const ScratchBuffer scratch(static_cast<std::size_t>(core::ceil_div(rows, rows_per_task) * vocab),
-                                PageAdvice::kNone);
-    auto body = [&](std::int64_t task) {
-      float* wide = scratch.data() + task * vocab;
-      const std::int64_t begin = task * rows_per_task;
-      const std::int64_t end = begin + rows_per_task < rows ? begin + rows_per_task : rows;
-      for (std::int64_t row = begin; row < end; ++row) {
-        if (reads(row)) {
-          widen_row(logits + row * vocab, wide, vocab);
-          row_body(row, static_cast<const float*>(wide));
-        } else {
-          row_body(row, logits + row * vocab);
-        }
-      }
-    };
-    parallel_tasks(core::ceil_div(rows, rows_per_task), num_threads, body);
+    widen_row(row, wide, vocab);
+    return static_cast<const float*>(wide);
   } else {
-    (void)reads;
-    for_each_row(rows, num_threads, [&](std::int64_t row) { row_body(row, logits + row * vocab); });
+    (void)vocab;
+    (void)wide;
+    return row;
+  }
+}
+
+// Writes out[0, vocab) by write(begin, count, dst), dst standing for
+// out + begin: fp16 outputs are made in fp32 pieces and narrowed by F16C
+// (rows.h narrow_in_pieces), others in one span.
+template <class TOut, class Write>
+void write_row(TOut* out, std::int64_t vocab, const Write& write) {
+  if constexpr (std::is_same_v<TOut, f16>) {
+    narrow_in_pieces(out, vocab, write);
+  } else {
+    write(std::int64_t{0}, vocab, out);
   }
 }
 
@@ -65,10 +76,18 @@ void log_softmax_backward_rows(const LogSoftmaxBackwardProblem& p, int num_threa
   const G* grad_out = static_cast<const G*>(p.grad_out);
   const T* logits = static_cast<const T*>(p.logits);
   TOut* grad_logits = static_cast<TOut*>(p.grad_logits);
-  for_each_row(p.rows, num_threads, [&](std::int64_t row) {
-    const std::int64_t offset = row * p.vocab;
-    core::log_softmax_backward_row(grad_out + offset, logits + offset, grad_logits + offset, p.vocab);
-  });
+  const std::int64_t logits_floats = widened_floats<T>(p.vocab);
+  for_each_row(p.rows, logits_floats + widened_floats<G>(p.vocab), num_threads,
+               [&](std::int64_t row, float* scratch) {
+                 const std::int64_t offset = row * p.vocab;
+                 const auto* x = readable_row(logits + offset, p.vocab, scratch);
+                 const auto* g = readable_row(grad_out + offset, p.vocab, scratch + logits_floats);
+                 const float lse = core::row_lse(x, p.vocab);
+                 const float grad_sum = core::row_grad_sum(g, p.vocab);
+                 write_row(grad_logits + offset, p.vocab, [&](std::int64_t c, std::int64_t n, auto* dst) {
+                   core::log_softmax_backward_span(g + c, x + c, dst, n, lse, grad_sum);
+                 });
+               });
 }
 
 }  // namespace
@@ -79,17 +98,12 @@ void log_softmax_forward(const LogSoftmaxForwardProblem& p, int num_threads) {
     using TOut = decltype(out);
     const T* logits = static_cast<const T*>(p.logits);
     TOut* y = static_cast<TOut*>(p.out);
-    auto every_row = [](std::int64_t) { return true; };
-    for_each_logits_row(logits, p.rows, p.vocab, num_threads, every_row, [&](std::int64_t row, const auto* row_logits) {
-      TOut* y_row = y + row * p.vocab;
-      if constexpr (std::is_same_v<T, f16> && std::is_same_v<TOut, f16>) {
-        const float lse = core::row_lse(row_logits, p.vocab);
-        narrow_in_pieces(y_row, p.vocab, [&](std::int64_t c, std::int64_t n, float* piece) {
-          core::log_softmax_forward_span(row_logits + c, piece, n, lse);
-        });
-      } else {
-        core::log_softmax_forward_row(row_logits, y_row, p.vocab);
-      }
+    for_each_row(p.rows, widened_floats<T>(p.vocab), num_threads, [&](std::int64_t row, float* scratch) {
+      const auto* x = readable_row(logits + row * p.vocab, p.vocab, scratch);
+      const float lse = core::row_lse(x, p.vocab);
+      write_row(y + row * p.vocab, p.vocab, [&](std::int64_t c, std::int64_t n, auto* dst) {
+        core::log_softmax_forward_span(x + c, dst, n, lse);
+      });
     });
   });
 }
@@ -110,9 +124,14 @@ void token_logprob_forward(const TokenLogprobForwardProblem& p, int num_threads)
   visit_dtype(p.dtype, [&](auto in) {
     using T = decltype(in);
     const T* logits = static_cast<const T*>(p.logits);
-    auto reads = [&](std::int64_t row) { return p.target_ids[row] != p.ignore_index; };
-    for_each_logits_row(logits, p.rows, p.vocab, num_threads, reads, [&](std::int64_t row, const auto* row_logits) {
-      p.logprob[row] = core::token_logprob_row(row_logits, p.vocab, p.target_ids[row], p.ignore_index);
+    for_each_row(p.rows, widened_floats<T>(p.vocab), num_threads, [&](std::int64_t row, float* scratch) {
+      const std::int64_t target = p.target_ids[row];
+      const T* row_logits = logits + row * p.vocab;
+      // A row with an ignored target is not read, so not widened.
+      p.logprob[row] = target == p.ignore_index
+                           ? core::token_logprob_row(row_logits, p.vocab, target, p.ignore_index)
+                           : core::token_logprob_row(readable_row(row_logits, p.vocab, scratch), p.vocab, target,
+                                                     p.ignore_index);
     });
   });
 }
@@ -123,10 +142,18 @@ void token_logprob_backward(const TokenLogprobBackwardProblem& p, int num_thread
     using TOut = decltype(out);
     const T* logits = static_cast<const T*>(p.logits);
     TOut* grad_logits = static_cast<TOut*>(p.grad_logits);
-    for_each_row(p.rows, num_threads, [&](std::int64_t row) {
+    for_each_row(p.rows, widened_floats<T>(p.vocab), num_threads, [&](std::int64_t row, float* scratch) {
       const std::int64_t offset = row * p.vocab;
-      core::token_logprob_backward_row(p.grad_out[row], logits + offset, grad_logits + offset, p.vocab,
-                                       p.target_ids[row], p.ignore_index);
+      const std::int64_t target = p.target_ids[row];
+      if (!core::token_logprob_has_grad(target, p.vocab, p.ignore_index)) {
+        core::token_logprob_fill_row(grad_logits + offset, p.vocab, target, p.ignore_index);
+        return;
+      }
+      const auto* x = readable_row(logits + offset, p.vocab, scratch);
+      const float lse = core::row_lse(x, p.vocab);
+      write_row(grad_logits + offset, p.vocab, [&](std::int64_t c, std::int64_t n, auto* dst) {
+        core::token_logprob_backward_span(p.grad_out[row], x + c, dst, n, lse, target - c);
+      });
     });
   });
 }
@@ -135,9 +162,8 @@ void entropy_forward(const EntropyForwardProblem& p, int num_threads) {
   visit_dtype(p.dtype, [&](auto in) {
     using T = decltype(in);
     const T* logits = static_cast<const T*>(p.logits);
-    auto every_row = [](std::int64_t) { return true; };
-    for_each_logits_row(logits, p.rows, p.vocab, num_threads, every_row, [&](std::int64_t row, const auto* row_logits) {
-      p.entropy[row] = core::entropy_row(row_logits, p.vocab);
+    for_each_row(p.rows, widened_floats<T>(p.vocab), num_threads, [&](std::int64_t row, float* scratch) {
+      p.entropy[row] = core::entropy_row(readable_row(logits + row * p.vocab, p.vocab, scratch), p.vocab);
     });
   });
 }
@@ -148,9 +174,13 @@ void entropy_backward(const EntropyBackwardProblem& p, int num_threads) {
     using TOut = decltype(out);
     const T* logits = static_cast<const T*>(p.logits);
     TOut* grad_logits = static_cast<TOut*>(p.grad_logits);
-    for_each_row(p.rows, num_threads, [&](std::int64_t row) {
+    for_each_row(p.rows, widened_floats<T>(p.vocab), num_threads, [&](std::int64_t row, float* scratch) {
       const std::int64_t offset = row * p.vocab;
-      core::entropy_backward_row(p.grad_out[row], logits + offset, grad_logits + offset, p.vocab);
+      const auto* x = readable_row(logits + offset, p.vocab, scratch);
+      const core::EntropyGradRow stats = core::row_entropy_grad(x, p.vocab, p.grad_out[row]);
+      write_row(grad_logits + offset, p.vocab, [&](std::int64_t c, std::int64_t n, auto* dst) {
+        core::entropy_backward_span(x + c, dst, n, stats);
+      });
     });
   });
 }
@@ -159,9 +189,9 @@ void lse_partials(const LsePartialsProblem& p, int num_threads) {
   visit_dtype(p.dtype, [&](auto in) {
     using T = decltype(in);
     const T* logits = static_cast<const T*>(p.logits);
-    for_each_row(p.rows, num_threads, [&](std::int64_t row) {
-      const core::LsePartial partial =
-          core::lse_row_partial(core::RowLoader<T>{logits + row * p.vocab}, p.vocab);
+    for_each_row(p.rows, widened_floats<T>(p.vocab), num_threads, [&](std::int64_t row, float* scratch) {
+      const auto* x = readable_row(logits + row * p.vocab, p.vocab, scratch);
+      const core::LsePartial partial = core::lse_row_partial(core::row_loader(x), p.vocab);
       p.partials[2 * row] = partial.max;
       p.partials[2 * row + 1] = partial.sum;
     });
@@ -180,9 +210,9 @@ void entropy_partials(const EntropyPartialsProblem& p, int num_threads) {
   visit_dtype(p.dtype, [&](auto in) {
     using T = decltype(in);
     const T* logits = static_cast<const T*>(p.logits);
-    for_each_row(p.rows, num_threads, [&](std::int64_t row) {
-      const core::EntropyPartial partial =
-          core::entropy_row_partial(core::RowLoader<T>{logits + row * p.vocab}, p.vocab);
+    for_each_row(p.rows, widened_floats<T>(p.vocab), num_threads, [&](std::int64_t row, float* scratch) {
+      const auto* x = readable_row(logits + row * p.vocab, p.vocab, scratch);
+      const core::EntropyPartial partial = core::entropy_row_partial(core::row_loader(x), p.vocab);
       core::store_entropy_partial(p.partials, row, partial);
     });
   });

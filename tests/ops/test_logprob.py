@@ -99,6 +99,30 @@ def every_output(backend):
     return lambda *args: all_outputs(backend, *args)
 
 
+def logits_with_specials(dtype, gen):
+    """7 rows of 16-bit logits, several output pieces and a tail long, with a
+    NaN, an inf, a -inf and the dtype's largest values, and their targets:
+    one ignored, one just inside the second output piece (rows.h kNarrowPiece)."""
+    vocab = 3 * CHUNK + 5
+    logits = (torch.randn(7, vocab, generator=gen) * 4).to(dtype)
+    logits[2, 100] = float("nan")
+    logits[3, 7] = float("inf")
+    logits[4, ::5] = float("-inf")
+    logits[5, :] = torch.finfo(dtype).max
+    targets = torch.randint(0, vocab, (7,), generator=gen)
+    targets[0] = 513
+    targets[1] = -100
+    return logits, targets
+
+
+def rounded_as_torch(result32, dtype):
+    """torch's own cast of an fp32 result, NaNs as the canonical 16-bit NaN
+    (torch's vector cast to bf16 makes 0xFFFF of any NaN)."""
+    canonical = torch.tensor([0x7FC0 if dtype == torch.bfloat16 else 0x7E00], dtype=torch.int16).view(dtype)
+    rounded = result32.to(dtype)
+    return torch.where(rounded.isnan(), canonical, rounded)
+
+
 @pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float16), ids=dtype_id)
 def test_16bit_logits_give_the_bits_of_their_fp32_values(cpu_isa, threads, dtype, gen):
     """The core reads logits only as values, so 16-bit logits and the same
@@ -107,26 +131,39 @@ def test_16bit_logits_give_the_bits_of_their_fp32_values(cpu_isa, threads, dtype
     F16C first, and makes fp16 outputs in fp32 pieces). Rows with an ignored
     target, a NaN, an inf, a -inf and fp16's largest values; a vocabulary of
     several pieces and a tail; every ISA, two threads."""
-    vocab = 3 * CHUNK + 5
-    logits = (torch.randn(7, vocab, generator=gen) * 4).to(dtype)
-    logits[2, 100] = float("nan")
-    logits[3, 7] = float("inf")
-    logits[4, ::5] = float("-inf")
-    logits[5, :] = torch.finfo(dtype).max
-    targets = torch.randint(0, vocab, (7,), generator=gen)
-    targets[1] = -100
+    logits, targets = logits_with_specials(dtype, gen)
     threads(2)
     for name, args in (("token_logprob", (targets,)), ("entropy", ())):
         op = gk.get_op(name, "cpu")
         assert_bitwise_equal(op.forward(logits, *args), op.forward(logits.float(), *args), name)
-    # log_softmax rounds once: its output is the fp32 values' result cast by
-    # torch, NaNs as the canonical 16-bit NaN (torch's vector cast to bf16
-    # makes 0xFFFF of any NaN).
+    # log_softmax rounds once: its output is the fp32 values' result cast by torch.
     op = gk.get_op("log_softmax", "cpu")
-    expected = op.forward(logits.float()).to(dtype)
-    canonical = torch.tensor([0x7FC0 if dtype == torch.bfloat16 else 0x7E00], dtype=torch.int16).view(dtype)
-    expected = torch.where(expected.isnan(), canonical, expected)
-    assert_bitwise_equal(op.forward(logits), expected, "log_softmax")
+    assert_bitwise_equal(op.forward(logits), rounded_as_torch(op.forward(logits.float()), dtype), "log_softmax")
+
+
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float16), ids=dtype_id)
+def test_16bit_backwards_give_the_bits_of_their_fp32_values(cpu_isa, threads, dtype, gen):
+    """The backwards read logits (and log_softmax's incoming gradient) only
+    as values: with fp32=True, 16-bit inputs and the same values in fp32 give
+    the same bits, and the 16-bit gradient is that fp32 gradient rounded once,
+    as torch rounds it (the CPU widens fp16 rows by F16C and makes fp16
+    gradients in fp32 pieces, each target inside some piece). Rows with an
+    ignored target, a NaN, an inf, a -inf and the largest values; every ISA."""
+    logits, targets = logits_with_specials(dtype, gen)
+    g_rows = torch.randn(7, generator=gen)
+    g_full = torch.randn(logits.shape, generator=gen).to(dtype)
+    g_full[6, 9] = float("nan")
+    threads(2)
+    cases = (
+        ("token_logprob", (g_rows, logits, targets), (g_rows, logits.float(), targets)),
+        ("entropy", (g_rows, logits), (g_rows, logits.float())),
+        ("log_softmax", (g_full, logits), (g_full.float(), logits.float())),
+    )
+    for name, args16, args32 in cases:
+        op = gk.get_op(name, "cpu")
+        grad32 = op.backward(*args32, fp32=True)
+        assert_bitwise_equal(op.backward(*args16, fp32=True), grad32, f"{name} fp32=True")
+        assert_bitwise_equal(op.backward(*args16), rounded_as_torch(grad32, dtype), name)
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)

@@ -260,6 +260,11 @@ struct RowLoader {
   GOLDEN_INLINE float operator()(std::int64_t i) const { return to_float(row[i]); }
 };
 
+template <class T>
+GOLDEN_INLINE RowLoader<T> row_loader(const T* row) {
+  return {row};
+}
+
 // The row functions take a row worker (reduce.h): SerialRow on the CPU, one
 // warp per row on a GPU; every lane of a worker gets the same bits.
 
@@ -427,17 +432,30 @@ GOLDEN_INLINE void log_softmax_forward_row(const T* logits, TOut* out, std::int6
   log_softmax_forward_span(logits, out, vocab, row_lse(logits, vocab, worker), worker);
 }
 
-// dx_i = g_i - p_i * sum_j g_j, p_i = exp(x_i - lse), as fma(-p_i, G, g_i).
-template <class T, class G, class TOut, class Worker = SerialRow>
-GOLDEN_INLINE void log_softmax_backward_row(const G* grad_out, const T* logits, TOut* grad_logits,
-                                            std::int64_t vocab, Worker worker = {}) {
-  const float lse = lse_of(lse_row_partial(RowLoader<T>{logits}, vocab, worker));
-  const float grad_sum = canonical_row_sum(
+// sum_j g_j of a row's incoming gradients, in the canonical order.
+template <class G, class Worker = SerialRow>
+GOLDEN_INLINE float row_grad_sum(const G* grad_out, std::int64_t vocab, Worker worker = {}) {
+  return canonical_row_sum(
       vocab, [&](float acc, std::int64_t i) { return acc + to_float(grad_out[i]); }, worker);
-  for (std::int64_t i = worker.first(); i < vocab; i += Worker::kStep) {
+}
+
+// The worker's share of n log_softmax gradients of a row whose lse and
+// gradient sum G are known: dx_i = g_i - p_i * G, p_i = exp(x_i - lse), as
+// fma(-p_i, G, g_i). Any piece of a row gives the bits of the whole row's loop.
+template <class T, class G, class TOut, class Worker = SerialRow>
+GOLDEN_INLINE void log_softmax_backward_span(const G* grad_out, const T* logits, TOut* grad_logits,
+                                             std::int64_t n, float lse, float grad_sum, Worker worker = {}) {
+  for (std::int64_t i = worker.first(); i < n; i += Worker::kStep) {
     const float p = exp_f32(to_float(logits[i]) - lse);
     grad_logits[i] = from_float<TOut>(canonical_nan(fma_rn(-p, grad_sum, to_float(grad_out[i]))));
   }
+}
+
+template <class T, class G, class TOut, class Worker = SerialRow>
+GOLDEN_INLINE void log_softmax_backward_row(const G* grad_out, const T* logits, TOut* grad_logits,
+                                            std::int64_t vocab, Worker worker = {}) {
+  log_softmax_backward_span(grad_out, logits, grad_logits, vocab, row_lse(logits, vocab, worker),
+                            row_grad_sum(grad_out, vocab, worker), worker);
 }
 
 GOLDEN_INLINE bool target_in_range(std::int64_t target, std::int64_t vocab) {
@@ -455,9 +473,34 @@ GOLDEN_INLINE float token_logprob_row(const T* logits, std::int64_t vocab, std::
 
 // One element of the token logprob gradient, g * ([i == target] - p_i): shared
 // by token_logprob_backward_row and the fused linear_logprob backward.
-GOLDEN_INLINE float token_logprob_grad(float grad, float x, float lse, bool is_target) {
+GOLDEN_INLINE_ALWAYS float token_logprob_grad(float grad, float x, float lse, bool is_target) {
   const float p = exp_f32(x - lse);
   return canonical_nan(grad * ((is_target ? 1.0f : 0.0f) - p));
+}
+
+// Whether a row has a token logprob gradient: not for an ignored target (all
+// zero) nor an out-of-range one (all NaN; rejected before the kernels run).
+GOLDEN_INLINE bool token_logprob_has_grad(std::int64_t target, std::int64_t vocab, std::int64_t ignore_index) {
+  return target != ignore_index && target_in_range(target, vocab);
+}
+
+// The worker's share of a row's gradient without one (see token_logprob_has_grad).
+template <class TOut, class Worker = SerialRow>
+GOLDEN_INLINE void token_logprob_fill_row(TOut* grad_logits, std::int64_t vocab, std::int64_t target,
+                                          std::int64_t ignore_index, Worker worker = {}) {
+  const TOut fill = from_float<TOut>(target == ignore_index ? 0.0f : math_detail::invalid_nan());
+  for (std::int64_t i = worker.first(); i < vocab; i += Worker::kStep) grad_logits[i] = fill;
+}
+
+// The worker's share of n gradients g * ([i == target] - p_i) of a row whose
+// lse is known; target counts from the span's first element (it may lie
+// outside the span). Any piece of a row gives the bits of the whole row's loop.
+template <class T, class TOut, class Worker = SerialRow>
+GOLDEN_INLINE void token_logprob_backward_span(float grad, const T* logits, TOut* grad_logits, std::int64_t n,
+                                               float lse, std::int64_t target, Worker worker = {}) {
+  for (std::int64_t i = worker.first(); i < n; i += Worker::kStep) {
+    grad_logits[i] = from_float<TOut>(token_logprob_grad(grad, to_float(logits[i]), lse, i == target));
+  }
 }
 
 // dx_i = g * ([i == target] - p_i); all zero for an ignored target.
@@ -465,17 +508,11 @@ template <class T, class TOut, class Worker = SerialRow>
 GOLDEN_INLINE void token_logprob_backward_row(float grad, const T* logits, TOut* grad_logits,
                                               std::int64_t vocab, std::int64_t target,
                                               std::int64_t ignore_index, Worker worker = {}) {
-  if (target == ignore_index || !target_in_range(target, vocab)) {
-    const float fill = target == ignore_index ? 0.0f : math_detail::invalid_nan();
-    for (std::int64_t i = worker.first(); i < vocab; i += Worker::kStep) {
-      grad_logits[i] = from_float<TOut>(fill);
-    }
+  if (!token_logprob_has_grad(target, vocab, ignore_index)) {
+    token_logprob_fill_row(grad_logits, vocab, target, ignore_index, worker);
     return;
   }
-  const float lse = lse_of(lse_row_partial(RowLoader<T>{logits}, vocab, worker));
-  for (std::int64_t i = worker.first(); i < vocab; i += Worker::kStep) {
-    grad_logits[i] = from_float<TOut>(token_logprob_grad(grad, to_float(logits[i]), lse, i == target));
-  }
+  token_logprob_backward_span(grad, logits, grad_logits, vocab, row_lse(logits, vocab, worker), target, worker);
 }
 
 template <class T, class Worker = SerialRow>
@@ -499,7 +536,7 @@ GOLDEN_INLINE EntropyGradRow entropy_grad_row(EntropyPartial e, float grad) {
 
 // One element of the entropy gradient: shared by entropy_backward_row and the
 // fused linear_logprob backward.
-GOLDEN_INLINE float entropy_grad(float x, const EntropyGradRow& row) {
+GOLDEN_INLINE_ALWAYS float entropy_grad(float x, const EntropyGradRow& row) {
   const float p = exp_f32(x - row.lse);
   float dx = x == negative_infinity() ? 0.0f : row.grad * (p * (row.mean - (x - row.shift)));
   dx = row.row_nan ? math_detail::invalid_nan() : dx;
@@ -579,15 +616,30 @@ GOLDEN_INLINE float add_entropy_grad(float token_grad, float x, const EntropyGra
   return token_grad + entropy_grad(x, row);
 }
 
+// The worker's share of n entropy gradients of a row whose statistics are
+// known. Any piece of a row gives the bits of the whole row's loop. The
+// statistics come by value: through a reference the compiler must assume the
+// outputs may overwrite them and reloads them per element, unvectorised.
+template <class T, class TOut, class Worker = SerialRow>
+GOLDEN_INLINE void entropy_backward_span(const T* logits, TOut* grad_logits, std::int64_t n,
+                                         EntropyGradRow row, Worker worker = {}) {
+  for (std::int64_t i = worker.first(); i < n; i += Worker::kStep) {
+    grad_logits[i] = from_float<TOut>(entropy_grad(to_float(logits[i]), row));
+  }
+}
+
+// A row's entropy gradient statistics from its logits.
+template <class T, class Worker = SerialRow>
+GOLDEN_INLINE EntropyGradRow row_entropy_grad(const T* logits, std::int64_t vocab, float grad, Worker worker = {}) {
+  return entropy_grad_row(entropy_row_partial(RowLoader<T>{logits}, vocab, worker), grad);
+}
+
 // dH/dx_i = -p_i (log p_i + H) = p_i (mean - (x_i - m)), mean = shifted / sum
 // (the p-weighted mean of x - m); masked (-inf) entries get 0.
 template <class T, class TOut, class Worker = SerialRow>
 GOLDEN_INLINE void entropy_backward_row(float grad, const T* logits, TOut* grad_logits,
                                         std::int64_t vocab, Worker worker = {}) {
-  const EntropyGradRow row = entropy_grad_row(entropy_row_partial(RowLoader<T>{logits}, vocab, worker), grad);
-  for (std::int64_t i = worker.first(); i < vocab; i += Worker::kStep) {
-    grad_logits[i] = from_float<TOut>(entropy_grad(to_float(logits[i]), row));
-  }
+  entropy_backward_span(logits, grad_logits, vocab, row_entropy_grad(logits, vocab, grad, worker), worker);
 }
 
 template <class T>
