@@ -158,6 +158,7 @@ def test_16bit_backwards_give_the_bits_of_their_fp32_values(cpu_isa, threads, dt
         ("token_logprob", (g_rows, logits, targets), (g_rows, logits.float(), targets)),
         ("entropy", (g_rows, logits), (g_rows, logits.float())),
         ("log_softmax", (g_full, logits), (g_full.float(), logits.float())),
+        ("log_softmax", (g_full.float(), logits), (g_full.float(), logits.float())),
     )
     for name, args16, args32 in cases:
         op = gk.get_op(name, "cpu")
