@@ -6,8 +6,11 @@ and PyTorch's log_softmax(hidden @ W.T).gather, each variant in its own
 subprocess so its peak extra memory (RSS high-water mark, which also sees
 torch's allocations) is its own. With --fused --backward: forward + backward
 (gradients to hidden and weight) against the same chains under autograd.
+Without --fused the backwards are timed too, against torch's autograd
+backward of its forward chains (graphs kept, so only the backward is timed).
 Usage: PYTHONPATH=python python benchmarks/bench_logprob.py [--rows 1024]
-[--vocab 151936] [--repeats 3] [--fused [--backward] --tokens 256 --hidden 4096]"""
+[--vocab 151936] [--dtype bfloat16] [--repeats 3]
+[--fused [--backward] --tokens 256 --hidden 4096]"""
 
 from __future__ import annotations
 
@@ -137,6 +140,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1024)
     parser.add_argument("--vocab", type=int, default=151936)
+    parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--fused", action="store_true")
     parser.add_argument("--backward", action="store_true")
@@ -149,17 +153,33 @@ def main() -> None:
     if args.fused:
         return fused_comparison(args)
 
+    dtype = getattr(torch, args.dtype)
     gen = torch.Generator().manual_seed(0)
-    logits = (torch.randn(args.rows, args.vocab, generator=gen) * 3).to(torch.bfloat16)
+    logits = (torch.randn(args.rows, args.vocab, generator=gen) * 3).to(dtype)
     ids = torch.randint(0, args.vocab, (args.rows,), generator=gen)
+    g_rows = torch.randn(args.rows, generator=gen)
+    g_full = torch.randn(args.rows, args.vocab, generator=gen).to(dtype)
     gbytes = logits.numel() * logits.element_size() / 1e9
     check_rows = slice(0, 16)  # float64 references on a few rows only (memory)
     ref_tok = reference.token_logprob(logits[check_rows], ids[check_rows])
     ref_lsm = reference.log_softmax(logits[check_rows])
     ref_h = reference.entropy(logits[check_rows])
+    ref_dlsm = reference.log_softmax_backward(g_full[check_rows], logits[check_rows])
+    ref_dtok = reference.token_logprob_backward(g_rows[check_rows], logits[check_rows], ids[check_rows])
+    ref_dh = reference.entropy_backward(g_rows[check_rows], logits[check_rows])
+    # torch's backwards: autograd through its forward chains, each graph built
+    # once and kept, so only the backward is timed.
+    x = logits.detach().requires_grad_(True)
+    torch_lsm = torch.log_softmax(x, -1)
+    torch_tok = torch.log_softmax(x.float(), -1).gather(-1, ids[:, None]).squeeze(-1)
+    torch_h = -(torch.softmax(x.float(), -1) * torch.log_softmax(x.float(), -1)).sum(-1)
 
+    def torch_grad(output, grad):
+        return lambda: torch.autograd.grad(output, x, grad, retain_graph=True)[0]
+
+    ops = {name: gk.get_op(name) for name in ("log_softmax", "token_logprob", "entropy")}
     cases = [
-        ("log_softmax (bf16 out)", lambda: gk.log_softmax(logits), lambda: torch.log_softmax(logits, -1),
+        (f"log_softmax ({args.dtype} out)", lambda: gk.log_softmax(logits), lambda: torch.log_softmax(logits, -1),
          lambda r: max_error(r[check_rows], ref_lsm)),
         ("token_logprob (fp32 out)", lambda: gk.token_logprob(logits, ids),
          lambda: torch.log_softmax(logits.float(), -1).gather(-1, ids[:, None]).squeeze(-1),
@@ -167,9 +187,16 @@ def main() -> None:
         ("entropy (fp32 out)", lambda: gk.entropy(logits),
          lambda: -(torch.softmax(logits.float(), -1) * torch.log_softmax(logits.float(), -1)).sum(-1),
          lambda r: max_error(r[check_rows], ref_h)),
+        ("log_softmax backward", lambda: ops["log_softmax"].backward(g_full, logits),
+         torch_grad(torch_lsm, g_full), lambda r: max_error(r[check_rows], ref_dlsm)),
+        ("token_logprob backward", lambda: ops["token_logprob"].backward(g_rows, logits, ids),
+         torch_grad(torch_tok, g_rows), lambda r: max_error(r[check_rows], ref_dtok)),
+        ("entropy backward", lambda: ops["entropy"].backward(g_rows, logits),
+         torch_grad(torch_h, g_rows), lambda r: max_error(r[check_rows], ref_dh)),
     ]
-    print(f"logits [{args.rows}, {args.vocab}] bf16, {gk.num_threads()} golden threads, "
-          f"{torch.get_num_threads()} torch threads, cpu isa {gk.cpu_isa()}")
+    print(f"logits [{args.rows}, {args.vocab}] {args.dtype}, {gk.num_threads()} golden threads, "
+          f"{torch.get_num_threads()} torch threads, cpu isa {gk.cpu_isa()}; backwards: torch autograd "
+          f"from a kept graph (its forward not timed), gradients in {args.dtype}")
     print(f"{'op':26s} {'golden s':>9s} {'torch s':>9s} {'ratio':>6s} {'golden GB/s':>11s} "
           f"{'golden err':>10s} {'torch err':>10s}")
     for name, ours, theirs, error in cases:
