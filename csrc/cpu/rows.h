@@ -87,9 +87,10 @@ void narrow_row(const float* __restrict src, T* __restrict dst, std::int64_t n) 
 
 // Writes out[0, n) by pieces: make(begin, count, piece) fills an fp32 piece
 // with the values of out[begin, begin + count), which narrow_row then rounds
-// into out. A row's fp32 results never exist whole: the inputs a row function
-// keeps in L1 (a 4096-column fp32 row and its weight: 32 KiB) leave no room
-// for a whole fp32 output row beside them.
+// into out. A row's fp32 results never exist whole: beside the inputs a row
+// function keeps in cache (rms_norm: a 4096-column fp32 row and its weight,
+// 32 KiB of L1; logprob: a widened vocabulary row) a whole fp32 output row
+// would not stay there.
 constexpr std::int64_t kNarrowPiece = 512;
 
 template <class T, class Make>

@@ -100,9 +100,10 @@ def every_output(backend):
 
 
 def logits_with_specials(dtype, gen):
-    """7 rows of 16-bit logits, several output pieces and a tail long, with a
-    NaN, an inf, a -inf and the dtype's largest values, and their targets:
-    one ignored, one just inside the second output piece (rows.h kNarrowPiece)."""
+    """7 rows of 16-bit logits, 3 chunks + 5 wide (several output pieces and a
+    tail), with a NaN, an inf, a -inf and the dtype's largest values, and
+    their targets: one ignored, one just inside the second output piece
+    (rows.h kNarrowPiece)."""
     vocab = 3 * CHUNK + 5
     logits = (torch.randn(7, vocab, generator=gen) * 4).to(dtype)
     logits[2, 100] = float("nan")

@@ -260,6 +260,8 @@ struct RowLoader {
   GOLDEN_INLINE float operator()(std::int64_t i) const { return to_float(row[i]); }
 };
 
+// RowLoader of a row whose element type is deduced (a backend's row may be
+// the stored logits or an fp32 copy of them).
 template <class T>
 GOLDEN_INLINE RowLoader<T> row_loader(const T* row) {
   return {row};
