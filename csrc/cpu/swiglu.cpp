@@ -13,6 +13,7 @@
 
 #include "../core/ops/swiglu.h"
 #include "../core/reduce.h"
+#include "prefetch.h"
 #include "rows.h"
 #include "target.h"
 
@@ -22,6 +23,9 @@ namespace {
 constexpr std::int64_t kMinElementsPerTask = 1 << 14;
 // Elements whose silu values are kept at once (on the stack).
 constexpr std::int64_t kChunk = 256;
+// How far ahead a chunk's lines are prefetched, in chunks (AVX2 silu fp32,
+// one thread: 1 ahead 1.09x, 3 ahead 1.19x, 6 or 12 ahead 1.11x).
+constexpr std::int64_t kChunksAhead = 3;
 
 // A table of f(value) for every value of a 16-bit type T, indexed by its bits.
 template <class T, class Value>
@@ -172,11 +176,21 @@ void for_each_span(std::int64_t count, int num_threads, Span&& span) {
 }
 
 // Calls chunk(begin, n) over [0, count): each parallel span in chunks of at
-// most kChunk elements.
-template <class Chunk>
-void for_each_chunk(std::int64_t count, int num_threads, Chunk&& chunk) {
+// most kChunk elements. ahead(begin, n) is called for the chunk
+// kChunksAhead chunks later in the span, to prefetch its lines (prefetch.h):
+// the outputs' lines, and silu forward's input's. The other ops' inputs are
+// left to the hardware prefetcher: requesting them too made swiglu and the
+// backwards slower than outputs alone (bf16 swiglu backward out= 22.9 ->
+// 26.7 ms), where silu forward gained from its input's (bf16 out= 13.7 ->
+// 10.1 ms).
+template <class Ahead, class Chunk>
+void for_each_chunk(std::int64_t count, int num_threads, Ahead&& ahead, Chunk&& chunk) {
   for_each_span(count, num_threads, [&](std::int64_t begin, std::int64_t n) {
-    for (std::int64_t c = 0; c < n; c += kChunk) chunk(begin + c, n - c < kChunk ? n - c : kChunk);
+    for (std::int64_t c = 0; c < n; c += kChunk) {
+      const std::int64_t later = c + kChunksAhead * kChunk;
+      if (later < n) ahead(begin + later, n - later < kChunk ? n - later : kChunk);
+      chunk(begin + c, n - c < kChunk ? n - c : kChunk);
+    }
   });
 }
 
@@ -234,14 +248,18 @@ void silu_forward(const SiluForwardProblem& p, int num_threads) {
     using TOut = decltype(out);
     const T* x = static_cast<const T*>(p.x);
     TOut* y = static_cast<TOut*>(p.y);
+    const auto ahead = [&](std::int64_t i, std::int64_t m) {
+      prefetch_lines(x + i, m);
+      prefetch_lines(y + i, m);
+    };
     if constexpr (sizeof(TOut) == 2) {  // the output type is the input's (visit_in_out)
       const T* table = silu_result_table<T>();
-      for_each_span(p.count, num_threads,
-                    [&](std::int64_t b, std::int64_t n) { look_up(table, x + b, y + b, n); });
+      for_each_chunk(p.count, num_threads, ahead,
+                     [&](std::int64_t i, std::int64_t m) { look_up(table, x + i, y + i, m); });
       return;
     }
     prepare_tables<T>(true, false);
-    for_each_chunk(p.count, num_threads, [&](std::int64_t i, std::int64_t m) {
+    for_each_chunk(p.count, num_threads, ahead, [&](std::int64_t i, std::int64_t m) {
       float silu[kChunk];
       silu_values(x + i, silu, m);
       core::silu_forward_span_from(silu, x + i, y + i, m);
@@ -257,7 +275,10 @@ void silu_backward(const SiluBackwardProblem& p, int num_threads) {
     const T* x = static_cast<const T*>(p.x);
     TOut* dx = static_cast<TOut*>(p.dx);
     prepare_tables<T>(false, true);
-    for_each_chunk(p.count, num_threads, [&](std::int64_t i, std::int64_t m) {
+    const auto ahead = [&](std::int64_t i, std::int64_t m) {
+      prefetch_lines(dx + i, m);
+    };
+    for_each_chunk(p.count, num_threads, ahead, [&](std::int64_t i, std::int64_t m) {
       float derivative[kChunk];
       silu_derivative_values(x + i, derivative, m);
       const ChunkInput<T> gi(g + i, m), xi(x + i, m);
@@ -276,7 +297,10 @@ void swiglu_forward(const SwigluForwardProblem& p, int num_threads) {
     const T* up = static_cast<const T*>(p.up);
     TOut* y = static_cast<TOut*>(p.y);
     prepare_tables<T>(true, false);
-    for_each_chunk(p.count, num_threads, [&](std::int64_t i, std::int64_t m) {
+    const auto ahead = [&](std::int64_t i, std::int64_t m) {
+      prefetch_lines(y + i, m);
+    };
+    for_each_chunk(p.count, num_threads, ahead, [&](std::int64_t i, std::int64_t m) {
       float silu_gate[kChunk];
       silu_values(gate + i, silu_gate, m);
       const ChunkInput<T> gate_i(gate + i, m), up_i(up + i, m);
@@ -297,7 +321,11 @@ void swiglu_backward(const SwigluBackwardProblem& p, int num_threads) {
     TOut* dgate = static_cast<TOut*>(p.dgate);
     TOut* dup = static_cast<TOut*>(p.dup);
     prepare_tables<T>(true, true);
-    for_each_chunk(p.count, num_threads, [&](std::int64_t i, std::int64_t m) {
+    const auto ahead = [&](std::int64_t i, std::int64_t m) {
+      prefetch_lines(dgate + i, m);
+      prefetch_lines(dup + i, m);
+    };
+    for_each_chunk(p.count, num_threads, ahead, [&](std::int64_t i, std::int64_t m) {
       float silu_gate[kChunk];
       float derivative[kChunk];
       silu_and_derivative_values(gate + i, silu_gate, derivative, m);
