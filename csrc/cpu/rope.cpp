@@ -5,6 +5,7 @@
 
 #include "../core/ops/rope.h"
 #include "../core/reduce.h"
+#include "prefetch.h"
 #include "rows.h"
 #include "target.h"
 
@@ -60,8 +61,9 @@ void rotate_head(const T* x, TOut* out, std::int64_t half, std::int64_t first, s
   }
 }
 
+// Token t's heads; prefetch_next: token t + 1 is this task's next.
 template <class T, class TOut>
-void rotate_token(const RopeProblem& p, std::int64_t t) {
+void rotate_token(const RopeProblem& p, std::int64_t t, bool prefetch_next) {
   const std::int64_t half = p.head_dim / 2;
   const std::int64_t position = core::load_position(p.positions, p.positions_int64, t);
   const T* x = static_cast<const T*>(p.x) + t * p.heads * p.head_dim;
@@ -72,6 +74,9 @@ void rotate_token(const RopeProblem& p, std::int64_t t) {
     const std::int64_t n = half - first < kRopeFrequencyChunk ? half - first : kRopeFrequencyChunk;
     core::rope_cos_sin(position, p.inv_freq, first, n, p.transpose, c, s);
     for (std::int64_t h = 0; h < p.heads; ++h) {
+      // The next token's output head (prefetch.h), one head at a time: [4096, 32, 128]
+      // out=, medians of 7 alternating pairs, fp32 4.99 -> 4.60 ms, bf16 3.19 -> 2.87.
+      if (prefetch_next && first == 0) prefetch_lines(out + (p.heads + h) * p.head_dim, p.head_dim);
       rotate_head(x + h * p.head_dim, out + h * p.head_dim, half, first, n, c, s);
     }
   }
@@ -83,7 +88,7 @@ void rotate_tokens(const RopeProblem& p, int num_threads) {
   auto body = [&](std::int64_t task) {
     const std::int64_t begin = task * per_task;
     const std::int64_t end = begin + per_task < p.tokens ? begin + per_task : p.tokens;
-    for (std::int64_t t = begin; t < end; ++t) rotate_token<T, TOut>(p, t);
+    for (std::int64_t t = begin; t < end; ++t) rotate_token<T, TOut>(p, t, t + 1 < end);
   };
   parallel_tasks(core::ceil_div(p.tokens, per_task), num_threads, body);
 }
