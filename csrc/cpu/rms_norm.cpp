@@ -46,8 +46,8 @@ void forward_rows(const RmsNormForwardProblem& p, int num_threads) {
           core::rms_norm_forward_span<T>(x_row, wide_weight, y_row, cols, r, p.rounding);
         } else {
           narrow_in_pieces(y_row, cols, [&](std::int64_t c, std::int64_t n, float* piece) {
-            // The next row's output piece (prefetch.h): 10.1 -> 9.2 ms at [8192, 4096]. The
-            // other forwards, prefetching the next row's whole output at once, did not gain.
+            // The next row's output piece (prefetch.h): 10.1 -> 9.2 ms at [8192, 4096]. The bf16
+            // and fp32 forwards did not gain from it (piece by piece, or the whole row at once).
             if (row + 1 < end) prefetch_lines(y_row + cols + c, n);
             core::rms_norm_forward_span<T>(x_row + c, wide_weight + c, piece, n, r, p.rounding);
           });
