@@ -46,6 +46,13 @@ constexpr std::int64_t widened_floats(std::int64_t vocab) {
   return std::is_same_v<T, f16> ? vocab : 0;
 }
 
+// Whether any of the row's inputs or outputs is fp16. Rows without one run
+// the core's *_row functions themselves, the ones the GPU runs, so the CPU
+// tests exercise them; fp16 rows run the same steps (the row statistics, then
+// the *_span function) on widened rows and narrowed pieces.
+template <class... Ts>
+constexpr bool kAnyF16 = (std::is_same_v<Ts, f16> || ...);
+
 // A row as the core reads it: fp16 widened into wide, other types as they are.
 template <class T>
 auto readable_row(const T* row, std::int64_t vocab, float* wide) {
@@ -80,13 +87,17 @@ void log_softmax_backward_rows(const LogSoftmaxBackwardProblem& p, int num_threa
   for_each_row(p.rows, logits_floats + widened_floats<G>(p.vocab), num_threads,
                [&](std::int64_t row, float* scratch) {
                  const std::int64_t offset = row * p.vocab;
-                 const auto* x = readable_row(logits + offset, p.vocab, scratch);
-                 const auto* g = readable_row(grad_out + offset, p.vocab, scratch + logits_floats);
-                 const float lse = core::row_lse(x, p.vocab);
-                 const float grad_sum = core::row_grad_sum(g, p.vocab);
-                 write_row(grad_logits + offset, p.vocab, [&](std::int64_t c, std::int64_t n, auto* dst) {
-                   core::log_softmax_backward_span(g + c, x + c, dst, n, lse, grad_sum);
-                 });
+                 if constexpr (!kAnyF16<T, G, TOut>) {
+                   core::log_softmax_backward_row(grad_out + offset, logits + offset, grad_logits + offset, p.vocab);
+                 } else {
+                   const auto* x = readable_row(logits + offset, p.vocab, scratch);
+                   const auto* g = readable_row(grad_out + offset, p.vocab, scratch + logits_floats);
+                   const float lse = core::row_lse(x, p.vocab);
+                   const float grad_sum = core::row_grad_sum(g, p.vocab);
+                   write_row(grad_logits + offset, p.vocab, [&](std::int64_t c, std::int64_t n, auto* dst) {
+                     core::log_softmax_backward_span(g + c, x + c, dst, n, lse, grad_sum);
+                   });
+                 }
                });
 }
 
@@ -99,11 +110,15 @@ void log_softmax_forward(const LogSoftmaxForwardProblem& p, int num_threads) {
     const T* logits = static_cast<const T*>(p.logits);
     TOut* y = static_cast<TOut*>(p.out);
     for_each_row(p.rows, widened_floats<T>(p.vocab), num_threads, [&](std::int64_t row, float* scratch) {
-      const auto* x = readable_row(logits + row * p.vocab, p.vocab, scratch);
-      const float lse = core::row_lse(x, p.vocab);
-      write_row(y + row * p.vocab, p.vocab, [&](std::int64_t c, std::int64_t n, auto* dst) {
-        core::log_softmax_forward_span(x + c, dst, n, lse);
-      });
+      if constexpr (!kAnyF16<T, TOut>) {
+        core::log_softmax_forward_row(logits + row * p.vocab, y + row * p.vocab, p.vocab);
+      } else {
+        const auto* x = readable_row(logits + row * p.vocab, p.vocab, scratch);
+        const float lse = core::row_lse(x, p.vocab);
+        write_row(y + row * p.vocab, p.vocab, [&](std::int64_t c, std::int64_t n, auto* dst) {
+          core::log_softmax_forward_span(x + c, dst, n, lse);
+        });
+      }
     });
   });
 }
@@ -145,15 +160,20 @@ void token_logprob_backward(const TokenLogprobBackwardProblem& p, int num_thread
     for_each_row(p.rows, widened_floats<T>(p.vocab), num_threads, [&](std::int64_t row, float* scratch) {
       const std::int64_t offset = row * p.vocab;
       const std::int64_t target = p.target_ids[row];
-      if (!core::token_logprob_has_grad(target, p.vocab, p.ignore_index)) {
-        core::token_logprob_fill_row(grad_logits + offset, p.vocab, target, p.ignore_index);
-        return;
+      if constexpr (!kAnyF16<T, TOut>) {
+        core::token_logprob_backward_row(p.grad_out[row], logits + offset, grad_logits + offset, p.vocab, target,
+                                         p.ignore_index);
+      } else {
+        if (!core::token_logprob_has_grad(target, p.vocab, p.ignore_index)) {
+          core::token_logprob_fill_row(grad_logits + offset, p.vocab, target, p.ignore_index);
+          return;
+        }
+        const auto* x = readable_row(logits + offset, p.vocab, scratch);
+        const float lse = core::row_lse(x, p.vocab);
+        write_row(grad_logits + offset, p.vocab, [&](std::int64_t c, std::int64_t n, auto* dst) {
+          core::token_logprob_backward_span(p.grad_out[row], x + c, dst, n, lse, target - c);
+        });
       }
-      const auto* x = readable_row(logits + offset, p.vocab, scratch);
-      const float lse = core::row_lse(x, p.vocab);
-      write_row(grad_logits + offset, p.vocab, [&](std::int64_t c, std::int64_t n, auto* dst) {
-        core::token_logprob_backward_span(p.grad_out[row], x + c, dst, n, lse, target - c);
-      });
     });
   });
 }
@@ -176,11 +196,15 @@ void entropy_backward(const EntropyBackwardProblem& p, int num_threads) {
     TOut* grad_logits = static_cast<TOut*>(p.grad_logits);
     for_each_row(p.rows, widened_floats<T>(p.vocab), num_threads, [&](std::int64_t row, float* scratch) {
       const std::int64_t offset = row * p.vocab;
-      const auto* x = readable_row(logits + offset, p.vocab, scratch);
-      const core::EntropyGradRow stats = core::row_entropy_grad(x, p.vocab, p.grad_out[row]);
-      write_row(grad_logits + offset, p.vocab, [&](std::int64_t c, std::int64_t n, auto* dst) {
-        core::entropy_backward_span(x + c, dst, n, stats);
-      });
+      if constexpr (!kAnyF16<T, TOut>) {
+        core::entropy_backward_row(p.grad_out[row], logits + offset, grad_logits + offset, p.vocab);
+      } else {
+        const auto* x = readable_row(logits + offset, p.vocab, scratch);
+        const core::EntropyGradRow stats = core::row_entropy_grad(x, p.vocab, p.grad_out[row]);
+        write_row(grad_logits + offset, p.vocab, [&](std::int64_t c, std::int64_t n, auto* dst) {
+          core::entropy_backward_span(x + c, dst, n, stats);
+        });
+      }
     });
   });
 }
