@@ -1,6 +1,7 @@
 """GPU backend (CUDA, or HIP on ROCm) against the CPU reference, bit for bit
 (Axis-C), plus GPU launch-shape / batch invariance (Axis-A, T1-T3, T7).
-Without a GPU visible to torch every test here is skipped, never passed."""
+Without a GPU visible to torch (or the GPU-emulating build, tests/gpu_target.py)
+every test here is skipped, never passed."""
 
 from __future__ import annotations
 
@@ -12,16 +13,11 @@ from golden_kernels import _C
 from golden_kernels.testing import assert_bitwise_equal
 
 from .conftest import FLOAT_DTYPES, dtype_id
+from .gpu_target import AVAILABLE, DEVICE, EMULATED, GPU, SKIP_REASON
+from .gpu_target import on_gpu as to_gpu
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(
-        not torch.cuda.is_available(),
-        reason="no GPU: torch.cuda.is_available() is False, so GPU == CPU bitwise checks cannot run",
-    ),
-]
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not AVAILABLE, reason=SKIP_REASON)]
 
-GPU = "hip" if torch.version.hip else "cuda"
 EPS = 1e-6
 # Qwen3 hidden, a large batch, QK-norm heads, and odd widths around the
 # 32-lane width and the 4096-element block.
@@ -35,7 +31,7 @@ def shape_id(shape) -> str:
 
 
 def on_gpu(*tensors):
-    return tuple(t.cuda() for t in tensors)
+    return tuple(to_gpu(t) for t in tensors)
 
 
 def random(shape, dtype, gen, scale=1.0):
@@ -77,8 +73,8 @@ def test_convert_matches_reference(src_dtype, dst_dtype):
     src = special_values(src_dtype)
     dst_name = dtype_id(dst_dtype)
     expected = gk.cast(src, dst_name, backend="reference")
-    actual = gk.cast(src.cuda(), dst_name, backend=GPU)
-    assert actual.is_cuda
+    actual = gk.cast(to_gpu(src), dst_name, backend=GPU)
+    assert actual.device.type == DEVICE
     assert_bitwise_equal(actual, expected, f"convert {dtype_id(src_dtype)} -> {dst_name}")
 
 
@@ -86,7 +82,7 @@ def test_convert_matches_reference(src_dtype, dst_dtype):
 def test_convert_sizes(count, gen):
     src = torch.randn(count, generator=gen)
     expected = gk.cast(src, "bfloat16", backend="reference")
-    assert_bitwise_equal(gk.cast(src.cuda(), "bfloat16", backend=GPU), expected, f"convert {count} elements")
+    assert_bitwise_equal(gk.cast(to_gpu(src), "bfloat16", backend=GPU), expected, f"convert {count} elements")
 
 
 # ---- rms_norm forward --------------------------------------------------------------------
@@ -141,18 +137,19 @@ def test_rms_norm_row_independent_of_batch(cols, dtype, gen):
     full = gpu.forward(x, weight, EPS)
     for row in (0, 3, 66):
         assert_bitwise_equal(gpu.forward(x[row:row + 1].contiguous(), weight, EPS), full[row:row + 1], f"row {row}")
-    perm = torch.randperm(67, generator=gen).cuda()
+    perm = to_gpu(torch.randperm(67, generator=gen))
     assert_bitwise_equal(gpu.forward(x[perm].contiguous(), weight, EPS), full[perm], "permuted batch")
-    neighbours = torch.randn(67, cols, device="cuda").to(dtype)
+    neighbours = torch.randn(67, cols, device=DEVICE).to(dtype)
     neighbours[5] = x[5]
     assert_bitwise_equal(gpu.forward(neighbours, weight, EPS)[5], full[5], "other neighbours")
 
-    grad = torch.randn(67, cols, device="cuda").to(dtype)
+    grad = torch.randn(67, cols, device=DEVICE).to(dtype)
     dx_full, _ = gpu.backward(grad, x, weight, EPS)
     dx_row, _ = gpu.backward(grad[9:10].contiguous(), x[9:10].contiguous(), weight, EPS)
     assert_bitwise_equal(dx_row, dx_full[9:10], "backward dx of one row")
 
 
+@pytest.mark.skipif(EMULATED, reason="streams are the GPU's own: the emulated backend runs on CPU arrays")
 def test_rms_norm_stream_and_repeat(gen):
     """Same bits on a side stream as on the default stream, and run to run
     (the weight gradient sums 8192 rows with no atomics)."""

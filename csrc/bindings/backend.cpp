@@ -5,9 +5,13 @@
 namespace golden::bindings {
 namespace {
 
+// The emulated build runs the GPU sources on the CPU, on CPU arrays
+// (csrc/emulation/gpu_emulation.h).
 const char* gpu_backend_name() {
 #if defined(GOLDEN_WITH_HIP)
   return "hip";
+#elif defined(GOLDEN_GPU_EMULATION)
+  return "emulated";
 #else
   return "cuda";
 #endif
@@ -16,6 +20,8 @@ const char* gpu_backend_name() {
 DeviceKind gpu_device_kind() {
 #if defined(GOLDEN_WITH_HIP)
   return DeviceKind::rocm;
+#elif defined(GOLDEN_GPU_EMULATION)
+  return DeviceKind::cpu;
 #else
   return DeviceKind::cuda;
 #endif

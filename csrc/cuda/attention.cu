@@ -165,7 +165,7 @@ __device__ void forward_rows(const AttentionLayout& l, const AttentionInput& k, 
 }
 
 __device__ Staging block_staging(unsigned long long* max_visible, std::int64_t* tokens) {
-  extern __shared__ float staged_keys[];
+  GOLDEN_DYNAMIC_SHARED(float, staged_keys);
   return Staging{staged_keys, tokens, max_visible};
 }
 
@@ -359,11 +359,11 @@ void allow_shared_bytes(Kernel kernel, std::size_t bytes, const char* what) {
 
 void attention_forward(const AttentionForwardProblem& p, std::uintptr_t stream) {
   if (core::attention_total_query_rows(p.layout) * p.layout.num_q_heads == 0) return;
-  const TileLaunch launch = tile_launch(p.layout);
+  const TileLaunch tiles = tile_launch(p.layout);
   visit_in_out(p.dtype, p.out_dtype, [&](auto in, auto out) {
     const auto kernel = forward_kernel<decltype(in), decltype(out)>;
-    allow_shared_bytes(kernel, launch.shared_bytes, "attention_forward (shared memory)");
-    kernel<<<launch.grid, kTileRows, launch.shared_bytes, as_stream(stream)>>>(p);
+    allow_shared_bytes(kernel, tiles.shared_bytes, "attention_forward (shared memory)");
+    launch(kernel, tiles.grid, kTileRows, tiles.shared_bytes, as_stream(stream), p);
   });
   check_launch("attention_forward");
 }
@@ -376,15 +376,15 @@ void attention_backward(const AttentionBackwardProblem& p, std::uintptr_t stream
     using T = decltype(in);
     using TOut = decltype(out);
     if (query_threads > 0) {
-      const TileLaunch launch = tile_launch(l);
+      const TileLaunch tiles = tile_launch(l);
       const auto kernel = backward_rows_kernel<T, TOut>;
-      allow_shared_bytes(kernel, launch.shared_bytes, "attention_backward (shared memory)");
-      kernel<<<launch.grid, kTileRows, launch.shared_bytes, as_stream(stream)>>>(p);
+      allow_shared_bytes(kernel, tiles.shared_bytes, "attention_backward (shared memory)");
+      launch(kernel, tiles.grid, kTileRows, tiles.shared_bytes, as_stream(stream), p);
       check_launch("attention_backward (rows)");
     }
     if (key_rows * l.num_kv_heads > 0) {
       const dim3 grid(grid_for(key_rows, kKeyTile), grid_for(l.num_kv_heads, 1, kMaxGridY));
-      backward_keys_kernel<T, TOut><<<grid, kKeyTile, 0, as_stream(stream)>>>(p, key_rows);
+      launch(backward_keys_kernel<T, TOut>, grid, kKeyTile, 0, as_stream(stream), p, key_rows);
       check_launch("attention_backward (keys)");
     }
   });

@@ -31,8 +31,8 @@ void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, std::
     visit_dtype(dst_dtype, [&](auto out) {
       using TIn = decltype(in);
       using TOut = decltype(out);
-      convert_kernel<<<blocks, kConvertThreads, 0, as_stream(stream)>>>(
-          static_cast<const TIn*>(src), static_cast<TOut*>(dst), count);
+      launch(convert_kernel<TIn, TOut>, blocks, kConvertThreads, 0, as_stream(stream), static_cast<const TIn*>(src),
+             static_cast<TOut*>(dst), count);
     });
   });
   check_launch("convert");

@@ -8,6 +8,10 @@
 // No floating-point atomics.
 #if defined(__HIPCC__)
 #include <rocprim/device/device_radix_sort.hpp>
+#elif defined(GOLDEN_GPU_EMULATION)
+#include <algorithm>
+#include <numeric>
+#include <vector>
 #else
 #include <cub/device/device_radix_sort.cuh>
 #endif
@@ -85,7 +89,8 @@ int bits_for(std::int64_t vocab) {
 }
 
 // Stable radix sort of (key, position) pairs on bits [0, end_bit): CUB on
-// CUDA, rocPRIM (same argument order) on HIP. A null temp only sizes it.
+// CUDA, rocPRIM (same argument order) on HIP, a stable sort on the host in the
+// emulated build. A null temp only sizes it.
 template <class Key>
 cudaError_t stable_sort_pairs(void* temp, std::size_t& temp_bytes, const Key* keys_in, Key* keys_out,
                               const std::int64_t* values_in, std::int64_t* values_out, std::int64_t count,
@@ -93,6 +98,22 @@ cudaError_t stable_sort_pairs(void* temp, std::size_t& temp_bytes, const Key* ke
 #if defined(__HIPCC__)
   return rocprim::radix_sort_pairs(temp, temp_bytes, keys_in, keys_out, values_in, values_out,
                                    static_cast<std::size_t>(count), 0, static_cast<unsigned>(end_bit), stream);
+#elif defined(GOLDEN_GPU_EMULATION)
+  if (temp == nullptr) {
+    temp_bytes = 1;
+    return cudaSuccess;
+  }
+  // The keys are checked ids in [0, vocab), below 2^end_bit: whole keys sort the same.
+  static_cast<void>(end_bit);
+  std::vector<std::int64_t> order(static_cast<std::size_t>(count));
+  std::iota(order.begin(), order.end(), std::int64_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t b) { return keys_in[a] < keys_in[b]; });
+  for (std::int64_t i = 0; i < count; ++i) {
+    keys_out[i] = keys_in[order[static_cast<std::size_t>(i)]];
+    values_out[i] = values_in[order[static_cast<std::size_t>(i)]];
+  }
+  static_cast<void>(stream);
+  return cudaSuccess;
 #else
   return cub::DeviceRadixSort::SortPairs(temp, temp_bytes, keys_in, keys_out, values_in, values_out, count, 0,
                                          end_bit, stream);
@@ -110,8 +131,8 @@ void sort_tokens_by_id(const EmbeddingBackwardProblem& p, cudaStream_t stream) {
   Id* keys_in = keys.as<Id>();
   Id* keys_out = keys_in + count;
   if (count > 0) {
-    keys_and_positions_kernel<<<grid_for(count, kThreads), kThreads, 0, stream>>>(
-        static_cast<const Id*>(p.ids.data), count, keys_in, positions.as<std::int64_t>());
+    launch(keys_and_positions_kernel<Id>, grid_for(count, kThreads), kThreads, 0, stream,
+           static_cast<const Id*>(p.ids.data), count, keys_in, positions.as<std::int64_t>());
     check_launch("embedding_backward (keys)");
     std::size_t temp_bytes = 0;
     check(stable_sort_pairs<Id>(nullptr, temp_bytes, keys_in, keys_out, positions.as<std::int64_t>(), order, count,
@@ -122,8 +143,8 @@ void sort_tokens_by_id(const EmbeddingBackwardProblem& p, cudaStream_t stream) {
                                 count, bits_for(p.vocab), stream),
           "embedding_backward (sort)");
   }
-  bucket_begin_kernel<<<grid_for(p.vocab + 1, kThreads), kThreads, 0, stream>>>(keys_out, count, p.vocab,
-                                                                               bucket_begin);
+  launch(bucket_begin_kernel<Id>, grid_for(p.vocab + 1, kThreads), kThreads, 0, stream, keys_out, count, p.vocab,
+         bucket_begin);
   check_launch("embedding_backward (buckets)");
 }
 
@@ -136,8 +157,8 @@ void embedding_find_invalid_id(const EmbeddingIds& ids, std::int64_t vocab, Inva
   const cudaStream_t s = as_stream(stream);
   DeviceBuffer first(sizeof(unsigned long long), s, kScratch);
   check(cudaMemsetAsync(first.as<void>(), 0xFF, sizeof(unsigned long long), s), "embedding ids (memset)");
-  find_invalid_kernel<<<grid_for(ids.count, kThreads), kThreads, 0, s>>>(ids, vocab,
-                                                                        first.as<unsigned long long>());
+  launch(find_invalid_kernel, grid_for(ids.count, kThreads), kThreads, 0, s, ids, vocab,
+         first.as<unsigned long long>());
   check_launch("embedding ids");
   unsigned long long position = kNoInvalidId;
   check(cudaMemcpyAsync(&position, first.as<void>(), sizeof(position), cudaMemcpyDeviceToHost, s),
@@ -159,8 +180,8 @@ void embedding_forward(const EmbeddingForwardProblem& p, std::uintptr_t stream) 
   visit_in_out(p.dtype, p.out_dtype, [&](auto in, auto out) {
     using T = decltype(in);
     using TOut = decltype(out);
-    gather_kernel<T, TOut><<<grid_for(p.ids.count, 1), kThreads, 0, as_stream(stream)>>>(
-        p.ids, static_cast<const T*>(p.weight), static_cast<TOut*>(p.out), p.dim);
+    launch(gather_kernel<T, TOut>, grid_for(p.ids.count, 1), kThreads, 0, as_stream(stream), p.ids,
+           static_cast<const T*>(p.weight), static_cast<TOut*>(p.out), p.dim);
   });
   check_launch("embedding_forward");
 }
@@ -177,9 +198,8 @@ void embedding_backward(const EmbeddingBackwardProblem& p, std::uintptr_t stream
   visit_in_out(p.dtype, p.grad_dtype, [&](auto in, auto out) {
     using T = decltype(in);
     using TOut = decltype(out);
-    sum_rows_kernel<T, TOut><<<grid_for(p.vocab, 1), kThreads, 0, s>>>(
-        static_cast<const T*>(p.grad_out), p.workspace, p.workspace + p.vocab + 1,
-        static_cast<TOut*>(p.dweight), p.dim);
+    launch(sum_rows_kernel<T, TOut>, grid_for(p.vocab, 1), kThreads, 0, s, static_cast<const T*>(p.grad_out),
+           p.workspace, p.workspace + p.vocab + 1, static_cast<TOut*>(p.dweight), p.dim);
   });
   check_launch("embedding_backward (sums)");
 }

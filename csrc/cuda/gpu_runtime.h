@@ -1,15 +1,19 @@
 // The one place the GPU sources meet the vendor runtime: CUDA's own header
-// under nvcc, csrc/hip/hip_compat.h (cuda* names mapped to hip*) under hipcc.
-// Also the small launch helpers every .cu file shares. No numerics here.
+// under nvcc, csrc/hip/hip_compat.h (cuda* names mapped to hip*) under hipcc,
+// csrc/emulation/gpu_emulation.h in the CPU-emulated testing build. Also the
+// small launch helpers every .cu file shares. No numerics here.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #if defined(__HIPCC__)
 #include "../hip/hip_compat.h"
+#elif defined(GOLDEN_GPU_EMULATION)
+#include "../emulation/gpu_emulation.h"
 #else
 #include <cuda_runtime.h>
 #endif
@@ -21,6 +25,27 @@ void check(cudaError_t status, const char* what);
 
 // Throws if the kernel launch just issued by `what` failed.
 inline void check_launch(const char* what) { check(cudaGetLastError(), what); }
+
+// kernel<<<grid, block, shared_bytes, stream>>>(args...), the one spelling of
+// a launch, so that the emulated build can run it on the CPU.
+template <class... Params, class... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream_t stream,
+            Args&&... args) {
+#if defined(GOLDEN_GPU_EMULATION)
+  static_cast<void>(stream);
+  gpu_emulation::run_grid(reinterpret_cast<const void*>(kernel), grid, block, shared_bytes,
+                          [&] { kernel(args...); });  // every thread gets a copy
+#else
+  kernel<<<grid, block, shared_bytes, stream>>>(std::forward<Args>(args)...);
+#endif
+}
+
+// The block's dynamic shared memory (the launch's shared_bytes) as T[].
+#if defined(GOLDEN_GPU_EMULATION)
+#define GOLDEN_DYNAMIC_SHARED(T, name) T* const name = static_cast<T*>(::golden::gpu_emulation::dynamic_shared())
+#else
+#define GOLDEN_DYNAMIC_SHARED(T, name) extern __shared__ T name[]
+#endif
 
 inline cudaStream_t as_stream(std::uintptr_t stream) {
   return reinterpret_cast<cudaStream_t>(stream);

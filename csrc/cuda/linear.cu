@@ -91,7 +91,7 @@ void launch_contraction(const core::LinearContraction<T>& c, TOut* out, const T*
     throw std::runtime_error(std::string(what) + ": contraction too long for the GPU tree stack");
   }
   const dim3 grid(grid_for(c.cols, kTileCols), grid_for(c.rows, kTileRows, kMaxGridY));
-  contraction_kernel<<<grid, kThreads, 0, as_stream(stream)>>>(c, out, bias);
+  launch(contraction_kernel<T, TOut>, grid, kThreads, 0, as_stream(stream), c, out, bias);
   check_launch(what);
 }
 
@@ -129,9 +129,9 @@ void linear_merge(const LinearMergeProblem& p, std::uintptr_t stream) {
   if (p.count == 0) return;
   visit_in_out(p.bias_dtype, p.out_dtype, [&](auto in, auto out) {
     using T = decltype(in);
-    merge_kernel<<<grid_for(p.count, kMergeThreads), kMergeThreads, 0, as_stream(stream)>>>(
-        p.partials, static_cast<const T*>(p.bias), static_cast<decltype(out)*>(p.y), p.shards, p.count,
-        p.out_features);
+    launch(merge_kernel<T, decltype(out)>, grid_for(p.count, kMergeThreads), kMergeThreads, 0, as_stream(stream),
+           p.partials, static_cast<const T*>(p.bias), static_cast<decltype(out)*>(p.y), p.shards, p.count,
+           p.out_features);
   });
   check_launch("linear_merge");
 }

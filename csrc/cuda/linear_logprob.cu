@@ -56,8 +56,8 @@ __global__ void copy_rows_kernel(const float* src, Index src_stride, float* dst,
 
 void copy_rows(const float* src, Index src_stride, float* dst, Index dst_stride, Index rows, Index width,
                cudaStream_t stream) {
-  copy_rows_kernel<<<grid_for(rows * width, kPerRowThreads), kPerRowThreads, 0, stream>>>(src, src_stride, dst,
-                                                                                        dst_stride, rows, width);
+  launch(copy_rows_kernel, grid_for(rows * width, kPerRowThreads), kPerRowThreads, 0, stream, src, src_stride, dst,
+         dst_stride, rows, width);
   check_launch("linear_logprob (copy logits)");
 }
 
@@ -148,12 +148,12 @@ void stream_row_partials(const LinearLogprobOperands& p, Finish finish, LogitSto
         copy_rows(chunk, stride, store.keep + row0 * p.vocab + begin, p.vocab, rows, end - begin, stream);
       }
       const ChunkFold fold{chunk, stride, rows, begin, end, c, chunks, row0, p.target_ids, target_logits.as<float>()};
-      fold_chunk_kernel<kWithEntropy>
-          <<<grid_for(rows, kWarpsPerBlock), kRowThreads, 0, stream>>>(fold, partials.as<Partial>());
+      launch(fold_chunk_kernel<kWithEntropy>, grid_for(rows, kWarpsPerBlock), kRowThreads, 0, stream, fold,
+             partials.as<Partial>());
       check_launch("linear_logprob (fold)");
     }
-    finish_rows_kernel<kWithEntropy><<<grid_for(rows, kPerRowThreads), kPerRowThreads, 0, stream>>>(
-        finish, row0, rows, chunks, partials.as<Partial>(), target_logits.as<float>());
+    launch(finish_rows_kernel<kWithEntropy, Finish>, grid_for(rows, kPerRowThreads), kPerRowThreads, 0, stream, finish,
+           row0, rows, chunks, partials.as<Partial>(), target_logits.as<float>());
     check_launch("linear_logprob (finish)");
   }
 }
@@ -241,8 +241,8 @@ class TreeStacks {
   void fold_leaf(Index leaf) {
     int top = height_;
     for (int m = core::tree_merges_after_leaf(leaf, leaves_); m > 0; --m, --top) {
-      add_into_kernel<<<grid_for(floats_, kElementThreads), kElementThreads, 0, stream_>>>(slot(top - 1), slot(top),
-                                                                                          floats_);
+      launch(add_into_kernel, grid_for(floats_, kElementThreads), kElementThreads, 0, stream_, slot(top - 1), slot(top),
+             floats_);
       check_launch("linear_logprob_backward (tree)");
     }
     height_ = top + 1;
@@ -275,13 +275,14 @@ struct FusedBackward {
     } else {
       chunk_logits<T>(operands, row0, n, begin, width, out, stream);
     }
-    logits_to_grad_kernel<<<grid_for(n * width, kElementThreads), kElementThreads, 0, stream>>>(grad_rows, out, row0,
-                                                                                               n, begin, width);
+    launch(logits_to_grad_kernel, grid_for(n * width, kElementThreads), kElementThreads, 0, stream, grad_rows, out,
+           row0, n, begin, width);
     check_launch("linear_logprob_backward (grad)");
   }
 
   void store(const float* values, TOut* out, Index count) const {
-    store_rounded_kernel<TOut><<<grid_for(count, kElementThreads), kElementThreads, 0, stream>>>(values, out, count);
+    launch(store_rounded_kernel<TOut>, grid_for(count, kElementThreads), kElementThreads, 0, stream, values, out,
+           count);
     check_launch("linear_logprob_backward (store)");
   }
 
@@ -384,8 +385,8 @@ void fused_backward(const LinearLogprobBackwardProblem& p, cudaStream_t stream) 
   const LogitStore store{p.logits, nullptr};
   switch (source) {
     case core::RowStatsSource::forward_partial:
-      saved_row_stats_kernel<<<grid_for(p.rows, kPerRowThreads), kPerRowThreads, 0, stream>>>(p, lse.as<float>(),
-                                                                                               rows);
+      launch(saved_row_stats_kernel, grid_for(p.rows, kPerRowThreads), kPerRowThreads, 0, stream, p, lse.as<float>(),
+             rows);
       check_launch("linear_logprob_backward (saved statistics)");
       break;
     case core::RowStatsSource::entropy_pass:

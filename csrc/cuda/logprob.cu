@@ -158,8 +158,8 @@ void require_valid_targets(TargetIds ids, std::int64_t rows, std::int64_t vocab,
   int* bad = nullptr;
   check(cudaMallocAsync(reinterpret_cast<void**>(&bad), sizeof(int), stream), "target id check (alloc)");
   check(cudaMemsetAsync(bad, 0, sizeof(int), stream), "target id check (memset)");
-  find_bad_target_kernel<<<grid_for(rows, kPerRowThreads), kPerRowThreads, 0, stream>>>(ids, rows, vocab,
-                                                                                       ignore_index, bad);
+  launch(find_bad_target_kernel, grid_for(rows, kPerRowThreads), kPerRowThreads, 0, stream, ids, rows, vocab,
+         ignore_index, bad);
   check_launch("target id check");
   int found = 0;
   check(cudaMemcpyAsync(&found, bad, sizeof(int), cudaMemcpyDeviceToHost, stream), "target id check (copy)");
@@ -186,8 +186,8 @@ void log_softmax_forward(const LogSoftmaxForwardProblem& p, std::uintptr_t strea
   visit_in_out(p.dtype, p.out_dtype, [&](auto in, auto out) {
     using T = decltype(in);
     using TOut = decltype(out);
-    log_softmax_forward_kernel<<<row_blocks(p.rows), kRowThreads, 0, as_stream(stream)>>>(
-        static_cast<const T*>(p.logits), static_cast<TOut*>(p.out), p.rows, p.vocab);
+    launch(log_softmax_forward_kernel<T, TOut>, row_blocks(p.rows), kRowThreads, 0, as_stream(stream),
+           static_cast<const T*>(p.logits), static_cast<TOut*>(p.out), p.rows, p.vocab);
   });
   check_launch("log_softmax_forward");
 }
@@ -197,16 +197,16 @@ void log_softmax_backward(const LogSoftmaxBackwardProblem& p, std::uintptr_t str
   visit_in_out(p.dtype, p.grad_dtype, [&](auto in, auto out) {
     using T = decltype(in);
     using TOut = decltype(out);
-    const auto launch = [&](auto grad) {
+    const auto run = [&](auto grad) {
       using G = decltype(grad);
-      log_softmax_backward_kernel<<<row_blocks(p.rows), kRowThreads, 0, as_stream(stream)>>>(
-          static_cast<const G*>(p.grad_out), static_cast<const T*>(p.logits), static_cast<TOut*>(p.grad_logits),
-          p.rows, p.vocab);
+      launch(log_softmax_backward_kernel<T, G, TOut>, row_blocks(p.rows), kRowThreads, 0, as_stream(stream),
+             static_cast<const G*>(p.grad_out), static_cast<const T*>(p.logits), static_cast<TOut*>(p.grad_logits),
+             p.rows, p.vocab);
     };
     if (p.grad_out_dtype == DType::f32) {
-      launch(float{});
+      run(float{});
     } else {
-      launch(T{});
+      run(T{});
     }
   });
   check_launch("log_softmax_backward");
@@ -216,7 +216,7 @@ void token_logprob_forward(const TokenLogprobForwardProblem& p, std::uintptr_t s
   require_valid_targets(p.target_ids, p.rows, p.vocab, p.ignore_index, as_stream(stream));
   if (p.rows == 0) return;
   visit_dtype(p.dtype, [&](auto in) {
-    token_logprob_forward_kernel<decltype(in)><<<row_blocks(p.rows), kRowThreads, 0, as_stream(stream)>>>(p);
+    launch(token_logprob_forward_kernel<decltype(in)>, row_blocks(p.rows), kRowThreads, 0, as_stream(stream), p);
   });
   check_launch("token_logprob_forward");
 }
@@ -225,8 +225,8 @@ void token_logprob_backward(const TokenLogprobBackwardProblem& p, std::uintptr_t
   require_valid_targets(p.target_ids, p.rows, p.vocab, p.ignore_index, as_stream(stream));
   if (p.rows == 0) return;
   visit_in_out(p.dtype, p.grad_dtype, [&](auto in, auto out) {
-    token_logprob_backward_kernel<decltype(in), decltype(out)>
-        <<<row_blocks(p.rows), kRowThreads, 0, as_stream(stream)>>>(p);
+    launch(token_logprob_backward_kernel<decltype(in), decltype(out)>, row_blocks(p.rows), kRowThreads, 0,
+           as_stream(stream), p);
   });
   check_launch("token_logprob_backward");
 }
@@ -234,7 +234,7 @@ void token_logprob_backward(const TokenLogprobBackwardProblem& p, std::uintptr_t
 void entropy_forward(const EntropyForwardProblem& p, std::uintptr_t stream) {
   if (p.rows == 0) return;
   visit_dtype(p.dtype, [&](auto in) {
-    entropy_forward_kernel<decltype(in)><<<row_blocks(p.rows), kRowThreads, 0, as_stream(stream)>>>(p);
+    launch(entropy_forward_kernel<decltype(in)>, row_blocks(p.rows), kRowThreads, 0, as_stream(stream), p);
   });
   check_launch("entropy_forward");
 }
@@ -242,8 +242,8 @@ void entropy_forward(const EntropyForwardProblem& p, std::uintptr_t stream) {
 void entropy_backward(const EntropyBackwardProblem& p, std::uintptr_t stream) {
   if (p.rows == 0) return;
   visit_in_out(p.dtype, p.grad_dtype, [&](auto in, auto out) {
-    entropy_backward_kernel<decltype(in), decltype(out)>
-        <<<row_blocks(p.rows), kRowThreads, 0, as_stream(stream)>>>(p);
+    launch(entropy_backward_kernel<decltype(in), decltype(out)>, row_blocks(p.rows), kRowThreads, 0, as_stream(stream),
+           p);
   });
   check_launch("entropy_backward");
 }
@@ -251,28 +251,28 @@ void entropy_backward(const EntropyBackwardProblem& p, std::uintptr_t stream) {
 void lse_partials(const LsePartialsProblem& p, std::uintptr_t stream) {
   if (p.rows == 0) return;
   visit_dtype(p.dtype, [&](auto in) {
-    lse_partials_kernel<decltype(in)><<<row_blocks(p.rows), kRowThreads, 0, as_stream(stream)>>>(p);
+    launch(lse_partials_kernel<decltype(in)>, row_blocks(p.rows), kRowThreads, 0, as_stream(stream), p);
   });
   check_launch("lse_partials");
 }
 
 void merge_lse_partials(const MergeLsePartialsProblem& p, std::uintptr_t stream) {
   if (p.rows == 0) return;
-  merge_lse_partials_kernel<<<thread_blocks(p.rows), kPerRowThreads, 0, as_stream(stream)>>>(p);
+  launch(merge_lse_partials_kernel, thread_blocks(p.rows), kPerRowThreads, 0, as_stream(stream), p);
   check_launch("merge_lse_partials");
 }
 
 void entropy_partials(const EntropyPartialsProblem& p, std::uintptr_t stream) {
   if (p.rows == 0) return;
   visit_dtype(p.dtype, [&](auto in) {
-    entropy_partials_kernel<decltype(in)><<<row_blocks(p.rows), kRowThreads, 0, as_stream(stream)>>>(p);
+    launch(entropy_partials_kernel<decltype(in)>, row_blocks(p.rows), kRowThreads, 0, as_stream(stream), p);
   });
   check_launch("entropy_partials");
 }
 
 void merge_entropy_partials(const MergeEntropyPartialsProblem& p, std::uintptr_t stream) {
   if (p.rows == 0) return;
-  merge_entropy_partials_kernel<<<thread_blocks(p.rows), kPerRowThreads, 0, as_stream(stream)>>>(p);
+  launch(merge_entropy_partials_kernel, thread_blocks(p.rows), kPerRowThreads, 0, as_stream(stream), p);
   check_launch("merge_entropy_partials");
 }
 
@@ -280,14 +280,14 @@ void target_logits(const TargetLogitsProblem& p, std::uintptr_t stream) {
   require_valid_targets(p.target_ids, p.rows, p.vocab_size, p.ignore_index, as_stream(stream));
   if (p.rows == 0) return;
   visit_dtype(p.dtype, [&](auto in) {
-    target_logits_kernel<decltype(in)><<<thread_blocks(p.rows), kPerRowThreads, 0, as_stream(stream)>>>(p);
+    launch(target_logits_kernel<decltype(in)>, thread_blocks(p.rows), kPerRowThreads, 0, as_stream(stream), p);
   });
   check_launch("target_logits");
 }
 
 void logprob_from_partials(const LogprobFromPartialsProblem& p, std::uintptr_t stream) {
   if (p.rows == 0) return;
-  logprob_from_partials_kernel<<<thread_blocks(p.rows), kPerRowThreads, 0, as_stream(stream)>>>(p);
+  launch(logprob_from_partials_kernel, thread_blocks(p.rows), kPerRowThreads, 0, as_stream(stream), p);
   check_launch("logprob_from_partials");
 }
 

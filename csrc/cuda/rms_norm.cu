@@ -80,9 +80,9 @@ void rms_norm_forward(const RmsNormForwardProblem& p, std::uintptr_t stream) {
   visit_in_out(p.dtype, p.out_dtype, [&](auto in, auto out) {
     using T = decltype(in);
     using TOut = decltype(out);
-    forward_kernel<<<grid_for(p.rows, kForwardWarpsPerBlock), kForwardWarpsPerBlock * core::kLanes, 0,
-                     as_stream(stream)>>>(static_cast<const T*>(p.x), static_cast<const T*>(p.weight),
-                                          static_cast<TOut*>(p.y), p.rows, p.cols, p.eps, p.rounding);
+    launch(forward_kernel<T, TOut>, grid_for(p.rows, kForwardWarpsPerBlock), kForwardWarpsPerBlock * core::kLanes, 0,
+           as_stream(stream), static_cast<const T*>(p.x), static_cast<const T*>(p.weight), static_cast<TOut*>(p.y),
+           p.rows, p.cols, p.eps, p.rounding);
   });
   check_launch("rms_norm_forward");
 }
@@ -97,18 +97,18 @@ void rms_norm_backward(const RmsNormBackwardProblem& p, std::uintptr_t stream) {
       DeviceBuffer coefficients(static_cast<std::size_t>(p.rows) * sizeof(core::RmsNormGradCoefficients), s,
                                 "rms_norm_backward scratch (alloc)");
       auto* k = coefficients.as<core::RmsNormGradCoefficients>();
-      grad_coefficients_kernel<<<grid_for(p.rows, kForwardWarpsPerBlock), kForwardWarpsPerBlock * core::kLanes, 0,
-                                 s>>>(static_cast<const T*>(p.grad_out), static_cast<const T*>(p.x),
-                                      static_cast<const T*>(p.weight), k, p.rows, p.cols, p.eps);
+      launch(grad_coefficients_kernel<T>, grid_for(p.rows, kForwardWarpsPerBlock), kForwardWarpsPerBlock * core::kLanes,
+             0, s, static_cast<const T*>(p.grad_out), static_cast<const T*>(p.x), static_cast<const T*>(p.weight), k,
+             p.rows, p.cols, p.eps);
       check_launch("rms_norm_backward (row coefficients)");
       const dim3 grid(grid_for(blocks, 1), grid_for(p.cols, kGradThreads, kMaxGridY));
-      backward_block_kernel<<<grid, kGradThreads, 0, s>>>(
-          static_cast<const T*>(p.grad_out), static_cast<const T*>(p.x), static_cast<const T*>(p.weight), k,
-          static_cast<TOut*>(p.dx), p.dweight_partials, p.rows, p.cols);
+      launch(backward_block_kernel<T, TOut>, grid, kGradThreads, 0, s, static_cast<const T*>(p.grad_out),
+             static_cast<const T*>(p.x), static_cast<const T*>(p.weight), k, static_cast<TOut*>(p.dx),
+             p.dweight_partials, p.rows, p.cols);
       check_launch("rms_norm_backward (row blocks)");
     }
-    merge_dweight_kernel<<<grid_for(p.cols, kMergeThreads), kMergeThreads, 0, as_stream(stream)>>>(
-        p.dweight_partials, static_cast<TOut*>(p.dweight), blocks, p.cols);
+    launch(merge_dweight_kernel<TOut>, grid_for(p.cols, kMergeThreads), kMergeThreads, 0, as_stream(stream),
+           p.dweight_partials, static_cast<TOut*>(p.dweight), blocks, p.cols);
     check_launch("rms_norm_backward (dweight merge)");
   });
 }

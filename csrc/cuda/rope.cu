@@ -53,8 +53,8 @@ __global__ void rotate_token_kernel(RopeProblem p) {
 
 void rope_inverse_frequencies(float* inv_freq, std::int64_t head_dim, float theta, std::uintptr_t stream) {
   if (head_dim < 2) return;
-  inverse_frequencies_kernel<<<grid_for(head_dim / 2, kThreads), kThreads, 0, as_stream(stream)>>>(
-      inv_freq, head_dim, theta);
+  launch(inverse_frequencies_kernel, grid_for(head_dim / 2, kThreads), kThreads, 0, as_stream(stream), inv_freq,
+         head_dim, theta);
   check_launch("rope_inverse_frequencies");
 }
 
@@ -63,7 +63,7 @@ void rope_apply(const RopeProblem& p, std::uintptr_t stream) {
   visit_in_out(p.dtype, p.out_dtype, [&](auto in, auto out) {
     using T = decltype(in);
     using TOut = decltype(out);
-    rotate_token_kernel<T, TOut><<<grid_for(p.tokens, 1), kThreads, 0, as_stream(stream)>>>(p);
+    launch(rotate_token_kernel<T, TOut>, grid_for(p.tokens, 1), kThreads, 0, as_stream(stream), p);
   });
   check_launch("rope_apply");
 }

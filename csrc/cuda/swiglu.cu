@@ -54,8 +54,8 @@ void silu_forward(const SiluForwardProblem& p, std::uintptr_t stream) {
   visit_in_out(p.dtype, p.out_dtype, [&](auto in, auto out) {
     using T = decltype(in);
     using TOut = decltype(out);
-    silu_forward_kernel<<<blocks_for(p.count), kThreads, 0, as_stream(stream)>>>(
-        static_cast<const T*>(p.x), static_cast<TOut*>(p.y), p.count);
+    launch(silu_forward_kernel<T, TOut>, blocks_for(p.count), kThreads, 0, as_stream(stream),
+           static_cast<const T*>(p.x), static_cast<TOut*>(p.y), p.count);
   });
   check_launch("silu_forward");
 }
@@ -65,8 +65,8 @@ void silu_backward(const SiluBackwardProblem& p, std::uintptr_t stream) {
   visit_in_out(p.dtype, p.grad_dtype, [&](auto in, auto out) {
     using T = decltype(in);
     using TOut = decltype(out);
-    silu_backward_kernel<<<blocks_for(p.count), kThreads, 0, as_stream(stream)>>>(
-        static_cast<const T*>(p.grad_out), static_cast<const T*>(p.x), static_cast<TOut*>(p.dx), p.count);
+    launch(silu_backward_kernel<T, TOut>, blocks_for(p.count), kThreads, 0, as_stream(stream),
+           static_cast<const T*>(p.grad_out), static_cast<const T*>(p.x), static_cast<TOut*>(p.dx), p.count);
   });
   check_launch("silu_backward");
 }
@@ -76,8 +76,8 @@ void swiglu_forward(const SwigluForwardProblem& p, std::uintptr_t stream) {
   visit_in_out(p.dtype, p.out_dtype, [&](auto in, auto out) {
     using T = decltype(in);
     using TOut = decltype(out);
-    swiglu_forward_kernel<<<blocks_for(p.count), kThreads, 0, as_stream(stream)>>>(
-        static_cast<const T*>(p.gate), static_cast<const T*>(p.up), static_cast<TOut*>(p.y), p.count);
+    launch(swiglu_forward_kernel<T, TOut>, blocks_for(p.count), kThreads, 0, as_stream(stream),
+           static_cast<const T*>(p.gate), static_cast<const T*>(p.up), static_cast<TOut*>(p.y), p.count);
   });
   check_launch("swiglu_forward");
 }
@@ -87,9 +87,9 @@ void swiglu_backward(const SwigluBackwardProblem& p, std::uintptr_t stream) {
   visit_in_out(p.dtype, p.grad_dtype, [&](auto in, auto out) {
     using T = decltype(in);
     using TOut = decltype(out);
-    swiglu_backward_kernel<<<blocks_for(p.count), kThreads, 0, as_stream(stream)>>>(
-        static_cast<const T*>(p.grad_out), static_cast<const T*>(p.gate), static_cast<const T*>(p.up),
-        static_cast<TOut*>(p.dgate), static_cast<TOut*>(p.dup), p.count);
+    launch(swiglu_backward_kernel<T, TOut>, blocks_for(p.count), kThreads, 0, as_stream(stream),
+           static_cast<const T*>(p.grad_out), static_cast<const T*>(p.gate), static_cast<const T*>(p.up),
+           static_cast<TOut*>(p.dgate), static_cast<TOut*>(p.dup), p.count);
   });
   check_launch("swiglu_backward");
 }

@@ -55,7 +55,7 @@ def op_spec(name: str) -> OpSpec:
         raise ValueError(f"unknown op {name!r}; valid ops: {', '.join(list_ops())}") from None
 
 
-KNOWN_BACKENDS = ("reference", "cpu", "cuda", "hip")
+KNOWN_BACKENDS = ("reference", "cpu", "cuda", "hip", "emulated")
 ALWAYS_AVAILABLE = ("reference", "cpu")  # built into every module, whatever the hardware
 
 

@@ -1,0 +1,345 @@
+// The CPU scheduler behind gpu_emulation.h. A launch runs its blocks one after
+// another; a block's threads are fibers (ucontext) that the scheduler resumes
+// in turn, each until it waits (at __syncthreads, or at a warp exchange) or
+// returns. When every running fiber waits, the wait with the lowest barrier
+// releases: a warp whose running lanes all wait at an exchange, else the block
+// barrier when every running fiber waits there. Anything else (a barrier some
+// threads never reach, warps waiting at different kinds of barrier) is a
+// deadlock on a GPU too, and fails the launch.
+#include "gpu_emulation.h"
+
+#include <sys/mman.h>
+#include <ucontext.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+thread_local dim3 threadIdx;
+thread_local dim3 blockIdx;
+thread_local dim3 blockDim;
+thread_local dim3 gridDim;
+
+namespace golden::gpu_emulation {
+namespace {
+
+constexpr int kWarpSize = 32;
+constexpr unsigned kMaxThreadsPerBlock = 1024;
+constexpr unsigned kMaxGridYZ = 65535;
+constexpr std::size_t kDefaultSharedLimit = 48 * 1024;  // without the opt-in attribute
+constexpr std::size_t kMaxSharedBytes = 227 * 1024;     // H100's opt-in limit
+constexpr std::size_t kFiberStackBytes = 256 * 1024;
+
+thread_local cudaError_t last_error = cudaSuccess;
+
+void fail_launch(cudaError_t error, const std::string& why) {
+  std::fprintf(stderr, "golden_kernels GPU emulation: %s\n", why.c_str());
+  last_error = error;
+}
+
+enum class Wait { none, block_barrier, warp_exchange, done };
+
+struct Fiber {
+  ucontext_t context;
+  char* stack = nullptr;
+  dim3 index;
+  Wait wait = Wait::none;
+  void* fake_stack = nullptr;  // AddressSanitizer's bookkeeping of a switched-out stack
+};
+
+// Fiber stacks of this OS thread, kept for later launches (mapped lazily:
+// untouched pages cost nothing).
+class StackPool {
+ public:
+  ~StackPool() {
+    for (char* stack : stacks_) munmap(stack, kFiberStackBytes);
+  }
+  char* get(std::size_t i) {
+    while (stacks_.size() <= i) {
+      void* p = mmap(nullptr, kFiberStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                     -1, 0);
+      if (p == MAP_FAILED) return nullptr;
+      stacks_.push_back(static_cast<char*>(p));
+    }
+    return stacks_[i];
+  }
+
+ private:
+  std::vector<char*> stacks_;
+};
+
+struct Block {
+  std::vector<Fiber> fibers;
+  std::vector<std::uint64_t> exchange;  // one warp-exchange slot per thread
+  std::vector<unsigned char> shared;    // dynamic shared memory
+  const std::function<void()>* body = nullptr;
+  ucontext_t scheduler;
+  const void* scheduler_stack = nullptr;
+  std::size_t scheduler_stack_size = 0;
+  std::size_t running = 0;  // the fiber switched to
+};
+
+thread_local Block* current = nullptr;
+
+// AddressSanitizer must be told of every switch between stacks.
+void start_switch(void** fake_stack, const void* bottom, std::size_t size) {
+#if defined(__SANITIZE_ADDRESS__)
+  __sanitizer_start_switch_fiber(fake_stack, bottom, size);
+#else
+  (void)fake_stack, (void)bottom, (void)size;
+#endif
+}
+
+void finish_switch(void* fake_stack, const void** old_bottom, std::size_t* old_size) {
+#if defined(__SANITIZE_ADDRESS__)
+  __sanitizer_finish_switch_fiber(fake_stack, old_bottom, old_size);
+#else
+  (void)fake_stack, (void)old_bottom, (void)old_size;
+#endif
+}
+
+// From the running fiber back to the scheduler, after setting its wait.
+void yield(Wait wait) {
+  Block& block = *current;
+  Fiber& fiber = block.fibers[block.running];
+  fiber.wait = wait;
+  start_switch(wait == Wait::done ? nullptr : &fiber.fake_stack, block.scheduler_stack, block.scheduler_stack_size);
+  swapcontext(&fiber.context, &block.scheduler);
+  finish_switch(fiber.fake_stack, nullptr, nullptr);
+}
+
+void fiber_main() {
+  Block& block = *current;
+  finish_switch(nullptr, &block.scheduler_stack, &block.scheduler_stack_size);
+  (*block.body)();
+  yield(Wait::done);
+}
+
+// Resumes fiber i until it waits or returns.
+void resume(Block& block, std::size_t i) {
+  Fiber& fiber = block.fibers[i];
+  block.running = i;
+  threadIdx = fiber.index;
+  fiber.wait = Wait::none;
+  void* scheduler_fake_stack = nullptr;
+  start_switch(&scheduler_fake_stack, fiber.stack, kFiberStackBytes);
+  swapcontext(&block.scheduler, &fiber.context);
+  finish_switch(scheduler_fake_stack, nullptr, nullptr);
+}
+
+bool reverse_schedule() {
+  const char* schedule = std::getenv("GOLDEN_GPU_EMULATION_SCHEDULE");
+  return schedule != nullptr && std::string(schedule) == "reverse";
+}
+
+// Marks the waits that can release as runnable; false if none can (all done,
+// or a deadlock).
+bool release(Block& block) {
+  const std::size_t n = block.fibers.size();
+  bool released = false;
+  for (std::size_t first = 0; first < n; first += kWarpSize) {
+    const std::size_t end = first + kWarpSize < n ? first + kWarpSize : n;
+    bool all_exchanging = true, any_exchanging = false;
+    for (std::size_t i = first; i < end; ++i) {
+      const Wait w = block.fibers[i].wait;
+      if (w == Wait::warp_exchange) any_exchanging = true;
+      if (w != Wait::warp_exchange && w != Wait::done) all_exchanging = false;
+    }
+    if (any_exchanging && all_exchanging) {
+      for (std::size_t i = first; i < end; ++i) {
+        if (block.fibers[i].wait == Wait::warp_exchange) block.fibers[i].wait = Wait::none;
+      }
+      released = true;
+    }
+  }
+  if (released) return true;
+  bool all_at_barrier = true, any_at_barrier = false;
+  for (const Fiber& fiber : block.fibers) {
+    if (fiber.wait == Wait::block_barrier) any_at_barrier = true;
+    if (fiber.wait != Wait::block_barrier && fiber.wait != Wait::done) all_at_barrier = false;
+  }
+  if (!(any_at_barrier && all_at_barrier)) return false;
+  for (Fiber& fiber : block.fibers) {
+    if (fiber.wait == Wait::block_barrier) fiber.wait = Wait::none;
+  }
+  return true;
+}
+
+// Runs one thread block to completion; false on a deadlock.
+bool run_block(Block& block, StackPool& stacks, bool reverse) {
+  const std::size_t n = block.fibers.size();
+  for (std::size_t i = 0; i < n; ++i) {
+    Fiber& fiber = block.fibers[i];
+    fiber.stack = stacks.get(i);
+    if (fiber.stack == nullptr) return false;
+    getcontext(&fiber.context);
+    fiber.context.uc_stack.ss_sp = fiber.stack;
+    fiber.context.uc_stack.ss_size = kFiberStackBytes;
+    fiber.context.uc_link = nullptr;
+    makecontext(&fiber.context, fiber_main, 0);
+    fiber.wait = Wait::none;
+  }
+  for (;;) {
+    for (std::size_t k = 0; k < n; ++k) {
+      const std::size_t i = reverse ? n - 1 - k : k;
+      if (block.fibers[i].wait == Wait::none) resume(block, i);
+    }
+    if (!release(block)) break;
+  }
+  for (const Fiber& fiber : block.fibers) {
+    if (fiber.wait != Wait::done) return false;
+  }
+  return true;
+}
+
+std::mutex& launch_mutex() {
+  static std::mutex mutex;
+  return mutex;
+}
+
+std::map<const void*, std::size_t>& shared_limits() {
+  static std::map<const void*, std::size_t> limits;
+  return limits;
+}
+
+std::size_t shared_limit(const void* kernel) {
+  const auto it = shared_limits().find(kernel);
+  return it == shared_limits().end() ? kDefaultSharedLimit : it->second;
+}
+
+}  // namespace
+
+void run_grid(const void* kernel, dim3 grid, dim3 block_dim, std::size_t shared_bytes,
+              const std::function<void()>& body) {
+  const std::uint64_t threads = std::uint64_t{block_dim.x} * block_dim.y * block_dim.z;
+  if (threads == 0 || threads > kMaxThreadsPerBlock || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
+      grid.y > kMaxGridYZ || grid.z > kMaxGridYZ) {
+    fail_launch(cudaErrorInvalidConfiguration, "invalid launch configuration");
+    return;
+  }
+  std::lock_guard<std::mutex> lock(launch_mutex());
+  if (shared_bytes > shared_limit(kernel)) {
+    fail_launch(cudaErrorInvalidValue, std::to_string(shared_bytes) + " bytes of dynamic shared memory, over the " +
+                                           std::to_string(shared_limit(kernel)) + " this kernel may use");
+    return;
+  }
+  thread_local StackPool stacks;
+  const bool reverse = reverse_schedule();
+  Block block;
+  block.fibers.resize(threads);
+  block.exchange.resize(threads);
+  block.body = &body;
+  for (std::size_t t = 0; t < threads; ++t) {
+    block.fibers[t].index = dim3(static_cast<unsigned>(t % block_dim.x),
+                                 static_cast<unsigned>(t / block_dim.x % block_dim.y),
+                                 static_cast<unsigned>(t / (std::size_t{block_dim.x} * block_dim.y)));
+  }
+  blockDim = block_dim;
+  gridDim = grid;
+  Block* const outer = current;
+  current = &block;
+  const std::uint64_t blocks = std::uint64_t{grid.x} * grid.y * grid.z;
+  for (std::uint64_t k = 0; k < blocks; ++k) {
+    const std::uint64_t b = reverse ? blocks - 1 - k : k;
+    blockIdx = dim3(static_cast<unsigned>(b % grid.x), static_cast<unsigned>(b / grid.x % grid.y),
+                    static_cast<unsigned>(b / (std::uint64_t{grid.x} * grid.y)));
+    // Shared memory starts as NaN bytes, as no kernel may rely on its contents.
+    block.shared.assign(shared_bytes, 0xFF);
+    if (!run_block(block, stacks, reverse)) {
+      fail_launch(cudaErrorLaunchFailure, "a thread block deadlocked (a barrier not reached by every thread)");
+      break;
+    }
+  }
+  current = outer;
+}
+
+void* dynamic_shared() { return current->shared.data(); }
+
+int lane_id() { return static_cast<int>(current->running % kWarpSize); }
+
+std::uint64_t warp_exchange(std::uint64_t bits, int source) {
+  Block& block = *current;
+  const std::size_t lane = block.running;
+  block.exchange[lane] = bits;
+  yield(Wait::warp_exchange);  // every lane has offered its value
+  const std::uint64_t got = block.exchange[lane / kWarpSize * kWarpSize + static_cast<std::size_t>(source)];
+  yield(Wait::warp_exchange);  // every lane has read before any offers again
+  return got;
+}
+
+}  // namespace golden::gpu_emulation
+
+namespace emu = golden::gpu_emulation;
+
+void __syncthreads() { emu::yield(emu::Wait::block_barrier); }
+
+const char* cudaGetErrorString(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorLaunchFailure: return "unspecified launch failure";
+  }
+  return "unknown error";
+}
+
+cudaError_t cudaGetLastError() {
+  const cudaError_t error = emu::last_error;
+  emu::last_error = cudaSuccess;
+  return error;
+}
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = 1;
+  return cudaSuccess;
+}
+
+// Fresh device memory is NaN bytes: a kernel that reads what it never wrote
+// shows in its results.
+cudaError_t cudaMallocAsync(void** ptr, std::size_t bytes, cudaStream_t) {
+  *ptr = std::malloc(bytes);
+  if (*ptr == nullptr) return cudaErrorMemoryAllocation;
+  std::memset(*ptr, 0xFF, bytes);
+  return cudaSuccess;
+}
+
+cudaError_t cudaFreeAsync(void* ptr, cudaStream_t) {
+  std::free(ptr);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemsetAsync(void* ptr, int value, std::size_t bytes, cudaStream_t) {
+  std::memset(ptr, value, bytes);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind, cudaStream_t) {
+  std::memcpy(dst, src, bytes);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind) {
+  std::memcpy(dst, src, bytes);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+
+cudaError_t cudaFuncSetAttribute(const void* kernel, cudaFuncAttribute attribute, int value) {
+  if (attribute != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 ||
+      static_cast<std::size_t>(value) > emu::kMaxSharedBytes) {
+    return cudaErrorInvalidValue;
+  }
+  std::lock_guard<std::mutex> lock(emu::launch_mutex());
+  emu::shared_limits()[kernel] = static_cast<std::size_t>(value);
+  return cudaSuccess;
+}
