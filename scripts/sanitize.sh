@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the extension with AddressSanitizer + UndefinedBehaviorSanitizer (CPU
-# backends only) and runs a fast subset of the tests that touches every op and
-# every CPU path. Any report aborts the run. On a CPU without AVX-512 the
+# Builds the extension with AddressSanitizer + UndefinedBehaviorSanitizer (the
+# CPU backends, and on x86-64 the GPU sources run by the CPU emulation, see
+# scripts/emulate-gpu.sh) and runs a fast subset of the tests that touches every
+# op, every CPU path and every GPU kernel. Any report aborts the run. On a CPU without AVX-512 the
 # avx512 kernels are built as AVX2 code with their 16-lane vectors
 # (GOLDEN_EMULATE_AVX512), so their code runs here too; the default run's
 # tests skip that path on such a CPU.
@@ -15,10 +16,13 @@ emulate_avx512=OFF
 for flag in avx512f avx512bw avx512cd avx512dq avx512vl; do  # x86-64-v4's AVX-512 set
   grep -qw "$flag" /proc/cpuinfo || emulate_avx512=ON
 done
+emulate_gpu=OFF
+[ "$(uname -m)" = x86_64 ] && emulate_gpu=ON  # the emulation's fiber switch is x86-64 code
 cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGOLDEN_CUDA=OFF \
   -DGOLDEN_SANITIZE=ON -DGOLDEN_WERROR=ON -DGOLDEN_EMULATE_AVX512="$emulate_avx512" \
+  -DGOLDEN_GPU_EMULATION="$emulate_gpu" \
   -Dpybind11_DIR="$(python -m pybind11 --cmakedir)" >/dev/null
-echo "sanitizer build: AVX-512 kernels emulated on AVX2: $emulate_avx512"
+echo "sanitizer build: AVX-512 kernels emulated on AVX2: $emulate_avx512; GPU sources emulated: $emulate_gpu"
 cmake --build "$build_dir" -j "${GOLDEN_BUILD_JOBS:-2}"
 package_root=$(mktemp -d)
 cp -r python/golden_kernels "$package_root/"

@@ -1,27 +1,60 @@
 // The CPU scheduler behind gpu_emulation.h. A launch runs its blocks one after
-// another; a block's threads are fibers (ucontext) that the scheduler resumes
-// in turn, each until it waits (at __syncthreads, or at a warp exchange) or
-// returns. When every running fiber waits, the wait with the lowest barrier
-// releases: a warp whose running lanes all wait at an exchange, else the block
-// barrier when every running fiber waits there. Anything else (a barrier some
-// threads never reach, warps waiting at different kinds of barrier) is a
-// deadlock on a GPU too, and fails the launch.
+// another; a block's threads are fibers that the scheduler resumes in turn,
+// each until it waits (at __syncthreads, or at a warp exchange) or returns.
+// When every running fiber waits, a wait releases: a warp whose running lanes
+// all wait at an exchange, else the block barrier when every running fiber
+// waits there. Anything else (a barrier some threads never reach, warps
+// waiting at different kinds of barrier) would hang a GPU, and fails the
+// launch. Fibers are kept per OS thread and run one thread body after another;
+// a switch saves the callee-saved registers and swaps stack pointers (x86-64
+// only: ucontext's switches make a system call each, 20x slower).
 #include "gpu_emulation.h"
 
 #include <sys/mman.h>
-#include <ucontext.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <map>
-#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
+
+#if !defined(__x86_64__)
+#error "the GPU emulation's fiber switch is written for x86-64"
+#endif
+
+// switch_stacks(save, load): pushes the callee-saved registers, stores the
+// stack pointer to *save, loads `load` and pops the registers saved there,
+// returning into the fiber (or scheduler) that was switched away from.
+extern "C" void golden_emulation_switch_stacks(void** save, void* load);
+asm(R"(
+  .text
+  .globl golden_emulation_switch_stacks
+  .type golden_emulation_switch_stacks, @function
+golden_emulation_switch_stacks:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size golden_emulation_switch_stacks, .-golden_emulation_switch_stacks
+)");
 
 thread_local dim3 threadIdx;
 thread_local dim3 blockIdx;
@@ -48,46 +81,72 @@ void fail_launch(cudaError_t error, const std::string& why) {
 enum class Wait { none, block_barrier, warp_exchange, done };
 
 struct Fiber {
-  ucontext_t context;
+  void* stack_pointer = nullptr;  // where its registers were saved
   char* stack = nullptr;
   dim3 index;
-  Wait wait = Wait::none;
+  Wait wait = Wait::done;
   void* fake_stack = nullptr;  // AddressSanitizer's bookkeeping of a switched-out stack
 };
 
-// Fiber stacks of this OS thread, kept for later launches (mapped lazily:
-// untouched pages cost nothing).
-class StackPool {
- public:
-  ~StackPool() {
-    for (char* stack : stacks_) munmap(stack, kFiberStackBytes);
-  }
-  char* get(std::size_t i) {
-    while (stacks_.size() <= i) {
-      void* p = mmap(nullptr, kFiberStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                     -1, 0);
-      if (p == MAP_FAILED) return nullptr;
-      stacks_.push_back(static_cast<char*>(p));
-    }
-    return stacks_[i];
-  }
-
- private:
-  std::vector<char*> stacks_;
-};
-
+// The launch running on this OS thread.
 struct Block {
-  std::vector<Fiber> fibers;
+  std::size_t threads = 0;
   std::vector<std::uint64_t> exchange;  // one warp-exchange slot per thread
   std::vector<unsigned char> shared;    // dynamic shared memory
   const std::function<void()>* body = nullptr;
-  ucontext_t scheduler;
-  const void* scheduler_stack = nullptr;
-  std::size_t scheduler_stack_size = 0;
   std::size_t running = 0;  // the fiber switched to
 };
 
+[[noreturn]] void fiber_main();
+
+// The fibers of this OS thread and the scheduler's saved stack. Stacks are
+// mapped once and lazily (untouched pages cost nothing).
+class Fibers {
+ public:
+  ~Fibers() {
+    for (Fiber& fiber : fibers_) munmap(fiber.stack, kFiberStackBytes);
+  }
+
+  // Fiber i, made if new; nullptr if no stack could be mapped.
+  Fiber* get(std::size_t i) {
+    while (fibers_.size() <= i) {
+      void* p = mmap(nullptr, kFiberStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                     -1, 0);
+      if (p == MAP_FAILED) return nullptr;
+      fibers_.emplace_back();
+      fibers_.back().stack = static_cast<char*>(p);
+      restart(fibers_.back());
+    }
+    return &fibers_[i];
+  }
+
+  // Makes the fiber start afresh at fiber_main (new, or abandoned in a deadlock).
+  static void restart(Fiber& fiber) {
+#if defined(__SANITIZE_ADDRESS__)
+    ASAN_UNPOISON_MEMORY_REGION(fiber.stack, kFiberStackBytes);
+#endif
+    // Six saved registers, then the return address: fiber_main is entered
+    // as if called, with the stack 8 past a 16-byte boundary.
+    const auto top = reinterpret_cast<std::uintptr_t>(fiber.stack + kFiberStackBytes) & ~std::uintptr_t{15};
+    void** frame = reinterpret_cast<void**>(top) - 8;
+    for (int k = 0; k < 6; ++k) frame[k] = nullptr;
+    frame[6] = reinterpret_cast<void*>(&fiber_main);
+    frame[7] = nullptr;
+    fiber.stack_pointer = frame;
+    fiber.fake_stack = nullptr;
+    fiber.wait = Wait::done;
+  }
+
+  void* scheduler_stack_pointer = nullptr;
+  const void* scheduler_stack = nullptr;
+  std::size_t scheduler_stack_size = 0;
+
+ private:
+  std::deque<Fiber> fibers_;  // a suspended fiber's references to itself stay valid as more are made
+};
+
 thread_local Block* current = nullptr;
+thread_local Fibers fibers;
 
 // AddressSanitizer must be told of every switch between stacks.
 void start_switch(void** fake_stack, const void* bottom, std::size_t size) {
@@ -108,30 +167,31 @@ void finish_switch(void* fake_stack, const void** old_bottom, std::size_t* old_s
 
 // From the running fiber back to the scheduler, after setting its wait.
 void yield(Wait wait) {
-  Block& block = *current;
-  Fiber& fiber = block.fibers[block.running];
+  Fiber& fiber = *fibers.get(current->running);
   fiber.wait = wait;
-  start_switch(wait == Wait::done ? nullptr : &fiber.fake_stack, block.scheduler_stack, block.scheduler_stack_size);
-  swapcontext(&fiber.context, &block.scheduler);
+  start_switch(&fiber.fake_stack, fibers.scheduler_stack, fibers.scheduler_stack_size);
+  golden_emulation_switch_stacks(&fiber.stack_pointer, fibers.scheduler_stack_pointer);
   finish_switch(fiber.fake_stack, nullptr, nullptr);
 }
 
+// Runs one thread's body per resumption after a finished one.
 void fiber_main() {
-  Block& block = *current;
-  finish_switch(nullptr, &block.scheduler_stack, &block.scheduler_stack_size);
-  (*block.body)();
-  yield(Wait::done);
+  finish_switch(nullptr, &fibers.scheduler_stack, &fibers.scheduler_stack_size);
+  for (;;) {
+    (*current->body)();
+    yield(Wait::done);
+  }
 }
 
 // Resumes fiber i until it waits or returns.
 void resume(Block& block, std::size_t i) {
-  Fiber& fiber = block.fibers[i];
+  Fiber& fiber = *fibers.get(i);
   block.running = i;
   threadIdx = fiber.index;
   fiber.wait = Wait::none;
   void* scheduler_fake_stack = nullptr;
   start_switch(&scheduler_fake_stack, fiber.stack, kFiberStackBytes);
-  swapcontext(&block.scheduler, &fiber.context);
+  golden_emulation_switch_stacks(&fibers.scheduler_stack_pointer, fiber.stack_pointer);
   finish_switch(scheduler_fake_stack, nullptr, nullptr);
 }
 
@@ -143,61 +203,57 @@ bool reverse_schedule() {
 // Marks the waits that can release as runnable; false if none can (all done,
 // or a deadlock).
 bool release(Block& block) {
-  const std::size_t n = block.fibers.size();
+  const std::size_t n = block.threads;
   bool released = false;
   for (std::size_t first = 0; first < n; first += kWarpSize) {
     const std::size_t end = first + kWarpSize < n ? first + kWarpSize : n;
     bool all_exchanging = true, any_exchanging = false;
     for (std::size_t i = first; i < end; ++i) {
-      const Wait w = block.fibers[i].wait;
+      const Wait w = fibers.get(i)->wait;
       if (w == Wait::warp_exchange) any_exchanging = true;
       if (w != Wait::warp_exchange && w != Wait::done) all_exchanging = false;
     }
     if (any_exchanging && all_exchanging) {
       for (std::size_t i = first; i < end; ++i) {
-        if (block.fibers[i].wait == Wait::warp_exchange) block.fibers[i].wait = Wait::none;
+        if (fibers.get(i)->wait == Wait::warp_exchange) fibers.get(i)->wait = Wait::none;
       }
       released = true;
     }
   }
   if (released) return true;
   bool all_at_barrier = true, any_at_barrier = false;
-  for (const Fiber& fiber : block.fibers) {
-    if (fiber.wait == Wait::block_barrier) any_at_barrier = true;
-    if (fiber.wait != Wait::block_barrier && fiber.wait != Wait::done) all_at_barrier = false;
+  for (std::size_t i = 0; i < n; ++i) {
+    const Wait w = fibers.get(i)->wait;
+    if (w == Wait::block_barrier) any_at_barrier = true;
+    if (w != Wait::block_barrier && w != Wait::done) all_at_barrier = false;
   }
   if (!(any_at_barrier && all_at_barrier)) return false;
-  for (Fiber& fiber : block.fibers) {
-    if (fiber.wait == Wait::block_barrier) fiber.wait = Wait::none;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (fibers.get(i)->wait == Wait::block_barrier) fibers.get(i)->wait = Wait::none;
   }
   return true;
 }
 
-// Runs one thread block to completion; false on a deadlock.
-bool run_block(Block& block, StackPool& stacks, bool reverse) {
-  const std::size_t n = block.fibers.size();
-  for (std::size_t i = 0; i < n; ++i) {
-    Fiber& fiber = block.fibers[i];
-    fiber.stack = stacks.get(i);
-    if (fiber.stack == nullptr) return false;
-    getcontext(&fiber.context);
-    fiber.context.uc_stack.ss_sp = fiber.stack;
-    fiber.context.uc_stack.ss_size = kFiberStackBytes;
-    fiber.context.uc_link = nullptr;
-    makecontext(&fiber.context, fiber_main, 0);
-    fiber.wait = Wait::none;
-  }
+// Runs one thread block to completion; false on a deadlock (its fibers are
+// restarted, their bodies abandoned).
+bool run_block(Block& block, bool reverse) {
+  const std::size_t n = block.threads;
+  for (std::size_t i = 0; i < n; ++i) fibers.get(i)->wait = Wait::none;
   for (;;) {
     for (std::size_t k = 0; k < n; ++k) {
       const std::size_t i = reverse ? n - 1 - k : k;
-      if (block.fibers[i].wait == Wait::none) resume(block, i);
+      if (fibers.get(i)->wait == Wait::none) resume(block, i);
     }
     if (!release(block)) break;
   }
-  for (const Fiber& fiber : block.fibers) {
-    if (fiber.wait != Wait::done) return false;
+  bool finished = true;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (fibers.get(i)->wait != Wait::done) {
+      Fibers::restart(*fibers.get(i));
+      finished = false;
+    }
   }
-  return true;
+  return finished;
 }
 
 std::mutex& launch_mutex() {
@@ -231,20 +287,22 @@ void run_grid(const void* kernel, dim3 grid, dim3 block_dim, std::size_t shared_
                                            std::to_string(shared_limit(kernel)) + " this kernel may use");
     return;
   }
-  thread_local StackPool stacks;
+  if (fibers.get(threads - 1) == nullptr) {
+    fail_launch(cudaErrorMemoryAllocation, "no memory for the thread block's fiber stacks");
+    return;
+  }
   const bool reverse = reverse_schedule();
   Block block;
-  block.fibers.resize(threads);
+  block.threads = threads;
   block.exchange.resize(threads);
   block.body = &body;
   for (std::size_t t = 0; t < threads; ++t) {
-    block.fibers[t].index = dim3(static_cast<unsigned>(t % block_dim.x),
-                                 static_cast<unsigned>(t / block_dim.x % block_dim.y),
-                                 static_cast<unsigned>(t / (std::size_t{block_dim.x} * block_dim.y)));
+    fibers.get(t)->index = dim3(static_cast<unsigned>(t % block_dim.x),
+                                static_cast<unsigned>(t / block_dim.x % block_dim.y),
+                                static_cast<unsigned>(t / (std::size_t{block_dim.x} * block_dim.y)));
   }
   blockDim = block_dim;
   gridDim = grid;
-  Block* const outer = current;
   current = &block;
   const std::uint64_t blocks = std::uint64_t{grid.x} * grid.y * grid.z;
   for (std::uint64_t k = 0; k < blocks; ++k) {
@@ -253,12 +311,12 @@ void run_grid(const void* kernel, dim3 grid, dim3 block_dim, std::size_t shared_
                     static_cast<unsigned>(b / (std::uint64_t{grid.x} * grid.y)));
     // Shared memory starts as NaN bytes, as no kernel may rely on its contents.
     block.shared.assign(shared_bytes, 0xFF);
-    if (!run_block(block, stacks, reverse)) {
+    if (!run_block(block, reverse)) {
       fail_launch(cudaErrorLaunchFailure, "a thread block deadlocked (a barrier not reached by every thread)");
       break;
     }
   }
-  current = outer;
+  current = nullptr;
 }
 
 void* dynamic_shared() { return current->shared.data(); }

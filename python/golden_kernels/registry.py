@@ -55,6 +55,7 @@ def op_spec(name: str) -> OpSpec:
         raise ValueError(f"unknown op {name!r}; valid ops: {', '.join(list_ops())}") from None
 
 
+# "emulated": the GPU sources run on the CPU, in testing builds only (docs/gpu.md).
 KNOWN_BACKENDS = ("reference", "cpu", "cuda", "hip", "emulated")
 ALWAYS_AVAILABLE = ("reference", "cpu")  # built into every module, whatever the hardware
 

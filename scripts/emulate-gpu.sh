@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs the GPU tests (tests/test_gpu.py, tests/test_gpu_ops.py) on a machine
+# without a GPU: builds the module with GOLDEN_GPU_EMULATION (the CUDA/HIP
+# sources compiled as C++, every GPU thread a fiber on the CPU: see
+# csrc/emulation/gpu_emulation.h) and runs the tests against its backend
+# "emulated", once with each block's threads resumed in order and once in
+# reverse order (GOLDEN_GPU_EMULATION_SCHEDULE=reverse), so that a barrier
+# missing between a write and a read of shared memory changes results in
+# one of the two runs.
+#   bash scripts/emulate-gpu.sh [pytest arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GOLDEN_SKIP_INSTALL=1 source scripts/setup-env.sh
+python -m pip install --quiet --disable-pip-version-check pybind11 cmake ninja
+build_dir=build/gpu-emulation
+cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGOLDEN_CUDA=OFF -DGOLDEN_GPU_EMULATION=ON \
+  -DGOLDEN_WERROR=ON -Dpybind11_DIR="$(python -m pybind11 --cmakedir)" >/dev/null
+cmake --build "$build_dir" -j "${GOLDEN_BUILD_JOBS:-2}"
+package_root=$(mktemp -d)
+trap 'rm -rf "$package_root"' EXIT
+cp -r python/golden_kernels "$package_root/"
+rm -f "$package_root"/golden_kernels/_C*.so
+cp "$build_dir"/_C*.so "$package_root/golden_kernels/"
+export PYTHONPATH="$package_root"
+for schedule in forward reverse; do
+  echo "== GPU tests on the emulated backend, threads resumed in $schedule order"
+  GOLDEN_GPU_EMULATION_SCHEDULE=$schedule python -m pytest -q -p no:cacheprovider -c setup.cfg \
+    tests/test_gpu.py tests/test_gpu_ops.py "$@"
+done
