@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the GPU tests (tests/test_gpu.py, tests/test_gpu_ops.py) on a machine
-# without a GPU: builds the module with GOLDEN_GPU_EMULATION (the CUDA/HIP
+# Runs the GPU tests (every test marked gpu, but the torch autograd ones on
+# CUDA tensors) on a machine without a GPU: builds the module with GOLDEN_GPU_EMULATION (the CUDA/HIP
 # sources compiled as C++, every GPU thread a fiber on the CPU: see
 # csrc/emulation/gpu_emulation.h) and runs the tests against its backend
 # "emulated", once with each block's threads resumed in order and once in
@@ -24,6 +24,5 @@ cp "$build_dir"/_C*.so "$package_root/golden_kernels/"
 export PYTHONPATH="$package_root"
 for schedule in forward reverse; do
   echo "== GPU tests on the emulated backend, threads resumed in $schedule order"
-  GOLDEN_GPU_EMULATION_SCHEDULE=$schedule python -m pytest -q -p no:cacheprovider -c setup.cfg \
-    tests/test_gpu.py tests/test_gpu_ops.py "$@"
+  GOLDEN_GPU_EMULATION_SCHEDULE=$schedule python -m pytest -q -p no:cacheprovider -c setup.cfg tests -m gpu "$@"
 done

@@ -15,6 +15,7 @@ from golden_kernels.testing import assert_bitwise_equal
 from .cases import CASES, run_case
 from .nan_bits import CANONICAL, unsigned_bits
 from .conftest import dtype_id
+from .gpu_target import AVAILABLE, DEVICE, GPU, SKIP_REASON
 
 PAYLOAD_NAN = torch.tensor([0x7FC01234], dtype=torch.int32).view(torch.float32)[0].item()
 ROWS, N, AUX, POISONED_ROW = 5, 37, 17, 1  # N and AUX straddle the lane width and tile widths
@@ -165,12 +166,11 @@ def test_embedding_gradient_nan_stays_in_its_id_row(backend):
 
 # ---- The same bits on a GPU ----------------------------------------------------------------
 
-GPU = "hip" if torch.version.hip else "cuda"
 GPU_OPS = sorted(CASES)
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU: torch.cuda.is_available() is False")
+@pytest.mark.skipif(not AVAILABLE, reason=SKIP_REASON)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
 @pytest.mark.parametrize("name", GPU_OPS)
 def test_gpu_gives_reference_bits_on_non_finite_inputs(name, dtype):
@@ -179,6 +179,6 @@ def test_gpu_gives_reference_bits_on_non_finite_inputs(name, dtype):
     case = CASES[name]
     inputs = case.build(9, case.n_rule(300), 17, dtype, torch.Generator().manual_seed(12), "special")
     expected = run_case(case, "reference", inputs).all()
-    got = run_case(case, GPU, inputs.to("cuda")).all()
+    got = run_case(case, GPU, inputs.to(DEVICE)).all()
     for i, (a, b) in enumerate(zip(got, expected)):
         assert_bitwise_equal(a.cpu(), b, f"{name} output {i}")

@@ -66,12 +66,12 @@ __device__ void load_row(const T* src, float* dst, std::int64_t n) {
 
 constexpr int kTileRows = 128;  // query rows per thread block, one thread each
 
-// A key block staged in shared memory: [kBlock][head_dim] floats, zero past
-// the block's last key.
+// A key block staged in shared memory: kBlock rows of head_dim floats,
+// row_stride apart, zero past the block's last key.
 struct StagedBlock {
   const float* data;
-  std::int64_t head_dim;
-  __device__ float at(std::int64_t j, std::int64_t d) const { return data[j * head_dim + d]; }
+  std::int64_t row_stride;
+  __device__ float at(std::int64_t j, std::int64_t d) const { return data[j * row_stride + d]; }
 };
 
 // The block's shared memory: one staged key block and its keys' tokens.
@@ -82,12 +82,13 @@ struct Staging {
 };
 
 // Every thread of the block: stages key ranks [start, start + kBlock) of kv
-// head g of sequence b (those below `keys`) from `src`. The barriers on
-// entry and exit keep it from overwriting a block still being read.
+// head g of sequence b (those below `keys`) from `src`, rows row_stride
+// floats apart. The barriers on entry and exit keep it from overwriting a
+// block still being read.
 template <class T>
 __device__ StagedBlock stage(const AttentionLayout& l, const AttentionInput& src, std::int64_t b,
                              std::int64_t k_begin, std::int64_t g, std::int64_t start, std::int64_t keys,
-                             const Staging& s) {
+                             const Staging& s, std::int64_t row_stride) {
   const int d_len = static_cast<int>(l.head_dim);
   __syncthreads();
   for (int j = threadIdx.x; j < kBlock; j += blockDim.x) {
@@ -96,10 +97,11 @@ __device__ StagedBlock stage(const AttentionLayout& l, const AttentionInput& src
   __syncthreads();
   for (int e = threadIdx.x; e < kBlock * d_len; e += blockDim.x) {
     const std::int64_t token = s.tokens[e / d_len];
-    s.keys[e] = token < 0 ? 0.0f : core::to_float(input_row<T>(src, b, token, g)[e % d_len]);
+    s.keys[e / d_len * row_stride + e % d_len] =
+        token < 0 ? 0.0f : core::to_float(input_row<T>(src, b, token, g)[e % d_len]);
   }
   __syncthreads();
-  return StagedBlock{s.keys, l.head_dim};
+  return StagedBlock{s.keys, row_stride};
 }
 
 // The largest `visible` of the block's threads (a barrier for all of them).
@@ -157,9 +159,9 @@ __device__ void forward_rows(const AttentionLayout& l, const AttentionInput& k, 
   st = core::attention_row_start(acc, l.head_dim);
   for (std::int64_t start = 0; start < r.keys; start += kBlock) {
     const std::int64_t count = r.visible - start < kBlock ? r.visible - start : kBlock;
-    const StagedBlock keys = stage<T>(l, k, r.b, r.seq.k_begin, g, start, r.keys, s);
+    const StagedBlock keys = stage<T>(l, k, r.b, r.seq.k_begin, g, start, r.keys, s, l.head_dim);
     if (count > 0) core::attention_block_scores(q, l.head_dim, l.scale, Transposed<StagedBlock>{keys}, scores);
-    const StagedBlock values = stage<T>(l, v, r.b, r.seq.k_begin, g, start, r.keys, s);
+    const StagedBlock values = stage<T>(l, v, r.b, r.seq.k_begin, g, start, r.keys, s, l.head_dim);
     if (count > 0) core::attention_fold_block(st, acc, l.head_dim, scores, count, Rows<StagedBlock>{values}, probs);
   }
 }
@@ -169,27 +171,165 @@ __device__ Staging block_staging(unsigned long long* max_visible, std::int64_t* 
   return Staging{staged_keys, tokens, max_visible};
 }
 
+// ---- Forward: the tile's threads share every step -----------------------------------------
+// A thread block of kForwardThreads per (kForwardRows consecutive query rows,
+// query head). For each key block, in the core's order for every row:
+//  - scores: thread (group, lane) holds the dot chains of rows group + 8 i and
+//    keys lane + 16 j (i, j < 4), each an fma chain over d from +0 on the rows
+//    and the key block staged in shared memory (rows ld = D + 1 floats apart,
+//    so the 16 keys a warp reads at one d fall in 16 banks);
+//  - the block max, the row's new max, origin and rescale factor, and after
+//    the probabilities their sum: thread r for row r, chains over the keys in
+//    rank order;
+//  - probabilities: each thread for its own 16 scores;
+//  - P V: thread (group, lane) holds acc of rows group + 8 i, dims lane + 16 m
+//    in registers, each rescaled and then an fma chain over the keys in rank
+//    order.
+// A row folds only its visible keys of a block (row_count) and skips a block
+// it sees none of, as the core's per-row loop does.
+constexpr int kForwardRows = 32;
+constexpr int kForwardThreads = 128;
+constexpr int kGroups = 8;           // rows group + 8 i
+constexpr int kRowsPerThread = kForwardRows / kGroups;
+constexpr int kLanes = 16;           // keys lane + 16 j, dims lane + 16 m
+constexpr int kKeysPerThread = static_cast<int>(kBlock) / kLanes;
+constexpr int kMaxDimsPerThread = static_cast<int>(kMaxD) / kLanes;
+constexpr int kProbStride = static_cast<int>(kBlock) + 1;
+static_assert(kGroups * kLanes == kForwardThreads, "one thread per (row group, lane)");
+static_assert(kForwardRows <= kForwardThreads, "a thread per row for the row chains");
+
+// Dynamic shared memory of the forward: the rows' q, the key (then value)
+// block, the scores (then probabilities).
+std::size_t forward_shared_floats(std::int64_t head_dim) {
+  return static_cast<std::size_t>((kForwardRows + kBlock) * (head_dim + 1) + kForwardRows * kProbStride);
+}
+
 template <class T, class TOut>
 __global__ void forward_kernel(AttentionForwardProblem p) {
   __shared__ std::int64_t tokens[kBlock];
-  __shared__ unsigned long long max_visible;
-  const Staging s = block_staging(&max_visible, tokens);
+  __shared__ std::int64_t row_token[kForwardRows];  // -1: no row of this sequence
+  __shared__ std::int64_t row_visible[kForwardRows];
+  __shared__ std::int64_t row_count[kForwardRows];  // keys of the block the row folds
+  __shared__ float row_max[kForwardRows];
+  __shared__ float row_sum[kForwardRows];
+  __shared__ float row_origin[kForwardRows];
+  __shared__ float row_alpha[kForwardRows];
+  __shared__ unsigned long long most_visible;
+  GOLDEN_DYNAMIC_SHARED(float, staged);
   const AttentionLayout& l = p.layout;
+  const int d_len = static_cast<int>(l.head_dim);
+  const int ld = d_len + 1;
+  float* const q = staged;
+  float* const kv = q + kForwardRows * ld;
+  float* const sp = kv + kBlock * ld;
+  const Staging s{kv, tokens, &most_visible};
   const std::int64_t h = blockIdx.y;
   const std::int64_t g = h / (l.num_q_heads / l.num_kv_heads);
-  float q[kMaxD];
-  float acc[kMaxD];
-  for_each_tile_sequence(l, s, [&](const TileRow& r) {
-    if (r.mine) load_row(input_row<T>(p.q, r.b, r.token, h), q, l.head_dim);
-    core::AttentionRowState st;
-    forward_rows<T>(l, p.k, p.v, r, g, s, q, acc, st);
-    if (!r.mine) return;
-    TOut* out = output_row<TOut>(p.out, r.b, r.token, h);
-    for (std::int64_t d = 0; d < l.head_dim; ++d) {
-      out[d] = core::from_float<TOut>(core::attention_output(st, acc, d, r.visible));
+  const int t = static_cast<int>(threadIdx.x);
+  const int group = t / kLanes;
+  const int lane = t % kLanes;
+  const std::int64_t rows = core::attention_total_query_rows(l);
+  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * kForwardRows;
+  const std::int64_t last = (first + kForwardRows < rows ? first + kForwardRows : rows) - 1;
+  for (std::int64_t b = owner(l.cu_q, l.num_seqs, l.q_len, first); b <= owner(l.cu_q, l.num_seqs, l.q_len, last);
+       ++b) {
+    const core::AttentionSeq seq = core::attention_seq(l, b);
+    if (t < kForwardRows) {
+      const std::int64_t row = first + t;
+      const bool mine = row <= last && owner(l.cu_q, l.num_seqs, l.q_len, row) == b;
+      row_token[t] = mine ? seq.q_begin + (row - seq.row_base) : -1;
+      row_visible[t] = mine ? core::attention_visible_keys(l, b, seq, row - seq.row_base) : 0;
+      row_max[t] = -core::math_detail::inf();  // core::attention_row_start
+      row_sum[t] = 0.0f;
     }
-    if (p.lse.data != nullptr) *output_row<float>(p.lse, r.b, r.token, h) = core::attention_lse(st, r.visible);
-  });
+    const std::int64_t keys = block_max(t < kForwardRows ? row_visible[t] : 0, s.max_visible);
+    for (int e = t; e < kForwardRows * d_len; e += kForwardThreads) {
+      const std::int64_t token = row_token[e / d_len];
+      q[e / d_len * ld + e % d_len] = token < 0 ? 0.0f : core::to_float(input_row<T>(p.q, b, token, h)[e % d_len]);
+    }
+    float acc[kRowsPerThread][kMaxDimsPerThread];
+    for (auto& row_acc : acc) {
+      for (float& a : row_acc) a = 0.0f;
+    }
+    for (std::int64_t start = 0; start < keys; start += kBlock) {
+      stage<T>(l, p.k, b, seq.k_begin, g, start, keys, s, ld);
+      float score[kRowsPerThread][kKeysPerThread];
+      for (auto& row_scores : score) {
+        for (float& v : row_scores) v = 0.0f;
+      }
+      for (int d = 0; d < d_len; ++d) {
+        for (int i = 0; i < kRowsPerThread; ++i) {
+          const float x = q[(group + kGroups * i) * ld + d];
+          for (int j = 0; j < kKeysPerThread; ++j) {
+            score[i][j] = core::attention_dot_step(score[i][j], x, kv[(lane + kLanes * j) * ld + d]);
+          }
+        }
+      }
+      for (int i = 0; i < kRowsPerThread; ++i) {
+        for (int j = 0; j < kKeysPerThread; ++j) {
+          score[i][j] = core::attention_score(score[i][j], l.scale);
+          sp[(group + kGroups * i) * kProbStride + lane + kLanes * j] = score[i][j];
+        }
+      }
+      stage<T>(l, p.v, b, seq.k_begin, g, start, keys, s, ld);  // its first barrier: the scores are in sp
+      if (t < kForwardRows) {
+        const std::int64_t count = row_visible[t] - start < kBlock ? row_visible[t] - start : kBlock;
+        row_count[t] = count > 0 ? count : 0;
+        if (count > 0) {
+          const float new_max = core::attention_max(row_max[t], core::attention_block_max(sp + t * kProbStride, count));
+          row_origin[t] = core::attention_origin(new_max);
+          row_alpha[t] = core::attention_rescale_factor(row_max[t], row_origin[t]);
+          row_sum[t] = core::attention_rescaled(row_sum[t], row_alpha[t]);
+          row_max[t] = new_max;
+        }
+      }
+      __syncthreads();
+      for (int i = 0; i < kRowsPerThread; ++i) {
+        const int r = group + kGroups * i;
+        for (int j = 0; j < kKeysPerThread; ++j) {
+          if (lane + kLanes * j < row_count[r]) {
+            sp[r * kProbStride + lane + kLanes * j] = core::attention_block_prob(score[i][j], row_origin[r]);
+          }
+        }
+      }
+      __syncthreads();
+      if (t < kForwardRows) {
+        for (std::int64_t j = 0; j < row_count[t]; ++j) {
+          row_sum[t] = core::attention_sum_step(row_sum[t], sp[t * kProbStride + j]);
+        }
+      }
+      for (int i = 0; i < kRowsPerThread; ++i) {
+        const int r = group + kGroups * i;
+        const std::int64_t count = row_count[r];
+        if (count == 0) continue;
+        for (int m = 0; m < kMaxDimsPerThread; ++m) acc[i][m] = core::attention_rescaled(acc[i][m], row_alpha[r]);
+        for (std::int64_t j = 0; j < count; ++j) {
+          const float w = sp[r * kProbStride + j];
+          for (int m = 0; m < kMaxDimsPerThread; ++m) {
+            const int d = lane + kLanes * m;
+            if (d < d_len) acc[i][m] = core::attention_accumulate_step(acc[i][m], w, kv[j * ld + d]);
+          }
+        }
+      }
+      __syncthreads();
+    }
+    for (int i = 0; i < kRowsPerThread; ++i) {
+      const int r = group + kGroups * i;
+      if (row_token[r] < 0) continue;
+      TOut* out = output_row<TOut>(p.out, b, row_token[r], h);
+      for (int m = 0; m < kMaxDimsPerThread; ++m) {
+        const int d = lane + kLanes * m;
+        if (d < d_len) {
+          out[d] = core::from_float<TOut>(core::attention_normalized(acc[i][m], row_sum[r], row_visible[r]));
+        }
+      }
+    }
+    if (t < kForwardRows && row_token[t] >= 0 && p.lse.data != nullptr) {
+      *output_row<float>(p.lse, b, row_token[t], h) =
+          core::attention_lse(core::AttentionRowState{row_max[t], row_sum[t]}, row_visible[t]);
+    }
+    __syncthreads();  // the row arrays are read above before the next sequence rewrites them
+  }
 }
 
 // Pass 1 of the backward: LSE and Di of the row (from the saved forward, or the
@@ -234,16 +374,16 @@ __global__ void backward_rows_kernel(AttentionBackwardProblem p) {
     float dps[kBlock];
     for (std::int64_t start = 0; start < r.keys; start += kBlock) {
       const std::int64_t count = r.visible - start < kBlock ? r.visible - start : kBlock;
-      const StagedBlock keys = stage<T>(l, p.k, r.b, r.seq.k_begin, g, start, r.keys, s);
+      const StagedBlock keys = stage<T>(l, p.k, r.b, r.seq.k_begin, g, start, r.keys, s, l.head_dim);
       if (count > 0) core::attention_block_scores(q, d_len, l.scale, Transposed<StagedBlock>{keys}, scores);
-      const StagedBlock values = stage<T>(l, p.v, r.b, r.seq.k_begin, g, start, r.keys, s);
+      const StagedBlock values = stage<T>(l, p.v, r.b, r.seq.k_begin, g, start, r.keys, s, l.head_dim);
       if (count > 0) {
         core::attention_block_dots(grad, d_len, Transposed<StagedBlock>{values}, dps);
         for (std::int64_t j = 0; j < count; ++j) {
           dps[j] = core::attention_score_grad(core::attention_probability(scores[j], lse), dps[j], delta);
         }
       }
-      const StagedBlock keys_again = stage<T>(l, p.k, r.b, r.seq.k_begin, g, start, r.keys, s);
+      const StagedBlock keys_again = stage<T>(l, p.k, r.b, r.seq.k_begin, g, start, r.keys, s, l.head_dim);
       if (count > 0) core::attention_block_accumulate(acc, d_len, dps, count, Rows<StagedBlock>{keys_again});
     }
     if (!r.mine) return;
@@ -359,11 +499,13 @@ void allow_shared_bytes(Kernel kernel, std::size_t bytes, const char* what) {
 
 void attention_forward(const AttentionForwardProblem& p, std::uintptr_t stream) {
   if (core::attention_total_query_rows(p.layout) * p.layout.num_q_heads == 0) return;
-  const TileLaunch tiles = tile_launch(p.layout);
+  const AttentionLayout& l = p.layout;
+  const dim3 grid(grid_for(core::attention_total_query_rows(l), kForwardRows), grid_for(l.num_q_heads, 1, kMaxGridY));
+  const std::size_t shared_bytes = forward_shared_floats(l.head_dim) * sizeof(float);
   visit_in_out(p.dtype, p.out_dtype, [&](auto in, auto out) {
     const auto kernel = forward_kernel<decltype(in), decltype(out)>;
-    allow_shared_bytes(kernel, tiles.shared_bytes, "attention_forward (shared memory)");
-    launch(kernel, tiles.grid, kTileRows, tiles.shared_bytes, as_stream(stream), p);
+    allow_shared_bytes(kernel, shared_bytes, "attention_forward (shared memory)");
+    launch(kernel, grid, kForwardThreads, shared_bytes, as_stream(stream), p);
   });
   check_launch("attention_forward");
 }

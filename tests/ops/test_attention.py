@@ -20,6 +20,7 @@ from golden_kernels.testing.invariance import (check_batch_invariance, check_pos
 
 from .. import reference
 from ..conftest import FLOAT_DTYPES, dtype_id
+from ..gpu_target import AVAILABLE, GPU, SKIP_REASON, on_gpu
 
 BLOCK = 64  # csrc/core/ops/attention.h kAttentionKeyBlock
 
@@ -648,7 +649,7 @@ def test_numpy_inputs_equal_torch(gen):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU: GPU == CPU bitwise checks cannot run")
+@pytest.mark.skipif(not AVAILABLE, reason=SKIP_REASON)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
 def test_gpu_equals_cpu_reference(dtype, gen):
     """Axis-C on a GPU: forward, LSE and backward, padded with a mask and packed."""
@@ -656,10 +657,10 @@ def test_gpu_equals_cpu_reference(dtype, gen):
     g = rand(q.shape, dtype, gen)
     mask = holes_mask(2, 130, gen)
     want = everything("reference", q, k, v, g, key_padding_mask=mask)
-    got = everything(None, *(t.cuda() for t in (q, k, v, g)), key_padding_mask=mask.cuda())
+    got = everything(GPU, *(on_gpu(t) for t in (q, k, v, g)), key_padding_mask=on_gpu(mask))
     assert_all_equal([t.cpu() for t in got], want, "gpu padded")
     packed = [t[0].transpose(0, 1).contiguous() for t in (q, k, v)]
     cu_q, cu_k = torch.tensor([0, 70]), torch.tensor([0, 130])
     want_out = gk.attention_varlen(*packed, cu_q, cu_k, backend="reference")
-    got_out = gk.attention_varlen(*(t.cuda() for t in packed), cu_q.cuda(), cu_k.cuda())
+    got_out = gk.attention_varlen(*(on_gpu(t) for t in packed), on_gpu(cu_q), on_gpu(cu_k), backend=GPU)
     assert_bitwise_equal(got_out.cpu(), want_out, "gpu packed")

@@ -17,6 +17,7 @@ import golden_kernels.torch as gt
 from golden_kernels.testing import assert_bitwise_equal
 
 from ..conftest import FLOAT_DTYPES, dtype_id
+from ..gpu_target import AVAILABLE, GPU, SKIP_REASON, on_gpu
 
 SHAPES = [  # (B, Hq, Hkv, Sq, Skv, D)
     (2, 4, 2, 70, 70, 16),     # prefill across a key-block boundary, GQA 2
@@ -217,14 +218,14 @@ def test_saved_forward_numpy_equals_torch(gen):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU: GPU == CPU bitwise checks cannot run")
+@pytest.mark.skipif(not AVAILABLE, reason=SKIP_REASON)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
 def test_gpu_saved_forward_equals_cpu_reference(dtype, gen):
     q, k, v, g, mask = padded_problem((2, 8, 2, 70, 130, 32), dtype, True, gen)
     ref = gk.get_op("attention", backend="reference")
     want = ref.backward(g, q, k, v, key_padding_mask=mask)
-    dev = [t.cuda() for t in (q, k, v, g)]
-    o = gk.get_op("attention")
-    out, lse = o.forward_fp32(*dev[:3], key_padding_mask=mask.cuda(), return_lse=True)
-    got = o.backward(dev[3], *dev[:3], key_padding_mask=mask.cuda(), saved_out=out, saved_lse=lse)
+    dev = [on_gpu(t) for t in (q, k, v, g)]
+    o = gk.get_op("attention", GPU)
+    out, lse = o.forward_fp32(*dev[:3], key_padding_mask=on_gpu(mask), return_lse=True)
+    got = o.backward(dev[3], *dev[:3], key_padding_mask=on_gpu(mask), saved_out=out, saved_lse=lse)
     assert_grads_equal([t.cpu() for t in got], want, "gpu saved")

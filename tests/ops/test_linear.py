@@ -27,6 +27,7 @@ from golden_kernels.testing.bounds import smallest_subnormal
 
 from .. import reference
 from ..conftest import FLOAT_DTYPES, dtype_id
+from ..gpu_target import AVAILABLE, GPU, SKIP_REASON, on_gpu as to_gpu
 
 K_BLOCK = 256  # csrc/core/ops/linear.h kLinearKBlock
 
@@ -94,11 +95,8 @@ def test_row_reduction_gradients_equal_reference_over_many_row_blocks(cpu_isa, g
                         "backward")
 
 
-GPU = next((b for b in ("cuda", "hip") if b in gk.available_backends()), None)
-
-
 @pytest.mark.gpu
-@pytest.mark.skipif(GPU is None, reason="no GPU backend available: GPU == reference bits cannot be checked here")
+@pytest.mark.skipif(not AVAILABLE, reason=SKIP_REASON)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("shape", SHAPES + [(300, 130, 700)], ids=lambda s: "x".join(map(str, s)))
 def test_gpu_equals_reference(dtype, shape, gen):
@@ -106,13 +104,13 @@ def test_gpu_equals_reference(dtype, shape, gen):
     x, w, b = problem(rows, out_features, in_features, dtype, gen)
     g = randn(rows, out_features, dtype=dtype, gen=gen)
     ref, gpu = op("reference"), op(GPU)
-    on_gpu = [t.to("cuda") for t in (x, w, b, g)]
+    on_gpu = [to_gpu(t) for t in (x, w, b, g)]
     assert_bitwise_equal(gpu.forward(*on_gpu[:3]).cpu(), ref.forward(x, w, b), "forward")
     assert_bitwise_equal(gpu.forward_fp32(*on_gpu[:2]).cpu(), ref.forward_fp32(x, w), "forward_fp32")
     got = gpu.backward(on_gpu[3], *on_gpu[:3])
     assert_same_results([t.cpu() for t in got], ref.backward(g, x, w, b), "backward")
     partials = torch.stack([ref.forward_fp32(x, w), ref.forward_fp32(x, w) * 0.5])
-    assert_bitwise_equal(gk.merge_linear_partials(partials.to("cuda"), on_gpu[2], dtype=dtype).cpu(),
+    assert_bitwise_equal(gk.merge_linear_partials(to_gpu(partials), on_gpu[2], dtype=dtype, backend=GPU).cpu(),
                          gk.merge_linear_partials(partials, b, dtype=dtype), "merge")
 
 

@@ -11,6 +11,7 @@ import golden_kernels as gk
 from golden_kernels.testing import assert_bitwise_equal
 
 from ..conftest import FLOAT_DTYPES, dtype_id
+from ..gpu_target import AVAILABLE, GPU, SKIP_REASON, on_gpu
 
 
 def problem(rows, hidden, vocab, dtype, gen):
@@ -107,20 +108,17 @@ def test_chunk_size_is_a_constant_of_the_op():
         gk.linear_logprob(h, w, ids, chunk_size=1024)
 
 
-GPU = next((b for b in ("cuda", "hip") if b in gk.available_backends()), None)
-
-
 @pytest.mark.gpu
-@pytest.mark.skipif(GPU is None, reason="no GPU backend available: GPU == reference bits cannot be checked here")
+@pytest.mark.skipif(not AVAILABLE, reason=SKIP_REASON)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("rows, vocab", [(19, 33), (19, 2 * 4096 + 77), (1100, 5000)])
 def test_gpu_forward_equals_reference(dtype, rows, vocab, gen):
     """The GPU forward (tiles of 1024 rows, one warp per row) gives the CPU reference's bits."""
     h, w, ids = problem(rows, 96, vocab, dtype, gen)
     want_logprob, want_entropy = gk.get_op("linear_logprob", "reference").forward(h, w, ids, return_entropy=True)
-    logprob, entropy = gk.get_op("linear_logprob", GPU).forward(h.cuda(), w.cuda(), ids.int().cuda(),
+    logprob, entropy = gk.get_op("linear_logprob", GPU).forward(on_gpu(h), on_gpu(w), on_gpu(ids.int()),
                                                                 return_entropy=True)
     assert_bitwise_equal(logprob.cpu(), want_logprob, "gpu logprob")
     assert_bitwise_equal(entropy.cpu(), want_entropy, "gpu entropy")
     with pytest.raises(ValueError, match="outside"):
-        gk.get_op("linear_logprob", GPU).forward(h.cuda(), w.cuda(), torch.full_like(ids, vocab).cuda())
+        gk.get_op("linear_logprob", GPU).forward(on_gpu(h), on_gpu(w), on_gpu(torch.full_like(ids, vocab)))

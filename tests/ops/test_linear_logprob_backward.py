@@ -14,6 +14,7 @@ from golden_kernels.testing.bounds import assert_within, gamma, unit_roundoff
 from golden_kernels.testing.tolerances import assert_peer_floor
 
 from ..conftest import FLOAT_DTYPES, dtype_id
+from ..gpu_target import AVAILABLE, GPU, SKIP_REASON, on_gpu
 
 
 def problem(rows, hidden, vocab, dtype, gen):
@@ -210,16 +211,13 @@ def test_bad_entropy_gradient_raises_clearly():
         fused_backward(g, h, w, ids, grad_entropy=torch.zeros(3))
 
 
-GPU = next((b for b in ("cuda", "hip") if b in gk.available_backends()), None)
-
-
 @pytest.mark.gpu
-@pytest.mark.skipif(GPU is None, reason="no GPU backend available: GPU == reference bits cannot be checked here")
+@pytest.mark.skipif(not AVAILABLE, reason=SKIP_REASON)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("rows, vocab", [(19, 33), (19, 4096 + 77), (530, 1500)])
 def test_gpu_backward_equals_reference(dtype, rows, vocab, gen):
     h, w, ids, g = problem(rows, 48, vocab, dtype, gen)
     grad_entropy = torch.randn(rows, generator=gen)
     want = fused_backward(g, h, w, ids, "reference", grad_entropy=grad_entropy)
-    got = fused_backward(g.cuda(), h.cuda(), w.cuda(), ids.cuda(), GPU, grad_entropy=grad_entropy.cuda())
+    got = fused_backward(*(on_gpu(t) for t in (g, h, w, ids)), GPU, grad_entropy=on_gpu(grad_entropy))
     assert_grads_equal([t.cpu() for t in got], want, "gpu")

@@ -14,6 +14,7 @@ from golden_kernels import _arrays
 from golden_kernels.testing import assert_bitwise_equal
 
 from ..conftest import dtype_id
+from ..gpu_target import AVAILABLE, GPU, SKIP_REASON, on_gpu as to_gpu
 from .test_linear_logprob_saved_lse import IGNORE, assert_grads_equal, backward, problem
 
 
@@ -137,18 +138,15 @@ def test_the_given_partial_is_the_one_used(backend, gen):
         assert not torch.equal(got[0], want[0]) and not torch.equal(got[1], want[1]), f"column {column}"
 
 
-GPU = next((b for b in ("cuda", "hip") if b in gk.available_backends()), None)
-
-
 @pytest.mark.gpu
-@pytest.mark.skipif(GPU is None, reason="no GPU backend available: GPU == reference bits cannot be checked here")
+@pytest.mark.skipif(not AVAILABLE, reason=SKIP_REASON)
 @pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16), ids=dtype_id)
 @pytest.mark.parametrize("rows, vocab", [(19, 33), (19, 4096 + 77), (530, 1500)])
 def test_gpu_partial_and_backward_equal_reference(dtype, rows, vocab, gen):
     h, w, ids, g = problem(rows, 48, vocab, dtype, gen)
     g_entropy = torch.randn(rows, generator=gen)
     want_partial = forward_partial(h, w, ids, "reference", return_entropy=True)
-    on_gpu = [t.cuda() for t in (g, h, w, ids, g_entropy)]
+    on_gpu = [to_gpu(t) for t in (g, h, w, ids, g_entropy)]
     partial = forward_partial(*on_gpu[1:4], GPU, return_entropy=True)
     assert_bitwise_equal(partial.cpu(), want_partial, "gpu entropy_partial")
     for grad_entropy in (None, g_entropy):

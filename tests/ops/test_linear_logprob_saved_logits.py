@@ -15,6 +15,7 @@ from golden_kernels import _arrays
 from golden_kernels.testing import assert_bitwise_equal
 
 from ..conftest import dtype_id
+from ..gpu_target import AVAILABLE, GPU, SKIP_REASON, on_gpu as to_gpu
 from .test_linear_logprob_saved_lse import IGNORE, assert_grads_equal, problem
 
 
@@ -166,22 +167,19 @@ def test_forward_logits_may_not_alias_an_output(gen):
                                      _arrays.capsule(logits))
 
 
-GPU = next((b for b in ("cuda", "hip") if b in gk.available_backends()), None)
-
-
 @pytest.mark.gpu
-@pytest.mark.skipif(GPU is None, reason="no GPU backend available: GPU == reference bits cannot be checked here")
+@pytest.mark.skipif(not AVAILABLE, reason=SKIP_REASON)
 @pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16), ids=dtype_id)
 @pytest.mark.parametrize("rows, vocab", [(19, 4096 + 77), (530, 1500)])
 def test_gpu_logits_and_backward_with_them_equal_reference(dtype, rows, vocab, gen):
     h, w, ids, g = problem(rows, 48, vocab, dtype, gen)
     grad_entropy = torch.randn(rows, generator=gen)
     lse, logits = forward_lse_logits(h, w, ids, "reference")
-    lse_gpu, logits_gpu = forward_lse_logits(h.cuda(), w.cuda(), ids.cuda(), GPU)
+    lse_gpu, logits_gpu = forward_lse_logits(to_gpu(h), to_gpu(w), to_gpu(ids), GPU)
     assert_bitwise_equal(logits_gpu.cpu(), logits, "gpu logits")
     assert_bitwise_equal(lse_gpu.cpu(), lse, "gpu lse")
     for kwargs in ({"lse": lse}, {"grad_entropy": grad_entropy}):
         want = op("reference").backward(g, h, w, ids, **kwargs)
-        on_gpu = {k: v.cuda() for k, v in kwargs.items()}
-        got = op(GPU).backward(g.cuda(), h.cuda(), w.cuda(), ids.cuda(), logits=logits_gpu, **on_gpu)
+        on_gpu = {k: to_gpu(v) for k, v in kwargs.items()}
+        got = op(GPU).backward(to_gpu(g), to_gpu(h), to_gpu(w), to_gpu(ids), logits=logits_gpu, **on_gpu)
         assert_grads_equal([t.cpu() for t in got], want, f"gpu {sorted(kwargs)}")

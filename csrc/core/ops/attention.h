@@ -159,12 +159,16 @@ GOLDEN_INLINE std::int64_t attention_visible_keys(const AttentionLayout& l, std:
 
 // ---- Forward: one block of keys for one query row ----------------------------------------
 
+// One step of a dot chain: dot + x * y, rounded once. Kernels that hold many
+// chains at once (GPU tiles) take them step by step.
+GOLDEN_INLINE float attention_dot_step(float dot, float x, float y) { return fma_rn(x, y, dot); }
+
 // x . column = sum_d x[d] * column(d): a sequential fma chain over
 // d = 0..D-1 starting from +0. One key's lane of attention_block_dots.
 template <class Column>
 GOLDEN_INLINE float attention_dot(const float* x, std::int64_t head_dim, Column column) {
   float dot = 0.0f;
-  for (std::int64_t d = 0; d < head_dim; ++d) dot = fma_rn(x[d], column(d), dot);
+  for (std::int64_t d = 0; d < head_dim; ++d) dot = attention_dot_step(dot, x[d], column(d));
   return dot;
 }
 
@@ -262,10 +266,15 @@ GOLDEN_INLINE void attention_block_probs(const float* scores, float origin, floa
   for (int j = 0; j < kAttentionKeyBlock; ++j) probs[j] = attention_block_prob(scores[j], origin);
 }
 
+GOLDEN_INLINE float attention_sum_step(float sum, float p) { return sum + p; }
+
 // sum += p over the block's keys in rank order.
 GOLDEN_INLINE void attention_block_sum(AttentionRowState& st, const float* probs, std::int64_t count) {
-  for (std::int64_t j = 0; j < count; ++j) st.sum = st.sum + probs[j];
+  for (std::int64_t j = 0; j < count; ++j) st.sum = attention_sum_step(st.sum, probs[j]);
 }
+
+// One step of an accumulator chain: acc + w * v, rounded once.
+GOLDEN_INLINE float attention_accumulate_step(float acc, float w, float v) { return fma_rn(w, v, acc); }
 
 // The three steps for one row: rescale, probabilities into probs, their sum.
 GOLDEN_INLINE void attention_block_softmax(AttentionRowState& st, float* acc, std::int64_t head_dim,
@@ -282,7 +291,7 @@ GOLDEN_INLINE void attention_block_accumulate(float* acc, std::int64_t head_dim,
                                               std::int64_t count, Rows rows) {
   for (std::int64_t j = 0; j < count; ++j) {
     const float w = weights[j];
-    for (std::int64_t d = 0; d < head_dim; ++d) acc[d] = fma_rn(w, rows(j, d), acc[d]);
+    for (std::int64_t d = 0; d < head_dim; ++d) acc[d] = attention_accumulate_step(acc[d], w, rows(j, d));
   }
 }
 
@@ -298,9 +307,13 @@ GOLDEN_INLINE void attention_fold_block(AttentionRowState& st, float* acc, std::
 // out[d] = acc[d] / sum (one correctly rounded division); a row with no valid
 // key gives +0. A NaN is the canonical one (a reduction keeps no input payload,
 // so every device writes the same bits).
+GOLDEN_INLINE float attention_normalized(float acc, float sum, std::int64_t visible) {
+  return visible == 0 ? 0.0f : canonical_nan(div_rn(acc, sum));
+}
+
 GOLDEN_INLINE float attention_output(const AttentionRowState& st, const float* acc,
                                      std::int64_t d, std::int64_t visible) {
-  return visible == 0 ? 0.0f : canonical_nan(div_rn(acc[d], st.sum));
+  return attention_normalized(acc[d], st.sum, visible);
 }
 
 // LSE = max + log(sum); -inf for a row with no valid key.
@@ -338,7 +351,7 @@ GOLDEN_INLINE float attention_grad_output(float sum, float scale) {
 // (w = dS, row = q) or dv (w = P, row = dO). dq and dk are scaled once at the end.
 GOLDEN_INLINE void attention_accumulate(float* acc, float w, const float* row,
                                         std::int64_t head_dim) {
-  for (std::int64_t d = 0; d < head_dim; ++d) acc[d] = fma_rn(w, row[d], acc[d]);
+  for (std::int64_t d = 0; d < head_dim; ++d) acc[d] = attention_accumulate_step(acc[d], w, row[d]);
 }
 
 GOLDEN_CORE_END
