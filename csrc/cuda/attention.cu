@@ -394,8 +394,6 @@ __global__ void backward_rows_kernel(AttentionBackwardProblem p) {
   });
 }
 
-constexpr int kKeyTile = 64;  // key rows per thread block of the dk/dv pass, one thread each
-
 // The smallest `rank` of the block's threads, ~0 if none has a key (a barrier for all of them).
 __device__ unsigned long long block_min(unsigned long long rank, unsigned long long* slot) {
   __syncthreads();
@@ -406,70 +404,154 @@ __device__ unsigned long long block_min(unsigned long long rank, unsigned long l
   return *slot;
 }
 
-// Pass 2: a thread block per (kKeyTile consecutive key rows, kv head), one
-// thread per valid key. For each query head of the group and each query row
-// in order, the block stages the row's q and dO once, and every key the row
-// sees adds its dv and dk terms. A key's score and dP are its lane of the
-// block functions (core::attention_dot), so P and dS have the CPU's bits.
+// Pass 2: a thread block of kKeyThreads per (kKeyTile consecutive key rows,
+// kv head). The tile's keys and values are staged once; then for each query
+// head of the group and each tile of kQueryTile consecutive query rows, in
+// order (tiles no row of which sees a key of the block are skipped):
+//  - thread (group, lane) takes row lane of the query tile and keys
+//    group + 8 k (k < 4): the score and dP chains over d, then P and dS, as
+//    the CPU's key lanes compute them;
+//  - then, for the same keys and dims lane + 16 m, it adds the tile's rows in
+//    order, dv += P dO and dk += dS q in registers, a key skipping the rows
+//    that do not see it.
+// Each key's dk and dv are thus the chains over (head, row) in order that
+// the CPU sums.
+constexpr int kKeyTile = 32;
+constexpr int kKeyThreads = 128;
+constexpr int kQueryTile = 16;
+constexpr int kKeyGroups = kKeyThreads / kQueryTile;  // keys group + 8 k
+constexpr int kKeysOfThread = kKeyTile / kKeyGroups;
+constexpr int kTermStride = kQueryTile + 1;
+static_assert(kKeyTile <= kKeyThreads, "a thread per key for its rank and token");
+static_assert(kQueryTile == kLanes, "dims lane + 16 m, as in the forward");
+
+// Dynamic shared memory of pass 2: the keys, values, q and dO rows, P and dS.
+std::size_t key_pass_shared_floats(std::int64_t head_dim) {
+  return static_cast<std::size_t>((2 * kKeyTile + 2 * kQueryTile) * (head_dim + 1) + 2 * kKeyTile * kTermStride);
+}
+
+// Rows [0, count) of `src` at the given tokens (-1: a row of zeros), row_stride apart.
+template <class T>
+__device__ void stage_tokens(const AttentionInput& src, std::int64_t b, std::int64_t head, const std::int64_t* tokens,
+                             int count, int d_len, float* dst, int row_stride) {
+  for (int e = static_cast<int>(threadIdx.x); e < count * d_len; e += static_cast<int>(blockDim.x)) {
+    const std::int64_t token = tokens[e / d_len];
+    dst[e / d_len * row_stride + e % d_len] =
+        token < 0 ? 0.0f : core::to_float(input_row<T>(src, b, token, head)[e % d_len]);
+  }
+}
+
 template <class T, class TOut>
 __global__ void backward_keys_kernel(AttentionBackwardProblem p, std::int64_t key_rows) {
-  __shared__ float q[kMaxD];
-  __shared__ float grad[kMaxD];
-  __shared__ unsigned long long lowest_rank;
+  __shared__ std::int64_t key_token[kKeyTile];  // -1: no key of this sequence
+  __shared__ std::int64_t key_rank[kKeyTile];
+  __shared__ std::int64_t row_token[kQueryTile];
+  __shared__ std::int64_t row_visible[kQueryTile];
+  __shared__ float row_lse[kQueryTile];
+  __shared__ float row_delta[kQueryTile];
+  __shared__ unsigned long long slot;
+  GOLDEN_DYNAMIC_SHARED(float, staged);
   const AttentionLayout& l = p.layout;
+  const int d_len = static_cast<int>(l.head_dim);
+  const int ld = d_len + 1;
+  float* const keys = staged;
+  float* const values = keys + kKeyTile * ld;
+  float* const q = values + kKeyTile * ld;
+  float* const grad = q + kQueryTile * ld;
+  float* const probs = grad + kQueryTile * ld;
+  float* const score_grads = probs + kKeyTile * kTermStride;
   const std::int64_t g = blockIdx.y;
-  const std::int64_t d_len = l.head_dim;
-  const std::int64_t group = l.num_q_heads / l.num_kv_heads;
+  const std::int64_t group_size = l.num_q_heads / l.num_kv_heads;
   const std::int64_t rows = core::attention_total_query_rows(l);
+  const int t = static_cast<int>(threadIdx.x);
+  const int group = t / kLanes;
+  const int lane = t % kLanes;
   const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * kKeyTile;
   const std::int64_t last = (first + kKeyTile < key_rows ? first + kKeyTile : key_rows) - 1;
-  const std::int64_t key_row = first + threadIdx.x;
-  const std::int64_t row_seq = key_row <= last ? owner(l.cu_k, l.num_seqs, l.k_len, key_row) : -1;
-  float key[kMaxD];
-  float value[kMaxD];
-  float dk[kMaxD];
-  float dv[kMaxD];
   for (std::int64_t b = owner(l.cu_k, l.num_seqs, l.k_len, first); b <= owner(l.cu_k, l.num_seqs, l.k_len, last);
        ++b) {
     const core::AttentionSeq seq = core::attention_seq(l, b);
-    const std::int64_t rank = key_row - (l.cu_k == nullptr ? b * l.k_len : seq.k_begin);
-    const bool mine = row_seq == b && rank < core::attention_valid_key_total(l, b, seq.k_len);
-    const std::int64_t token = mine ? seq.k_begin + core::attention_key_token(l, b, rank) : 0;
-    if (mine) {
-      load_row(input_row<T>(p.k, b, token, g), key, d_len);
-      load_row(input_row<T>(p.v, b, token, g), value, d_len);
-      for (std::int64_t d = 0; d < d_len; ++d) dk[d] = dv[d] = 0.0f;
+    bool mine = false;
+    if (t < kKeyTile) {
+      const std::int64_t key_row = first + t;
+      const std::int64_t rank = key_row - (l.cu_k == nullptr ? b * l.k_len : seq.k_begin);
+      mine = key_row <= last && owner(l.cu_k, l.num_seqs, l.k_len, key_row) == b &&
+             rank < core::attention_valid_key_total(l, b, seq.k_len);
+      key_rank[t] = rank;
+      key_token[t] = mine ? seq.k_begin + core::attention_key_token(l, b, rank) : -1;
     }
-    const unsigned long long lowest = block_min(mine ? static_cast<unsigned long long>(rank) : ~0ull, &lowest_rank);
-    for (std::int64_t h = g * group; h < (g + 1) * group; ++h) {
-      for (std::int64_t i = 0; i < seq.q_len; ++i) {
-        const std::int64_t visible = core::attention_visible_keys(l, b, seq, i);
-        if (static_cast<unsigned long long>(visible) <= lowest) continue;  // no key of the tile is seen
+    const unsigned long long lowest = block_min(mine ? static_cast<unsigned long long>(key_rank[t]) : ~0ull, &slot);
+    stage_tokens<T>(p.k, b, g, key_token, kKeyTile, d_len, keys, ld);
+    stage_tokens<T>(p.v, b, g, key_token, kKeyTile, d_len, values, ld);
+    float dk[kKeysOfThread][kMaxDimsPerThread];
+    float dv[kKeysOfThread][kMaxDimsPerThread];
+    for (int k = 0; k < kKeysOfThread; ++k) {
+      for (int m = 0; m < kMaxDimsPerThread; ++m) dk[k][m] = dv[k][m] = 0.0f;
+    }
+    for (std::int64_t h = g * group_size; h < (g + 1) * group_size; ++h) {
+      for (std::int64_t i0 = 0; i0 < seq.q_len; i0 += kQueryTile) {
+        std::int64_t visible = 0;
+        if (t < kQueryTile) {
+          const std::int64_t i = i0 + t;
+          visible = i < seq.q_len ? core::attention_visible_keys(l, b, seq, i) : 0;
+          row_visible[t] = visible;
+          row_token[t] = i < seq.q_len ? seq.q_begin + i : -1;
+          row_lse[t] = i < seq.q_len ? p.workspace[(seq.row_base + i) * l.num_q_heads + h] : 0.0f;
+          row_delta[t] = i < seq.q_len ? p.workspace[(rows + seq.row_base + i) * l.num_q_heads + h] : 0.0f;
+        }
+        if (static_cast<unsigned long long>(block_max(visible, &slot)) <= lowest) continue;  // no key seen
+        stage_tokens<T>(p.q, b, h, row_token, kQueryTile, d_len, q, ld);
+        stage_tokens<T>(p.grad_out, b, h, row_token, kQueryTile, d_len, grad, ld);
         __syncthreads();
-        for (std::int64_t d = threadIdx.x; d < d_len; d += kKeyTile) {
-          q[d] = core::to_float(input_row<T>(p.q, b, seq.q_begin + i, h)[d]);
-          grad[d] = core::to_float(input_row<T>(p.grad_out, b, seq.q_begin + i, h)[d]);
+        float score[kKeysOfThread] = {};
+        float dp[kKeysOfThread] = {};
+        for (int d = 0; d < d_len; ++d) {
+          const float x = q[lane * ld + d];
+          const float y = grad[lane * ld + d];
+          for (int k = 0; k < kKeysOfThread; ++k) {
+            score[k] = core::attention_dot_step(score[k], x, keys[(group + kKeyGroups * k) * ld + d]);
+            dp[k] = core::attention_dot_step(dp[k], y, values[(group + kKeyGroups * k) * ld + d]);
+          }
+        }
+        for (int k = 0; k < kKeysOfThread; ++k) {
+          const int j = group + kKeyGroups * k;
+          const float prob = core::attention_probability(core::attention_score(score[k], l.scale), row_lse[lane]);
+          probs[j * kTermStride + lane] = prob;
+          score_grads[j * kTermStride + lane] = core::attention_score_grad(prob, dp[k], row_delta[lane]);
         }
         __syncthreads();
-        if (!mine || rank >= visible) continue;
-        const float lse = p.workspace[(seq.row_base + i) * l.num_q_heads + h];
-        const float delta = p.workspace[(rows + seq.row_base + i) * l.num_q_heads + h];
-        const float score = core::attention_score(core::attention_dot(q, d_len, [&](std::int64_t d) { return key[d]; }),
-                                                  l.scale);
-        const float dp = core::attention_dot(grad, d_len, [&](std::int64_t d) { return value[d]; });
-        const float prob = core::attention_probability(score, lse);
-        const float ds = core::attention_score_grad(prob, dp, delta);
-        core::attention_accumulate(dv, prob, grad, d_len);
-        core::attention_accumulate(dk, ds, q, d_len);
+        for (int r = 0; r < kQueryTile; ++r) {
+          for (int k = 0; k < kKeysOfThread; ++k) {
+            const int j = group + kKeyGroups * k;
+            if (key_token[j] < 0 || key_rank[j] >= row_visible[r]) continue;  // the row does not see the key
+            const float prob = probs[j * kTermStride + r];
+            const float ds = score_grads[j * kTermStride + r];
+            for (int m = 0; m < kMaxDimsPerThread; ++m) {
+              const int d = lane + kLanes * m;
+              if (d < d_len) {
+                dv[k][m] = core::attention_accumulate_step(dv[k][m], prob, grad[r * ld + d]);
+                dk[k][m] = core::attention_accumulate_step(dk[k][m], ds, q[r * ld + d]);
+              }
+            }
+          }
+        }
+        __syncthreads();
       }
     }
-    if (!mine) continue;
-    TOut* dk_out = output_row<TOut>(p.dk, b, token, g);
-    TOut* dv_out = output_row<TOut>(p.dv, b, token, g);
-    for (std::int64_t d = 0; d < d_len; ++d) {
-      dk_out[d] = core::from_float<TOut>(core::attention_grad_output(dk[d], l.scale));
-      dv_out[d] = core::from_float<TOut>(core::attention_grad_output(dv[d], 1.0f));
+    for (int k = 0; k < kKeysOfThread; ++k) {
+      const int j = group + kKeyGroups * k;
+      if (key_token[j] < 0) continue;
+      TOut* dk_out = output_row<TOut>(p.dk, b, key_token[j], g);
+      TOut* dv_out = output_row<TOut>(p.dv, b, key_token[j], g);
+      for (int m = 0; m < kMaxDimsPerThread; ++m) {
+        const int d = lane + kLanes * m;
+        if (d < d_len) {
+          dk_out[d] = core::from_float<TOut>(core::attention_grad_output(dk[k][m], l.scale));
+          dv_out[d] = core::from_float<TOut>(core::attention_grad_output(dv[k][m], 1.0f));
+        }
+      }
     }
+    __syncthreads();  // key_token is read above before the next sequence rewrites it
   }
 }
 
@@ -526,7 +608,10 @@ void attention_backward(const AttentionBackwardProblem& p, std::uintptr_t stream
     }
     if (key_rows * l.num_kv_heads > 0) {
       const dim3 grid(grid_for(key_rows, kKeyTile), grid_for(l.num_kv_heads, 1, kMaxGridY));
-      launch(backward_keys_kernel<T, TOut>, grid, kKeyTile, 0, as_stream(stream), p, key_rows);
+      const std::size_t shared_bytes = key_pass_shared_floats(l.head_dim) * sizeof(float);
+      const auto kernel = backward_keys_kernel<T, TOut>;
+      allow_shared_bytes(kernel, shared_bytes, "attention_backward (keys, shared memory)");
+      launch(kernel, grid, kKeyThreads, shared_bytes, as_stream(stream), p, key_rows);
       check_launch("attention_backward (keys)");
     }
   });
