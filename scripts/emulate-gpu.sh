@@ -22,7 +22,8 @@ cp -r python/golden_kernels "$package_root/"
 rm -f "$package_root"/golden_kernels/_C*.so
 cp "$build_dir"/_C*.so "$package_root/golden_kernels/"
 export PYTHONPATH="$package_root"
-for schedule in forward reverse; do
-  echo "== GPU tests on the emulated backend, threads resumed in $schedule order"
-  GOLDEN_GPU_EMULATION_SCHEDULE=$schedule python -m pytest -q -p no:cacheprovider -c setup.cfg tests -m gpu "$@"
-done
+echo "== GPU tests on the emulated backend, threads resumed in order"
+GOLDEN_GPU_EMULATION_SCHEDULE=forward python -m pytest -q -p no:cacheprovider -c setup.cfg tests -m gpu "$@"
+# A missing barrier shows at any size: the reversed run leaves out the large ones.
+echo "== GPU tests on the emulated backend, threads resumed in reverse order"
+GOLDEN_GPU_EMULATION_SCHEDULE=reverse python -m pytest -q -p no:cacheprovider -c setup.cfg tests -m "gpu and not slow" "$@"

@@ -76,6 +76,7 @@ def both(fn, *tensors):
     return fn("cpu", *tensors), fn(GPU, *(on_gpu(t) for t in tensors))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
 def test_silu_swiglu_at_qwen3_intermediate_size(dtype):
     gen = torch.Generator().manual_seed(11)
@@ -95,6 +96,7 @@ def test_silu_swiglu_at_qwen3_intermediate_size(dtype):
     assert_same_outputs(got, want, "swiglu")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
 def test_rope_at_qwen3_head_shape(dtype):
     """[B, S, H, D] with left-padding-style offsets and positions far out."""
@@ -109,6 +111,7 @@ def test_rope_at_qwen3_head_shape(dtype):
 
 
 @pytest.mark.skipif(EMULATED, reason="a 151936-block launch is too slow to emulate; the small cases run emulated")
+@pytest.mark.slow
 def test_embedding_at_qwen3_table_size():
     """The real [151936, 4096] bf16 table: forward gathers, and the weight
     gradient (with repeated ids, so rows sum several tokens in order) equals

@@ -1,14 +1,16 @@
-// Attention on the GPU (CUDA, and HIP through the same source). Forward and
-// dq: a thread block per (tile of kTileRows consecutive query rows, query
-// head), one thread per row running the core's block functions over its
-// visible keys in rank order; each key block is staged once in shared memory
-// for the whole tile (rows that see fewer keys of it ignore the rest: the
-// core's functions use only a row's first `count` keys, so the bits are the
-// per-row loop's). dk/dv: a thread block per (tile of keys, kv head), one
-// thread per valid key summing over the group's heads and query rows in
-// order, as the CPU does, each query row staged once for the tile. Exact,
-// not yet tuned (no tensor cores). All arithmetic is in
-// csrc/core/ops/attention.h.
+// Attention on the GPU (CUDA, and HIP through the same source). Every kernel
+// spreads a tile's chains over its threads, each chain (a dot over d, an
+// accumulator over keys or over query rows, a row's max and sum over keys)
+// on one thread in the CPU's order, so the bits are the CPU's:
+//  - forward: a block per (32 query rows, query head), key blocks staged in
+//    shared memory, scores and accumulators in per-thread register tiles;
+//  - backward pass 1 (dq, and each row's LSE and Di for pass 2): a block per
+//    (16 query rows, query head), the same tiles, from the forward's output
+//    and LSE (saved, or recomputed by the forward kernel first);
+//  - backward pass 2 (dk, dv): a block per (32 keys, kv head), the query
+//    rows of the group's heads taken 16 at a time in order.
+// No tensor cores: their accumulation order is not the core's. All
+// arithmetic is in csrc/core/ops/attention.h.
 #include "../core/ops/attention.h"
 #include "gpu_runtime.h"
 #include "kernels.h"
@@ -46,37 +48,9 @@ __device__ std::int64_t owner(const std::int64_t* cu, std::int64_t num_seqs, std
   return lo;
 }
 
-// Accessors of a key block in the core's two orientations.
-template <class Block>
-struct Transposed {
-  Block block;
-  __device__ float operator()(std::int64_t d, std::int64_t j) const { return block.at(j, d); }
-};
-
-template <class Block>
-struct Rows {
-  Block block;
-  __device__ float operator()(std::int64_t j, std::int64_t d) const { return block.at(j, d); }
-};
-
-template <class T>
-__device__ void load_row(const T* src, float* dst, std::int64_t n) {
-  for (std::int64_t d = 0; d < n; ++d) dst[d] = core::to_float(src[d]);
-}
-
-constexpr int kTileRows = 128;  // query rows per thread block, one thread each
-
-// A key block staged in shared memory: kBlock rows of head_dim floats,
-// row_stride apart, zero past the block's last key.
-struct StagedBlock {
-  const float* data;
-  std::int64_t row_stride;
-  __device__ float at(std::int64_t j, std::int64_t d) const { return data[j * row_stride + d]; }
-};
-
 // The block's shared memory: one staged key block and its keys' tokens.
 struct Staging {
-  float* keys;           // kBlock * head_dim floats (dynamic shared memory)
+  float* keys;           // kBlock rows (dynamic shared memory)
   std::int64_t* tokens;  // kBlock
   unsigned long long* max_visible;
 };
@@ -86,9 +60,8 @@ struct Staging {
 // floats apart. The barriers on entry and exit keep it from overwriting a
 // block still being read.
 template <class T>
-__device__ StagedBlock stage(const AttentionLayout& l, const AttentionInput& src, std::int64_t b,
-                             std::int64_t k_begin, std::int64_t g, std::int64_t start, std::int64_t keys,
-                             const Staging& s, std::int64_t row_stride) {
+__device__ void stage(const AttentionLayout& l, const AttentionInput& src, std::int64_t b, std::int64_t k_begin,
+                      std::int64_t g, std::int64_t start, std::int64_t keys, const Staging& s, int row_stride) {
   const int d_len = static_cast<int>(l.head_dim);
   __syncthreads();
   for (int j = threadIdx.x; j < kBlock; j += blockDim.x) {
@@ -101,7 +74,6 @@ __device__ StagedBlock stage(const AttentionLayout& l, const AttentionInput& src
         token < 0 ? 0.0f : core::to_float(input_row<T>(src, b, token, g)[e % d_len]);
   }
   __syncthreads();
-  return StagedBlock{s.keys, row_stride};
 }
 
 // The largest `visible` of the block's threads (a barrier for all of them).
@@ -112,63 +84,6 @@ __device__ std::int64_t block_max(std::int64_t visible, unsigned long long* slot
   if (visible > 0) atomicMax(slot, static_cast<unsigned long long>(visible));
   __syncthreads();
   return static_cast<std::int64_t>(*slot);
-}
-
-// This thread's query row in the sequence a tile is walking.
-struct TileRow {
-  std::int64_t b;
-  core::AttentionSeq seq;
-  bool mine;  // the thread has a row and it belongs to sequence b
-  std::int64_t i;
-  std::int64_t token;
-  std::int64_t visible;
-  std::int64_t keys;  // the most visible keys of any row of the tile in b
-};
-
-// Calls row_fn(TileRow&) for each sequence that rows of this block's tile
-// belong to, in order (a tile of a packed batch can straddle sequences);
-// every thread calls it, with or without a row of that sequence.
-template <class RowFn>
-__device__ void for_each_tile_sequence(const AttentionLayout& l, Staging s, RowFn row_fn) {
-  const std::int64_t rows = core::attention_total_query_rows(l);
-  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * kTileRows;
-  const std::int64_t last = (first + kTileRows < rows ? first + kTileRows : rows) - 1;
-  const std::int64_t row = first + threadIdx.x;
-  const std::int64_t row_seq = row <= last ? owner(l.cu_q, l.num_seqs, l.q_len, row) : -1;
-  for (std::int64_t b = owner(l.cu_q, l.num_seqs, l.q_len, first);
-       b <= owner(l.cu_q, l.num_seqs, l.q_len, last); ++b) {
-    TileRow r{b, core::attention_seq(l, b), row_seq == b, 0, 0, 0, 0};
-    if (r.mine) {
-      r.i = row - r.seq.row_base;
-      r.token = r.seq.q_begin + r.i;
-      r.visible = core::attention_visible_keys(l, b, r.seq, r.i);
-    }
-    r.keys = block_max(r.visible, s.max_visible);
-    row_fn(r);
-  }
-}
-
-// The online softmax of this thread's row (if r.mine) over its visible keys;
-// every thread stages the tile's key and value blocks.
-template <class T>
-__device__ void forward_rows(const AttentionLayout& l, const AttentionInput& k, const AttentionInput& v,
-                             const TileRow& r, std::int64_t g, const Staging& s, const float* q, float* acc,
-                             core::AttentionRowState& st) {
-  float scores[kBlock];
-  float probs[kBlock];
-  st = core::attention_row_start(acc, l.head_dim);
-  for (std::int64_t start = 0; start < r.keys; start += kBlock) {
-    const std::int64_t count = r.visible - start < kBlock ? r.visible - start : kBlock;
-    const StagedBlock keys = stage<T>(l, k, r.b, r.seq.k_begin, g, start, r.keys, s, l.head_dim);
-    if (count > 0) core::attention_block_scores(q, l.head_dim, l.scale, Transposed<StagedBlock>{keys}, scores);
-    const StagedBlock values = stage<T>(l, v, r.b, r.seq.k_begin, g, start, r.keys, s, l.head_dim);
-    if (count > 0) core::attention_fold_block(st, acc, l.head_dim, scores, count, Rows<StagedBlock>{values}, probs);
-  }
-}
-
-__device__ Staging block_staging(unsigned long long* max_visible, std::int64_t* tokens) {
-  GOLDEN_DYNAMIC_SHARED(float, staged_keys);
-  return Staging{staged_keys, tokens, max_visible};
 }
 
 // ---- Forward: the tile's threads share every step -----------------------------------------
@@ -332,66 +247,139 @@ __global__ void forward_kernel(AttentionForwardProblem p) {
   }
 }
 
-// Pass 1 of the backward: LSE and Di of the row (from the saved forward, or the
-// forward recomputed), then dq over its visible keys.
+// Rows [0, count) of `src` at the given tokens (-1: a row of zeros), row_stride apart.
+template <class T>
+__device__ void stage_tokens(const AttentionInput& src, std::int64_t b, std::int64_t head, const std::int64_t* tokens,
+                             int count, int d_len, float* dst, int row_stride) {
+  for (int e = static_cast<int>(threadIdx.x); e < count * d_len; e += static_cast<int>(blockDim.x)) {
+    const std::int64_t token = tokens[e / d_len];
+    dst[e / d_len * row_stride + e % d_len] =
+        token < 0 ? 0.0f : core::to_float(input_row<T>(src, b, token, head)[e % d_len]);
+  }
+}
+
+// Pass 1 of the backward: a thread block of kRowThreads per (kRowTile
+// consecutive query rows, query head), given the forward's fp32 output and
+// LSE (saved by the caller, or recomputed by forward_kernel just before).
+// Thread r < kRowTile takes row r's Di (a chain over d) and writes its LSE
+// and Di for pass 2. Then for each key block, as the forward does: thread
+// (group, lane) holds the score and dP chains of rows group + 8 i and keys
+// lane + 16 j, then dS; and dq of rows group + 8 i, dims lane + 16 m in
+// registers, each an fma chain over the row's visible keys in rank order.
+constexpr int kRowTile = 16;
+constexpr int kRowThreads = 128;
+constexpr int kRowsOfThread = kRowTile / kGroups;
+constexpr int kGradStride = static_cast<int>(kBlock) + 1;
+static_assert(kGroups * kLanes == kRowThreads, "one thread per (row group, lane)");
+
+// Dynamic shared memory of pass 1: the rows' q and dO, the key (then value,
+// then key again) block, dS.
+std::size_t row_pass_shared_floats(std::int64_t head_dim) {
+  return static_cast<std::size_t>((2 * kRowTile + kBlock) * (head_dim + 1) + kRowTile * kGradStride);
+}
+
 template <class T, class TOut>
 __global__ void backward_rows_kernel(AttentionBackwardProblem p) {
   __shared__ std::int64_t tokens[kBlock];
-  __shared__ unsigned long long max_visible;
-  const Staging s = block_staging(&max_visible, tokens);
+  __shared__ std::int64_t row_token[kRowTile];  // -1: no row of this sequence
+  __shared__ std::int64_t row_visible[kRowTile];
+  __shared__ float row_lse[kRowTile];
+  __shared__ float row_delta[kRowTile];
+  __shared__ unsigned long long most_visible;
+  GOLDEN_DYNAMIC_SHARED(float, staged);
   const AttentionLayout& l = p.layout;
+  const int d_len = static_cast<int>(l.head_dim);
+  const int ld = d_len + 1;
+  float* const q = staged;
+  float* const grad = q + kRowTile * ld;
+  float* const kv = grad + kRowTile * ld;
+  float* const score_grads = kv + kBlock * ld;
+  const Staging s{kv, tokens, &most_visible};
   const std::int64_t h = blockIdx.y;
   const std::int64_t g = h / (l.num_q_heads / l.num_kv_heads);
-  const std::int64_t d_len = l.head_dim;
+  const int t = static_cast<int>(threadIdx.x);
+  const int group = t / kLanes;
+  const int lane = t % kLanes;
   const std::int64_t rows = core::attention_total_query_rows(l);
-  float q[kMaxD];
-  float acc[kMaxD];
-  float grad[kMaxD];
-  for_each_tile_sequence(l, s, [&](const TileRow& r) {
-    if (r.mine) {
-      load_row(input_row<T>(p.q, r.b, r.token, h), q, d_len);
-      load_row(input_row<T>(p.grad_out, r.b, r.token, h), grad, d_len);
+  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * kRowTile;
+  const std::int64_t last = (first + kRowTile < rows ? first + kRowTile : rows) - 1;
+  for (std::int64_t b = owner(l.cu_q, l.num_seqs, l.q_len, first); b <= owner(l.cu_q, l.num_seqs, l.q_len, last);
+       ++b) {
+    const core::AttentionSeq seq = core::attention_seq(l, b);
+    if (t < kRowTile) {
+      const std::int64_t row = first + t;
+      const bool mine = row <= last && owner(l.cu_q, l.num_seqs, l.q_len, row) == b;
+      row_token[t] = mine ? seq.q_begin + (row - seq.row_base) : -1;
+      row_visible[t] = mine ? core::attention_visible_keys(l, b, seq, row - seq.row_base) : 0;
     }
-    float lse = 0.0f;
-    if (p.saved_out.data != nullptr) {
-      if (r.mine) {
-        load_row(input_row<float>(p.saved_out, r.b, r.token, h), acc, d_len);
-        lse = *input_row<float>(p.saved_lse, r.b, r.token, h);
-      }
-    } else {
-      core::AttentionRowState st;
-      forward_rows<T>(l, p.k, p.v, r, g, s, q, acc, st);
-      for (std::int64_t d = 0; d < d_len; ++d) acc[d] = core::attention_output(st, acc, d, r.visible);
-      lse = core::attention_lse(st, r.visible);
+    const std::int64_t keys = block_max(t < kRowTile ? row_visible[t] : 0, s.max_visible);
+    stage_tokens<T>(p.q, b, h, row_token, kRowTile, d_len, q, ld);
+    stage_tokens<T>(p.grad_out, b, h, row_token, kRowTile, d_len, grad, ld);
+    __syncthreads();
+    if (t < kRowTile && row_token[t] >= 0) {
+      const std::int64_t row = first + t;
+      row_lse[t] = *input_row<float>(p.saved_lse, b, row_token[t], h);
+      row_delta[t] = core::attention_delta(grad + t * ld, input_row<float>(p.saved_out, b, row_token[t], h), d_len);
+      p.workspace[row * l.num_q_heads + h] = row_lse[t];
+      p.workspace[(rows + row) * l.num_q_heads + h] = row_delta[t];
     }
-    const float delta = r.mine ? core::attention_delta(grad, acc, d_len) : 0.0f;
-    if (r.mine) {
-      p.workspace[(r.seq.row_base + r.i) * l.num_q_heads + h] = lse;
-      p.workspace[(rows + r.seq.row_base + r.i) * l.num_q_heads + h] = delta;
+    float dq[kRowsOfThread][kMaxDimsPerThread];
+    for (auto& row_dq : dq) {
+      for (float& v : row_dq) v = 0.0f;
     }
-    for (std::int64_t d = 0; d < d_len; ++d) acc[d] = 0.0f;
-    float scores[kBlock];
-    float dps[kBlock];
-    for (std::int64_t start = 0; start < r.keys; start += kBlock) {
-      const std::int64_t count = r.visible - start < kBlock ? r.visible - start : kBlock;
-      const StagedBlock keys = stage<T>(l, p.k, r.b, r.seq.k_begin, g, start, r.keys, s, l.head_dim);
-      if (count > 0) core::attention_block_scores(q, d_len, l.scale, Transposed<StagedBlock>{keys}, scores);
-      const StagedBlock values = stage<T>(l, p.v, r.b, r.seq.k_begin, g, start, r.keys, s, l.head_dim);
-      if (count > 0) {
-        core::attention_block_dots(grad, d_len, Transposed<StagedBlock>{values}, dps);
-        for (std::int64_t j = 0; j < count; ++j) {
-          dps[j] = core::attention_score_grad(core::attention_probability(scores[j], lse), dps[j], delta);
+    for (std::int64_t start = 0; start < keys; start += kBlock) {
+      stage<T>(l, p.k, b, seq.k_begin, g, start, keys, s, ld);
+      float score[kRowsOfThread][kKeysPerThread] = {};
+      for (int d = 0; d < d_len; ++d) {
+        for (int i = 0; i < kRowsOfThread; ++i) {
+          const float x = q[(group + kGroups * i) * ld + d];
+          for (int j = 0; j < kKeysPerThread; ++j) {
+            score[i][j] = core::attention_dot_step(score[i][j], x, kv[(lane + kLanes * j) * ld + d]);
+          }
         }
       }
-      const StagedBlock keys_again = stage<T>(l, p.k, r.b, r.seq.k_begin, g, start, r.keys, s, l.head_dim);
-      if (count > 0) core::attention_block_accumulate(acc, d_len, dps, count, Rows<StagedBlock>{keys_again});
+      stage<T>(l, p.v, b, seq.k_begin, g, start, keys, s, ld);
+      float dp[kRowsOfThread][kKeysPerThread] = {};
+      for (int d = 0; d < d_len; ++d) {
+        for (int i = 0; i < kRowsOfThread; ++i) {
+          const float y = grad[(group + kGroups * i) * ld + d];
+          for (int j = 0; j < kKeysPerThread; ++j) {
+            dp[i][j] = core::attention_dot_step(dp[i][j], y, kv[(lane + kLanes * j) * ld + d]);
+          }
+        }
+      }
+      for (int i = 0; i < kRowsOfThread; ++i) {
+        const int r = group + kGroups * i;
+        for (int j = 0; j < kKeysPerThread; ++j) {
+          const float prob = core::attention_probability(core::attention_score(score[i][j], l.scale), row_lse[r]);
+          score_grads[r * kGradStride + lane + kLanes * j] = core::attention_score_grad(prob, dp[i][j], row_delta[r]);
+        }
+      }
+      stage<T>(l, p.k, b, seq.k_begin, g, start, keys, s, ld);  // its first barrier: dS is in shared memory
+      for (int i = 0; i < kRowsOfThread; ++i) {
+        const int r = group + kGroups * i;
+        const std::int64_t left = row_visible[r] - start;
+        const std::int64_t count = left < kBlock ? left : kBlock;
+        for (std::int64_t j = 0; j < count; ++j) {
+          const float w = score_grads[r * kGradStride + j];
+          for (int m = 0; m < kMaxDimsPerThread; ++m) {
+            const int d = lane + kLanes * m;
+            if (d < d_len) dq[i][m] = core::attention_accumulate_step(dq[i][m], w, kv[j * ld + d]);
+          }
+        }
+      }
     }
-    if (!r.mine) return;
-    TOut* dq = output_row<TOut>(p.dq, r.b, r.token, h);
-    for (std::int64_t d = 0; d < d_len; ++d) {
-      dq[d] = core::from_float<TOut>(core::attention_grad_output(acc[d], l.scale));
+    for (int i = 0; i < kRowsOfThread; ++i) {
+      const int r = group + kGroups * i;
+      if (row_token[r] < 0) continue;
+      TOut* out = output_row<TOut>(p.dq, b, row_token[r], h);
+      for (int m = 0; m < kMaxDimsPerThread; ++m) {
+        const int d = lane + kLanes * m;
+        if (d < d_len) out[d] = core::from_float<TOut>(core::attention_grad_output(dq[i][m], l.scale));
+      }
     }
-  });
+    __syncthreads();  // the row arrays are read above before the next sequence rewrites them
+  }
 }
 
 // The smallest `rank` of the block's threads, ~0 if none has a key (a barrier for all of them).
@@ -428,17 +416,6 @@ static_assert(kQueryTile == kLanes, "dims lane + 16 m, as in the forward");
 // Dynamic shared memory of pass 2: the keys, values, q and dO rows, P and dS.
 std::size_t key_pass_shared_floats(std::int64_t head_dim) {
   return static_cast<std::size_t>((2 * kKeyTile + 2 * kQueryTile) * (head_dim + 1) + 2 * kKeyTile * kTermStride);
-}
-
-// Rows [0, count) of `src` at the given tokens (-1: a row of zeros), row_stride apart.
-template <class T>
-__device__ void stage_tokens(const AttentionInput& src, std::int64_t b, std::int64_t head, const std::int64_t* tokens,
-                             int count, int d_len, float* dst, int row_stride) {
-  for (int e = static_cast<int>(threadIdx.x); e < count * d_len; e += static_cast<int>(blockDim.x)) {
-    const std::int64_t token = tokens[e / d_len];
-    dst[e / d_len * row_stride + e % d_len] =
-        token < 0 ? 0.0f : core::to_float(input_row<T>(src, b, token, head)[e % d_len]);
-  }
 }
 
 template <class T, class TOut>
@@ -557,17 +534,6 @@ __global__ void backward_keys_kernel(AttentionBackwardProblem p, std::int64_t ke
 
 // A thread block per (tile of query rows, query head), the staged key block
 // in dynamic shared memory (past the default 48 KiB only with the opt-in).
-struct TileLaunch {
-  dim3 grid;
-  std::size_t shared_bytes;
-};
-
-TileLaunch tile_launch(const AttentionLayout& l) {
-  return TileLaunch{dim3(grid_for(core::attention_total_query_rows(l), kTileRows),
-                         grid_for(l.num_q_heads, 1, kMaxGridY)),
-                    static_cast<std::size_t>(kBlock * l.head_dim) * sizeof(float)};
-}
-
 template <class Kernel>
 void allow_shared_bytes(Kernel kernel, std::size_t bytes, const char* what) {
   constexpr std::size_t kDefaultLimit = 48 * 1024;
@@ -579,31 +545,60 @@ void allow_shared_bytes(Kernel kernel, std::size_t bytes, const char* what) {
 
 }  // namespace
 
-void attention_forward(const AttentionForwardProblem& p, std::uintptr_t stream) {
-  if (core::attention_total_query_rows(p.layout) * p.layout.num_q_heads == 0) return;
+namespace {
+
+template <class T, class TOut>
+void launch_forward(const AttentionForwardProblem& p, cudaStream_t stream) {
   const AttentionLayout& l = p.layout;
   const dim3 grid(grid_for(core::attention_total_query_rows(l), kForwardRows), grid_for(l.num_q_heads, 1, kMaxGridY));
   const std::size_t shared_bytes = forward_shared_floats(l.head_dim) * sizeof(float);
-  visit_in_out(p.dtype, p.out_dtype, [&](auto in, auto out) {
-    const auto kernel = forward_kernel<decltype(in), decltype(out)>;
-    allow_shared_bytes(kernel, shared_bytes, "attention_forward (shared memory)");
-    launch(kernel, grid, kForwardThreads, shared_bytes, as_stream(stream), p);
-  });
+  const auto kernel = forward_kernel<T, TOut>;
+  allow_shared_bytes(kernel, shared_bytes, "attention_forward (shared memory)");
+  launch(kernel, grid, kForwardThreads, shared_bytes, stream, p);
   check_launch("attention_forward");
 }
 
-void attention_backward(const AttentionBackwardProblem& p, std::uintptr_t stream) {
-  const AttentionLayout& l = p.layout;
-  const std::int64_t query_threads = core::attention_total_query_rows(l) * l.num_q_heads;
+}  // namespace
+
+void attention_forward(const AttentionForwardProblem& p, std::uintptr_t stream) {
+  if (core::attention_total_query_rows(p.layout) * p.layout.num_q_heads == 0) return;
+  visit_in_out(p.dtype, p.out_dtype,
+               [&](auto in, auto out) { launch_forward<decltype(in), decltype(out)>(p, as_stream(stream)); });
+}
+
+void attention_backward(const AttentionBackwardProblem& problem, std::uintptr_t stream) {
+  const AttentionLayout& l = problem.layout;
+  const std::int64_t rows = core::attention_total_query_rows(l);
   const std::int64_t key_rows = l.cu_k == nullptr ? l.num_seqs * l.k_len : l.k_len;  // packed: k_len = tokens
+  const cudaStream_t s = as_stream(stream);
+  // Without the forward's output and LSE, forward_kernel makes them (fp32, the
+  // bits a saved forward has), laid out [seq, token, Hq, D] and [seq, token, Hq].
+  const bool recompute = problem.saved_out.data == nullptr && rows * l.num_q_heads > 0;
+  const std::int64_t head_floats = l.num_q_heads * l.head_dim;
+  DeviceBuffer forward(recompute ? static_cast<std::size_t>(rows * (head_floats + l.num_q_heads)) * sizeof(float) : 0,
+                       s, "attention_backward (forward scratch)");
+  AttentionBackwardProblem p = problem;
+  if (recompute) {
+    float* out = forward.as<float>();
+    float* lse = out + rows * head_floats;
+    const bool packed = l.cu_q != nullptr;
+    p.saved_out = AttentionInput{out, packed ? 0 : l.q_len * head_floats, head_floats, l.head_dim};
+    p.saved_lse = AttentionInput{lse, packed ? 0 : l.q_len * l.num_q_heads, l.num_q_heads, 1};
+    const AttentionForwardProblem f{l, p.q, p.k, p.v,
+                                    AttentionOutput{out, p.saved_out.seq_stride, head_floats, l.head_dim},
+                                    AttentionOutput{lse, p.saved_lse.seq_stride, l.num_q_heads, 1},
+                                    p.dtype, DType::f32};
+    visit_dtype(p.dtype, [&](auto in) { launch_forward<decltype(in), float>(f, s); });
+  }
   visit_in_out(p.dtype, p.grad_dtype, [&](auto in, auto out) {
     using T = decltype(in);
     using TOut = decltype(out);
-    if (query_threads > 0) {
-      const TileLaunch tiles = tile_launch(l);
+    if (rows * l.num_q_heads > 0) {
+      const dim3 grid(grid_for(rows, kRowTile), grid_for(l.num_q_heads, 1, kMaxGridY));
+      const std::size_t shared_bytes = row_pass_shared_floats(l.head_dim) * sizeof(float);
       const auto kernel = backward_rows_kernel<T, TOut>;
-      allow_shared_bytes(kernel, tiles.shared_bytes, "attention_backward (shared memory)");
-      launch(kernel, tiles.grid, kTileRows, tiles.shared_bytes, as_stream(stream), p);
+      allow_shared_bytes(kernel, shared_bytes, "attention_backward (rows, shared memory)");
+      launch(kernel, grid, kRowThreads, shared_bytes, s, p);
       check_launch("attention_backward (rows)");
     }
     if (key_rows * l.num_kv_heads > 0) {
@@ -611,7 +606,7 @@ void attention_backward(const AttentionBackwardProblem& p, std::uintptr_t stream
       const std::size_t shared_bytes = key_pass_shared_floats(l.head_dim) * sizeof(float);
       const auto kernel = backward_keys_kernel<T, TOut>;
       allow_shared_bytes(kernel, shared_bytes, "attention_backward (keys, shared memory)");
-      launch(kernel, grid, kKeyThreads, shared_bytes, as_stream(stream), p, key_rows);
+      launch(kernel, grid, kKeyThreads, shared_bytes, s, p, key_rows);
       check_launch("attention_backward (keys)");
     }
   });
