@@ -172,3 +172,20 @@ def test_gpu_packed_attention_equals_reference(dtype, causal):
     got = run(GPU, *(on_gpu(t) for t in (q, k, v, cu_q, cu_k, g)))
     assert_same_outputs(got, want, f"packed attention causal={causal}")
 
+
+
+@pytest.mark.parametrize("head_dim", [128, 129, 256])
+def test_gpu_attention_head_dims_of_both_kernel_builds(head_dim):
+    """The attention kernels are built for head_dim <= 128 and for up to 256
+    (csrc/cuda/attention.cu, kDims): both builds and the boundary between
+    them, causal with a cache offset, forward and backward."""
+    gen = torch.Generator().manual_seed(16)
+    q, k, v = make_qkv(2, 4, 2, 37, 70, head_dim, torch.float32, gen)
+    g = rand(q.shape, torch.float32, gen)
+
+    def run(backend, *tensors):
+        out, lse = gk.attention(*tensors[:3], return_lse=True, backend=backend)
+        return (out, lse, *gk.get_op("attention", backend).backward(tensors[3], *tensors[:3]))
+
+    assert_same_outputs(run(GPU, *(on_gpu(t) for t in (q, k, v, g))), run("reference", q, k, v, g),
+                        f"attention head_dim {head_dim}")

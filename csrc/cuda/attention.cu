@@ -11,6 +11,8 @@
 //    rows of the group's heads taken 16 at a time in order.
 // No tensor cores: their accumulation order is not the core's. All
 // arithmetic is in csrc/core/ops/attention.h.
+#include <type_traits>
+
 #include "../core/ops/attention.h"
 #include "gpu_runtime.h"
 #include "kernels.h"
@@ -108,7 +110,11 @@ constexpr int kGroups = 8;           // rows group + 8 i
 constexpr int kRowsPerThread = kForwardRows / kGroups;
 constexpr int kLanes = 16;           // keys lane + 16 j, dims lane + 16 m
 constexpr int kKeysPerThread = static_cast<int>(kBlock) / kLanes;
-constexpr int kMaxDimsPerThread = static_cast<int>(kMaxD) / kLanes;
+// Each thread's accumulators cover dims lane + 16 m for m < kDims: the
+// kernels are built for kDims 8 (head_dim <= 128, the models' size) and 16
+// (up to kMaxD), so that D 128 keeps half the registers.
+constexpr int kDimsUpTo128 = 128 / kLanes;
+constexpr int kDimsUpToMax = static_cast<int>(kMaxD) / kLanes;
 constexpr int kProbStride = static_cast<int>(kBlock) + 1;
 static_assert(kGroups * kLanes == kForwardThreads, "one thread per (row group, lane)");
 static_assert(kForwardRows <= kForwardThreads, "a thread per row for the row chains");
@@ -119,7 +125,7 @@ std::size_t forward_shared_floats(std::int64_t head_dim) {
   return static_cast<std::size_t>((kForwardRows + kBlock) * (head_dim + 1) + kForwardRows * kProbStride);
 }
 
-template <class T, class TOut>
+template <class T, class TOut, int kDims>
 __global__ void forward_kernel(AttentionForwardProblem p) {
   __shared__ std::int64_t tokens[kBlock];
   __shared__ std::int64_t row_token[kForwardRows];  // -1: no row of this sequence
@@ -162,7 +168,7 @@ __global__ void forward_kernel(AttentionForwardProblem p) {
       const std::int64_t token = row_token[e / d_len];
       q[e / d_len * ld + e % d_len] = token < 0 ? 0.0f : core::to_float(input_row<T>(p.q, b, token, h)[e % d_len]);
     }
-    float acc[kRowsPerThread][kMaxDimsPerThread];
+    float acc[kRowsPerThread][kDims];
     for (auto& row_acc : acc) {
       for (float& a : row_acc) a = 0.0f;
     }
@@ -217,10 +223,10 @@ __global__ void forward_kernel(AttentionForwardProblem p) {
         const int r = group + kGroups * i;
         const std::int64_t count = row_count[r];
         if (count == 0) continue;
-        for (int m = 0; m < kMaxDimsPerThread; ++m) acc[i][m] = core::attention_rescaled(acc[i][m], row_alpha[r]);
+        for (int m = 0; m < kDims; ++m) acc[i][m] = core::attention_rescaled(acc[i][m], row_alpha[r]);
         for (std::int64_t j = 0; j < count; ++j) {
           const float w = sp[r * kProbStride + j];
-          for (int m = 0; m < kMaxDimsPerThread; ++m) {
+          for (int m = 0; m < kDims; ++m) {
             const int d = lane + kLanes * m;
             if (d < d_len) acc[i][m] = core::attention_accumulate_step(acc[i][m], w, kv[j * ld + d]);
           }
@@ -232,7 +238,7 @@ __global__ void forward_kernel(AttentionForwardProblem p) {
       const int r = group + kGroups * i;
       if (row_token[r] < 0) continue;
       TOut* out = output_row<TOut>(p.out, b, row_token[r], h);
-      for (int m = 0; m < kMaxDimsPerThread; ++m) {
+      for (int m = 0; m < kDims; ++m) {
         const int d = lane + kLanes * m;
         if (d < d_len) {
           out[d] = core::from_float<TOut>(core::attention_normalized(acc[i][m], row_sum[r], row_visible[r]));
@@ -278,7 +284,7 @@ std::size_t row_pass_shared_floats(std::int64_t head_dim) {
   return static_cast<std::size_t>((2 * kRowTile + kBlock) * (head_dim + 1) + kRowTile * kGradStride);
 }
 
-template <class T, class TOut>
+template <class T, class TOut, int kDims>
 __global__ void backward_rows_kernel(AttentionBackwardProblem p) {
   __shared__ std::int64_t tokens[kBlock];
   __shared__ std::int64_t row_token[kRowTile];  // -1: no row of this sequence
@@ -323,7 +329,7 @@ __global__ void backward_rows_kernel(AttentionBackwardProblem p) {
       p.workspace[row * l.num_q_heads + h] = row_lse[t];
       p.workspace[(rows + row) * l.num_q_heads + h] = row_delta[t];
     }
-    float dq[kRowsOfThread][kMaxDimsPerThread];
+    float dq[kRowsOfThread][kDims];
     for (auto& row_dq : dq) {
       for (float& v : row_dq) v = 0.0f;
     }
@@ -362,7 +368,7 @@ __global__ void backward_rows_kernel(AttentionBackwardProblem p) {
         const std::int64_t count = left < kBlock ? left : kBlock;
         for (std::int64_t j = 0; j < count; ++j) {
           const float w = score_grads[r * kGradStride + j];
-          for (int m = 0; m < kMaxDimsPerThread; ++m) {
+          for (int m = 0; m < kDims; ++m) {
             const int d = lane + kLanes * m;
             if (d < d_len) dq[i][m] = core::attention_accumulate_step(dq[i][m], w, kv[j * ld + d]);
           }
@@ -373,7 +379,7 @@ __global__ void backward_rows_kernel(AttentionBackwardProblem p) {
       const int r = group + kGroups * i;
       if (row_token[r] < 0) continue;
       TOut* out = output_row<TOut>(p.dq, b, row_token[r], h);
-      for (int m = 0; m < kMaxDimsPerThread; ++m) {
+      for (int m = 0; m < kDims; ++m) {
         const int d = lane + kLanes * m;
         if (d < d_len) out[d] = core::from_float<TOut>(core::attention_grad_output(dq[i][m], l.scale));
       }
@@ -418,7 +424,7 @@ std::size_t key_pass_shared_floats(std::int64_t head_dim) {
   return static_cast<std::size_t>((2 * kKeyTile + 2 * kQueryTile) * (head_dim + 1) + 2 * kKeyTile * kTermStride);
 }
 
-template <class T, class TOut>
+template <class T, class TOut, int kDims>
 __global__ void backward_keys_kernel(AttentionBackwardProblem p, std::int64_t key_rows) {
   __shared__ std::int64_t key_token[kKeyTile];  // -1: no key of this sequence
   __shared__ std::int64_t key_rank[kKeyTile];
@@ -460,10 +466,10 @@ __global__ void backward_keys_kernel(AttentionBackwardProblem p, std::int64_t ke
     const unsigned long long lowest = block_min(mine ? static_cast<unsigned long long>(key_rank[t]) : ~0ull, &slot);
     stage_tokens<T>(p.k, b, g, key_token, kKeyTile, d_len, keys, ld);
     stage_tokens<T>(p.v, b, g, key_token, kKeyTile, d_len, values, ld);
-    float dk[kKeysOfThread][kMaxDimsPerThread];
-    float dv[kKeysOfThread][kMaxDimsPerThread];
+    float dk[kKeysOfThread][kDims];
+    float dv[kKeysOfThread][kDims];
     for (int k = 0; k < kKeysOfThread; ++k) {
-      for (int m = 0; m < kMaxDimsPerThread; ++m) dk[k][m] = dv[k][m] = 0.0f;
+      for (int m = 0; m < kDims; ++m) dk[k][m] = dv[k][m] = 0.0f;
     }
     for (std::int64_t h = g * group_size; h < (g + 1) * group_size; ++h) {
       for (std::int64_t i0 = 0; i0 < seq.q_len; i0 += kQueryTile) {
@@ -503,7 +509,7 @@ __global__ void backward_keys_kernel(AttentionBackwardProblem p, std::int64_t ke
             if (key_token[j] < 0 || key_rank[j] >= row_visible[r]) continue;  // the row does not see the key
             const float prob = probs[j * kTermStride + r];
             const float ds = score_grads[j * kTermStride + r];
-            for (int m = 0; m < kMaxDimsPerThread; ++m) {
+            for (int m = 0; m < kDims; ++m) {
               const int d = lane + kLanes * m;
               if (d < d_len) {
                 dv[k][m] = core::attention_accumulate_step(dv[k][m], prob, grad[r * ld + d]);
@@ -520,7 +526,7 @@ __global__ void backward_keys_kernel(AttentionBackwardProblem p, std::int64_t ke
       if (key_token[j] < 0) continue;
       TOut* dk_out = output_row<TOut>(p.dk, b, key_token[j], g);
       TOut* dv_out = output_row<TOut>(p.dv, b, key_token[j], g);
-      for (int m = 0; m < kMaxDimsPerThread; ++m) {
+      for (int m = 0; m < kDims; ++m) {
         const int d = lane + kLanes * m;
         if (d < d_len) {
           dk_out[d] = core::from_float<TOut>(core::attention_grad_output(dk[k][m], l.scale));
@@ -547,14 +553,26 @@ void allow_shared_bytes(Kernel kernel, std::size_t bytes, const char* what) {
 
 namespace {
 
+// Calls body(std::integral_constant<int, kDims>) for the kernels' build that covers head_dim.
+template <class Body>
+void with_dims(std::int64_t head_dim, Body&& body) {
+  if (head_dim <= kDimsUpTo128 * kLanes) {
+    body(std::integral_constant<int, kDimsUpTo128>{});
+  } else {
+    body(std::integral_constant<int, kDimsUpToMax>{});
+  }
+}
+
 template <class T, class TOut>
 void launch_forward(const AttentionForwardProblem& p, cudaStream_t stream) {
   const AttentionLayout& l = p.layout;
   const dim3 grid(grid_for(core::attention_total_query_rows(l), kForwardRows), grid_for(l.num_q_heads, 1, kMaxGridY));
   const std::size_t shared_bytes = forward_shared_floats(l.head_dim) * sizeof(float);
-  const auto kernel = forward_kernel<T, TOut>;
-  allow_shared_bytes(kernel, shared_bytes, "attention_forward (shared memory)");
-  launch(kernel, grid, kForwardThreads, shared_bytes, stream, p);
+  with_dims(l.head_dim, [&](auto dims) {
+    const auto kernel = forward_kernel<T, TOut, decltype(dims)::value>;
+    allow_shared_bytes(kernel, shared_bytes, "attention_forward (shared memory)");
+    launch(kernel, grid, kForwardThreads, shared_bytes, stream, p);
+  });
   check_launch("attention_forward");
 }
 
@@ -596,17 +614,21 @@ void attention_backward(const AttentionBackwardProblem& problem, std::uintptr_t 
     if (rows * l.num_q_heads > 0) {
       const dim3 grid(grid_for(rows, kRowTile), grid_for(l.num_q_heads, 1, kMaxGridY));
       const std::size_t shared_bytes = row_pass_shared_floats(l.head_dim) * sizeof(float);
-      const auto kernel = backward_rows_kernel<T, TOut>;
-      allow_shared_bytes(kernel, shared_bytes, "attention_backward (rows, shared memory)");
-      launch(kernel, grid, kRowThreads, shared_bytes, s, p);
+      with_dims(l.head_dim, [&](auto dims) {
+        const auto kernel = backward_rows_kernel<T, TOut, decltype(dims)::value>;
+        allow_shared_bytes(kernel, shared_bytes, "attention_backward (rows, shared memory)");
+        launch(kernel, grid, kRowThreads, shared_bytes, s, p);
+      });
       check_launch("attention_backward (rows)");
     }
     if (key_rows * l.num_kv_heads > 0) {
       const dim3 grid(grid_for(key_rows, kKeyTile), grid_for(l.num_kv_heads, 1, kMaxGridY));
       const std::size_t shared_bytes = key_pass_shared_floats(l.head_dim) * sizeof(float);
-      const auto kernel = backward_keys_kernel<T, TOut>;
-      allow_shared_bytes(kernel, shared_bytes, "attention_backward (keys, shared memory)");
-      launch(kernel, grid, kKeyThreads, shared_bytes, s, p, key_rows);
+      with_dims(l.head_dim, [&](auto dims) {
+        const auto kernel = backward_keys_kernel<T, TOut, decltype(dims)::value>;
+        allow_shared_bytes(kernel, shared_bytes, "attention_backward (keys, shared memory)");
+        launch(kernel, grid, kKeyThreads, shared_bytes, s, p, key_rows);
+      });
       check_launch("attention_backward (keys)");
     }
   });
