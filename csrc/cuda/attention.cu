@@ -125,6 +125,68 @@ std::size_t forward_shared_floats(std::int64_t head_dim) {
   return static_cast<std::size_t>((kForwardRows + kBlock) * (head_dim + 1) + kForwardRows * kProbStride);
 }
 
+// Rows [0, count) of `src` at the given tokens (-1: a row of zeros), row_stride apart.
+template <class T>
+__device__ void stage_tokens(const AttentionInput& src, std::int64_t b, std::int64_t head, const std::int64_t* tokens,
+                             int count, int d_len, float* dst, int row_stride) {
+  for (int e = static_cast<int>(threadIdx.x); e < count * d_len; e += static_cast<int>(blockDim.x)) {
+    const std::int64_t token = tokens[e / d_len];
+    dst[e / d_len * row_stride + e % d_len] =
+        token < 0 ? 0.0f : core::to_float(input_row<T>(src, b, token, head)[e % d_len]);
+  }
+}
+
+// Where a thread of a query-tile kernel is: query head h (of kv head g), its
+// block's rows [first, last] of the `rows` query rows (kRows per block), and
+// its (group, lane) in the register tiles.
+struct QueryTileThread {
+  std::int64_t h, g, rows, first, last;
+  int t, group, lane;
+};
+
+template <int kRows>
+__device__ QueryTileThread query_tile_thread(const AttentionLayout& l) {
+  const std::int64_t h = blockIdx.y;
+  const std::int64_t rows = core::attention_total_query_rows(l);
+  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * kRows;
+  const int t = static_cast<int>(threadIdx.x);
+  return QueryTileThread{h, h / (l.num_q_heads / l.num_kv_heads), rows, first,
+                         (first + kRows < rows ? first + kRows : rows) - 1, t, t / kLanes, t % kLanes};
+}
+
+// The query rows [first, last] of this block's tile that belong to sequence
+// b: thread r < kRows sets row_token[r] (-1: not a row of b) and
+// row_visible[r] (its visible keys, 0 if not b's).
+template <int kRows>
+__device__ void tile_rows_of_sequence(const AttentionLayout& l, std::int64_t b, const core::AttentionSeq& seq,
+                                      std::int64_t first, std::int64_t last, std::int64_t* row_token,
+                                      std::int64_t* row_visible) {
+  const int t = static_cast<int>(threadIdx.x);
+  if (t >= kRows) return;
+  const std::int64_t row = first + t;
+  const bool mine = row <= last && owner(l.cu_q, l.num_seqs, l.q_len, row) == b;
+  row_token[t] = mine ? seq.q_begin + (row - seq.row_base) : -1;
+  row_visible[t] = mine ? core::attention_visible_keys(l, b, seq, row - seq.row_base) : 0;
+}
+
+// dots[i][j] = the dot chain over d (from +0, in order) of the staged rows
+// group + 8 i and the staged keys lane + 16 j, both ld floats apart.
+template <int kRowsOf>
+__device__ void tile_dots(const float* rows, const float* keys, int ld, int d_len, int group, int lane,
+                          float (&dots)[kRowsOf][kKeysPerThread]) {
+  for (auto& row_dots : dots) {
+    for (float& v : row_dots) v = 0.0f;
+  }
+  for (int d = 0; d < d_len; ++d) {
+    for (int i = 0; i < kRowsOf; ++i) {
+      const float x = rows[(group + kGroups * i) * ld + d];
+      for (int j = 0; j < kKeysPerThread; ++j) {
+        dots[i][j] = core::attention_dot_step(dots[i][j], x, keys[(lane + kLanes * j) * ld + d]);
+      }
+    }
+  }
+}
+
 template <class T, class TOut, int kDims>
 __global__ void forward_kernel(AttentionForwardProblem p) {
   __shared__ std::int64_t tokens[kBlock];
@@ -144,30 +206,17 @@ __global__ void forward_kernel(AttentionForwardProblem p) {
   float* const kv = q + kForwardRows * ld;
   float* const sp = kv + kBlock * ld;
   const Staging s{kv, tokens, &most_visible};
-  const std::int64_t h = blockIdx.y;
-  const std::int64_t g = h / (l.num_q_heads / l.num_kv_heads);
-  const int t = static_cast<int>(threadIdx.x);
-  const int group = t / kLanes;
-  const int lane = t % kLanes;
-  const std::int64_t rows = core::attention_total_query_rows(l);
-  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * kForwardRows;
-  const std::int64_t last = (first + kForwardRows < rows ? first + kForwardRows : rows) - 1;
+  const auto [h, g, rows, first, last, t, group, lane] = query_tile_thread<kForwardRows>(l);
   for (std::int64_t b = owner(l.cu_q, l.num_seqs, l.q_len, first); b <= owner(l.cu_q, l.num_seqs, l.q_len, last);
        ++b) {
     const core::AttentionSeq seq = core::attention_seq(l, b);
+    tile_rows_of_sequence<kForwardRows>(l, b, seq, first, last, row_token, row_visible);
     if (t < kForwardRows) {
-      const std::int64_t row = first + t;
-      const bool mine = row <= last && owner(l.cu_q, l.num_seqs, l.q_len, row) == b;
-      row_token[t] = mine ? seq.q_begin + (row - seq.row_base) : -1;
-      row_visible[t] = mine ? core::attention_visible_keys(l, b, seq, row - seq.row_base) : 0;
       row_max[t] = -core::math_detail::inf();  // core::attention_row_start
       row_sum[t] = 0.0f;
     }
     const std::int64_t keys = block_max(t < kForwardRows ? row_visible[t] : 0, s.max_visible);
-    for (int e = t; e < kForwardRows * d_len; e += kForwardThreads) {
-      const std::int64_t token = row_token[e / d_len];
-      q[e / d_len * ld + e % d_len] = token < 0 ? 0.0f : core::to_float(input_row<T>(p.q, b, token, h)[e % d_len]);
-    }
+    stage_tokens<T>(p.q, b, h, row_token, kForwardRows, d_len, q, ld);
     float acc[kRowsPerThread][kDims];
     for (auto& row_acc : acc) {
       for (float& a : row_acc) a = 0.0f;
@@ -175,17 +224,7 @@ __global__ void forward_kernel(AttentionForwardProblem p) {
     for (std::int64_t start = 0; start < keys; start += kBlock) {
       stage<T>(l, p.k, b, seq.k_begin, g, start, keys, s, ld);
       float score[kRowsPerThread][kKeysPerThread];
-      for (auto& row_scores : score) {
-        for (float& v : row_scores) v = 0.0f;
-      }
-      for (int d = 0; d < d_len; ++d) {
-        for (int i = 0; i < kRowsPerThread; ++i) {
-          const float x = q[(group + kGroups * i) * ld + d];
-          for (int j = 0; j < kKeysPerThread; ++j) {
-            score[i][j] = core::attention_dot_step(score[i][j], x, kv[(lane + kLanes * j) * ld + d]);
-          }
-        }
-      }
+      tile_dots(q, kv, ld, d_len, group, lane, score);
       for (int i = 0; i < kRowsPerThread; ++i) {
         for (int j = 0; j < kKeysPerThread; ++j) {
           score[i][j] = core::attention_score(score[i][j], l.scale);
@@ -253,17 +292,6 @@ __global__ void forward_kernel(AttentionForwardProblem p) {
   }
 }
 
-// Rows [0, count) of `src` at the given tokens (-1: a row of zeros), row_stride apart.
-template <class T>
-__device__ void stage_tokens(const AttentionInput& src, std::int64_t b, std::int64_t head, const std::int64_t* tokens,
-                             int count, int d_len, float* dst, int row_stride) {
-  for (int e = static_cast<int>(threadIdx.x); e < count * d_len; e += static_cast<int>(blockDim.x)) {
-    const std::int64_t token = tokens[e / d_len];
-    dst[e / d_len * row_stride + e % d_len] =
-        token < 0 ? 0.0f : core::to_float(input_row<T>(src, b, token, head)[e % d_len]);
-  }
-}
-
 // Pass 1 of the backward: a thread block of kRowThreads per (kRowTile
 // consecutive query rows, query head), given the forward's fp32 output and
 // LSE (saved by the caller, or recomputed by forward_kernel just before).
@@ -301,23 +329,11 @@ __global__ void backward_rows_kernel(AttentionBackwardProblem p) {
   float* const kv = grad + kRowTile * ld;
   float* const score_grads = kv + kBlock * ld;
   const Staging s{kv, tokens, &most_visible};
-  const std::int64_t h = blockIdx.y;
-  const std::int64_t g = h / (l.num_q_heads / l.num_kv_heads);
-  const int t = static_cast<int>(threadIdx.x);
-  const int group = t / kLanes;
-  const int lane = t % kLanes;
-  const std::int64_t rows = core::attention_total_query_rows(l);
-  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * kRowTile;
-  const std::int64_t last = (first + kRowTile < rows ? first + kRowTile : rows) - 1;
+  const auto [h, g, rows, first, last, t, group, lane] = query_tile_thread<kRowTile>(l);
   for (std::int64_t b = owner(l.cu_q, l.num_seqs, l.q_len, first); b <= owner(l.cu_q, l.num_seqs, l.q_len, last);
        ++b) {
     const core::AttentionSeq seq = core::attention_seq(l, b);
-    if (t < kRowTile) {
-      const std::int64_t row = first + t;
-      const bool mine = row <= last && owner(l.cu_q, l.num_seqs, l.q_len, row) == b;
-      row_token[t] = mine ? seq.q_begin + (row - seq.row_base) : -1;
-      row_visible[t] = mine ? core::attention_visible_keys(l, b, seq, row - seq.row_base) : 0;
-    }
+    tile_rows_of_sequence<kRowTile>(l, b, seq, first, last, row_token, row_visible);
     const std::int64_t keys = block_max(t < kRowTile ? row_visible[t] : 0, s.max_visible);
     stage_tokens<T>(p.q, b, h, row_token, kRowTile, d_len, q, ld);
     stage_tokens<T>(p.grad_out, b, h, row_token, kRowTile, d_len, grad, ld);
@@ -335,25 +351,11 @@ __global__ void backward_rows_kernel(AttentionBackwardProblem p) {
     }
     for (std::int64_t start = 0; start < keys; start += kBlock) {
       stage<T>(l, p.k, b, seq.k_begin, g, start, keys, s, ld);
-      float score[kRowsOfThread][kKeysPerThread] = {};
-      for (int d = 0; d < d_len; ++d) {
-        for (int i = 0; i < kRowsOfThread; ++i) {
-          const float x = q[(group + kGroups * i) * ld + d];
-          for (int j = 0; j < kKeysPerThread; ++j) {
-            score[i][j] = core::attention_dot_step(score[i][j], x, kv[(lane + kLanes * j) * ld + d]);
-          }
-        }
-      }
+      float score[kRowsOfThread][kKeysPerThread];
+      tile_dots(q, kv, ld, d_len, group, lane, score);
       stage<T>(l, p.v, b, seq.k_begin, g, start, keys, s, ld);
-      float dp[kRowsOfThread][kKeysPerThread] = {};
-      for (int d = 0; d < d_len; ++d) {
-        for (int i = 0; i < kRowsOfThread; ++i) {
-          const float y = grad[(group + kGroups * i) * ld + d];
-          for (int j = 0; j < kKeysPerThread; ++j) {
-            dp[i][j] = core::attention_dot_step(dp[i][j], y, kv[(lane + kLanes * j) * ld + d]);
-          }
-        }
-      }
+      float dp[kRowsOfThread][kKeysPerThread];
+      tile_dots(grad, kv, ld, d_len, group, lane, dp);
       for (int i = 0; i < kRowsOfThread; ++i) {
         const int r = group + kGroups * i;
         for (int j = 0; j < kKeysPerThread; ++j) {
