@@ -2,11 +2,12 @@
 // spreads a tile's chains over its threads, each chain (a dot over d, an
 // accumulator over keys or over query rows, a row's max and sum over keys)
 // on one thread in the CPU's order, so the bits are the CPU's:
-//  - forward: a block per (32 query rows, query head), key blocks staged in
-//    shared memory, scores and accumulators in per-thread register tiles;
+//  - forward: a block per (32 query rows x heads of a kv group, taken
+//    token-major, kv head), so the group's heads share each key block staged
+//    in shared memory; scores and accumulators in per-thread register tiles;
 //  - backward pass 1 (dq, and each row's LSE and Di for pass 2): a block per
-//    (16 query rows, query head), the same tiles, from the forward's output
-//    and LSE (saved, or recomputed by the forward kernel first);
+//    (16 such rows, kv head), the same tiles, from the forward's output and
+//    LSE (saved, or recomputed by the forward kernel first);
 //  - backward pass 2 (dk, dv): a block per (32 keys, kv head), the query
 //    rows of the group's heads taken 16 at a time in order.
 // No tensor cores: their accumulation order is not the core's. All
@@ -89,8 +90,9 @@ __device__ std::int64_t block_max(std::int64_t visible, unsigned long long* slot
 }
 
 // ---- Forward: the tile's threads share every step -----------------------------------------
-// A thread block of kForwardThreads per (kForwardRows consecutive query rows,
-// query head). For each key block, in the core's order for every row:
+// A thread block of kForwardThreads per (kForwardRows tile entries, kv head):
+// entries are (query row, query head of the group), token-major (see
+// QueryTileThread). For each key block, in the core's order for every row:
 //  - scores: thread (group, lane) holds the dot chains of rows group + 8 i and
 //    keys lane + 16 j (i, j < 4), each an fma chain over d from +0 on the rows
 //    and the key block staged in shared memory (rows ld = D + 1 floats apart,
@@ -125,48 +127,67 @@ std::size_t forward_shared_floats(std::int64_t head_dim) {
   return static_cast<std::size_t>((kForwardRows + kBlock) * (head_dim + 1) + kForwardRows * kProbStride);
 }
 
-// Rows [0, count) of `src` at the given tokens (-1: a row of zeros), row_stride apart.
-template <class T>
-__device__ void stage_tokens(const AttentionInput& src, std::int64_t b, std::int64_t head, const std::int64_t* tokens,
-                             int count, int d_len, float* dst, int row_stride) {
+// Rows [0, count) of `src`: row r at tokens[r] of head head_of(r) (token -1:
+// a row of zeros), row_stride apart.
+template <class T, class HeadOf>
+__device__ void stage_rows(const AttentionInput& src, std::int64_t b, const std::int64_t* tokens, HeadOf head_of,
+                           int count, int d_len, float* dst, int row_stride) {
   for (int e = static_cast<int>(threadIdx.x); e < count * d_len; e += static_cast<int>(blockDim.x)) {
     const std::int64_t token = tokens[e / d_len];
     dst[e / d_len * row_stride + e % d_len] =
-        token < 0 ? 0.0f : core::to_float(input_row<T>(src, b, token, head)[e % d_len]);
+        token < 0 ? 0.0f : core::to_float(input_row<T>(src, b, token, head_of(e / d_len))[e % d_len]);
   }
 }
 
-// Where a thread of a query-tile kernel is: query head h (of kv head g), its
-// block's rows [first, last] of the `rows` query rows (kRows per block), and
-// its (group, lane) in the register tiles.
+// stage_rows, every row of one head.
+template <class T>
+__device__ void stage_tokens(const AttentionInput& src, std::int64_t b, std::int64_t head, const std::int64_t* tokens,
+                             int count, int d_len, float* dst, int row_stride) {
+  stage_rows<T>(src, b, tokens, [=](int) { return head; }, count, d_len, dst, row_stride);
+}
+
+// Where a thread of a query-tile kernel is. A block serves kv head g and
+// the tile entries [first, last] of its rows x heads entries, token-major
+// over the group's query heads (entry e: query row e / heads of head
+// head0 + e % heads), so the group's heads share each staged key block;
+// (group, lane) is the thread's place in the register tiles.
 struct QueryTileThread {
-  std::int64_t h, g, rows, first, last;
+  std::int64_t g, head0, heads, first, last;
   int t, group, lane;
 };
 
 template <int kRows>
 __device__ QueryTileThread query_tile_thread(const AttentionLayout& l) {
-  const std::int64_t h = blockIdx.y;
-  const std::int64_t rows = core::attention_total_query_rows(l);
+  const std::int64_t g = blockIdx.y;
+  const std::int64_t heads = l.num_q_heads / l.num_kv_heads;
+  const std::int64_t entries = core::attention_total_query_rows(l) * heads;
   const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * kRows;
   const int t = static_cast<int>(threadIdx.x);
-  return QueryTileThread{h, h / (l.num_q_heads / l.num_kv_heads), rows, first,
-                         (first + kRows < rows ? first + kRows : rows) - 1, t, t / kLanes, t % kLanes};
+  return QueryTileThread{g, g * heads, heads, first, (first + kRows < entries ? first + kRows : entries) - 1,
+                         t, t / kLanes, t % kLanes};
 }
 
-// The query rows [first, last] of this block's tile that belong to sequence
-// b: thread r < kRows sets row_token[r] (-1: not a row of b) and
-// row_visible[r] (its visible keys, 0 if not b's).
+// Tile entry r's query row, token in sequence b (-1: not b's), head and
+// visible keys (0 if not b's), set by thread r < kRows.
+struct TileRows {
+  std::int64_t* row;
+  std::int64_t* token;
+  std::int64_t* head;
+  std::int64_t* visible;
+};
+
 template <int kRows>
 __device__ void tile_rows_of_sequence(const AttentionLayout& l, std::int64_t b, const core::AttentionSeq& seq,
-                                      std::int64_t first, std::int64_t last, std::int64_t* row_token,
-                                      std::int64_t* row_visible) {
-  const int t = static_cast<int>(threadIdx.x);
+                                      const QueryTileThread& place, const TileRows& rows) {
+  const int t = place.t;
   if (t >= kRows) return;
-  const std::int64_t row = first + t;
-  const bool mine = row <= last && owner(l.cu_q, l.num_seqs, l.q_len, row) == b;
-  row_token[t] = mine ? seq.q_begin + (row - seq.row_base) : -1;
-  row_visible[t] = mine ? core::attention_visible_keys(l, b, seq, row - seq.row_base) : 0;
+  const std::int64_t entry = place.first + t;
+  const std::int64_t row = entry / place.heads;
+  const bool mine = entry <= place.last && owner(l.cu_q, l.num_seqs, l.q_len, row) == b;
+  rows.row[t] = row;
+  rows.token[t] = mine ? seq.q_begin + (row - seq.row_base) : -1;
+  rows.head[t] = place.head0 + entry % place.heads;
+  rows.visible[t] = mine ? core::attention_visible_keys(l, b, seq, row - seq.row_base) : 0;
 }
 
 // dots[i][j] = the dot chain over d (from +0, in order) of the staged rows
@@ -190,7 +211,9 @@ __device__ void tile_dots(const float* rows, const float* keys, int ld, int d_le
 template <class T, class TOut, int kDims>
 __global__ void forward_kernel(AttentionForwardProblem p) {
   __shared__ std::int64_t tokens[kBlock];
+  __shared__ std::int64_t row_index[kForwardRows];
   __shared__ std::int64_t row_token[kForwardRows];  // -1: no row of this sequence
+  __shared__ std::int64_t row_head[kForwardRows];
   __shared__ std::int64_t row_visible[kForwardRows];
   __shared__ std::int64_t row_count[kForwardRows];  // keys of the block the row folds
   __shared__ float row_max[kForwardRows];
@@ -206,17 +229,18 @@ __global__ void forward_kernel(AttentionForwardProblem p) {
   float* const kv = q + kForwardRows * ld;
   float* const sp = kv + kBlock * ld;
   const Staging s{kv, tokens, &most_visible};
-  const auto [h, g, rows, first, last, t, group, lane] = query_tile_thread<kForwardRows>(l);
-  for (std::int64_t b = owner(l.cu_q, l.num_seqs, l.q_len, first); b <= owner(l.cu_q, l.num_seqs, l.q_len, last);
-       ++b) {
+  const QueryTileThread place = query_tile_thread<kForwardRows>(l);
+  const auto [g, head0, heads, first, last, t, group, lane] = place;
+  for (std::int64_t b = owner(l.cu_q, l.num_seqs, l.q_len, first / heads);
+       b <= owner(l.cu_q, l.num_seqs, l.q_len, last / heads); ++b) {
     const core::AttentionSeq seq = core::attention_seq(l, b);
-    tile_rows_of_sequence<kForwardRows>(l, b, seq, first, last, row_token, row_visible);
+    tile_rows_of_sequence<kForwardRows>(l, b, seq, place, TileRows{row_index, row_token, row_head, row_visible});
     if (t < kForwardRows) {
       row_max[t] = -core::math_detail::inf();  // core::attention_row_start
       row_sum[t] = 0.0f;
     }
     const std::int64_t keys = block_max(t < kForwardRows ? row_visible[t] : 0, s.max_visible);
-    stage_tokens<T>(p.q, b, h, row_token, kForwardRows, d_len, q, ld);
+    stage_rows<T>(p.q, b, row_token, [&](int r) { return row_head[r]; }, kForwardRows, d_len, q, ld);
     float acc[kRowsPerThread][kDims];
     for (auto& row_acc : acc) {
       for (float& a : row_acc) a = 0.0f;
@@ -276,7 +300,7 @@ __global__ void forward_kernel(AttentionForwardProblem p) {
     for (int i = 0; i < kRowsPerThread; ++i) {
       const int r = group + kGroups * i;
       if (row_token[r] < 0) continue;
-      TOut* out = output_row<TOut>(p.out, b, row_token[r], h);
+      TOut* out = output_row<TOut>(p.out, b, row_token[r], row_head[r]);
       for (int m = 0; m < kDims; ++m) {
         const int d = lane + kLanes * m;
         if (d < d_len) {
@@ -285,15 +309,15 @@ __global__ void forward_kernel(AttentionForwardProblem p) {
       }
     }
     if (t < kForwardRows && row_token[t] >= 0 && p.lse.data != nullptr) {
-      *output_row<float>(p.lse, b, row_token[t], h) =
+      *output_row<float>(p.lse, b, row_token[t], row_head[t]) =
           core::attention_lse(core::AttentionRowState{row_max[t], row_sum[t]}, row_visible[t]);
     }
     __syncthreads();  // the row arrays are read above before the next sequence rewrites them
   }
 }
 
-// Pass 1 of the backward: a thread block of kRowThreads per (kRowTile
-// consecutive query rows, query head), given the forward's fp32 output and
+// Pass 1 of the backward: a thread block of kRowThreads per (kRowTile tile
+// entries, kv head) as in the forward, given the forward's fp32 output and
 // LSE (saved by the caller, or recomputed by forward_kernel just before).
 // Thread r < kRowTile takes row r's Di (a chain over d) and writes its LSE
 // and Di for pass 2. Then for each key block, as the forward does: thread
@@ -315,7 +339,9 @@ std::size_t row_pass_shared_floats(std::int64_t head_dim) {
 template <class T, class TOut, int kDims>
 __global__ void backward_rows_kernel(AttentionBackwardProblem p) {
   __shared__ std::int64_t tokens[kBlock];
+  __shared__ std::int64_t row_index[kRowTile];
   __shared__ std::int64_t row_token[kRowTile];  // -1: no row of this sequence
+  __shared__ std::int64_t row_head[kRowTile];
   __shared__ std::int64_t row_visible[kRowTile];
   __shared__ float row_lse[kRowTile];
   __shared__ float row_delta[kRowTile];
@@ -329,21 +355,24 @@ __global__ void backward_rows_kernel(AttentionBackwardProblem p) {
   float* const kv = grad + kRowTile * ld;
   float* const score_grads = kv + kBlock * ld;
   const Staging s{kv, tokens, &most_visible};
-  const auto [h, g, rows, first, last, t, group, lane] = query_tile_thread<kRowTile>(l);
-  for (std::int64_t b = owner(l.cu_q, l.num_seqs, l.q_len, first); b <= owner(l.cu_q, l.num_seqs, l.q_len, last);
-       ++b) {
+  const QueryTileThread place = query_tile_thread<kRowTile>(l);
+  const auto [g, head0, heads, first, last, t, group, lane] = place;
+  const std::int64_t rows = core::attention_total_query_rows(l);
+  for (std::int64_t b = owner(l.cu_q, l.num_seqs, l.q_len, first / heads);
+       b <= owner(l.cu_q, l.num_seqs, l.q_len, last / heads); ++b) {
     const core::AttentionSeq seq = core::attention_seq(l, b);
-    tile_rows_of_sequence<kRowTile>(l, b, seq, first, last, row_token, row_visible);
+    tile_rows_of_sequence<kRowTile>(l, b, seq, place, TileRows{row_index, row_token, row_head, row_visible});
     const std::int64_t keys = block_max(t < kRowTile ? row_visible[t] : 0, s.max_visible);
-    stage_tokens<T>(p.q, b, h, row_token, kRowTile, d_len, q, ld);
-    stage_tokens<T>(p.grad_out, b, h, row_token, kRowTile, d_len, grad, ld);
+    const auto head_of = [&](int r) { return row_head[r]; };
+    stage_rows<T>(p.q, b, row_token, head_of, kRowTile, d_len, q, ld);
+    stage_rows<T>(p.grad_out, b, row_token, head_of, kRowTile, d_len, grad, ld);
     __syncthreads();
     if (t < kRowTile && row_token[t] >= 0) {
-      const std::int64_t row = first + t;
+      const std::int64_t h = row_head[t];
       row_lse[t] = *input_row<float>(p.saved_lse, b, row_token[t], h);
       row_delta[t] = core::attention_delta(grad + t * ld, input_row<float>(p.saved_out, b, row_token[t], h), d_len);
-      p.workspace[row * l.num_q_heads + h] = row_lse[t];
-      p.workspace[(rows + row) * l.num_q_heads + h] = row_delta[t];
+      p.workspace[row_index[t] * l.num_q_heads + h] = row_lse[t];
+      p.workspace[(rows + row_index[t]) * l.num_q_heads + h] = row_delta[t];
     }
     float dq[kRowsOfThread][kDims];
     for (auto& row_dq : dq) {
@@ -380,7 +409,7 @@ __global__ void backward_rows_kernel(AttentionBackwardProblem p) {
     for (int i = 0; i < kRowsOfThread; ++i) {
       const int r = group + kGroups * i;
       if (row_token[r] < 0) continue;
-      TOut* out = output_row<TOut>(p.dq, b, row_token[r], h);
+      TOut* out = output_row<TOut>(p.dq, b, row_token[r], row_head[r]);
       for (int m = 0; m < kDims; ++m) {
         const int d = lane + kLanes * m;
         if (d < d_len) out[d] = core::from_float<TOut>(core::attention_grad_output(dq[i][m], l.scale));
@@ -568,7 +597,8 @@ void with_dims(std::int64_t head_dim, Body&& body) {
 template <class T, class TOut>
 void launch_forward(const AttentionForwardProblem& p, cudaStream_t stream) {
   const AttentionLayout& l = p.layout;
-  const dim3 grid(grid_for(core::attention_total_query_rows(l), kForwardRows), grid_for(l.num_q_heads, 1, kMaxGridY));
+  const std::int64_t entries = core::attention_total_query_rows(l) * (l.num_q_heads / l.num_kv_heads);
+  const dim3 grid(grid_for(entries, kForwardRows), grid_for(l.num_kv_heads, 1, kMaxGridY));
   const std::size_t shared_bytes = forward_shared_floats(l.head_dim) * sizeof(float);
   with_dims(l.head_dim, [&](auto dims) {
     const auto kernel = forward_kernel<T, TOut, decltype(dims)::value>;
@@ -614,7 +644,8 @@ void attention_backward(const AttentionBackwardProblem& problem, std::uintptr_t 
     using T = decltype(in);
     using TOut = decltype(out);
     if (rows * l.num_q_heads > 0) {
-      const dim3 grid(grid_for(rows, kRowTile), grid_for(l.num_q_heads, 1, kMaxGridY));
+      const dim3 grid(grid_for(rows * (l.num_q_heads / l.num_kv_heads), kRowTile),
+                      grid_for(l.num_kv_heads, 1, kMaxGridY));
       const std::size_t shared_bytes = row_pass_shared_floats(l.head_dim) * sizeof(float);
       with_dims(l.head_dim, [&](auto dims) {
         const auto kernel = backward_rows_kernel<T, TOut, decltype(dims)::value>;
