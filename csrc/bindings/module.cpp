@@ -11,6 +11,9 @@
 #include "../cpu/pages.h"
 #include "../cpu/parallel.h"
 #include "backend.h"
+#if defined(GOLDEN_GPU_EMULATION)
+#include "../emulation/self_check.h"
+#endif
 
 namespace golden::bindings {
 void register_attention(py::module_& m);
@@ -61,6 +64,10 @@ PYBIND11_MODULE(_C, m) {
   });
 
   m.def("compiled_backends", &bindings::compiled_backends);
+#if defined(GOLDEN_GPU_EMULATION)
+  m.def("_gpu_emulation_self_check", &gpu_emulation::run_self_check, py::arg("name"),
+        "Runs one of the GPU emulation's checks of itself (csrc/emulation/self_check.h).");
+#endif
   m.def("available_backends", &bindings::available_backends);
   m.def("cpu_isa", [] { return cpu::isa_name(cpu::active_isa()); },
         "The instruction set the 'cpu' backend runs (scalar, avx2 or avx512).");

@@ -4,7 +4,7 @@
 // __syncthreads, warp shuffles, integer atomics, device memory and the few
 // runtime calls the launchers make. Every thread of a thread block is a fiber;
 // one block runs at a time, its fibers in turn, each until it reaches a
-// barrier (see gpu_emulation.cpp). What this checks: the kernels' indexing,
+// barrier (see gpu_emulation.cpp; self_check.h checks the emulation itself). What this checks: the kernels' indexing,
 // staging and barriers, bit for bit against the CPU backend, under the
 // sanitizers (out-of-bounds global or shared accesses), and with the threads
 // of each phase run in reverse order (GOLDEN_GPU_EMULATION_SCHEDULE=reverse)
