@@ -48,6 +48,13 @@ def test_warp_shuffle_exchanges_within_each_warp(schedule):
     assert _C._gpu_emulation_self_check("warp_shuffle_xor") == [i ^ 1 for i in range(64)]
 
 
+def test_shuffle_from_a_lane_past_the_block_reads_no_value(schedule):
+    """40 threads: threads 32-39 (lanes 0-7 of the second warp) would read
+    its lanes 16-23, threads 48-55, which do not exist."""
+    want = [i ^ 16 if i ^ 16 < 40 else -1 for i in range(40)]
+    assert _C._gpu_emulation_self_check("partial_warp_shuffle") == want
+
+
 def test_fresh_device_memory_is_nan_bytes(schedule):
     assert _C._gpu_emulation_self_check("fresh_device_memory") == [-1]
 

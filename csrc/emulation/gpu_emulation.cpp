@@ -328,10 +328,13 @@ int lane_id() { return static_cast<int>(current->running % kWarpSize); }
 
 std::uint64_t warp_exchange(std::uint64_t bits, int source) {
   Block& block = *current;
-  const std::size_t lane = block.running;
-  block.exchange[lane] = bits;
+  const std::size_t thread = block.running;
+  const std::size_t from = thread / kWarpSize * kWarpSize + static_cast<std::size_t>(source);
+  block.exchange[thread] = bits;
   yield(Wait::warp_exchange);  // every lane has offered its value
-  const std::uint64_t got = block.exchange[lane / kWarpSize * kWarpSize + static_cast<std::size_t>(source)];
+  // A lane past the block's last thread (a partial last warp) has no value:
+  // all ones, as fresh memory, so that reading it shows.
+  const std::uint64_t got = from < block.threads ? block.exchange[from] : ~std::uint64_t{0};
   yield(Wait::warp_exchange);  // every lane has read before any offers again
   return got;
 }

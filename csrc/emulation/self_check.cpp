@@ -29,8 +29,9 @@ __global__ void shared_read_kernel(int* out) {
   if (threadIdx.x == 1) *out = *value;
 }
 
+template <int kLaneMask>
 __global__ void shuffle_kernel(int* out) {
-  out[threadIdx.x] = __shfl_xor_sync(0xFFFFFFFFu, static_cast<int>(threadIdx.x), 1, 32);
+  out[threadIdx.x] = __shfl_xor_sync(0xFFFFFFFFu, static_cast<int>(threadIdx.x), kLaneMask, 32);
 }
 
 // Launches kernel on one block of `threads` threads with `shared_bytes` of
@@ -58,7 +59,8 @@ std::vector<int> run_self_check(const std::string& name) {
   if (name == "too_many_threads") return run(empty_kernel, 1025, 0, 0);
   if (name == "unsynchronised_read") return run(shared_read_kernel<false>, 2, sizeof(int), 1);
   if (name == "synchronised_read") return run(shared_read_kernel<true>, 2, sizeof(int), 1);
-  if (name == "warp_shuffle_xor") return run(shuffle_kernel, 64, 0, 64);
+  if (name == "warp_shuffle_xor") return run(shuffle_kernel<1>, 64, 0, 64);
+  if (name == "partial_warp_shuffle") return run(shuffle_kernel<16>, 40, 0, 40);
   if (name == "fresh_device_memory") return run(empty_kernel, 1, 0, 1);
   throw std::invalid_argument("unknown GPU emulation self-check: " + name);
 }

@@ -15,6 +15,8 @@ namespace golden::gpu_emulation {
 //   "unsynchronised_read" / "synchronised_read": thread 1 reads shared memory
 //     that thread 0 writes, without / with a barrier between: [value read]
 //   "warp_shuffle_xor": lane i's __shfl_xor_sync(i, 1) for 64 threads
+//   "partial_warp_shuffle": lane i's __shfl_xor_sync(i, 16) for 40 threads
+//     (threads 40..63 of the second warp do not exist: their value is -1)
 //   "fresh_device_memory": the bits of a fresh cudaMallocAsync int
 std::vector<int> run_self_check(const std::string& name);
 
