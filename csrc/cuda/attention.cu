@@ -216,8 +216,7 @@ __global__ void forward_kernel(AttentionForwardProblem p) {
   __shared__ std::int64_t row_head[kForwardRows];
   __shared__ std::int64_t row_visible[kForwardRows];
   __shared__ std::int64_t row_count[kForwardRows];  // keys of the block the row folds
-  __shared__ float row_max[kForwardRows];
-  __shared__ float row_sum[kForwardRows];
+  __shared__ core::AttentionRowState row_state[kForwardRows];
   __shared__ float row_origin[kForwardRows];
   __shared__ float row_alpha[kForwardRows];
   __shared__ unsigned long long most_visible;
@@ -236,8 +235,7 @@ __global__ void forward_kernel(AttentionForwardProblem p) {
     const core::AttentionSeq seq = core::attention_seq(l, b);
     tile_rows_of_sequence<kForwardRows>(l, b, seq, place, TileRows{row_index, row_token, row_head, row_visible});
     if (t < kForwardRows) {
-      row_max[t] = -core::math_detail::inf();  // core::attention_row_start
-      row_sum[t] = 0.0f;
+      row_state[t] = core::AttentionRowState{-core::math_detail::inf(), 0.0f};  // core::attention_row_start
     }
     const std::int64_t keys = block_max(t < kForwardRows ? row_visible[t] : 0, s.max_visible);
     stage_rows<T>(p.q, b, row_token, [&](int r) { return row_head[r]; }, kForwardRows, d_len, q, ld);
@@ -260,11 +258,10 @@ __global__ void forward_kernel(AttentionForwardProblem p) {
         const std::int64_t count = row_visible[t] - start < kBlock ? row_visible[t] - start : kBlock;
         row_count[t] = count > 0 ? count : 0;
         if (count > 0) {
-          const float new_max = core::attention_max(row_max[t], core::attention_block_max(sp + t * kProbStride, count));
-          row_origin[t] = core::attention_origin(new_max);
-          row_alpha[t] = core::attention_rescale_factor(row_max[t], row_origin[t]);
-          row_sum[t] = core::attention_rescaled(row_sum[t], row_alpha[t]);
-          row_max[t] = new_max;
+          const core::AttentionRescale rescale =
+              core::attention_rescale_state(row_state[t], core::attention_block_max(sp + t * kProbStride, count));
+          row_origin[t] = rescale.origin;
+          row_alpha[t] = rescale.alpha;
         }
       }
       __syncthreads();
@@ -279,7 +276,7 @@ __global__ void forward_kernel(AttentionForwardProblem p) {
       __syncthreads();
       if (t < kForwardRows) {
         for (std::int64_t j = 0; j < row_count[t]; ++j) {
-          row_sum[t] = core::attention_sum_step(row_sum[t], sp[t * kProbStride + j]);
+          row_state[t].sum = core::attention_sum_step(row_state[t].sum, sp[t * kProbStride + j]);
         }
       }
       for (int i = 0; i < kRowsPerThread; ++i) {
@@ -304,13 +301,12 @@ __global__ void forward_kernel(AttentionForwardProblem p) {
       for (int m = 0; m < kDims; ++m) {
         const int d = lane + kLanes * m;
         if (d < d_len) {
-          out[d] = core::from_float<TOut>(core::attention_normalized(acc[i][m], row_sum[r], row_visible[r]));
+          out[d] = core::from_float<TOut>(core::attention_normalized(acc[i][m], row_state[r].sum, row_visible[r]));
         }
       }
     }
     if (t < kForwardRows && row_token[t] >= 0 && p.lse.data != nullptr) {
-      *output_row<float>(p.lse, b, row_token[t], row_head[t]) =
-          core::attention_lse(core::AttentionRowState{row_max[t], row_sum[t]}, row_visible[t]);
+      *output_row<float>(p.lse, b, row_token[t], row_head[t]) = core::attention_lse(row_state[t], row_visible[t]);
     }
     __syncthreads();  // the row arrays are read above before the next sequence rewrites them
   }

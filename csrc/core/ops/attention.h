@@ -236,19 +236,32 @@ GOLDEN_INLINE void attention_rescale_acc(float* acc, std::int64_t head_dim, floa
   for (std::int64_t d = 0; d < head_dim; ++d) acc[d] = attention_rescaled(acc[d], alpha);
 }
 
-// Starts folding a block whose max is block_max into the row: one rescale of
-// sum and acc by exp(old_max - new_max) (always applied; it is exactly 1 when
-// the max is unchanged). Returns the origin the block's probabilities are
-// measured from.
-GOLDEN_INLINE float attention_rescale_to(AttentionRowState& st, float* acc, std::int64_t head_dim,
-                                         float block_max) {
+// The origin a block's probabilities are measured from, and the factor the
+// row's accumulators are rescaled by.
+struct AttentionRescale {
+  float origin;
+  float alpha;
+};
+
+// Starts folding a block whose max is block_max into the row's state: the new
+// max, and sum rescaled by alpha = exp(old_max - new_max) (always applied; it
+// is exactly 1 when the max is unchanged). The caller rescales acc by alpha
+// (kernels that spread acc over threads do it where it lives).
+GOLDEN_INLINE AttentionRescale attention_rescale_state(AttentionRowState& st, float block_max) {
   const float new_max = attention_max(st.max, block_max);
   const float origin = attention_origin(new_max);
   const float alpha = attention_rescale_factor(st.max, origin);
   st.sum = attention_rescaled(st.sum, alpha);
-  attention_rescale_acc(acc, head_dim, alpha);
   st.max = new_max;
-  return origin;
+  return {origin, alpha};
+}
+
+// attention_rescale_state and the rescale of acc; returns the origin.
+GOLDEN_INLINE float attention_rescale_to(AttentionRowState& st, float* acc, std::int64_t head_dim,
+                                         float block_max) {
+  const AttentionRescale r = attention_rescale_state(st, block_max);
+  attention_rescale_acc(acc, head_dim, r.alpha);
+  return r.origin;
 }
 
 // Both for `count` keys (scores[0..count)).
@@ -293,15 +306,6 @@ GOLDEN_INLINE void attention_block_accumulate(float* acc, std::int64_t head_dim,
     const float w = weights[j];
     for (std::int64_t d = 0; d < head_dim; ++d) acc[d] = attention_accumulate_step(acc[d], w, rows(j, d));
   }
-}
-
-// Both steps for one block.
-template <class Value>
-GOLDEN_INLINE void attention_fold_block(AttentionRowState& st, float* acc, std::int64_t head_dim,
-                                        const float* scores, std::int64_t count, Value value,
-                                        float* probs) {
-  attention_block_softmax(st, acc, head_dim, scores, count, probs);
-  attention_block_accumulate(acc, head_dim, probs, count, value);
 }
 
 // out[d] = acc[d] / sum (one correctly rounded division); a row with no valid
