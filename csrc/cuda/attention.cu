@@ -12,6 +12,10 @@
 //    rows of the group's heads taken 16 at a time in order.
 // No tensor cores: their accumulation order is not the core's. All
 // arithmetic is in csrc/core/ops/attention.h.
+#include <algorithm>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
 
 #include "../core/ops/attention.h"
@@ -312,6 +316,312 @@ __global__ void forward_kernel(AttentionForwardProblem p) {
   }
 }
 
+// ---- Forward of a few query rows (decode): keys spread over the whole GPU ------------------
+// A decode step has a handful of query rows per kv head (the group's heads of
+// one token), so the tile kernel above would run one block per kv head, most
+// of its tile empty, each streaming its whole cache through one
+// multiprocessor. When a (sequence, kv head) has at most kDecodeRows rows, the
+// forward instead runs two kernels over scratch in device memory:
+//  - decode_scores_kernel, a block per (64-key block, kv head, sequence):
+//    every row's scores for the block (each an fma chain over d), and each
+//    row's max of the block (a chain over its keys in rank order);
+//  - decode_rows_kernel, a block per (row, kv head, sequence): the row's max
+//    after each block (a chain over the blocks), each block's origin and
+//    rescale factor and every probability (in parallel: each depends only on
+//    those maxima), then thread d runs acc[d]'s chain over the keys in rank
+//    order (rescaled at each block's start) and one more thread the sum's.
+// Every value is the one the row's online softmax gives in the core's order,
+// so the bits are those of the tile kernel and of the CPU. The scratch holds
+// a score per (row, key), so the sequences are taken as many at a time as fit
+// 256 MiB (GOLDEN_KERNELS_GPU_DECODE_SCRATCH_BYTES; tests make it small).
+constexpr int kDecodeRows = 16;
+constexpr int kDecodeScoreThreads = 128;
+
+// Per (sequence of the launch, kv head, row): the row's scores (then
+// probabilities) at key ranks [0, key_slots), and per key block its max (then
+// the row's max after it), origin and rescale factor.
+struct DecodeScratch {
+  float* scores;
+  float* block_max;
+  float* origin;
+  float* alpha;
+  std::int64_t rows;  // per (sequence, kv head): query tokens x heads of the group, token-major
+  std::int64_t blocks;
+  std::int64_t first_seq;
+
+  __device__ std::int64_t row_of(std::int64_t b, std::int64_t g, std::int64_t num_kv_heads, std::int64_t r) const {
+    return ((b - first_seq) * num_kv_heads + g) * rows + r;
+  }
+};
+
+// Row r of kv head g's decode rows: its token and query head.
+struct DecodeRow {
+  std::int64_t token;
+  std::int64_t head;
+  std::int64_t visible;
+};
+
+__device__ DecodeRow decode_row(const AttentionLayout& l, std::int64_t b, const core::AttentionSeq& seq,
+                                std::int64_t g, std::int64_t r) {
+  const std::int64_t heads = l.num_q_heads / l.num_kv_heads;
+  const std::int64_t i = r / heads;
+  return {seq.q_begin + i, g * heads + r % heads, core::attention_visible_keys(l, b, seq, i)};
+}
+
+std::size_t decode_score_shared_floats(std::int64_t rows, std::int64_t head_dim) {
+  return static_cast<std::size_t>((rows + kBlock) * (head_dim + 1) + rows * kProbStride);
+}
+
+template <class T>
+__global__ void decode_scores_kernel(AttentionForwardProblem p, DecodeScratch s) {
+  __shared__ std::int64_t tokens[kBlock];
+  __shared__ std::int64_t row_token[kDecodeRows];
+  __shared__ std::int64_t row_head[kDecodeRows];
+  __shared__ std::int64_t row_visible[kDecodeRows];
+  GOLDEN_DYNAMIC_SHARED(float, staged);
+  const AttentionLayout& l = p.layout;
+  const std::int64_t b = s.first_seq + blockIdx.z;
+  const std::int64_t g = blockIdx.y;
+  const std::int64_t kb = blockIdx.x;
+  const std::int64_t start = kb * kBlock;
+  const core::AttentionSeq seq = core::attention_seq(l, b);
+  const int rows = static_cast<int>(s.rows);
+  const int t = static_cast<int>(threadIdx.x);
+  const int d_len = static_cast<int>(l.head_dim);
+  const int ld = d_len + 1;
+  float* const q = staged;
+  float* const keys = q + rows * ld;
+  float* const sp = keys + kBlock * ld;
+  std::int64_t seen = 0;  // the most keys a row of the sequence sees (the same in every thread)
+  for (std::int64_t i = 0; i < seq.q_len; ++i) {
+    const std::int64_t visible = core::attention_visible_keys(l, b, seq, i);
+    seen = visible > seen ? visible : seen;
+  }
+  if (start >= seen) return;  // the whole block returns, before any barrier
+  if (t < rows) {
+    const DecodeRow row = decode_row(l, b, seq, g, t);
+    row_token[t] = row.token;
+    row_head[t] = row.head;
+    row_visible[t] = row.visible;
+  }
+  __syncthreads();
+  stage_rows<T>(p.q, b, row_token, [&](int r) { return row_head[r]; }, rows, d_len, q, ld);
+  stage<T>(l, p.k, b, seq.k_begin, g, start, seen, Staging{keys, tokens, nullptr}, ld);
+  for (int pair = t; pair < rows * kBlock; pair += static_cast<int>(blockDim.x)) {
+    const int r = pair / kBlock;
+    const int j = pair % kBlock;
+    if (start + j >= row_visible[r]) continue;
+    const float dot = core::attention_dot(q + r * ld, d_len, [&](std::int64_t d) { return keys[j * ld + d]; });
+    const float score = core::attention_score(dot, l.scale);
+    sp[r * kProbStride + j] = score;
+    s.scores[s.row_of(b, g, l.num_kv_heads, r) * s.blocks * kBlock + start + j] = score;
+  }
+  __syncthreads();
+  if (t < rows) {
+    const std::int64_t count = row_visible[t] - start < kBlock ? row_visible[t] - start : kBlock;
+    if (count > 0) {
+      s.block_max[s.row_of(b, g, l.num_kv_heads, t) * s.blocks + kb] =
+          core::attention_block_max(sp + t * kProbStride, count);
+    }
+  }
+}
+
+// The row's max after each block (a chain over the blocks: thread 0), then,
+// in parallel, each block's origin and rescale factor and every probability
+// (overwriting the scores). A block per (row, kv head, sequence).
+__global__ void decode_softmax_kernel(AttentionForwardProblem p, DecodeScratch s) {
+  const AttentionLayout& l = p.layout;
+  const std::int64_t b = s.first_seq + blockIdx.z;
+  const std::int64_t g = blockIdx.y;
+  const std::int64_t r = blockIdx.x;
+  const core::AttentionSeq seq = core::attention_seq(l, b);
+  const std::int64_t visible = decode_row(l, b, seq, g, r).visible;
+  const int t = static_cast<int>(threadIdx.x);
+  const int threads = static_cast<int>(blockDim.x);
+  const std::int64_t blocks = (visible + kBlock - 1) / kBlock;
+  const std::int64_t slot = s.row_of(b, g, l.num_kv_heads, r);
+  float* const probs = s.scores + slot * s.blocks * kBlock;
+  float* const max_after = s.block_max + slot * s.blocks;
+  float* const origin = s.origin + slot * s.blocks;
+  float* const alpha = s.alpha + slot * s.blocks;
+  if (t == 0) {
+    float running = -core::math_detail::inf();
+    for (std::int64_t kb = 0; kb < blocks; ++kb) {
+      running = core::attention_max(running, max_after[kb]);
+      max_after[kb] = running;
+    }
+  }
+  __syncthreads();
+  for (std::int64_t kb = t; kb < blocks; kb += threads) {
+    const float before = kb == 0 ? -core::math_detail::inf() : max_after[kb - 1];
+    const core::AttentionRescale rescale = core::attention_rescale_between(before, max_after[kb]);
+    origin[kb] = rescale.origin;
+    alpha[kb] = rescale.alpha;
+  }
+  __syncthreads();
+  for (std::int64_t n = t; n < visible; n += threads) {
+    probs[n] = core::attention_block_prob(probs[n], origin[n / kBlock]);
+  }
+}
+
+// The chains: a block per (kDecodeDims dims, kv head, sequence) of
+// kDecodeThreads threads. Thread (row r, lane) < rows x kDecodeDims runs
+// acc[d]'s chain of row r over its visible keys in rank order, rescaled at
+// each block's start; thread kDecodeRows x kDecodeDims + r runs row r's sum.
+// The keys go kDecodeStep at a time through two shared buffers: while the
+// chains fold one step, every thread holds its share of the next step's
+// values, probabilities and factors in registers, loaded before the fold
+// and stored after it, so the loads' latency overlaps the chains.
+constexpr int kDecodeDims = 32;
+constexpr int kDecodeStepBlocks = 2;
+constexpr int kDecodeStep = kDecodeStepBlocks * static_cast<int>(kBlock);
+constexpr int kDecodeThreads = (kDecodeRows + 1) * kDecodeDims;
+constexpr int kStepValues = kDecodeStep * kDecodeDims;
+constexpr int kValuesPerThread = (kStepValues + kDecodeThreads - 1) / kDecodeThreads;
+constexpr int kProbsPerThread = (kDecodeRows * kDecodeStep + kDecodeThreads - 1) / kDecodeThreads;
+static_assert(kDecodeStep <= kDecodeThreads, "a thread per key of a step for its token");
+
+// One buffer of a step: values [kDecodeStep][kDecodeDims], probabilities
+// [rows][kDecodeStep], factors [rows][kDecodeStepBlocks].
+struct DecodeStepBuffer {
+  float* values;
+  float* probs;
+  float* alpha;
+};
+
+std::size_t decode_values_shared_floats(std::int64_t rows) {
+  return 2 * static_cast<std::size_t>(kStepValues + rows * (kDecodeStep + kDecodeStepBlocks));
+}
+
+__device__ DecodeStepBuffer decode_step_buffer(float* shared, std::int64_t rows, int which) {
+  float* const base = shared + which * (kStepValues + rows * (kDecodeStep + kDecodeStepBlocks));
+  return {base, base + kStepValues, base + kStepValues + rows * kDecodeStep};
+}
+
+// A thread's share of one step, in registers between the loads and the stores.
+struct DecodeStepLoads {
+  float values[kValuesPerThread];
+  float probs[kProbsPerThread];
+  float alpha;
+};
+
+// The bound keeps its registers within a multiprocessor's for kDecodeThreads.
+template <class T, class TOut>
+__global__ void __launch_bounds__(kDecodeThreads) decode_values_kernel(AttentionForwardProblem p, DecodeScratch s) {
+  __shared__ std::int64_t row_token[kDecodeRows];
+  __shared__ std::int64_t row_head[kDecodeRows];
+  __shared__ std::int64_t row_visible[kDecodeRows];
+  __shared__ float row_sum[kDecodeRows];
+  __shared__ std::int64_t step_token[kDecodeStep];
+  GOLDEN_DYNAMIC_SHARED(float, staged);
+  const AttentionLayout& l = p.layout;
+  const std::int64_t b = s.first_seq + blockIdx.z;
+  const std::int64_t g = blockIdx.y;
+  const std::int64_t d0 = static_cast<std::int64_t>(blockIdx.x) * kDecodeDims;
+  const core::AttentionSeq seq = core::attention_seq(l, b);
+  const int rows = static_cast<int>(s.rows);
+  const int t = static_cast<int>(threadIdx.x);
+  if (t < rows) {
+    const DecodeRow row = decode_row(l, b, seq, g, t);
+    row_token[t] = row.token;
+    row_head[t] = row.head;
+    row_visible[t] = row.visible;
+  }
+  __syncthreads();
+  std::int64_t seen = 0;  // the most keys a row sees
+  for (int r = 0; r < rows; ++r) seen = row_visible[r] > seen ? row_visible[r] : seen;
+  const T* const values = input_row<T>(p.v, b, seq.k_begin, g);
+
+  // Loads step `step`'s share of this thread (zeros past the keys a row sees).
+  const auto load = [&](std::int64_t step, DecodeStepLoads& x) {
+    const std::int64_t first = step * kDecodeStep;
+    if (t < kDecodeStep) {
+      step_token[t] = first + t < seen ? core::attention_key_token(l, b, first + t) : -1;
+    }
+    __syncthreads();  // tokens of the step, for every thread's values below
+    for (int i = 0; i < kValuesPerThread; ++i) {
+      const int e = t + i * kDecodeThreads;
+      const std::int64_t token = e < kStepValues ? step_token[e / kDecodeDims] : -1;
+      const std::int64_t d = d0 + e % kDecodeDims;
+      x.values[i] = token >= 0 && d < l.head_dim ? core::to_float(values[token * p.v.token_stride + d]) : 0.0f;
+    }
+    for (int i = 0; i < kProbsPerThread; ++i) {
+      const int e = t + i * kDecodeThreads;
+      const int r = e / kDecodeStep;
+      const std::int64_t n = first + e % kDecodeStep;
+      const bool real = r < rows && n < row_visible[r];
+      x.probs[i] = real ? s.scores[s.row_of(b, g, l.num_kv_heads, r) * s.blocks * kBlock + n] : 0.0f;
+    }
+    const int r = t / kDecodeStepBlocks;
+    const std::int64_t kb = step * kDecodeStepBlocks + t % kDecodeStepBlocks;
+    const bool real = r < rows && kb * kBlock < row_visible[r];
+    x.alpha = real ? s.alpha[s.row_of(b, g, l.num_kv_heads, r) * s.blocks + kb] : 0.0f;
+  };
+  const auto store = [&](const DecodeStepLoads& x, const DecodeStepBuffer& buffer) {
+    for (int i = 0; i < kValuesPerThread; ++i) {
+      const int e = t + i * kDecodeThreads;
+      if (e < kStepValues) buffer.values[e] = x.values[i];
+    }
+    for (int i = 0; i < kProbsPerThread; ++i) {
+      const int e = t + i * kDecodeThreads;
+      if (e < rows * kDecodeStep) buffer.probs[e] = x.probs[i];
+    }
+    if (t < rows * kDecodeStepBlocks) buffer.alpha[t] = x.alpha;
+  };
+
+  const bool holds_acc = t < rows * kDecodeDims;
+  const bool holds_sum = t >= kDecodeRows * kDecodeDims && t < kDecodeRows * kDecodeDims + rows;
+  const int r = holds_acc ? t / kDecodeDims : t - kDecodeRows * kDecodeDims;
+  const int lane = t % kDecodeDims;
+  float acc = 0.0f;  // core::attention_row_start
+  float sum = 0.0f;
+  const std::int64_t steps = (seen + kDecodeStep - 1) / kDecodeStep;
+  DecodeStepLoads next;
+  if (steps > 0) {
+    load(0, next);
+    store(next, decode_step_buffer(staged, rows, 0));
+    __syncthreads();  // the first step's buffer and tokens are complete
+  }
+  for (std::int64_t step = 0; step < steps; ++step) {
+    if (step + 1 < steps) load(step + 1, next);  // its barrier also ends the last step's stores
+    const DecodeStepBuffer now = decode_step_buffer(staged, rows, static_cast<int>(step % 2));
+    if (holds_acc || holds_sum) {
+      const std::int64_t visible = row_visible[r];
+      for (int blk = 0; blk < kDecodeStepBlocks; ++blk) {
+        const std::int64_t start = step * kDecodeStep + blk * kBlock;
+        if (start >= visible) break;
+        const int count = static_cast<int>(visible - start < kBlock ? visible - start : kBlock);
+        const float factor = now.alpha[r * kDecodeStepBlocks + blk];
+        const float* const w = now.probs + r * kDecodeStep + blk * kBlock;
+        if (holds_acc) {
+          const float* const v = now.values + blk * kBlock * kDecodeDims + lane;
+          acc = core::attention_rescaled(acc, factor);
+          for (int j = 0; j < count; ++j) acc = core::attention_accumulate_step(acc, w[j], v[j * kDecodeDims]);
+        } else {
+          sum = core::attention_rescaled(sum, factor);
+          for (int j = 0; j < count; ++j) sum = core::attention_sum_step(sum, w[j]);
+        }
+      }
+    }
+    if (step + 1 < steps) store(next, decode_step_buffer(staged, rows, static_cast<int>((step + 1) % 2)));
+    __syncthreads();  // the step's buffer is read before it is refilled
+  }
+  if (holds_sum) row_sum[r] = sum;
+  __syncthreads();
+  const std::int64_t d = d0 + lane;
+  if (holds_acc && d < l.head_dim) {
+    output_row<TOut>(p.out, b, row_token[r], row_head[r])[d] =
+        core::from_float<TOut>(core::attention_normalized(acc, row_sum[r], row_visible[r]));
+  }
+  if (holds_sum && blockIdx.x == 0 && p.lse.data != nullptr) {
+    const std::int64_t blocks = (row_visible[r] + kBlock - 1) / kBlock;
+    const float max = blocks == 0 ? -core::math_detail::inf()
+                                  : s.block_max[s.row_of(b, g, l.num_kv_heads, r) * s.blocks + blocks - 1];
+    *output_row<float>(p.lse, b, row_token[r], row_head[r]) =
+        core::attention_lse(core::AttentionRowState{max, row_sum[r]}, row_visible[r]);
+  }
+}
+
 // Pass 1 of the backward: a thread block of kRowThreads per (kRowTile tile
 // entries, kv head) as in the forward, given the forward's fp32 output and
 // LSE (saved by the caller, or recomputed by forward_kernel just before).
@@ -604,12 +914,103 @@ void launch_forward(const AttentionForwardProblem& p, cudaStream_t stream) {
   check_launch("attention_forward");
 }
 
+std::size_t decode_scratch_bytes() {
+  const char* env = std::getenv("GOLDEN_KERNELS_GPU_DECODE_SCRATCH_BYTES");
+  if (env == nullptr) return std::size_t{256} << 20;
+  char* end = nullptr;
+  const unsigned long long bytes = std::strtoull(env, &end, 10);
+  if (end == env || *end != '\0' || bytes == 0) {
+    throw std::invalid_argument(std::string("GOLDEN_KERNELS_GPU_DECODE_SCRATCH_BYTES must be a positive integer, not '") +
+                                env + "'");
+  }
+  return static_cast<std::size_t>(bytes);
+}
+
+// Scratch floats of the decode kernels per sequence.
+std::int64_t decode_floats_per_seq(const AttentionLayout& l) {
+  const std::int64_t rows = l.q_len * (l.num_q_heads / l.num_kv_heads);
+  const std::int64_t blocks = (l.k_len + kBlock - 1) / kBlock;
+  return l.num_kv_heads * rows * (blocks * kBlock + 3 * blocks);
+}
+
+// The decode kernels take padded sequences of at most kDecodeRows rows per kv
+// head, one sequence's scratch within the budget.
+bool decode_applies(const AttentionLayout& l) {
+  return l.cu_q == nullptr && l.q_len * (l.num_q_heads / l.num_kv_heads) <= kDecodeRows &&
+         static_cast<std::size_t>(decode_floats_per_seq(l)) * sizeof(float) <= decode_scratch_bytes();
+}
+
+template <class T, class TOut>
+void launch_decode(const AttentionForwardProblem& p, cudaStream_t stream) {
+  const AttentionLayout& l = p.layout;
+  const std::int64_t rows = l.q_len * (l.num_q_heads / l.num_kv_heads);
+  const std::int64_t blocks = (l.k_len + kBlock - 1) / kBlock;
+  const std::int64_t per_seq = decode_floats_per_seq(l);
+  const std::int64_t max_seqs = static_cast<std::int64_t>(decode_scratch_bytes() / sizeof(float)) / (per_seq > 0 ? per_seq : 1);
+  const std::int64_t seqs_per_launch = std::min({l.num_seqs, max_seqs, kMaxGridY});
+  DeviceBuffer scratch(static_cast<std::size_t>(seqs_per_launch * per_seq) * sizeof(float), stream,
+                       "attention_forward (decode scratch)");
+  const std::int64_t row_slots = seqs_per_launch * l.num_kv_heads * rows;
+  float* const scores = scratch.as<float>();
+  float* const block_max = scores + row_slots * blocks * kBlock;
+  const std::size_t score_bytes = decode_score_shared_floats(rows, l.head_dim) * sizeof(float);
+  allow_shared_bytes(decode_scores_kernel<T>, score_bytes, "attention_forward (decode scores, shared memory)");
+  const std::size_t value_bytes = decode_values_shared_floats(rows) * sizeof(float);
+  allow_shared_bytes(decode_values_kernel<T, TOut>, value_bytes, "attention_forward (decode values, shared memory)");
+  for (std::int64_t first = 0; first < l.num_seqs; first += seqs_per_launch) {
+    const std::int64_t seqs = std::min(seqs_per_launch, l.num_seqs - first);
+    const DecodeScratch s{scores, block_max, block_max + row_slots * blocks, block_max + 2 * row_slots * blocks,
+                          rows, blocks, first};
+    const unsigned heads = grid_for(l.num_kv_heads, 1, kMaxGridY);
+    const unsigned launch_seqs = static_cast<unsigned>(seqs);
+    if (blocks > 0) {
+      launch(decode_scores_kernel<T>, dim3(grid_for(blocks, 1), heads, launch_seqs), kDecodeScoreThreads,
+             score_bytes, stream, p, s);
+      check_launch("attention_forward (decode scores)");
+      launch(decode_softmax_kernel, dim3(grid_for(rows, 1), heads, launch_seqs), kDecodeScoreThreads, 0, stream, p,
+             s);
+      check_launch("attention_forward (decode softmax)");
+    }
+    launch(decode_values_kernel<T, TOut>, dim3(grid_for(l.head_dim, kDecodeDims), heads, launch_seqs),
+           kDecodeThreads, value_bytes, stream, p, s);
+    check_launch("attention_forward (decode values)");
+  }
+}
+
+// GOLDEN_KERNELS_GPU_ATTENTION=tiles or =decode forces the forward's kernels
+// (decode only where it applies, else ValueError); unset or auto: decode
+// where it applies. Both give the same bits; tests run each.
+bool use_decode(const AttentionLayout& l) {
+  const char* env = std::getenv("GOLDEN_KERNELS_GPU_ATTENTION");
+  const std::string choice = env == nullptr ? "auto" : env;
+  if (choice == "auto") return decode_applies(l);
+  if (choice == "tiles") return false;
+  if (choice == "decode") {
+    if (!decode_applies(l)) {
+      throw std::invalid_argument(
+          "GOLDEN_KERNELS_GPU_ATTENTION=decode: the decode kernels take padded inputs with at most " +
+          std::to_string(kDecodeRows) + " query rows per kv head (q_len x query heads per kv head) whose "
+          "scratch fits GOLDEN_KERNELS_GPU_DECODE_SCRATCH_BYTES");
+    }
+    return true;
+  }
+  throw std::invalid_argument("GOLDEN_KERNELS_GPU_ATTENTION must be auto, tiles or decode, not '" + choice + "'");
+}
+
 }  // namespace
 
 void attention_forward(const AttentionForwardProblem& p, std::uintptr_t stream) {
   if (core::attention_total_query_rows(p.layout) * p.layout.num_q_heads == 0) return;
-  visit_in_out(p.dtype, p.out_dtype,
-               [&](auto in, auto out) { launch_forward<decltype(in), decltype(out)>(p, as_stream(stream)); });
+  const bool decode = use_decode(p.layout);
+  visit_in_out(p.dtype, p.out_dtype, [&](auto in, auto out) {
+    using T = decltype(in);
+    using TOut = decltype(out);
+    if (decode) {
+      launch_decode<T, TOut>(p, as_stream(stream));
+    } else {
+      launch_forward<T, TOut>(p, as_stream(stream));
+    }
+  });
 }
 
 void attention_backward(const AttentionBackwardProblem& problem, std::uintptr_t stream) {

@@ -20,6 +20,7 @@
 #define __global__
 #define __device__
 #define __host__
+#define __launch_bounds__(...)
 // Static storage is shared by the fibers of the block that is running, and
 // only one block runs at a time.
 #define __shared__ static

@@ -243,17 +243,23 @@ struct AttentionRescale {
   float alpha;
 };
 
+// The origin and factor of a block after which the row's max is new_max, the
+// max having been old_max before it (-inf before the first block).
+GOLDEN_INLINE AttentionRescale attention_rescale_between(float old_max, float new_max) {
+  const float origin = attention_origin(new_max);
+  return {origin, attention_rescale_factor(old_max, origin)};
+}
+
 // Starts folding a block whose max is block_max into the row's state: the new
 // max, and sum rescaled by alpha = exp(old_max - new_max) (always applied; it
 // is exactly 1 when the max is unchanged). The caller rescales acc by alpha
 // (kernels that spread acc over threads do it where it lives).
 GOLDEN_INLINE AttentionRescale attention_rescale_state(AttentionRowState& st, float block_max) {
   const float new_max = attention_max(st.max, block_max);
-  const float origin = attention_origin(new_max);
-  const float alpha = attention_rescale_factor(st.max, origin);
-  st.sum = attention_rescaled(st.sum, alpha);
+  const AttentionRescale rescale = attention_rescale_between(st.max, new_max);
+  st.sum = attention_rescaled(st.sum, rescale.alpha);
   st.max = new_max;
-  return {origin, alpha};
+  return rescale;
 }
 
 // attention_rescale_state and the rescale of acc; returns the origin.
