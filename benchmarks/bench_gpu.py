@@ -17,6 +17,7 @@ import argparse
 import functools
 import itertools
 import math
+import os
 import statistics
 import time
 import types
@@ -278,6 +279,17 @@ def golden_train(q, k, v, grad):
     return op.backward(grad, q, k, v, saved_out=out, saved_lse=lse)
 
 
+def forced_kernels(kernels: str):
+    """gk.attention with GOLDEN_KERNELS_GPU_ATTENTION set to `kernels` for the call."""
+    def attention(q, k, v):
+        os.environ["GOLDEN_KERNELS_GPU_ATTENTION"] = kernels
+        try:
+            return gk.attention(q, k, v)
+        finally:
+            del os.environ["GOLDEN_KERNELS_GPU_ATTENTION"]
+    return attention
+
+
 def attention_rows(bench: Bench, sizes) -> None:
     def qkv(dtype, q_len, kv_len, grad=False):
         q = bench.randn((1, HEADS, q_len, HEAD_DIM), dtype)
@@ -294,6 +306,9 @@ def attention_rows(bench: Bench, sizes) -> None:
             sets = bench.sets(lambda: qkv(dtype, 1, cache))
             t = bench.compare(f"decode {dtype_label(dtype)} cache {cache}", gk.attention, sdpa, sets,
                               size_of(*sets[0][1:]), predicted_s=predicted_s(last, cache, 1))
+            # The same step on the query-tile kernels (csrc/cuda/attention.cu), which a decode used before.
+            bench.compare(f"decode {dtype_label(dtype)} cache {cache} (tile kernels)", forced_kernels("tiles"), sdpa,
+                          sets, size_of(*sets[0][1:]), predicted_s=predicted_s(last, cache, 1))
             last = (cache, t) if math.isfinite(t) else last
     last = {dtype: (1, 0.0) for dtype in DTYPES}
     for length in sizes.lengths:
