@@ -277,6 +277,32 @@ def test_ragged_prompts_left_padded_in_cache_T4_T5(gen):
             assert_bitwise_equal(outs[t + 1][b:b + 1], alone[:, :, n + t:n + t + 1], f"decode {t} of {b}")
 
 
+def test_cache_with_holes_in_every_append_T4_T5(gen):
+    """Masked tokens in every append (prefill, chunks, single steps), with NaN
+    in their k/v: each attend has the bits of one masked attention over the
+    whole sequence, padding rows included."""
+    batch, hq, hkv, d, length = 3, 4, 2, 16, 90
+    q, k, v = make_qkv(batch, hq, hkv, length, length, d, torch.float32, gen)
+    mask = holes_mask(batch, length, gen)
+    mask[1, 40:45] = False  # a run of dropped tokens inside one append
+    k, v = (t.masked_fill(~mask[:, None, :, None], float("nan")) for t in (k, v))
+    want, want_lse = gk.attention(q, k, v, key_padding_mask=mask, return_lse=True)
+    cache = gk.KVCache(batch, hkv, d, length)
+    start = 0
+    for size in (30, 1, 7, 1, 1, 50):
+        part = slice(start, start + size)
+        cache.append(k[:, :, part], v[:, :, part], key_padding_mask=mask[:, part])
+        out, lse = cache.attend(q[:, :, part], return_lse=True)
+        assert_bitwise_equal(out, want[:, :, part], f"append at {start} out")
+        assert_bitwise_equal(lse, want_lse[:, :, part], f"append at {start} lse")
+        start += size
+    assert start == length
+    for b in range(batch):
+        kept = mask[b].nonzero().flatten()
+        assert torch.equal(cache.key_index[b, :kept.numel()], kept.to(torch.int32)), f"key_index of {b}"
+    assert torch.equal(cache.key_count, mask.sum(1).to(torch.int32))
+
+
 def pack(tensors):
     """[1, H, L, D] sequences -> packed [T, H, D] and cu_seqlens."""
     packed = torch.cat([t[0].transpose(0, 1) for t in tensors])

@@ -76,13 +76,20 @@ class KVCache:
         self.length += steps
 
     def _append_key_positions(self, mask: Any) -> None:
+        """Each sequence's kept tokens go to its next ranks of key_index, in
+        token order, with no host round trip (on a GPU, nothing waits)."""
         import torch
 
-        for b in range(mask.shape[0]):
-            positions = mask[b].nonzero().flatten().to(torch.int32) + self.length
-            count = int(self.key_count[b])
-            self.key_index[b, count:count + positions.numel()] = positions
-            self.key_count[b] += positions.numel()
+        counts = self.key_count.to(torch.int64)[:, None]
+        kept = mask.to(torch.int64)
+        ranks = counts + kept.cumsum(1) - 1
+        positions = torch.arange(self.length, self.length + mask.shape[1], dtype=torch.int32, device=mask.device)
+        # A dropped token writes -1 to the rank after the sequence's kept ones,
+        # which no reader looks at (and which exists: that token is not kept).
+        spare = counts + kept.sum(1, keepdim=True)
+        self.key_index.scatter_(1, torch.where(mask, ranks, spare),
+                                torch.where(mask, positions.expand(mask.shape), torch.full_like(positions, -1)))
+        self.key_count += kept.sum(1).to(torch.int32)
 
     def attend(self, q: Any, *, scale: float | None = None, return_lse: bool = False,
                backend: str | None = None, fp32: bool = False) -> Any:
