@@ -141,3 +141,15 @@ def test_forced_kernels_refuse_what_they_cannot_run(monkeypatch):
     monkeypatch.setenv("GOLDEN_KERNELS_GPU_DECODE_SCRATCH_BYTES", "lots")
     with pytest.raises(ValueError, match="positive integer"):
         gk.attention(q[:, :, :1], k, v, backend=GPU)
+
+
+def test_decode_past_a_thousand_key_blocks():
+    """More than 1024 key blocks: the chain of the row's maxima runs over its
+    staged chunks of 1024 in turn (decode_softmax_kernel)."""
+    gen = torch.Generator().manual_seed(24)
+    skv = 1024 * 64 + 100
+    q, k, v = make_qkv(1, 2, 1, 1, skv, 8, torch.float32, gen, scale=3.0)
+    want = forward_all("reference", q, k, v, None, True)  # no mask: every key has a rank
+    got = forward_all(GPU, *(on_gpu(t) for t in (q, k, v)), None, True)
+    for name, a, w in zip(("out", "lse", "out_fp32"), got, want):
+        assert_bitwise_equal(a.cpu(), w, f"long cache {name}")

@@ -444,14 +444,25 @@ __global__ void decode_softmax_kernel(AttentionForwardProblem p, DecodeScratch s
   float* const max_after = s.block_max + slot * s.blocks;
   float* const origin = s.origin + slot * s.blocks;
   float* const alpha = s.alpha + slot * s.blocks;
-  if (t == 0) {
-    float running = -core::math_detail::inf();
-    for (std::int64_t kb = 0; kb < blocks; ++kb) {
-      running = core::attention_max(running, max_after[kb]);
-      max_after[kb] = running;
+  // The chain runs on thread 0 over maxima the block stages in shared memory
+  // kMaxChunk at a time, so that its steps wait on no load from device memory.
+  constexpr int kMaxChunk = 1024;
+  __shared__ float chunk[kMaxChunk];
+  float running = -core::math_detail::inf();
+  for (std::int64_t first = 0; first < blocks; first += kMaxChunk) {
+    const int count = static_cast<int>(blocks - first < kMaxChunk ? blocks - first : kMaxChunk);
+    for (int i = t; i < count; i += threads) chunk[i] = max_after[first + i];
+    __syncthreads();
+    if (t == 0) {
+      for (int i = 0; i < count; ++i) {
+        running = core::attention_max(running, chunk[i]);
+        chunk[i] = running;
+      }
     }
+    __syncthreads();
+    for (int i = t; i < count; i += threads) max_after[first + i] = chunk[i];
+    __syncthreads();  // the chunk is written out before the next one is staged
   }
-  __syncthreads();
   for (std::int64_t kb = t; kb < blocks; kb += threads) {
     const float before = kb == 0 ? -core::math_detail::inf() : max_after[kb - 1];
     const core::AttentionRescale rescale = core::attention_rescale_between(before, max_after[kb]);
@@ -512,7 +523,7 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_values_kernel(Attention
   __shared__ std::int64_t row_head[kDecodeRows];
   __shared__ std::int64_t row_visible[kDecodeRows];
   __shared__ float row_sum[kDecodeRows];
-  __shared__ std::int64_t step_token[kDecodeStep];
+  __shared__ std::int64_t step_token[2][kDecodeStep];  // by step parity
   GOLDEN_DYNAMIC_SHARED(float, staged);
   const AttentionLayout& l = p.layout;
   const std::int64_t b = s.first_seq + blockIdx.z;
@@ -532,16 +543,20 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_values_kernel(Attention
   for (int r = 0; r < rows; ++r) seen = row_visible[r] > seen ? row_visible[r] : seen;
   const T* const values = input_row<T>(p.v, b, seq.k_begin, g);
 
+  // The token of key t of step `step` (-1 past the keys any row sees), for
+  // thread t < kDecodeStep: stored in step_token[step % 2] a step ahead of
+  // its use, so that no barrier waits on the lookup (key_index).
+  const auto token_of = [&](std::int64_t step) -> std::int64_t {
+    const std::int64_t n = step * kDecodeStep + t;
+    return t < kDecodeStep && n < seen ? core::attention_key_token(l, b, n) : -1;
+  };
   // Loads step `step`'s share of this thread (zeros past the keys a row sees).
   const auto load = [&](std::int64_t step, DecodeStepLoads& x) {
     const std::int64_t first = step * kDecodeStep;
-    if (t < kDecodeStep) {
-      step_token[t] = first + t < seen ? core::attention_key_token(l, b, first + t) : -1;
-    }
-    __syncthreads();  // tokens of the step, for every thread's values below
+    const std::int64_t* const tokens = step_token[step % 2];
     for (int i = 0; i < kValuesPerThread; ++i) {
       const int e = t + i * kDecodeThreads;
-      const std::int64_t token = e < kStepValues ? step_token[e / kDecodeDims] : -1;
+      const std::int64_t token = e < kStepValues ? tokens[e / kDecodeDims] : -1;
       const std::int64_t d = d0 + e % kDecodeDims;
       x.values[i] = token >= 0 && d < l.head_dim ? core::to_float(values[token * p.v.token_stride + d]) : 0.0f;
     }
@@ -578,12 +593,18 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_values_kernel(Attention
   const std::int64_t steps = (seen + kDecodeStep - 1) / kDecodeStep;
   DecodeStepLoads next;
   if (steps > 0) {
+    if (t < kDecodeStep) {
+      step_token[0][t] = token_of(0);
+      step_token[1][t] = token_of(1);
+    }
+    __syncthreads();  // the first two steps' tokens
     load(0, next);
     store(next, decode_step_buffer(staged, rows, 0));
-    __syncthreads();  // the first step's buffer and tokens are complete
+    __syncthreads();  // the first step's buffer
   }
   for (std::int64_t step = 0; step < steps; ++step) {
-    if (step + 1 < steps) load(step + 1, next);  // its barrier also ends the last step's stores
+    if (step + 1 < steps) load(step + 1, next);
+    const std::int64_t token_ahead = token_of(step + 2);
     const DecodeStepBuffer now = decode_step_buffer(staged, rows, static_cast<int>(step % 2));
     if (holds_acc || holds_sum) {
       const std::int64_t visible = row_visible[r];
@@ -604,6 +625,7 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_values_kernel(Attention
       }
     }
     if (step + 1 < steps) store(next, decode_step_buffer(staged, rows, static_cast<int>((step + 1) % 2)));
+    if (t < kDecodeStep) step_token[step % 2][t] = token_ahead;  // step + 2's; step's were read by load(step)
     __syncthreads();  // the step's buffer is read before it is refilled
   }
   if (holds_sum) row_sum[r] = sum;
