@@ -408,8 +408,8 @@ __global__ void decode_scores_kernel(AttentionForwardProblem p, DecodeScratch s)
   stage_rows<T>(p.q, b, row_token, [&](int r) { return row_head[r]; }, rows, d_len, q, ld);
   stage<T>(l, p.k, b, seq.k_begin, g, start, seen, Staging{keys, tokens, nullptr}, ld);
   for (int pair = t; pair < rows * kBlock; pair += static_cast<int>(blockDim.x)) {
-    const int r = pair / kBlock;
-    const int j = pair % kBlock;
+    const int r = pair / static_cast<int>(kBlock);
+    const int j = pair % static_cast<int>(kBlock);
     if (start + j >= row_visible[r]) continue;
     const float dot = core::attention_dot(q + r * ld, d_len, [&](std::int64_t d) { return keys[j * ld + d]; });
     const float score = core::attention_score(dot, l.scale);
