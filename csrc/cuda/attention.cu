@@ -321,15 +321,17 @@ __global__ void forward_kernel(AttentionForwardProblem p) {
 // one token), so the tile kernel above would run one block per kv head, most
 // of its tile empty, each streaming its whole cache through one
 // multiprocessor. When a (sequence, kv head) has at most kDecodeRows rows, the
-// forward instead runs two kernels over scratch in device memory:
+// forward instead runs three kernels over scratch in device memory:
 //  - decode_scores_kernel, a block per (64-key block, kv head, sequence):
 //    every row's scores for the block (each an fma chain over d), and each
 //    row's max of the block (a chain over its keys in rank order);
-//  - decode_rows_kernel, a block per (row, kv head, sequence): the row's max
-//    after each block (a chain over the blocks), each block's origin and
-//    rescale factor and every probability (in parallel: each depends only on
-//    those maxima), then thread d runs acc[d]'s chain over the keys in rank
-//    order (rescaled at each block's start) and one more thread the sum's.
+//  - decode_softmax_kernel, a block per (row, kv head, sequence): the row's
+//    max after each block (a chain over the blocks), then in parallel each
+//    block's origin and rescale factor and every probability (each depends
+//    only on those maxima);
+//  - decode_values_kernel, a block per (32 dims, kv head, sequence): thread
+//    (row, dim) runs acc[d]'s chain over the row's keys in rank order
+//    (rescaled at each block's start), one thread per row the sum's.
 // Every value is the one the row's online softmax gives in the core's order,
 // so the bits are those of the tile kernel and of the CPU. The scratch holds
 // a score per (row, key), so the sequences are taken as many at a time as fit
@@ -338,8 +340,8 @@ constexpr int kDecodeRows = 16;
 constexpr int kDecodeScoreThreads = 128;
 
 // Per (sequence of the launch, kv head, row): the row's scores (then
-// probabilities) at key ranks [0, key_slots), and per key block its max (then
-// the row's max after it), origin and rescale factor.
+// probabilities) at key ranks [0, blocks x kBlock), and per key block its max
+// (then the row's max after it), origin and rescale factor.
 struct DecodeScratch {
   float* scores;
   float* block_max;
@@ -348,9 +350,17 @@ struct DecodeScratch {
   std::int64_t rows;  // per (sequence, kv head): query tokens x heads of the group, token-major
   std::int64_t blocks;
   std::int64_t first_seq;
+  std::int64_t num_kv_heads;
 
-  __device__ std::int64_t row_of(std::int64_t b, std::int64_t g, std::int64_t num_kv_heads, std::int64_t r) const {
+  __device__ std::int64_t slot(std::int64_t b, std::int64_t g, std::int64_t r) const {
     return ((b - first_seq) * num_kv_heads + g) * rows + r;
+  }
+  __device__ float* row_scores(std::int64_t b, std::int64_t g, std::int64_t r) const {
+    return scores + slot(b, g, r) * blocks * kBlock;
+  }
+  // The row's entry of a per-block array (block_max, origin or alpha).
+  __device__ float* row_blocks(float* per_block, std::int64_t b, std::int64_t g, std::int64_t r) const {
+    return per_block + slot(b, g, r) * blocks;
   }
 };
 
@@ -414,14 +424,13 @@ __global__ void decode_scores_kernel(AttentionForwardProblem p, DecodeScratch s)
     const float dot = core::attention_dot(q + r * ld, d_len, [&](std::int64_t d) { return keys[j * ld + d]; });
     const float score = core::attention_score(dot, l.scale);
     sp[r * kProbStride + j] = score;
-    s.scores[s.row_of(b, g, l.num_kv_heads, r) * s.blocks * kBlock + start + j] = score;
+    s.row_scores(b, g, r)[start + j] = score;
   }
   __syncthreads();
   if (t < rows) {
     const std::int64_t count = row_visible[t] - start < kBlock ? row_visible[t] - start : kBlock;
     if (count > 0) {
-      s.block_max[s.row_of(b, g, l.num_kv_heads, t) * s.blocks + kb] =
-          core::attention_block_max(sp + t * kProbStride, count);
+      s.row_blocks(s.block_max, b, g, t)[kb] = core::attention_block_max(sp + t * kProbStride, count);
     }
   }
 }
@@ -439,11 +448,10 @@ __global__ void decode_softmax_kernel(AttentionForwardProblem p, DecodeScratch s
   const int t = static_cast<int>(threadIdx.x);
   const int threads = static_cast<int>(blockDim.x);
   const std::int64_t blocks = (visible + kBlock - 1) / kBlock;
-  const std::int64_t slot = s.row_of(b, g, l.num_kv_heads, r);
-  float* const probs = s.scores + slot * s.blocks * kBlock;
-  float* const max_after = s.block_max + slot * s.blocks;
-  float* const origin = s.origin + slot * s.blocks;
-  float* const alpha = s.alpha + slot * s.blocks;
+  float* const probs = s.row_scores(b, g, r);
+  float* const max_after = s.row_blocks(s.block_max, b, g, r);
+  float* const origin = s.row_blocks(s.origin, b, g, r);
+  float* const alpha = s.row_blocks(s.alpha, b, g, r);
   // The chain runs on thread 0 over maxima the block stages in shared memory
   // kMaxChunk at a time, so that its steps wait on no load from device memory.
   constexpr int kMaxChunk = 1024;
@@ -565,12 +573,12 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_values_kernel(Attention
       const int r = e / kDecodeStep;
       const std::int64_t n = first + e % kDecodeStep;
       const bool real = r < rows && n < row_visible[r];
-      x.probs[i] = real ? s.scores[s.row_of(b, g, l.num_kv_heads, r) * s.blocks * kBlock + n] : 0.0f;
+      x.probs[i] = real ? s.row_scores(b, g, r)[n] : 0.0f;
     }
     const int r = t / kDecodeStepBlocks;
     const std::int64_t kb = step * kDecodeStepBlocks + t % kDecodeStepBlocks;
     const bool real = r < rows && kb * kBlock < row_visible[r];
-    x.alpha = real ? s.alpha[s.row_of(b, g, l.num_kv_heads, r) * s.blocks + kb] : 0.0f;
+    x.alpha = real ? s.row_blocks(s.alpha, b, g, r)[kb] : 0.0f;
   };
   const auto store = [&](const DecodeStepLoads& x, const DecodeStepBuffer& buffer) {
     for (int i = 0; i < kValuesPerThread; ++i) {
@@ -638,7 +646,7 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_values_kernel(Attention
   if (holds_sum && blockIdx.x == 0 && p.lse.data != nullptr) {
     const std::int64_t blocks = (row_visible[r] + kBlock - 1) / kBlock;
     const float max = blocks == 0 ? -core::math_detail::inf()
-                                  : s.block_max[s.row_of(b, g, l.num_kv_heads, r) * s.blocks + blocks - 1];
+                                  : s.row_blocks(s.block_max, b, g, r)[blocks - 1];
     *output_row<float>(p.lse, b, row_token[r], row_head[r]) =
         core::attention_lse(core::AttentionRowState{max, row_sum[r]}, row_visible[r]);
   }
@@ -982,7 +990,7 @@ void launch_decode(const AttentionForwardProblem& p, cudaStream_t stream) {
   for (std::int64_t first = 0; first < l.num_seqs; first += seqs_per_launch) {
     const std::int64_t seqs = std::min(seqs_per_launch, l.num_seqs - first);
     const DecodeScratch s{scores, block_max, block_max + row_slots * blocks, block_max + 2 * row_slots * blocks,
-                          rows, blocks, first};
+                          rows, blocks, first, l.num_kv_heads};
     const unsigned heads = grid_for(l.num_kv_heads, 1, kMaxGridY);
     const unsigned launch_seqs = static_cast<unsigned>(seqs);
     if (blocks > 0) {
