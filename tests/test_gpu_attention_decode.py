@@ -31,6 +31,7 @@ CASES = [  # (B, Hq, Hkv, Sq, Skv, D, causal, mask)
     (1, 4, 2, 1, 1, 256, True, None),         # one key, the largest head_dim
     (1, 4, 4, 3, 70, 129, True, "holes"),     # no GQA, head_dim past a warp multiple
     (1, 8, 2, 2, 600, 64, True, "holes"),     # many steps of 128 keys through the double buffer
+    (2, 4, 2, 1, 0, 8, False, None),          # no keys at all: out 0, LSE -inf
 ]
 
 
