@@ -378,6 +378,30 @@ __device__ DecodeRow decode_row(const AttentionLayout& l, std::int64_t b, const 
   return {seq.q_begin + i, g * heads + r % heads, core::attention_visible_keys(l, b, seq, i)};
 }
 
+// A block's table of its (sequence, kv head)'s rows, in shared memory.
+struct DecodeRowTable {
+  std::int64_t token[kDecodeRows];
+  std::int64_t head[kDecodeRows];
+  std::int64_t visible[kDecodeRows];
+};
+
+// Fills the table (thread r for row r; a barrier for all) and returns the
+// most keys a row sees, in every thread.
+__device__ std::int64_t fill_decode_rows(const AttentionLayout& l, std::int64_t b, const core::AttentionSeq& seq,
+                                         std::int64_t g, int rows, DecodeRowTable& table) {
+  const int t = static_cast<int>(threadIdx.x);
+  if (t < rows) {
+    const DecodeRow row = decode_row(l, b, seq, g, t);
+    table.token[t] = row.token;
+    table.head[t] = row.head;
+    table.visible[t] = row.visible;
+  }
+  __syncthreads();
+  std::int64_t seen = 0;
+  for (int r = 0; r < rows; ++r) seen = table.visible[r] > seen ? table.visible[r] : seen;
+  return seen;
+}
+
 std::size_t decode_score_shared_floats(std::int64_t rows, std::int64_t head_dim) {
   return static_cast<std::size_t>((rows + kBlock) * (head_dim + 1) + rows * kProbStride);
 }
@@ -385,9 +409,7 @@ std::size_t decode_score_shared_floats(std::int64_t rows, std::int64_t head_dim)
 template <class T>
 __global__ void decode_scores_kernel(AttentionForwardProblem p, DecodeScratch s) {
   __shared__ std::int64_t tokens[kBlock];
-  __shared__ std::int64_t row_token[kDecodeRows];
-  __shared__ std::int64_t row_head[kDecodeRows];
-  __shared__ std::int64_t row_visible[kDecodeRows];
+  __shared__ DecodeRowTable row;
   GOLDEN_DYNAMIC_SHARED(float, staged);
   const AttentionLayout& l = p.layout;
   const std::int64_t b = s.first_seq + blockIdx.z;
@@ -402,25 +424,14 @@ __global__ void decode_scores_kernel(AttentionForwardProblem p, DecodeScratch s)
   float* const q = staged;
   float* const keys = q + rows * ld;
   float* const sp = keys + kBlock * ld;
-  std::int64_t seen = 0;  // the most keys a row of the sequence sees (the same in every thread)
-  for (std::int64_t i = 0; i < seq.q_len; ++i) {
-    const std::int64_t visible = core::attention_visible_keys(l, b, seq, i);
-    seen = visible > seen ? visible : seen;
-  }
-  if (start >= seen) return;  // the whole block returns, before any barrier
-  if (t < rows) {
-    const DecodeRow row = decode_row(l, b, seq, g, t);
-    row_token[t] = row.token;
-    row_head[t] = row.head;
-    row_visible[t] = row.visible;
-  }
-  __syncthreads();
-  stage_rows<T>(p.q, b, row_token, [&](int r) { return row_head[r]; }, rows, d_len, q, ld);
+  const std::int64_t seen = fill_decode_rows(l, b, seq, g, rows, row);
+  if (start >= seen) return;  // the whole block returns
+  stage_rows<T>(p.q, b, row.token, [&](int r) { return row.head[r]; }, rows, d_len, q, ld);
   stage<T>(l, p.k, b, seq.k_begin, g, start, seen, Staging{keys, tokens, nullptr}, ld);
   for (int pair = t; pair < rows * kBlock; pair += static_cast<int>(blockDim.x)) {
     const int r = pair / static_cast<int>(kBlock);
     const int j = pair % static_cast<int>(kBlock);
-    if (start + j >= row_visible[r]) continue;
+    if (start + j >= row.visible[r]) continue;
     const float dot = core::attention_dot(q + r * ld, d_len, [&](std::int64_t d) { return keys[j * ld + d]; });
     const float score = core::attention_score(dot, l.scale);
     sp[r * kProbStride + j] = score;
@@ -428,7 +439,7 @@ __global__ void decode_scores_kernel(AttentionForwardProblem p, DecodeScratch s)
   }
   __syncthreads();
   if (t < rows) {
-    const std::int64_t count = row_visible[t] - start < kBlock ? row_visible[t] - start : kBlock;
+    const std::int64_t count = row.visible[t] - start < kBlock ? row.visible[t] - start : kBlock;
     if (count > 0) {
       s.row_blocks(s.block_max, b, g, t)[kb] = core::attention_block_max(sp + t * kProbStride, count);
     }
@@ -527,9 +538,7 @@ struct DecodeStepLoads {
 // The bound keeps its registers within a multiprocessor's for kDecodeThreads.
 template <class T, class TOut>
 __global__ void __launch_bounds__(kDecodeThreads) decode_values_kernel(AttentionForwardProblem p, DecodeScratch s) {
-  __shared__ std::int64_t row_token[kDecodeRows];
-  __shared__ std::int64_t row_head[kDecodeRows];
-  __shared__ std::int64_t row_visible[kDecodeRows];
+  __shared__ DecodeRowTable row;
   __shared__ float row_sum[kDecodeRows];
   __shared__ std::int64_t step_token[2][kDecodeStep];  // by step parity
   GOLDEN_DYNAMIC_SHARED(float, staged);
@@ -540,15 +549,7 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_values_kernel(Attention
   const core::AttentionSeq seq = core::attention_seq(l, b);
   const int rows = static_cast<int>(s.rows);
   const int t = static_cast<int>(threadIdx.x);
-  if (t < rows) {
-    const DecodeRow row = decode_row(l, b, seq, g, t);
-    row_token[t] = row.token;
-    row_head[t] = row.head;
-    row_visible[t] = row.visible;
-  }
-  __syncthreads();
-  std::int64_t seen = 0;  // the most keys a row sees
-  for (int r = 0; r < rows; ++r) seen = row_visible[r] > seen ? row_visible[r] : seen;
+  const std::int64_t seen = fill_decode_rows(l, b, seq, g, rows, row);
   const T* const values = input_row<T>(p.v, b, seq.k_begin, g);
 
   // The token of key t of step `step` (-1 past the keys any row sees), for
@@ -572,12 +573,12 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_values_kernel(Attention
       const int e = t + i * kDecodeThreads;
       const int r = e / kDecodeStep;
       const std::int64_t n = first + e % kDecodeStep;
-      const bool real = r < rows && n < row_visible[r];
+      const bool real = r < rows && n < row.visible[r];
       x.probs[i] = real ? s.row_scores(b, g, r)[n] : 0.0f;
     }
     const int r = t / kDecodeStepBlocks;
     const std::int64_t kb = step * kDecodeStepBlocks + t % kDecodeStepBlocks;
-    const bool real = r < rows && kb * kBlock < row_visible[r];
+    const bool real = r < rows && kb * kBlock < row.visible[r];
     x.alpha = real ? s.row_blocks(s.alpha, b, g, r)[kb] : 0.0f;
   };
   const auto store = [&](const DecodeStepLoads& x, const DecodeStepBuffer& buffer) {
@@ -615,7 +616,7 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_values_kernel(Attention
     const std::int64_t token_ahead = token_of(step + 2);
     const DecodeStepBuffer now = decode_step_buffer(staged, rows, static_cast<int>(step % 2));
     if (holds_acc || holds_sum) {
-      const std::int64_t visible = row_visible[r];
+      const std::int64_t visible = row.visible[r];
       for (int blk = 0; blk < kDecodeStepBlocks; ++blk) {
         const std::int64_t start = step * kDecodeStep + blk * kBlock;
         if (start >= visible) break;
@@ -640,15 +641,15 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_values_kernel(Attention
   __syncthreads();
   const std::int64_t d = d0 + lane;
   if (holds_acc && d < l.head_dim) {
-    output_row<TOut>(p.out, b, row_token[r], row_head[r])[d] =
-        core::from_float<TOut>(core::attention_normalized(acc, row_sum[r], row_visible[r]));
+    output_row<TOut>(p.out, b, row.token[r], row.head[r])[d] =
+        core::from_float<TOut>(core::attention_normalized(acc, row_sum[r], row.visible[r]));
   }
   if (holds_sum && blockIdx.x == 0 && p.lse.data != nullptr) {
-    const std::int64_t blocks = (row_visible[r] + kBlock - 1) / kBlock;
+    const std::int64_t blocks = (row.visible[r] + kBlock - 1) / kBlock;
     const float max = blocks == 0 ? -core::math_detail::inf()
                                   : s.row_blocks(s.block_max, b, g, r)[blocks - 1];
-    *output_row<float>(p.lse, b, row_token[r], row_head[r]) =
-        core::attention_lse(core::AttentionRowState{max, row_sum[r]}, row_visible[r]);
+    *output_row<float>(p.lse, b, row.token[r], row.head[r]) =
+        core::attention_lse(core::AttentionRowState{max, row_sum[r]}, row.visible[r]);
   }
 }
 
