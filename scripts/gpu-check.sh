@@ -34,14 +34,16 @@ rm -f "$log_dir"/*.log
 
 # Every file holding gpu-marked tests, so that one module failing to import
 # on the machine's torch cannot hide the others (--continue-on-collection-errors).
-gpu_tests=(tests/test_gpu.py tests/test_gpu_ops.py tests/test_nonfinite.py tests/torch/test_gpu.py
+gpu_tests=(tests/test_gpu.py tests/test_gpu_ops.py tests/test_gpu_attention_decode.py tests/test_nonfinite.py tests/torch/test_gpu.py
            tests/ops/test_attention.py tests/ops/test_attention_saved_forward.py tests/ops/test_linear.py
            tests/ops/test_linear_logprob.py tests/ops/test_linear_logprob_backward.py
            tests/ops/test_linear_logprob_saved_entropy_partial.py tests/ops/test_linear_logprob_saved_logits.py)
 pytest_args=(-m gpu -p no:cacheprovider -q --continue-on-collection-errors -rfEs)
-# The sanitizers are slow: every op at the two small sizes, plus the id checks.
-sanitizer_run=(-m pytest tests/test_gpu_ops.py -q -p no:cacheprovider -k)
+# The sanitizers are slow: every op at the two small sizes, plus the id checks
+# and the attention forward's two kernel sets on masked caches.
+sanitizer_run=(-m pytest tests/test_gpu_ops.py tests/test_gpu_attention_decode.py -q -p no:cacheprovider -k)
 small_sizes="equals_reference and normal and (5x33x17 or 37x300x1000)"
+masked_caches="forward_kernels_equal_reference and holes and float32"
 
 names=() results=() seconds=()
 failed=0
@@ -77,12 +79,12 @@ if [[ ${results[-1]} == ok ]]; then
   step bench 150 "$python" benchmarks/bench_gpu.py --out "$log_dir/bench_gpu.md" ${GOLDEN_BENCH_ARGS:-}
   # No caching allocator: memcheck then sees each tensor's true bounds.
   step memcheck 150 "$script" --require-gpu-run env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck \
-    --error-exitcode 1 --target-processes all "$python" "${sanitizer_run[@]}" "($small_sizes) or bad_id"
+    --error-exitcode 1 --target-processes all "$python" "${sanitizer_run[@]}" "($small_sizes) or bad_id or ($masked_caches)"
   # racecheck is the slowest (an H200 took over 60 s for one attention case at
   # head_dim 256): the smallest size only, in fp32.
   step racecheck 150 "$script" --require-gpu-run compute-sanitizer --tool racecheck --racecheck-report all \
     --error-exitcode 1 --target-processes all "$python" "${sanitizer_run[@]}" \
-    "equals_reference and normal and 5x33x17 and float32"
+    "(equals_reference and normal and 5x33x17 and float32) or ($masked_caches and 3x8/2x1/200x24)"
 fi
 
 echo
