@@ -17,7 +17,7 @@ from golden_kernels.testing import assert_bitwise_equal
 
 from .conftest import FLOAT_DTYPES, dtype_id
 from .gpu_target import AVAILABLE, DEVICE, GPU, SKIP_REASON, on_gpu
-from .ops.test_attention import make_qkv, rand
+from .ops.test_attention import make_qkv, pack, rand
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not AVAILABLE, reason=SKIP_REASON)]
 
@@ -106,6 +106,31 @@ def test_kv_cache_decode_T5(path, monkeypatch):
             assert_bitwise_equal(a.cpu(), w, f"{path} step {step} {name}")
 
 
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("path", PATHS)
+def test_packed_decode_equals_reference(path, causal, monkeypatch):
+    """Packed sequences of 1 to 4 query tokens (4 to the most, 16, rows per kv
+    head) against caches of 0 to 300 keys: the decode kernels size their rows
+    and key blocks by the longest sequence and leave the others' extra rows
+    alone (their tokens belong to the next sequence)."""
+    monkeypatch.setenv("GOLDEN_KERNELS_GPU_ATTENTION", path)
+    gen = torch.Generator().manual_seed(25)
+    q_lens, k_lens = (1, 4, 1, 3, 2, 1), (70, 300, 1, 3, 129, 0 if not causal else 1)
+    seqs = [make_qkv(1, 8, 2, lq, lk, 40, torch.bfloat16, gen) for lq, lk in zip(q_lens, k_lens)]
+    q, cu_q = pack([s[0] for s in seqs])
+    k, cu_k = pack([s[1] for s in seqs])
+    v, _ = pack([s[2] for s in seqs])
+
+    def run(backend, *tensors):
+        out, lse = gk.attention_varlen(*tensors, causal=causal, return_lse=True, backend=backend)
+        return out, lse, gk.attention_varlen(*tensors, causal=causal, backend=backend, fp32=True)
+
+    want = run("reference", q, k, v, cu_q, cu_k)
+    got = run(GPU, *(on_gpu(t) for t in (q, k, v, cu_q, cu_k)))
+    for name, a, w in zip(("out", "lse", "out_fp32"), got, want):
+        assert_bitwise_equal(a.cpu(), w, f"packed {path} {name}")
+
+
 def test_decode_sequences_split_over_launches(monkeypatch):
     """A scratch budget that holds one sequence at a time: five launches of
     each decode kernel, each sequence at its own offset."""
@@ -133,7 +158,7 @@ def test_forced_kernels_refuse_what_they_cannot_run(monkeypatch):
         gk.attention(q, k, v, backend=GPU)
     packed = [t[0].transpose(0, 1).contiguous() for t in (q, k, v)]
     cu_q, cu_k = on_gpu(torch.tensor([0, 9])), on_gpu(torch.tensor([0, 20]))
-    with pytest.raises(ValueError, match="padded inputs"):
+    with pytest.raises(ValueError, match="at most 16 query rows"):
         gk.attention_varlen(*packed, cu_q, cu_k, backend=GPU)
     monkeypatch.setenv("GOLDEN_KERNELS_GPU_ATTENTION", "fast")
     with pytest.raises(ValueError, match="auto, tiles or decode"):

@@ -2,6 +2,7 @@
 // shapes, dtypes, strides, sequence offsets and key lists, then launch.
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <optional>
 
 #include "launch.h"
@@ -117,8 +118,20 @@ LayoutArrays read_layout_arrays(const py::object& cu_q, const py::object& cu_k, 
           optional_view(key_keep, "key_padding_mask")};
 }
 
+// The longest sequence's length in offsets `cu`: read here when they are on
+// the host; on a GPU, `given` (the Python layer's reading) or, unknown (< 0),
+// the total, which bounds it.
+std::int64_t longest_sequence(const TensorView& cu, std::int64_t total, std::int64_t given, bool on_host) {
+  if (!on_host) return given >= 0 && given < total ? given : total;
+  const auto* offsets = static_cast<const std::int64_t*>(cu.data);
+  std::int64_t longest = 0;
+  for (std::int64_t i = 1; i < cu.dim(0); ++i) longest = std::max(longest, offsets[i] - offsets[i - 1]);
+  return longest;
+}
+
 AttentionLayout build_layout(const TensorView& q, const TensorView& k, const Heads& heads, const LayoutArrays& a,
-                             bool causal, float scale, bool on_host) {
+                             bool causal, float scale, bool on_host, std::int64_t longest_q = -1,
+                             std::int64_t longest_k = -1) {
   const bool packed = a.cu_q.has_value();
   AttentionLayout l{};
   l.num_q_heads = heads.q_heads;
@@ -137,11 +150,15 @@ AttentionLayout build_layout(const TensorView& q, const TensorView& k, const Hea
     l.k_len = k.dim(0);
     l.cu_q = static_cast<const std::int64_t*>(a.cu_q->data);
     l.cu_k = static_cast<const std::int64_t*>(a.cu_k->data);
+    l.longest_q = longest_sequence(*a.cu_q, l.q_len, longest_q, on_host);
+    l.longest_k = longest_sequence(*a.cu_k, l.k_len, longest_k, on_host);
     return l;
   }
   l.num_seqs = q.dim(0);
   l.q_len = q.dim(2);
   l.k_len = k.dim(2);
+  l.longest_q = l.q_len;
+  l.longest_k = l.k_len;
   if (!a.key_keep) return l;
   if (!a.key_index || !a.key_count) fail_value("key_index and key_count come with key_padding_mask");
   require_type(*a.key_keep, ElementType::boolean);
@@ -205,7 +222,7 @@ void attention_forward(const std::string& backend, std::uintptr_t stream, const 
                        const py::object& k_capsule, const py::object& v_capsule, const py::object& out_capsule,
                        const py::object& lse_capsule, const py::object& cu_q, const py::object& cu_k,
                        const py::object& key_index, const py::object& key_count, const py::object& key_keep,
-                       bool causal, float scale) {
+                       bool causal, float scale, std::int64_t longest_q, std::int64_t longest_k) {
   const TensorView q = view_capsule(q_capsule, "q");
   const TensorView k = view_capsule(k_capsule, "k");
   const TensorView v = view_capsule(v_capsule, "v");
@@ -225,7 +242,7 @@ void attention_forward(const std::string& backend, std::uintptr_t stream, const 
   require_backend_device(choice, all);
   require_outputs_apart({&out, lse ? &*lse : nullptr}, all);
   const AttentionLayout layout =
-      build_layout(q, k, heads, arrays, causal, scale, choice.backend != Backend::gpu);
+      build_layout(q, k, heads, arrays, causal, scale, choice.backend != Backend::gpu, longest_q, longest_k);
   const AttentionForwardProblem problem{layout,
                                         strided<AttentionInput>(q, packed),
                                         strided<AttentionInput>(k, packed),
@@ -312,7 +329,8 @@ void register_attention(py::module_& m) {
   m.def("attention_forward", &attention_forward, py::arg("backend"), py::arg("stream"), py::arg("q"),
         py::arg("k"), py::arg("v"), py::arg("out"), py::arg("lse").none(true), py::arg("cu_seqlens_q").none(true),
         py::arg("cu_seqlens_k").none(true), py::arg("key_index").none(true), py::arg("key_count").none(true),
-        py::arg("key_padding_mask").none(true), py::arg("causal"), py::arg("scale"));
+        py::arg("key_padding_mask").none(true), py::arg("causal"), py::arg("scale"), py::arg("longest_q") = -1,
+        py::arg("longest_k") = -1);
   m.def("attention_backward", &attention_backward, py::arg("backend"), py::arg("stream"), py::arg("grad_out"),
         py::arg("q"), py::arg("k"), py::arg("v"), py::arg("dq"), py::arg("dk"), py::arg("dv"),
         py::arg("workspace"), py::arg("saved_out").none(true), py::arg("saved_lse").none(true),

@@ -371,10 +371,13 @@ struct DecodeRow {
   std::int64_t visible;
 };
 
+// Rows past the sequence's own (packed sequences shorter than the longest)
+// have token -1 and see no key.
 __device__ DecodeRow decode_row(const AttentionLayout& l, std::int64_t b, const core::AttentionSeq& seq,
                                 std::int64_t g, std::int64_t r) {
   const std::int64_t heads = l.num_q_heads / l.num_kv_heads;
   const std::int64_t i = r / heads;
+  if (i >= seq.q_len) return {-1, g * heads + r % heads, 0};
   return {seq.q_begin + i, g * heads + r % heads, core::attention_visible_keys(l, b, seq, i)};
 }
 
@@ -640,11 +643,12 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_values_kernel(Attention
   if (holds_sum) row_sum[r] = sum;
   __syncthreads();
   const std::int64_t d = d0 + lane;
-  if (holds_acc && d < l.head_dim) {
+  const bool writes = (holds_acc || holds_sum) && row.token[r] >= 0;
+  if (holds_acc && writes && d < l.head_dim) {
     output_row<TOut>(p.out, b, row.token[r], row.head[r])[d] =
         core::from_float<TOut>(core::attention_normalized(acc, row_sum[r], row.visible[r]));
   }
-  if (holds_sum && blockIdx.x == 0 && p.lse.data != nullptr) {
+  if (holds_sum && writes && blockIdx.x == 0 && p.lse.data != nullptr) {
     const std::int64_t blocks = (row.visible[r] + kBlock - 1) / kBlock;
     const float max = blocks == 0 ? -core::math_detail::inf()
                                   : s.row_blocks(s.block_max, b, g, r)[blocks - 1];
@@ -957,25 +961,28 @@ std::size_t decode_scratch_bytes() {
   return static_cast<std::size_t>(bytes);
 }
 
+// Rows per (sequence, kv head) and key blocks of the decode kernels: the
+// longest sequence's.
+std::int64_t decode_rows(const AttentionLayout& l) { return l.longest_q * (l.num_q_heads / l.num_kv_heads); }
+std::int64_t decode_blocks(const AttentionLayout& l) { return (l.longest_k + kBlock - 1) / kBlock; }
+
 // Scratch floats of the decode kernels per sequence.
 std::int64_t decode_floats_per_seq(const AttentionLayout& l) {
-  const std::int64_t rows = l.q_len * (l.num_q_heads / l.num_kv_heads);
-  const std::int64_t blocks = (l.k_len + kBlock - 1) / kBlock;
-  return l.num_kv_heads * rows * (blocks * kBlock + 3 * blocks);
+  return l.num_kv_heads * decode_rows(l) * (decode_blocks(l) * kBlock + 3 * decode_blocks(l));
 }
 
-// The decode kernels take padded sequences of at most kDecodeRows rows per kv
-// head, one sequence's scratch within the budget.
+// The decode kernels take sequences of at most kDecodeRows rows per kv head,
+// one sequence's scratch within the budget.
 bool decode_applies(const AttentionLayout& l) {
-  return l.cu_q == nullptr && l.q_len * (l.num_q_heads / l.num_kv_heads) <= kDecodeRows &&
+  return decode_rows(l) <= kDecodeRows &&
          static_cast<std::size_t>(decode_floats_per_seq(l)) * sizeof(float) <= decode_scratch_bytes();
 }
 
 template <class T, class TOut>
 void launch_decode(const AttentionForwardProblem& p, cudaStream_t stream) {
   const AttentionLayout& l = p.layout;
-  const std::int64_t rows = l.q_len * (l.num_q_heads / l.num_kv_heads);
-  const std::int64_t blocks = (l.k_len + kBlock - 1) / kBlock;
+  const std::int64_t rows = decode_rows(l);
+  const std::int64_t blocks = decode_blocks(l);
   const std::int64_t per_seq = decode_floats_per_seq(l);
   const std::int64_t max_seqs = static_cast<std::int64_t>(decode_scratch_bytes() / sizeof(float)) / (per_seq > 0 ? per_seq : 1);
   const std::int64_t seqs_per_launch = std::min({l.num_seqs, max_seqs, kMaxGridY});
@@ -1019,8 +1026,8 @@ bool use_decode(const AttentionLayout& l) {
   if (choice == "decode") {
     if (!decode_applies(l)) {
       throw std::invalid_argument(
-          "GOLDEN_KERNELS_GPU_ATTENTION=decode: the decode kernels take padded inputs with at most " +
-          std::to_string(kDecodeRows) + " query rows per kv head (q_len x query heads per kv head) whose "
+          "GOLDEN_KERNELS_GPU_ATTENTION=decode: the decode kernels take sequences of at most " +
+          std::to_string(kDecodeRows) + " query rows per kv head (query tokens x query heads per kv head) whose "
           "scratch fits GOLDEN_KERNELS_GPU_DECODE_SCRATCH_BYTES");
     }
     return true;

@@ -50,6 +50,10 @@ struct AttentionLayout {
   std::int64_t k_len;
   const std::int64_t* cu_q;
   const std::int64_t* cu_k;
+  // The most queries and keys of any one sequence: q_len and k_len (padded);
+  // packed, read from the offsets (GPU launches size scratch by them).
+  std::int64_t longest_q;
+  std::int64_t longest_k;
   // Optional (padded layout only): key_index[b * key_stride + n] is the token
   // of sequence b's n-th valid key, ascending, for n < key_count[b]; key_keep
   // [b * key_stride + t] != 0 says token t is valid. nullptr: every key is valid.

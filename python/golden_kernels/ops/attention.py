@@ -146,8 +146,11 @@ def _layout_args(key_padding_mask: Any, q: Any, k: Any, cu_q: Any = None, cu_k: 
     return tuple(_optional_capsule(x) for x in (cu_q, cu_k, index, count, mask))
 
 
-def _run_forward(q, k, v, layout, causal, scale, backend, fp32, return_lse, lse_shape, token_axis, query_rows):
-    """query_rows: query rows per sequence and kv head (all the group's heads)."""
+def _run_forward(q, k, v, layout, causal, scale, backend, fp32, return_lse, lse_shape, token_axis, query_rows,
+                 longest=(-1, -1)):
+    """query_rows: query rows per sequence and kv head (all the group's heads);
+    longest: the longest sequence's query and key counts (packed; the GPU
+    kernels size their scratch by them)."""
     backend = resolve_backend(backend, q, k, v)
     k, v = _kv_for_backend(k, v, backend, token_axis, query_rows)
     q, k, v = (_last_dim_contiguous(x) for x in (q, k, v))
@@ -156,7 +159,7 @@ def _run_forward(q, k, v, layout, causal, scale, backend, fp32, return_lse, lse_
     _C.attention_forward(
         backend, _arrays.stream(q), _arrays.capsule(q), _arrays.capsule(k), _arrays.capsule(v),
         _arrays.capsule(out), _optional_capsule(lse), *layout, bool(causal),
-        _scale(scale, q.shape[-1]),
+        _scale(scale, q.shape[-1]), *longest,
     )
     return (out, lse) if return_lse else out
 
@@ -197,7 +200,8 @@ def attention(q: Any, k: Any, v: Any, *, causal: bool = True, scale: float | Non
                    return_lse=return_lse, backend=backend)
 
 
-def _cu_seqlens(cu: Any, name: str, total: int) -> Any:
+def _cu_seqlens(cu: Any, name: str, total: int) -> tuple[Any, int]:
+    """The offsets as contiguous int64, checked, and the longest sequence's length."""
     _arrays.check_array(cu, name)
     if len(cu.shape) != 1 or cu.shape[0] < 1:
         raise ValueError(f"{name}: expected a 1-D array of num_seqs + 1 offsets, got shape {tuple(cu.shape)}")
@@ -219,16 +223,17 @@ def _cu_seqlens(cu: Any, name: str, total: int) -> Any:
         raise ValueError(f"{name}: offsets must be non-decreasing")
     if values[-1] != total:
         raise ValueError(f"{name}: the last offset must equal the number of tokens {total}, got {values[-1]}")
-    return cu
+    return cu, max((b - a for a, b in zip(values, values[1:])), default=0)
 
 
 def _varlen_layout(q, k, v, cu_seqlens_q, cu_seqlens_k):
+    """The layout capsules and (longest query sequence, longest key sequence)."""
     _check_qkv(q, k, v, 3)
-    cu_q = _cu_seqlens(cu_seqlens_q, "cu_seqlens_q", q.shape[0])
-    cu_k = _cu_seqlens(cu_seqlens_k, "cu_seqlens_k", k.shape[0])
+    cu_q, longest_q = _cu_seqlens(cu_seqlens_q, "cu_seqlens_q", q.shape[0])
+    cu_k, longest_k = _cu_seqlens(cu_seqlens_k, "cu_seqlens_k", k.shape[0])
     if cu_q.shape != cu_k.shape:
         raise ValueError("cu_seqlens_q and cu_seqlens_k must list the same number of sequences")
-    return _layout_args(None, q, k, cu_q, cu_k)
+    return _layout_args(None, q, k, cu_q, cu_k), (longest_q, longest_k)
 
 
 def attention_varlen(q: Any, k: Any, v: Any, cu_seqlens_q: Any, cu_seqlens_k: Any, *, causal: bool = True,
@@ -237,11 +242,11 @@ def attention_varlen(q: Any, k: Any, v: Any, cu_seqlens_q: Any, cu_seqlens_k: An
     """Attention on sequences packed end to end: q [T, Hq, D], k, v [Tk, Hkv, D];
     sequence b owns q rows cu_seqlens_q[b]:cu_seqlens_q[b+1] (likewise k, v).
     Bit for bit the valid rows of the padded attention. LSE is [Hq, T]."""
-    layout = _varlen_layout(q, k, v, cu_seqlens_q, cu_seqlens_k)
+    layout, longest = _varlen_layout(q, k, v, cu_seqlens_q, cu_seqlens_k)
     num_seqs = _arrays.shape(cu_seqlens_q)[0] - 1
     query_rows = q.shape[0] / num_seqs * (q.shape[1] // k.shape[1]) if num_seqs else 0
     return _run_forward(q, k, v, layout, causal, scale, backend, fp32, return_lse, (q.shape[1], q.shape[0]), 0,
-                        query_rows)
+                        query_rows, longest)
 
 
 def _saved_forward(saved_out: Any, saved_lse: Any) -> tuple[Any, Any]:
@@ -301,6 +306,6 @@ def attention_varlen_backward(grad_out: Any, q: Any, k: Any, v: Any, cu_seqlens_
     """(dq, dk, dv) of attention_varlen; bit for bit the padded backward's valid
     rows. saved_out, saved_lse: attention_varlen's float32 output and LSE (see
     backward)."""
-    layout = _varlen_layout(q, k, v, cu_seqlens_q, cu_seqlens_k)
+    layout, _ = _varlen_layout(q, k, v, cu_seqlens_q, cu_seqlens_k)
     return _run_backward(grad_out, q, k, v, layout, causal, scale, backend, fp32, q.shape[0],
                          saved_out, saved_lse)
