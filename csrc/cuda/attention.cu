@@ -338,6 +338,8 @@ __global__ void forward_kernel(AttentionForwardProblem p) {
 // 256 MiB (GOLDEN_KERNELS_GPU_DECODE_SCRATCH_BYTES; tests make it small).
 constexpr int kDecodeRows = 16;
 constexpr int kDecodeScoreThreads = 128;
+// The softmax kernel's parallel part is a probability (an exp) per key.
+constexpr int kDecodeSoftmaxThreads = 256;
 
 // Per (sequence of the launch, kv head, row): the row's scores (then
 // probabilities) at key ranks [0, blocks x kBlock), and per key block its max
@@ -1005,7 +1007,7 @@ void launch_decode(const AttentionForwardProblem& p, cudaStream_t stream) {
       launch(decode_scores_kernel<T>, dim3(grid_for(blocks, 1), heads, launch_seqs), kDecodeScoreThreads,
              score_bytes, stream, p, s);
       check_launch("attention_forward (decode scores)");
-      launch(decode_softmax_kernel, dim3(grid_for(rows, 1), heads, launch_seqs), kDecodeScoreThreads, 0, stream, p,
+      launch(decode_softmax_kernel, dim3(grid_for(rows, 1), heads, launch_seqs), kDecodeSoftmaxThreads, 0, stream, p,
              s);
       check_launch("attention_forward (decode softmax)");
     }
