@@ -164,9 +164,10 @@ def test_forced_kernels_refuse_what_they_cannot_run(monkeypatch):
     with pytest.raises(ValueError, match="auto, tiles or decode"):
         gk.attention(q[:, :, :1], k, v, backend=GPU)
     monkeypatch.setenv("GOLDEN_KERNELS_GPU_ATTENTION", "auto")
-    monkeypatch.setenv("GOLDEN_KERNELS_GPU_DECODE_SCRATCH_BYTES", "lots")
-    with pytest.raises(ValueError, match="positive integer"):
-        gk.attention(q[:, :, :1], k, v, backend=GPU)
+    for bad in ("lots", "-1", "0", " 5", "5k"):
+        monkeypatch.setenv("GOLDEN_KERNELS_GPU_DECODE_SCRATCH_BYTES", bad)
+        with pytest.raises(ValueError, match="positive integer"):
+            gk.attention(q[:, :, :1], k, v, backend=GPU)
 
 
 def test_decode_past_a_thousand_key_blocks():

@@ -956,7 +956,7 @@ std::size_t decode_scratch_bytes() {
   if (env == nullptr) return std::size_t{256} << 20;
   char* end = nullptr;
   const unsigned long long bytes = std::strtoull(env, &end, 10);
-  if (end == env || *end != '\0' || bytes == 0) {
+  if (*env < '0' || *env > '9' || *end != '\0' || bytes == 0) {  // strtoull would take "-1" or " 1"
     throw std::invalid_argument(std::string("GOLDEN_KERNELS_GPU_DECODE_SCRATCH_BYTES must be a positive integer, not '") +
                                 env + "'");
   }
