@@ -3,8 +3,9 @@ kernels (at most 16 query rows per kv head: scores of every key in parallel,
 then each row's chains over its keys; csrc/cuda/attention.cu), each forced by
 GOLDEN_KERNELS_GPU_ATTENTION and compared with the CPU reference on raw bits:
 decode steps, short chunks, masks with NaN behind them, head_dim up to 256,
-the KV cache's token-by-token decode, and sequences split over several
-launches when the scratch budget is small. Skipped without a GPU or the
+packed sequences of different lengths, a cache past 1024 key blocks, the KV
+cache's token-by-token decode, and sequences split over several launches
+when the scratch budget is small. Skipped without a GPU or the
 GPU-emulating build (tests/gpu_target.py), never passed."""
 
 from __future__ import annotations
