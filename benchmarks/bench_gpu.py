@@ -291,9 +291,9 @@ def forced_kernels(kernels: str):
 
 
 def attention_rows(bench: Bench, sizes) -> None:
-    def qkv(dtype, q_len, kv_len, grad=False):
-        q = bench.randn((1, HEADS, q_len, HEAD_DIM), dtype)
-        kv = tuple(bench.randn((1, KV_HEADS, kv_len, HEAD_DIM), dtype) for _ in range(2))
+    def qkv(dtype, q_len, kv_len, grad=False, batch=1):
+        q = bench.randn((batch, HEADS, q_len, HEAD_DIM), dtype)
+        kv = tuple(bench.randn((batch, KV_HEADS, kv_len, HEAD_DIM), dtype) for _ in range(2))
         return (q, *kv, bench.randn(q.shape, dtype)) if grad else (q, *kv)
 
     def predicted_s(last, size, power):
@@ -310,6 +310,11 @@ def attention_rows(bench: Bench, sizes) -> None:
             bench.compare(f"decode {dtype_label(dtype)} cache {cache} (tile kernels)", forced_kernels("tiles"), sdpa,
                           sets, size_of(*sets[0][1:]), predicted_s=predicted_s(last, cache, 1))
             last = (cache, t) if math.isfinite(t) else last
+        # A sampler's batch: 16 sequences' steps in one call.
+        cache = sizes.caches[0]
+        sets = bench.sets(lambda: qkv(dtype, 1, cache, batch=16))
+        bench.compare(f"decode {dtype_label(dtype)} batch 16 cache {cache}", gk.attention, sdpa, sets,
+                      size_of(*sets[0][1:]), predicted_s=16 * predicted_s(last, cache, 1))
     last = {dtype: (1, 0.0) for dtype in DTYPES}
     for length in sizes.lengths:
         for dtype in DTYPES:
