@@ -18,7 +18,7 @@ from golden_kernels.testing import assert_bitwise_equal
 
 from .conftest import FLOAT_DTYPES, dtype_id
 from .gpu_target import AVAILABLE, DEVICE, GPU, SKIP_REASON, on_gpu
-from .ops.test_attention import make_qkv, pack, rand
+from .ops.test_attention import make_qkv, pack
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not AVAILABLE, reason=SKIP_REASON)]
 

@@ -171,8 +171,8 @@ __device__ QueryTileThread query_tile_thread(const AttentionLayout& l) {
                          t, t / kLanes, t % kLanes};
 }
 
-// Tile entry r's query row, token in sequence b (-1: not b's), head and
-// visible keys (0 if not b's), set by thread r < kRows.
+// Tile entry r's query row (row == nullptr: not wanted), token in sequence b
+// (-1: not b's), head and visible keys (0 if not b's), set by thread r < kRows.
 struct TileRows {
   std::int64_t* row;
   std::int64_t* token;
@@ -188,7 +188,7 @@ __device__ void tile_rows_of_sequence(const AttentionLayout& l, std::int64_t b, 
   const std::int64_t entry = place.first + t;
   const std::int64_t row = entry / place.heads;
   const bool mine = entry <= place.last && owner(l.cu_q, l.num_seqs, l.q_len, row) == b;
-  rows.row[t] = row;
+  if (rows.row != nullptr) rows.row[t] = row;
   rows.token[t] = mine ? seq.q_begin + (row - seq.row_base) : -1;
   rows.head[t] = place.head0 + entry % place.heads;
   rows.visible[t] = mine ? core::attention_visible_keys(l, b, seq, row - seq.row_base) : 0;
@@ -215,7 +215,6 @@ __device__ void tile_dots(const float* rows, const float* keys, int ld, int d_le
 template <class T, class TOut, int kDims>
 __global__ void forward_kernel(AttentionForwardProblem p) {
   __shared__ std::int64_t tokens[kBlock];
-  __shared__ std::int64_t row_index[kForwardRows];
   __shared__ std::int64_t row_token[kForwardRows];  // -1: no row of this sequence
   __shared__ std::int64_t row_head[kForwardRows];
   __shared__ std::int64_t row_visible[kForwardRows];
@@ -237,15 +236,15 @@ __global__ void forward_kernel(AttentionForwardProblem p) {
   for (std::int64_t b = owner(l.cu_q, l.num_seqs, l.q_len, first / heads);
        b <= owner(l.cu_q, l.num_seqs, l.q_len, last / heads); ++b) {
     const core::AttentionSeq seq = core::attention_seq(l, b);
-    tile_rows_of_sequence<kForwardRows>(l, b, seq, place, TileRows{row_index, row_token, row_head, row_visible});
+    tile_rows_of_sequence<kForwardRows>(l, b, seq, place, TileRows{nullptr, row_token, row_head, row_visible});
     if (t < kForwardRows) {
-      row_state[t] = core::AttentionRowState{-core::math_detail::inf(), 0.0f};  // core::attention_row_start
+      row_state[t] = core::attention_initial_state();
     }
     const std::int64_t keys = block_max(t < kForwardRows ? row_visible[t] : 0, s.max_visible);
     stage_rows<T>(p.q, b, row_token, [&](int r) { return row_head[r]; }, kForwardRows, d_len, q, ld);
     float acc[kRowsPerThread][kDims];
     for (auto& row_acc : acc) {
-      for (float& a : row_acc) a = 0.0f;
+      for (float& a : row_acc) a = core::kAttentionAccStart;
     }
     for (std::int64_t start = 0; start < keys; start += kBlock) {
       stage<T>(l, p.k, b, seq.k_begin, g, start, keys, s, ld);
@@ -472,7 +471,7 @@ __global__ void decode_softmax_kernel(AttentionForwardProblem p, DecodeScratch s
   // kMaxChunk at a time, so that its steps wait on no load from device memory.
   constexpr int kMaxChunk = 1024;
   __shared__ float chunk[kMaxChunk];
-  float running = -core::math_detail::inf();
+  float running = core::attention_initial_state().max;
   for (std::int64_t first = 0; first < blocks; first += kMaxChunk) {
     const int count = static_cast<int>(blocks - first < kMaxChunk ? blocks - first : kMaxChunk);
     for (int i = t; i < count; i += threads) chunk[i] = max_after[first + i];
@@ -488,7 +487,7 @@ __global__ void decode_softmax_kernel(AttentionForwardProblem p, DecodeScratch s
     __syncthreads();  // the chunk is written out before the next one is staged
   }
   for (std::int64_t kb = t; kb < blocks; kb += threads) {
-    const float before = kb == 0 ? -core::math_detail::inf() : max_after[kb - 1];
+    const float before = kb == 0 ? core::attention_initial_state().max : max_after[kb - 1];
     const core::AttentionRescale rescale = core::attention_rescale_between(before, max_after[kb]);
     origin[kb] = rescale.origin;
     alpha[kb] = rescale.alpha;
@@ -602,8 +601,8 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_values_kernel(Attention
   const bool holds_sum = t >= kDecodeRows * kDecodeDims && t < kDecodeRows * kDecodeDims + rows;
   const int r = holds_acc ? t / kDecodeDims : t - kDecodeRows * kDecodeDims;
   const int lane = t % kDecodeDims;
-  float acc = 0.0f;  // core::attention_row_start
-  float sum = 0.0f;
+  float acc = core::kAttentionAccStart;
+  float sum = core::attention_initial_state().sum;
   const std::int64_t steps = (seen + kDecodeStep - 1) / kDecodeStep;
   DecodeStepLoads next;
   if (steps > 0) {
@@ -652,10 +651,10 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_values_kernel(Attention
   }
   if (holds_sum && writes && blockIdx.x == 0 && p.lse.data != nullptr) {
     const std::int64_t blocks = (row.visible[r] + kBlock - 1) / kBlock;
-    const float max = blocks == 0 ? -core::math_detail::inf()
-                                  : s.row_blocks(s.block_max, b, g, r)[blocks - 1];
-    *output_row<float>(p.lse, b, row.token[r], row.head[r]) =
-        core::attention_lse(core::AttentionRowState{max, row_sum[r]}, row.visible[r]);
+    core::AttentionRowState state = core::attention_initial_state();
+    if (blocks > 0) state.max = s.row_blocks(s.block_max, b, g, r)[blocks - 1];
+    state.sum = row_sum[r];
+    *output_row<float>(p.lse, b, row.token[r], row.head[r]) = core::attention_lse(state, row.visible[r]);
   }
 }
 

@@ -4,12 +4,15 @@
 // __syncthreads, warp shuffles, integer atomics, device memory and the few
 // runtime calls the launchers make. Every thread of a thread block is a fiber;
 // one block runs at a time, its fibers in turn, each until it reaches a
-// barrier (see gpu_emulation.cpp; self_check.h checks the emulation itself). What this checks: the kernels' indexing,
-// staging and barriers, bit for bit against the CPU backend, under the
-// sanitizers (out-of-bounds global or shared accesses), and with the threads
-// of each phase run in reverse order (GOLDEN_GPU_EMULATION_SCHEDULE=reverse)
-// so that a missing barrier changes results. What it cannot check: timing,
-// the device compilers' code, warps that run in lockstep.
+// barrier (see gpu_emulation.cpp; self_check.h checks the emulation itself).
+// What this checks: the kernels' indexing, staging and barriers, bit for bit
+// against the CPU backend, under the sanitizers (out-of-bounds global or
+// shared accesses), and with the threads of each phase run in reverse order
+// (GOLDEN_GPU_EMULATION_SCHEDULE=reverse) so that a missing barrier changes
+// results. What it cannot check: timing, the device compilers' code (register
+// limits such as __launch_bounds__ included), warps that run in lockstep, and
+// reads of static __shared__ variables a block never wrote (they keep the
+// previous block's values).
 #pragma once
 
 #include <cstddef>

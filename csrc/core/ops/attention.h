@@ -207,9 +207,13 @@ struct AttentionRowState {
   float sum;  // sum of exp(score - max) in rank order
 };
 
+// A row's state before its first key, and its accumulators' start.
+GOLDEN_INLINE AttentionRowState attention_initial_state() { return {-math_detail::inf(), 0.0f}; }
+inline constexpr float kAttentionAccStart = 0.0f;
+
 GOLDEN_INLINE AttentionRowState attention_row_start(float* acc, std::int64_t head_dim) {
-  for (std::int64_t d = 0; d < head_dim; ++d) acc[d] = 0.0f;
-  return {-math_detail::inf(), 0.0f};
+  for (std::int64_t d = 0; d < head_dim; ++d) acc[d] = kAttentionAccStart;
+  return attention_initial_state();
 }
 
 GOLDEN_INLINE float attention_max(float a, float b) { return math_detail::select(b > a, b, a); }
