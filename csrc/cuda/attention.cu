@@ -62,6 +62,46 @@ struct Staging {
   unsigned long long* max_visible;
 };
 
+// body(row, col) for each element of a rows x cols array, element e (row-major)
+// on thread e % blockDim.x, in increasing e: the indices advance by carrying
+// rather than by a division per element (cols is only known at run time).
+template <class Body>
+__device__ void for_each_block_element(int rows, int cols, Body body) {
+  if (cols <= 0) return;
+  const int step = static_cast<int>(blockDim.x);
+  const int row_step = step / cols;
+  const int col_step = step % cols;
+  int row = static_cast<int>(threadIdx.x) / cols;
+  int col = static_cast<int>(threadIdx.x) % cols;
+  while (row < rows) {
+    body(row, col);
+    row += row_step;
+    col += col_step;
+    if (col >= cols) {
+      col -= cols;
+      ++row;
+    }
+  }
+}
+
+// Rows [0, count) of `src`: row r at tokens[r] of head head_of(r) (token -1:
+// a row of zeros), row_stride apart.
+template <class T, class HeadOf>
+__device__ void stage_rows(const AttentionInput& src, std::int64_t b, const std::int64_t* tokens, HeadOf head_of,
+                           int count, int d_len, float* dst, int row_stride) {
+  for_each_block_element(count, d_len, [&](int r, int d) {
+    const std::int64_t token = tokens[r];
+    dst[r * row_stride + d] = token < 0 ? 0.0f : core::to_float(input_row<T>(src, b, token, head_of(r))[d]);
+  });
+}
+
+// stage_rows, every row of one head.
+template <class T>
+__device__ void stage_tokens(const AttentionInput& src, std::int64_t b, std::int64_t head, const std::int64_t* tokens,
+                             int count, int d_len, float* dst, int row_stride) {
+  stage_rows<T>(src, b, tokens, [=](int) { return head; }, count, d_len, dst, row_stride);
+}
+
 // Every thread of the block: stages key ranks [start, start + kBlock) of kv
 // head g of sequence b (those below `keys`) from `src`, rows row_stride
 // floats apart. The barriers on entry and exit keep it from overwriting a
@@ -75,11 +115,7 @@ __device__ void stage(const AttentionLayout& l, const AttentionInput& src, std::
     s.tokens[j] = start + j < keys ? k_begin + core::attention_key_token(l, b, start + j) : -1;
   }
   __syncthreads();
-  for (int e = threadIdx.x; e < kBlock * d_len; e += blockDim.x) {
-    const std::int64_t token = s.tokens[e / d_len];
-    s.keys[e / d_len * row_stride + e % d_len] =
-        token < 0 ? 0.0f : core::to_float(input_row<T>(src, b, token, g)[e % d_len]);
-  }
+  stage_tokens<T>(src, b, g, s.tokens, static_cast<int>(kBlock), d_len, s.keys, row_stride);
   __syncthreads();
 }
 
@@ -129,25 +165,6 @@ static_assert(kForwardRows <= kForwardThreads, "a thread per row for the row cha
 // block, the scores (then probabilities).
 std::size_t forward_shared_floats(std::int64_t head_dim) {
   return static_cast<std::size_t>((kForwardRows + kBlock) * (head_dim + 1) + kForwardRows * kProbStride);
-}
-
-// Rows [0, count) of `src`: row r at tokens[r] of head head_of(r) (token -1:
-// a row of zeros), row_stride apart.
-template <class T, class HeadOf>
-__device__ void stage_rows(const AttentionInput& src, std::int64_t b, const std::int64_t* tokens, HeadOf head_of,
-                           int count, int d_len, float* dst, int row_stride) {
-  for (int e = static_cast<int>(threadIdx.x); e < count * d_len; e += static_cast<int>(blockDim.x)) {
-    const std::int64_t token = tokens[e / d_len];
-    dst[e / d_len * row_stride + e % d_len] =
-        token < 0 ? 0.0f : core::to_float(input_row<T>(src, b, token, head_of(e / d_len))[e % d_len]);
-  }
-}
-
-// stage_rows, every row of one head.
-template <class T>
-__device__ void stage_tokens(const AttentionInput& src, std::int64_t b, std::int64_t head, const std::int64_t* tokens,
-                             int count, int d_len, float* dst, int row_stride) {
-  stage_rows<T>(src, b, tokens, [=](int) { return head; }, count, d_len, dst, row_stride);
 }
 
 // Where a thread of a query-tile kernel is. A block serves kv head g and
@@ -207,6 +224,29 @@ __device__ void tile_dots(const float* rows, const float* keys, int ld, int d_le
       const float x = rows[(group + kGroups * i) * ld + d];
       for (int j = 0; j < kKeysPerThread; ++j) {
         dots[i][j] = core::attention_dot_step(dots[i][j], x, keys[(lane + kLanes * j) * ld + d]);
+      }
+    }
+  }
+}
+
+// acc[i][m] of rows group + 8 i and dims lane + 16 m: each an fma chain over
+// the row's keys j < count[i] in rank order, adding weights[row][j] times the
+// staged rows[j][d] (ld floats apart). Keys outermost, so that the thread reads
+// each staged element once for all its rows (not once per row).
+template <int kRowsOf, int kDims>
+__device__ void tile_accumulate(float (&acc)[kRowsOf][kDims], const int (&count)[kRowsOf], const float* weights,
+                                int weight_stride, const float* rows, int ld, int d_len, int group, int lane) {
+  int most = 0;
+  for (const int c : count) most = c > most ? c : most;
+  for (int j = 0; j < most; ++j) {
+    float w[kRowsOf];
+    for (int i = 0; i < kRowsOf; ++i) w[i] = j < count[i] ? weights[(group + kGroups * i) * weight_stride + j] : 0.0f;
+    for (int m = 0; m < kDims; ++m) {
+      const int d = lane + kLanes * m;
+      if (d >= d_len) continue;
+      const float x = rows[j * ld + d];
+      for (int i = 0; i < kRowsOf; ++i) {
+        if (j < count[i]) acc[i][m] = core::attention_accumulate_step(acc[i][m], w[i], x);
       }
     }
   }
@@ -282,19 +322,14 @@ __global__ void forward_kernel(AttentionForwardProblem p) {
           row_state[t].sum = core::attention_sum_step(row_state[t].sum, sp[t * kProbStride + j]);
         }
       }
+      int count[kRowsPerThread];
       for (int i = 0; i < kRowsPerThread; ++i) {
         const int r = group + kGroups * i;
-        const std::int64_t count = row_count[r];
-        if (count == 0) continue;
+        count[i] = static_cast<int>(row_count[r]);
+        if (count[i] == 0) continue;
         for (int m = 0; m < kDims; ++m) acc[i][m] = core::attention_rescaled(acc[i][m], row_alpha[r]);
-        for (std::int64_t j = 0; j < count; ++j) {
-          const float w = sp[r * kProbStride + j];
-          for (int m = 0; m < kDims; ++m) {
-            const int d = lane + kLanes * m;
-            if (d < d_len) acc[i][m] = core::attention_accumulate_step(acc[i][m], w, kv[j * ld + d]);
-          }
-        }
       }
+      tile_accumulate(acc, count, sp, kProbStride, kv, ld, d_len, group, lane);
       __syncthreads();
     }
     for (int i = 0; i < kRowsPerThread; ++i) {
@@ -735,18 +770,12 @@ __global__ void backward_rows_kernel(AttentionBackwardProblem p) {
         }
       }
       stage<T>(l, p.k, b, seq.k_begin, g, start, keys, s, ld);  // its first barrier: dS is in shared memory
+      int count[kRowsOfThread];
       for (int i = 0; i < kRowsOfThread; ++i) {
-        const int r = group + kGroups * i;
-        const std::int64_t left = row_visible[r] - start;
-        const std::int64_t count = left < kBlock ? left : kBlock;
-        for (std::int64_t j = 0; j < count; ++j) {
-          const float w = score_grads[r * kGradStride + j];
-          for (int m = 0; m < kDims; ++m) {
-            const int d = lane + kLanes * m;
-            if (d < d_len) dq[i][m] = core::attention_accumulate_step(dq[i][m], w, kv[j * ld + d]);
-          }
-        }
+        const std::int64_t left = row_visible[group + kGroups * i] - start;
+        count[i] = static_cast<int>(left < 0 ? 0 : left < kBlock ? left : kBlock);
       }
+      tile_accumulate(dq, count, score_grads, kGradStride, kv, ld, d_len, group, lane);
     }
     for (int i = 0; i < kRowsOfThread; ++i) {
       const int r = group + kGroups * i;
@@ -837,6 +866,13 @@ __global__ void backward_keys_kernel(AttentionBackwardProblem p, std::int64_t ke
       key_token[t] = mine ? seq.k_begin + core::attention_key_token(l, b, rank) : -1;
     }
     const unsigned long long lowest = block_min(mine ? static_cast<unsigned long long>(key_rank[t]) : ~0ull, &slot);
+    // The rank of each of the thread's keys, -1 where the tile has no such
+    // key: a row sees key k when 0 <= key_rank_of[k] < its visible count.
+    std::int64_t key_rank_of[kKeysOfThread];
+    for (int k = 0; k < kKeysOfThread; ++k) {
+      const int j = group + kKeyGroups * k;
+      key_rank_of[k] = key_token[j] < 0 ? -1 : key_rank[j];
+    }
     stage_tokens<T>(p.k, b, g, key_token, kKeyTile, d_len, keys, ld);
     stage_tokens<T>(p.v, b, g, key_token, kKeyTile, d_len, values, ld);
     float dk[kKeysOfThread][kDims];
@@ -876,18 +912,27 @@ __global__ void backward_keys_kernel(AttentionBackwardProblem p, std::int64_t ke
           score_grads[j * kTermStride + lane] = core::attention_score_grad(prob, dp[k], row_delta[lane]);
         }
         __syncthreads();
+        // Row by row in order; each of the row's staged dO and q elements is
+        // read once for the thread's keys.
         for (int r = 0; r < kQueryTile; ++r) {
+          bool sees[kKeysOfThread];
+          float prob[kKeysOfThread];
+          float ds[kKeysOfThread];
           for (int k = 0; k < kKeysOfThread; ++k) {
             const int j = group + kKeyGroups * k;
-            if (key_token[j] < 0 || key_rank[j] >= row_visible[r]) continue;  // the row does not see the key
-            const float prob = probs[j * kTermStride + r];
-            const float ds = score_grads[j * kTermStride + r];
-            for (int m = 0; m < kDims; ++m) {
-              const int d = lane + kLanes * m;
-              if (d < d_len) {
-                dv[k][m] = core::attention_accumulate_step(dv[k][m], prob, grad[r * ld + d]);
-                dk[k][m] = core::attention_accumulate_step(dk[k][m], ds, q[r * ld + d]);
-              }
+            sees[k] = key_rank_of[k] >= 0 && key_rank_of[k] < row_visible[r];
+            prob[k] = probs[j * kTermStride + r];
+            ds[k] = score_grads[j * kTermStride + r];
+          }
+          for (int m = 0; m < kDims; ++m) {
+            const int d = lane + kLanes * m;
+            if (d >= d_len) continue;
+            const float row_grad = grad[r * ld + d];
+            const float row_q = q[r * ld + d];
+            for (int k = 0; k < kKeysOfThread; ++k) {
+              if (!sees[k]) continue;
+              dv[k][m] = core::attention_accumulate_step(dv[k][m], prob[k], row_grad);
+              dk[k][m] = core::attention_accumulate_step(dk[k][m], ds[k], row_q);
             }
           }
         }
