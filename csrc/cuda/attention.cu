@@ -363,9 +363,9 @@ __global__ void forward_kernel(AttentionForwardProblem p) {
 //    max after each block (a chain over the blocks), then in parallel each
 //    block's origin and rescale factor and every probability (each depends
 //    only on those maxima);
-//  - decode_values_kernel, a block per (32 dims, kv head, sequence): thread
+//  - decode_values_kernel, a block per (8 dims, kv head, sequence): thread
 //    (row, dim) runs acc[d]'s chain over the row's keys in rank order
-//    (rescaled at each block's start), one thread per row the sum's.
+//    (rescaled at each block's start), and the row's dim-0 thread its sum.
 // Every value is the one the row's online softmax gives in the core's order,
 // so the bits are those of the tile kernel and of the CPU. The scratch holds
 // a score per (row, key), so the sequences are taken as many at a time as fit
@@ -533,38 +533,50 @@ __global__ void decode_softmax_kernel(AttentionForwardProblem p, DecodeScratch s
   }
 }
 
-// The chains: a block per (kDecodeDims dims, kv head, sequence) of
-// kDecodeThreads threads. Thread (row r, lane) < rows x kDecodeDims runs
-// acc[d]'s chain of row r over its visible keys in rank order, rescaled at
-// each block's start; thread kDecodeRows x kDecodeDims + r runs row r's sum.
-// The keys go kDecodeStep at a time through two shared buffers: while the
-// chains fold one step, every thread holds its share of the next step's
-// values, probabilities and factors in registers, loaded before the fold
-// and stored after it, so the loads' latency overlaps the chains.
-constexpr int kDecodeDims = 32;
+// The chains: a block of kDecodeThreads per (kDecodeDims dims, kv head,
+// sequence). Thread (row r, lane) with r < rows runs acc[d]'s chain of row r
+// over its visible keys in rank order, rescaled at each block's start; lane
+// 0 also runs the row's sum, from the probabilities it reads anyway. Why 8
+// dims: a warp (4 rows x 8 dims) then reads one shared-memory wavefront of
+// values and one of probabilities per key, so the chains, not shared
+// memory, bound a step, and one Qwen3-8B sequence (D 128, 8 kv heads) spreads
+// over 128 blocks. The keys go kDecodeStep at a time through two shared
+// buffers: while the chains fold one step, every thread holds its share of
+// the next step's values, probabilities and factors in registers, loaded
+// before the fold and stored after it, so the loads' latency overlaps the
+// chains' ~4 cycles per key.
+constexpr int kDecodeDims = 8;
 constexpr int kDecodeStepBlocks = 2;
 constexpr int kDecodeStep = kDecodeStepBlocks * static_cast<int>(kBlock);
-constexpr int kDecodeThreads = (kDecodeRows + 1) * kDecodeDims;
+constexpr int kDecodeThreads = kDecodeRows * kDecodeDims;
 constexpr int kStepValues = kDecodeStep * kDecodeDims;
+// A row's probabilities in a buffer, one word more than a step apart so that
+// the rows of a warp fall in different banks.
+constexpr int kStepProbStride = kDecodeStep + 1;
 constexpr int kValuesPerThread = (kStepValues + kDecodeThreads - 1) / kDecodeThreads;
 constexpr int kProbsPerThread = (kDecodeRows * kDecodeStep + kDecodeThreads - 1) / kDecodeThreads;
-static_assert(kDecodeStep <= kDecodeThreads, "a thread per key of a step for its token");
+constexpr int kTokensPerThread = (kDecodeStep + kDecodeThreads - 1) / kDecodeThreads;
+static_assert(kDecodeRows * kDecodeStepBlocks <= kDecodeThreads, "a thread per (row, block) of a step for its factor");
 
 // One buffer of a step: values [kDecodeStep][kDecodeDims], probabilities
-// [rows][kDecodeStep], factors [rows][kDecodeStepBlocks].
+// [rows][kStepProbStride], factors [rows][kDecodeStepBlocks].
 struct DecodeStepBuffer {
   float* values;
   float* probs;
   float* alpha;
 };
 
+__host__ __device__ std::int64_t decode_step_buffer_floats(std::int64_t rows) {
+  return kStepValues + rows * (kStepProbStride + kDecodeStepBlocks);
+}
+
 std::size_t decode_values_shared_floats(std::int64_t rows) {
-  return 2 * static_cast<std::size_t>(kStepValues + rows * (kDecodeStep + kDecodeStepBlocks));
+  return 2 * static_cast<std::size_t>(decode_step_buffer_floats(rows));
 }
 
 __device__ DecodeStepBuffer decode_step_buffer(float* shared, std::int64_t rows, int which) {
-  float* const base = shared + which * (kStepValues + rows * (kDecodeStep + kDecodeStepBlocks));
-  return {base, base + kStepValues, base + kStepValues + rows * kDecodeStep};
+  float* const base = shared + which * decode_step_buffer_floats(rows);
+  return {base, base + kStepValues, base + kStepValues + rows * kStepProbStride};
 }
 
 // A thread's share of one step, in registers between the loads and the stores.
@@ -590,13 +602,24 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_values_kernel(Attention
   const int t = static_cast<int>(threadIdx.x);
   const std::int64_t seen = fill_decode_rows(l, b, seq, g, rows, row);
   const T* const values = input_row<T>(p.v, b, seq.k_begin, g);
+  const std::int64_t row_keys = s.blocks * kBlock;  // a row's scratch
 
-  // The token of key t of step `step` (-1 past the keys any row sees), for
-  // thread t < kDecodeStep: stored in step_token[step % 2] a step ahead of
-  // its use, so that no barrier waits on the lookup (key_index).
-  const auto token_of = [&](std::int64_t step) -> std::int64_t {
-    const std::int64_t n = step * kDecodeStep + t;
-    return t < kDecodeStep && n < seen ? core::attention_key_token(l, b, n) : -1;
+  // The tokens of this thread's keys t + i x kDecodeThreads of step `step`
+  // (-1 past the keys any row sees): stored in step_token[step % 2] a step
+  // ahead of their use, so that no barrier waits on the lookup (key_index).
+  using StepTokens = std::int64_t[kTokensPerThread];
+  const auto tokens_of = [&](std::int64_t step, StepTokens& tokens) {
+    for (int i = 0; i < kTokensPerThread; ++i) {
+      const int k = t + i * kDecodeThreads;
+      const std::int64_t n = step * kDecodeStep + k;
+      tokens[i] = k < kDecodeStep && n < seen ? core::attention_key_token(l, b, n) : -1;
+    }
+  };
+  const auto store_tokens = [&](const StepTokens& tokens, std::int64_t step) {
+    for (int i = 0; i < kTokensPerThread; ++i) {
+      const int k = t + i * kDecodeThreads;
+      if (k < kDecodeStep) step_token[step % 2][k] = tokens[i];
+    }
   };
   // Loads step `step`'s share of this thread (zeros past the keys a row sees).
   const auto load = [&](std::int64_t step, DecodeStepLoads& x) {
@@ -608,17 +631,19 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_values_kernel(Attention
       const std::int64_t d = d0 + e % kDecodeDims;
       x.values[i] = token >= 0 && d < l.head_dim ? core::to_float(values[token * p.v.token_stride + d]) : 0.0f;
     }
+    // Probabilities and factors past a row's visible keys are never folded:
+    // only the scratch's bounds are checked.
+    const float* const step_probs = s.row_scores(b, g, 0) + first;
+    const int left = static_cast<int>(row_keys - first < kDecodeStep ? row_keys - first : kDecodeStep);
     for (int i = 0; i < kProbsPerThread; ++i) {
       const int e = t + i * kDecodeThreads;
       const int r = e / kDecodeStep;
-      const std::int64_t n = first + e % kDecodeStep;
-      const bool real = r < rows && n < row.visible[r];
-      x.probs[i] = real ? s.row_scores(b, g, r)[n] : 0.0f;
+      const int k = e % kDecodeStep;
+      x.probs[i] = r < rows && k < left ? step_probs[r * row_keys + k] : 0.0f;
     }
     const int r = t / kDecodeStepBlocks;
     const std::int64_t kb = step * kDecodeStepBlocks + t % kDecodeStepBlocks;
-    const bool real = r < rows && kb * kBlock < row.visible[r];
-    x.alpha = real ? s.row_blocks(s.alpha, b, g, r)[kb] : 0.0f;
+    x.alpha = r < rows && kb < s.blocks ? s.row_blocks(s.alpha, b, g, r)[kb] : 0.0f;
   };
   const auto store = [&](const DecodeStepLoads& x, const DecodeStepBuffer& buffer) {
     for (int i = 0; i < kValuesPerThread; ++i) {
@@ -627,24 +652,25 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_values_kernel(Attention
     }
     for (int i = 0; i < kProbsPerThread; ++i) {
       const int e = t + i * kDecodeThreads;
-      if (e < rows * kDecodeStep) buffer.probs[e] = x.probs[i];
+      if (e < rows * kDecodeStep) buffer.probs[e / kDecodeStep * kStepProbStride + e % kDecodeStep] = x.probs[i];
     }
     if (t < rows * kDecodeStepBlocks) buffer.alpha[t] = x.alpha;
   };
 
-  const bool holds_acc = t < rows * kDecodeDims;
-  const bool holds_sum = t >= kDecodeRows * kDecodeDims && t < kDecodeRows * kDecodeDims + rows;
-  const int r = holds_acc ? t / kDecodeDims : t - kDecodeRows * kDecodeDims;
+  const int r = t / kDecodeDims;
   const int lane = t % kDecodeDims;
+  const bool holds_acc = r < rows;
+  const bool holds_sum = holds_acc && lane == 0;
   float acc = core::kAttentionAccStart;
   float sum = core::attention_initial_state().sum;
   const std::int64_t steps = (seen + kDecodeStep - 1) / kDecodeStep;
   DecodeStepLoads next;
+  StepTokens tokens_ahead;
   if (steps > 0) {
-    if (t < kDecodeStep) {
-      step_token[0][t] = token_of(0);
-      step_token[1][t] = token_of(1);
-    }
+    tokens_of(0, tokens_ahead);
+    store_tokens(tokens_ahead, 0);
+    tokens_of(1, tokens_ahead);
+    store_tokens(tokens_ahead, 1);
     __syncthreads();  // the first two steps' tokens
     load(0, next);
     store(next, decode_step_buffer(staged, rows, 0));
@@ -652,35 +678,35 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_values_kernel(Attention
   }
   for (std::int64_t step = 0; step < steps; ++step) {
     if (step + 1 < steps) load(step + 1, next);
-    const std::int64_t token_ahead = token_of(step + 2);
+    tokens_of(step + 2, tokens_ahead);
     const DecodeStepBuffer now = decode_step_buffer(staged, rows, static_cast<int>(step % 2));
-    if (holds_acc || holds_sum) {
+    if (holds_acc) {
       const std::int64_t visible = row.visible[r];
       for (int blk = 0; blk < kDecodeStepBlocks; ++blk) {
         const std::int64_t start = step * kDecodeStep + blk * kBlock;
         if (start >= visible) break;
         const int count = static_cast<int>(visible - start < kBlock ? visible - start : kBlock);
         const float factor = now.alpha[r * kDecodeStepBlocks + blk];
-        const float* const w = now.probs + r * kDecodeStep + blk * kBlock;
-        if (holds_acc) {
-          const float* const v = now.values + blk * kBlock * kDecodeDims + lane;
-          acc = core::attention_rescaled(acc, factor);
-          for (int j = 0; j < count; ++j) acc = core::attention_accumulate_step(acc, w[j], v[j * kDecodeDims]);
-        } else {
-          sum = core::attention_rescaled(sum, factor);
-          for (int j = 0; j < count; ++j) sum = core::attention_sum_step(sum, w[j]);
+        const float* const w = now.probs + r * kStepProbStride + blk * kBlock;
+        const float* const v = now.values + blk * kBlock * kDecodeDims + lane;
+        acc = core::attention_rescaled(acc, factor);
+        if (holds_sum) sum = core::attention_rescaled(sum, factor);
+        for (int j = 0; j < count; ++j) {
+          const float weight = w[j];
+          acc = core::attention_accumulate_step(acc, weight, v[j * kDecodeDims]);
+          if (holds_sum) sum = core::attention_sum_step(sum, weight);
         }
       }
     }
     if (step + 1 < steps) store(next, decode_step_buffer(staged, rows, static_cast<int>((step + 1) % 2)));
-    if (t < kDecodeStep) step_token[step % 2][t] = token_ahead;  // step + 2's; step's were read by load(step)
+    store_tokens(tokens_ahead, step);  // step + 2's; step's were read by load(step)
     __syncthreads();  // the step's buffer is read before it is refilled
   }
   if (holds_sum) row_sum[r] = sum;
   __syncthreads();
   const std::int64_t d = d0 + lane;
-  const bool writes = (holds_acc || holds_sum) && row.token[r] >= 0;
-  if (holds_acc && writes && d < l.head_dim) {
+  const bool writes = holds_acc && row.token[r] >= 0;
+  if (writes && d < l.head_dim) {
     output_row<TOut>(p.out, b, row.token[r], row.head[r])[d] =
         core::from_float<TOut>(core::attention_normalized(acc, row_sum[r], row.visible[r]));
   }
