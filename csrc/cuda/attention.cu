@@ -217,7 +217,7 @@ template <int kRowsOf>
 __device__ void tile_dots(const float* rows, const float* keys, int ld, int d_len, int group, int lane,
                           float (&dots)[kRowsOf][kKeysPerThread]) {
   for (auto& row_dots : dots) {
-    for (float& v : row_dots) v = 0.0f;
+    for (float& v : row_dots) v = core::kAttentionDotStart;
   }
   for (int d = 0; d < d_len; ++d) {
     for (int i = 0; i < kRowsOf; ++i) {
@@ -372,6 +372,9 @@ __global__ void forward_kernel(AttentionForwardProblem p) {
 // 256 MiB (GOLDEN_KERNELS_GPU_DECODE_SCRATCH_BYTES; tests make it small).
 constexpr int kDecodeRows = 16;
 constexpr int kDecodeScoreThreads = 128;
+constexpr int kDecodeScoreHalves = kDecodeScoreThreads / static_cast<int>(kBlock);
+constexpr int kDecodeScoreRowsPerThread = kDecodeRows / kDecodeScoreHalves;
+static_assert(kDecodeScoreHalves * kBlock == kDecodeScoreThreads, "a thread per (half, key) of the block");
 // The softmax kernel's parallel part is a probability (an exp) per key.
 constexpr int kDecodeSoftmaxThreads = 256;
 
@@ -467,12 +470,23 @@ __global__ void decode_scores_kernel(AttentionForwardProblem p, DecodeScratch s)
   if (start >= seen) return;  // the whole block returns
   stage_rows<T>(p.q, b, row.token, [&](int r) { return row.head[r]; }, rows, d_len, q, ld);
   stage<T>(l, p.k, b, seq.k_begin, g, start, seen, Staging{keys, tokens, nullptr}, ld);
-  for (int pair = t; pair < rows * kBlock; pair += static_cast<int>(blockDim.x)) {
-    const int r = pair / static_cast<int>(kBlock);
-    const int j = pair % static_cast<int>(kBlock);
-    if (start + j >= row.visible[r]) continue;
-    const float dot = core::attention_dot(q + r * ld, d_len, [&](std::int64_t d) { return keys[j * ld + d]; });
-    const float score = core::attention_score(dot, l.scale);
+  // Thread (half, key j) runs the dot chains of key j with rows half + 2 i,
+  // reading each staged key element once for all of them.
+  const int j = t % static_cast<int>(kBlock);
+  const int half = t / static_cast<int>(kBlock);
+  float dots[kDecodeScoreRowsPerThread];
+  for (float& dot : dots) dot = core::kAttentionDotStart;
+  for (int d = 0; d < d_len; ++d) {
+    const float key = keys[j * ld + d];
+    for (int i = 0; i < kDecodeScoreRowsPerThread; ++i) {
+      const int r = half + kDecodeScoreHalves * i;
+      if (r < rows) dots[i] = core::attention_dot_step(dots[i], q[r * ld + d], key);
+    }
+  }
+  for (int i = 0; i < kDecodeScoreRowsPerThread; ++i) {
+    const int r = half + kDecodeScoreHalves * i;
+    if (r >= rows || start + j >= row.visible[r]) continue;
+    const float score = core::attention_score(dots[i], l.scale);
     sp[r * kProbStride + j] = score;
     s.row_scores(b, g, r)[start + j] = score;
   }

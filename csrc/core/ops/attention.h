@@ -167,11 +167,15 @@ GOLDEN_INLINE std::int64_t attention_visible_keys(const AttentionLayout& l, std:
 // chains at once (GPU tiles) take them step by step.
 GOLDEN_INLINE float attention_dot_step(float dot, float x, float y) { return fma_rn(x, y, dot); }
 
+// A dot chain's start.
+inline constexpr float kAttentionDotStart = 0.0f;
+
 // x . column = sum_d x[d] * column(d): a sequential fma chain over
-// d = 0..D-1 starting from +0. One key's lane of attention_block_dots.
+// d = 0..D-1 starting from kAttentionDotStart (+0). One key's lane of
+// attention_block_dots.
 template <class Column>
 GOLDEN_INLINE float attention_dot(const float* x, std::int64_t head_dim, Column column) {
-  float dot = 0.0f;
+  float dot = kAttentionDotStart;
   for (std::int64_t d = 0; d < head_dim; ++d) dot = attention_dot_step(dot, x[d], column(d));
   return dot;
 }
