@@ -21,6 +21,7 @@ void check_strided(const TensorView& t, int ndim) {
   if (t.ndim() != ndim) {
     fail_value(t.name + ": expected " + std::to_string(ndim) + " dimensions, got " + t.shape_string());
   }
+  if (t.numel() == 0) return;  // nothing is read: an empty array's strides are arbitrary
   for (std::int64_t s : t.strides) {
     if (s < 0) fail_value(t.name + ": negative strides are not supported");
   }
@@ -96,6 +97,7 @@ void check_key_lists(const AttentionLayout& l) {
 // key_keep and key_index: rows of one common stride (a cache's [B, max_len]
 // arrays viewed up to its length), each row contiguous.
 std::int64_t check_key_rows(const TensorView& keep, const TensorView& index) {
+  if (index.numel() == 0) return 0;  // (keep's shape is index's) nothing is read: any strides will do
   for (const TensorView* t : {&keep, &index}) {
     if (t->dim(1) > 1 && t->strides[1] != 1) fail_value(t->name + ": rows must be contiguous");
     if (t->dim(0) > 1 && t->strides[0] < t->dim(1)) fail_value(t->name + ": rows must not overlap");

@@ -575,6 +575,32 @@ def test_strided_views_equal_contiguous(dtype, q_len, kv_heads, head_dim, copied
     assert bool(head_major_copies) == copied
 
 
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_empty_strided_views_work_as_contiguous(backend, gen):
+    """An empty batch (or token list) of views whose last dimension is strided:
+    torch calls such a tensor contiguous and .contiguous() keeps its strides,
+    and nothing is read, so the call gives what the contiguous one gives
+    (found by the fuzz test: the stride check used to refuse it)."""
+    def strided(t):
+        return torch.stack([t, t], dim=-1)[..., 0]  # last-dim stride 2, same values
+
+    q, k, v = make_qkv(0, 4, 2, 3, 5, 8, torch.float32, gen)
+    g = rand(q.shape, torch.float32, gen)
+    views = [strided(t) for t in (q, k, v, g)]
+    assert all(t.stride(-1) == 2 and t.is_contiguous() for t in views)
+    assert_all_equal(everything(backend, *views), everything(backend, q, k, v, g), "empty strided")
+    mask = torch.ones(0, 5, dtype=torch.bool)
+    assert_all_equal(everything(backend, *views, key_padding_mask=mask),
+                     everything(backend, q, k, v, g, key_padding_mask=mask), "empty strided, masked")
+    packed = [t[0, :, :0].transpose(0, 1) for t in make_qkv(1, 4, 2, 3, 5, 8, torch.float32, gen)]  # [0, H, D]
+    cu = torch.tensor([0])
+    for t in packed:
+        assert t.numel() == 0
+    want = gk.attention_varlen(*packed, cu, cu, backend=backend)
+    got = gk.attention_varlen(*(strided(t) for t in packed), cu, cu, backend=backend)
+    assert_bitwise_equal(got, want, "empty packed strided")
+
+
 def test_head_major_copies_give_the_same_bits(head_major_copies, gen):
     """Packed [T, H, D] k / v (rows H * D = 2 KiB apart) copied head-major for
     a long sequence, torch and numpy: the padded call's bits (T6), inputs
