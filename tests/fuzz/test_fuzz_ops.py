@@ -5,14 +5,17 @@ payloads, huge magnitudes). Each example either raises a clean TypeError or
 ValueError on both backends (a strided input: a ValueError saying so, or the
 dense input's result) or gives the reference's bits on the fast CPU path
 (any ISA, any thread count) and keeps Axis-A under a random row permutation
-and batch split. A crash would kill the run: none may happen."""
+and batch split; where a GPU backend runs (a GPU, or the emulating build),
+it too gives the reference's bits or the same clean error. A crash would
+kill the run: none may happen."""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 
+import pytest
 import torch
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import golden_kernels as gk
@@ -20,6 +23,7 @@ from golden_kernels.testing import assert_bitwise_equal
 
 from ..cases import CASES, OpCase, run_case
 from ..conftest import FLOAT_DTYPES, SUPPORTED_ISAS
+from ..gpu_target import AVAILABLE, DEVICE, EMULATED, GPU, SKIP_REASON
 
 ROWS = (0, 1, 2, 3, 5, 6, 7, 8, 9, 13, 17)
 # Lane width 32, linear K-block 256 and panel 16, row block 4096, primes, a vocabulary.
@@ -56,7 +60,7 @@ def outcome(case: OpCase, backend: str, inputs):
 
 def assert_same_outcome(fast, ref, what):
     if isinstance(ref, Exception) or isinstance(fast, Exception):
-        assert type(fast) is type(ref), f"{what}: cpu gave {fast!r}, reference gave {ref!r}"
+        assert type(fast) is type(ref), f"{what}: the fast backend gave {fast!r}, reference gave {ref!r}"
         return
     assert len(fast) == len(ref)
     for i, (a, b) in enumerate(zip(fast, ref)):
@@ -127,3 +131,24 @@ def test_strided_inputs_raise_or_match(p, data):
     if isinstance(got, ValueError) and "contiguous" in str(got) and not view.is_contiguous():
         return  # the op requires dense input and said so
     assert_same_outcome(got, expected, f"{case.name} with {name} strided")  # or it took the view correctly
+
+
+# The emulation runs every GPU thread as a fiber on the CPU: problems past
+# this many elements (rows x n x aux) are left to the fixed-size GPU tests.
+EMULATED_ELEMENTS = 1 << 16
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not AVAILABLE, reason=SKIP_REASON)
+@given(p=problems())
+def test_gpu_equals_reference(p):
+    """Axis-C on random problems: the GPU backend (or the emulation of its
+    sources) gives the reference's bits or raises the same clean error."""
+    if EMULATED:
+        assume(max(p["rows"], 1) * max(p["n"], 1) * p["aux"] <= EMULATED_ELEMENTS)
+    inputs = build(p)
+    ref = outcome(p["case"], "reference", inputs)
+    got = outcome(p["case"], GPU, inputs.to(DEVICE))
+    if not isinstance(got, Exception):
+        got = [t.cpu() for t in got]
+    assert_same_outcome(got, ref, f"{p['case'].name} on {GPU}")
