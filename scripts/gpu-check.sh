@@ -37,7 +37,8 @@ rm -f "$log_dir"/*.log
 gpu_tests=(tests/test_gpu.py tests/test_gpu_ops.py tests/test_gpu_attention_decode.py tests/test_nonfinite.py tests/torch/test_gpu.py
            tests/ops/test_attention.py tests/ops/test_attention_saved_forward.py tests/ops/test_linear.py
            tests/ops/test_linear_logprob.py tests/ops/test_linear_logprob_backward.py
-           tests/ops/test_linear_logprob_saved_entropy_partial.py tests/ops/test_linear_logprob_saved_logits.py)
+           tests/ops/test_linear_logprob_saved_entropy_partial.py tests/ops/test_linear_logprob_saved_logits.py
+           tests/fuzz/test_fuzz_ops.py)
 pytest_args=(-m gpu -p no:cacheprovider -q --continue-on-collection-errors -rfEs)
 # The sanitizers are slow: every op at the two small sizes, plus the id checks
 # and the attention forward's two kernel sets on masked caches.
