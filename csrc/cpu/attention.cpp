@@ -653,8 +653,9 @@ void task_rescale(RowForward& f, float* __restrict acc_t, std::int64_t d_len, co
   }
   for (std::int64_t r = 0; r < kTaskRows; ++r) {
     new_max[r] = core::attention_max(old_max[r], block_max[r]);
-    origin[r] = core::attention_origin(new_max[r]);
-    alpha[r] = core::attention_rescale_factor(old_max[r], origin[r]);
+    const core::AttentionRescale rescale = core::attention_rescale_between(old_max[r], new_max[r]);
+    origin[r] = rescale.origin;
+    alpha[r] = rescale.alpha;
     sum[r] = core::attention_rescaled(sum[r], alpha[r]);
   }
   for (std::int64_t r = 0; r < kTaskRows; ++r) f.state[r].max = new_max[r];
