@@ -844,12 +844,12 @@ __device__ unsigned long long block_min(unsigned long long rank, unsigned long l
 // kv head). The tile's keys and values are staged once; then for each query
 // head of the group and each tile of kQueryTile consecutive query rows, in
 // order (tiles no row of which sees a key of the block are skipped):
-//  - thread (group, lane) takes row lane of the query tile and keys
-//    group + 8 k (k < 4): the score and dP chains over d, then P and dS, as
-//    the CPU's key lanes compute them;
-//  - then, for the same keys and dims lane + 16 m, it adds the tile's rows in
-//    order, dv += P dO and dk += dS q in registers, a key skipping the rows
-//    that do not see it.
+//  - thread t takes 2 rows x 2 keys of the tile (rows t % 8 + 8 a, keys
+//    t / 8 + 16 c): the score and dP chains over d, then P and dS, as the
+//    CPU's key lanes compute them;
+//  - then thread (group, lane), for keys group + 8 k (k < 4) and dims
+//    lane + 16 m, adds the tile's rows in order, dv += P dO and dk += dS q in
+//    registers, a key skipping the rows that do not see it.
 // Each key's dk and dv are thus the chains over (head, row) in order that
 // the CPU sums.
 constexpr int kKeyTile = 32;
@@ -858,6 +858,11 @@ constexpr int kQueryTile = 16;
 constexpr int kKeyGroups = kKeyThreads / kQueryTile;  // keys group + 8 k
 constexpr int kKeysOfThread = kKeyTile / kKeyGroups;
 constexpr int kTermStride = kQueryTile + 1;
+// The scores / dP tile: 2 rows x 2 keys per thread, rows kPairRowStep and keys
+// kPairKeyStep apart.
+constexpr int kPairRowStep = kQueryTile / 2;
+constexpr int kPairKeyStep = kKeyTile / 2;
+static_assert(kPairRowStep * kPairKeyStep == kKeyThreads, "a thread per (row pair, key pair) of the tile");
 static_assert(kKeyTile <= kKeyThreads, "a thread per key for its rank and token");
 static_assert(kQueryTile == kLanes, "dims lane + 16 m, as in the forward");
 
@@ -935,21 +940,40 @@ __global__ void backward_keys_kernel(AttentionBackwardProblem p, std::int64_t ke
         stage_tokens<T>(p.q, b, h, row_token, kQueryTile, d_len, q, ld);
         stage_tokens<T>(p.grad_out, b, h, row_token, kQueryTile, d_len, grad, ld);
         __syncthreads();
-        float score[kKeysOfThread] = {};
-        float dp[kKeysOfThread] = {};
+        // The tile's scores and dP: thread t takes rows t % 8 + 8 a and keys
+        // t / 8 + 16 c (a, c < 2), 8 staged loads per d for its 8 chains.
+        const int row0 = t % kPairRowStep;
+        const int key0 = t / kPairRowStep;
+        float score[2][2];
+        float dp[2][2];
+        for (int a = 0; a < 2; ++a) {
+          for (int c = 0; c < 2; ++c) score[a][c] = dp[a][c] = core::kAttentionDotStart;
+        }
         for (int d = 0; d < d_len; ++d) {
-          const float x = q[lane * ld + d];
-          const float y = grad[lane * ld + d];
-          for (int k = 0; k < kKeysOfThread; ++k) {
-            score[k] = core::attention_dot_step(score[k], x, keys[(group + kKeyGroups * k) * ld + d]);
-            dp[k] = core::attention_dot_step(dp[k], y, values[(group + kKeyGroups * k) * ld + d]);
+          float x[2], y[2], key[2], value[2];
+          for (int a = 0; a < 2; ++a) {
+            x[a] = q[(row0 + kPairRowStep * a) * ld + d];
+            y[a] = grad[(row0 + kPairRowStep * a) * ld + d];
+          }
+          for (int c = 0; c < 2; ++c) {
+            key[c] = keys[(key0 + kPairKeyStep * c) * ld + d];
+            value[c] = values[(key0 + kPairKeyStep * c) * ld + d];
+          }
+          for (int a = 0; a < 2; ++a) {
+            for (int c = 0; c < 2; ++c) {
+              score[a][c] = core::attention_dot_step(score[a][c], x[a], key[c]);
+              dp[a][c] = core::attention_dot_step(dp[a][c], y[a], value[c]);
+            }
           }
         }
-        for (int k = 0; k < kKeysOfThread; ++k) {
-          const int j = group + kKeyGroups * k;
-          const float prob = core::attention_probability(core::attention_score(score[k], l.scale), row_lse[lane]);
-          probs[j * kTermStride + lane] = prob;
-          score_grads[j * kTermStride + lane] = core::attention_score_grad(prob, dp[k], row_delta[lane]);
+        for (int a = 0; a < 2; ++a) {
+          const int r = row0 + kPairRowStep * a;
+          for (int c = 0; c < 2; ++c) {
+            const int j = key0 + kPairKeyStep * c;
+            const float prob = core::attention_probability(core::attention_score(score[a][c], l.scale), row_lse[r]);
+            probs[j * kTermStride + r] = prob;
+            score_grads[j * kTermStride + r] = core::attention_score_grad(prob, dp[a][c], row_delta[r]);
+          }
         }
         __syncthreads();
         // Row by row in order; each of the row's staged dO and q elements is
