@@ -1011,7 +1011,7 @@ void backward_rows(const AttentionBackwardProblem& p, const Workspace& ws, int n
     if (!with_dq) return;
     std::int64_t most_visible = 0;
     for (std::int64_t r = 0; r < rows.count; ++r) {
-      for (std::int64_t d = 0; d < d_len; ++d) f.acc[r][d] = 0.0f;  // now the dq accumulator
+      for (std::int64_t d = 0; d < d_len; ++d) f.acc[r][d] = core::kAttentionAccStart;  // now the dq accumulator
       most_visible = f.visible[r] > most_visible ? f.visible[r] : most_visible;
     }
     alignas(64) float keys_t[kMaxD * kBlock];
@@ -1175,7 +1175,7 @@ void key_block_grads(const AttentionBackwardProblem& p, const Workspace& ws, std
   if (dq != nullptr) keys.rows(start, staged, key_rows);
   vals.transposed(start, staged, values_t);
   const float* dq_keys = dq != nullptr ? key_rows : nullptr;
-  for (std::int64_t i = 0; i < kMaxD * kBlock; ++i) dk_t[i] = dv_t[i] = 0.0f;
+  for (std::int64_t i = 0; i < kMaxD * kBlock; ++i) dk_t[i] = dv_t[i] = core::kAttentionAccStart;
   for (std::int64_t h = g * group; h < (g + 1) * group; ++h) {
     for (std::int64_t i = 0; i < seq.q_len; ++i) {
       const std::int64_t visible = core::attention_visible_keys(l, b, seq, i);
@@ -1240,7 +1240,7 @@ void backward_keys_and_dq(const AttentionBackwardProblem& p, const Workspace& ws
     const DqRows dq{accumulators.data() + (seq.row_base * l.num_q_heads + g * group) * d_len,
                     l.num_q_heads * d_len, d_len};
     for (std::int64_t i = 0; i < seq.q_len; ++i) {
-      for (std::int64_t d = 0; d < group * d_len; ++d) dq.at(i, 0)[d] = 0.0f;
+      for (std::int64_t d = 0; d < group * d_len; ++d) dq.at(i, 0)[d] = core::kAttentionAccStart;
     }
     const std::int64_t valid = core::attention_valid_key_total(l, b, seq.k_len);
     for (std::int64_t start = 0; start < valid; start += kBlock) key_block_grads<T, TOut>(p, ws, b, g, start, &dq);

@@ -240,7 +240,7 @@ __device__ void tile_accumulate(float (&acc)[kRowsOf][kDims], const int (&count)
   for (const int c : count) most = c > most ? c : most;
   for (int j = 0; j < most; ++j) {
     float w[kRowsOf];
-    for (int i = 0; i < kRowsOf; ++i) w[i] = j < count[i] ? weights[(group + kGroups * i) * weight_stride + j] : 0.0f;
+    for (int i = 0; i < kRowsOf; ++i) w[i] = weights[(group + kGroups * i) * weight_stride + j];  // used if j < count[i]
     for (int m = 0; m < kDims; ++m) {
       const int d = lane + kLanes * m;
       if (d >= d_len) continue;
@@ -635,7 +635,8 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_values_kernel(Attention
       if (k < kDecodeStep) step_token[step % 2][k] = tokens[i];
     }
   };
-  // Loads step `step`'s share of this thread (zeros past the keys a row sees).
+  // Loads step `step`'s share of this thread: values (zeros past the keys
+  // any row sees and past head_dim), probabilities and factors.
   const auto load = [&](std::int64_t step, DecodeStepLoads& x) {
     const std::int64_t first = step * kDecodeStep;
     const std::int64_t* const tokens = step_token[step % 2];
@@ -793,7 +794,7 @@ __global__ void backward_rows_kernel(AttentionBackwardProblem p) {
     }
     float dq[kRowsOfThread][kDims];
     for (auto& row_dq : dq) {
-      for (float& v : row_dq) v = 0.0f;
+      for (float& v : row_dq) v = core::kAttentionAccStart;
     }
     for (std::int64_t start = 0; start < keys; start += kBlock) {
       stage<T>(l, p.k, b, seq.k_begin, g, start, keys, s, ld);
@@ -923,7 +924,7 @@ __global__ void backward_keys_kernel(AttentionBackwardProblem p, std::int64_t ke
     float dk[kKeysOfThread][kDims];
     float dv[kKeysOfThread][kDims];
     for (int k = 0; k < kKeysOfThread; ++k) {
-      for (int m = 0; m < kDims; ++m) dk[k][m] = dv[k][m] = 0.0f;
+      for (int m = 0; m < kDims; ++m) dk[k][m] = dv[k][m] = core::kAttentionAccStart;
     }
     for (std::int64_t h = g * group_size; h < (g + 1) * group_size; ++h) {
       for (std::int64_t i0 = 0; i0 < seq.q_len; i0 += kQueryTile) {

@@ -211,7 +211,8 @@ struct AttentionRowState {
   float sum;  // sum of exp(score - max) in rank order
 };
 
-// A row's state before its first key, and its accumulators' start.
+// A row's state before its first key, and the start of every accumulator
+// chain (the forward's acc[d]; the backward's dq, dk, dv).
 GOLDEN_INLINE AttentionRowState attention_initial_state() { return {-math_detail::inf(), 0.0f}; }
 inline constexpr float kAttentionAccStart = 0.0f;
 
