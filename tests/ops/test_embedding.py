@@ -236,6 +236,8 @@ def test_numpy_and_empty(gen):
     dweight = gk.get_op("embedding").backward(torch.zeros(0, 8), torch.zeros(0, dtype=torch.int64), weight)
     assert_bitwise_equal(dweight, torch.zeros(30, 8), "no tokens")
     assert_bitwise_equal(gk.embedding(torch.tensor(29), weight), weight[29], "0-d ids")
+    for backend in ("reference", "cpu"):  # rows of no columns: nothing is copied
+        assert gk.embedding(ids, torch.empty(30, 0, dtype=torch.bfloat16), backend=backend).shape == (3, 0)
 
 
 @pytest.mark.parametrize(
