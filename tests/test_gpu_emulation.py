@@ -1,7 +1,7 @@
 """The GPU emulation checks itself (csrc/emulation/self_check.h): what a GPU
 would refuse or hang on fails the launch, a missing barrier shows as a
-difference between the two thread orders, and shuffles and fresh memory
-behave as documented. Runs only in the GPU-emulating build
+difference between the two thread orders, and shuffles, fresh memory and
+fresh shared memory behave as documented. Runs only in the GPU-emulating build
 (scripts/emulate-gpu.sh); elsewhere skipped, never passed."""
 
 from __future__ import annotations
@@ -57,6 +57,11 @@ def test_shuffle_from_a_lane_past_the_block_reads_no_value(schedule):
 
 def test_fresh_device_memory_is_nan_bytes(schedule):
     assert _C._gpu_emulation_self_check("fresh_device_memory") == [-1]
+
+
+def test_static_shared_memory_starts_every_block_as_nan_bytes(schedule):
+    # Without the reset the second block to run would read the first one's 7.
+    assert _C._gpu_emulation_self_check("static_shared_per_block") == [-1, -1]
 
 
 def test_unknown_self_check_is_a_value_error():

@@ -254,15 +254,15 @@ __device__ void tile_accumulate(float (&acc)[kRowsOf][kDims], const int (&count)
 
 template <class T, class TOut, int kDims>
 __global__ void forward_kernel(AttentionForwardProblem p) {
-  __shared__ std::int64_t tokens[kBlock];
-  __shared__ std::int64_t row_token[kForwardRows];  // -1: no row of this sequence
-  __shared__ std::int64_t row_head[kForwardRows];
-  __shared__ std::int64_t row_visible[kForwardRows];
-  __shared__ std::int64_t row_count[kForwardRows];  // keys of the block the row folds
-  __shared__ core::AttentionRowState row_state[kForwardRows];
-  __shared__ float row_origin[kForwardRows];
-  __shared__ float row_alpha[kForwardRows];
-  __shared__ unsigned long long most_visible;
+  GOLDEN_SHARED(std::int64_t[kBlock], tokens);
+  GOLDEN_SHARED(std::int64_t[kForwardRows], row_token);  // -1: no row of this sequence
+  GOLDEN_SHARED(std::int64_t[kForwardRows], row_head);
+  GOLDEN_SHARED(std::int64_t[kForwardRows], row_visible);
+  GOLDEN_SHARED(std::int64_t[kForwardRows], row_count);  // keys of the block the row folds
+  GOLDEN_SHARED(core::AttentionRowState[kForwardRows], row_state);
+  GOLDEN_SHARED(float[kForwardRows], row_origin);
+  GOLDEN_SHARED(float[kForwardRows], row_alpha);
+  GOLDEN_SHARED(unsigned long long, most_visible);
   GOLDEN_DYNAMIC_SHARED(float, staged);
   const AttentionLayout& l = p.layout;
   const int d_len = static_cast<int>(l.head_dim);
@@ -450,8 +450,8 @@ std::size_t decode_score_shared_floats(std::int64_t rows, std::int64_t head_dim)
 
 template <class T>
 __global__ void decode_scores_kernel(AttentionForwardProblem p, DecodeScratch s) {
-  __shared__ std::int64_t tokens[kBlock];
-  __shared__ DecodeRowTable row;
+  GOLDEN_SHARED(std::int64_t[kBlock], tokens);
+  GOLDEN_SHARED(DecodeRowTable, row);
   GOLDEN_DYNAMIC_SHARED(float, staged);
   const AttentionLayout& l = p.layout;
   const std::int64_t b = s.first_seq + blockIdx.z;
@@ -519,7 +519,7 @@ __global__ void decode_softmax_kernel(AttentionForwardProblem p, DecodeScratch s
   // The chain runs on thread 0 over maxima the block stages in shared memory
   // kMaxChunk at a time, so that its steps wait on no load from device memory.
   constexpr int kMaxChunk = 1024;
-  __shared__ float chunk[kMaxChunk];
+  GOLDEN_SHARED(float[kMaxChunk], chunk);
   float running = core::attention_initial_state().max;
   for (std::int64_t first = 0; first < blocks; first += kMaxChunk) {
     const int count = static_cast<int>(blocks - first < kMaxChunk ? blocks - first : kMaxChunk);
@@ -603,9 +603,9 @@ struct DecodeStepLoads {
 // The bound keeps its registers within a multiprocessor's for kDecodeThreads.
 template <class T, class TOut>
 __global__ void __launch_bounds__(kDecodeThreads) decode_values_kernel(AttentionForwardProblem p, DecodeScratch s) {
-  __shared__ DecodeRowTable row;
-  __shared__ float row_sum[kDecodeRows];
-  __shared__ std::int64_t step_token[2][kDecodeStep];  // by step parity
+  GOLDEN_SHARED(DecodeRowTable, row);
+  GOLDEN_SHARED(float[kDecodeRows], row_sum);
+  GOLDEN_SHARED(std::int64_t[2][kDecodeStep], step_token);  // by step parity
   GOLDEN_DYNAMIC_SHARED(float, staged);
   const AttentionLayout& l = p.layout;
   const std::int64_t b = s.first_seq + blockIdx.z;
@@ -756,14 +756,14 @@ std::size_t row_pass_shared_floats(std::int64_t head_dim) {
 
 template <class T, class TOut, int kDims>
 __global__ void backward_rows_kernel(AttentionBackwardProblem p) {
-  __shared__ std::int64_t tokens[kBlock];
-  __shared__ std::int64_t row_index[kRowTile];
-  __shared__ std::int64_t row_token[kRowTile];  // -1: no row of this sequence
-  __shared__ std::int64_t row_head[kRowTile];
-  __shared__ std::int64_t row_visible[kRowTile];
-  __shared__ float row_lse[kRowTile];
-  __shared__ float row_delta[kRowTile];
-  __shared__ unsigned long long most_visible;
+  GOLDEN_SHARED(std::int64_t[kBlock], tokens);
+  GOLDEN_SHARED(std::int64_t[kRowTile], row_index);
+  GOLDEN_SHARED(std::int64_t[kRowTile], row_token);  // -1: no row of this sequence
+  GOLDEN_SHARED(std::int64_t[kRowTile], row_head);
+  GOLDEN_SHARED(std::int64_t[kRowTile], row_visible);
+  GOLDEN_SHARED(float[kRowTile], row_lse);
+  GOLDEN_SHARED(float[kRowTile], row_delta);
+  GOLDEN_SHARED(unsigned long long, most_visible);
   GOLDEN_DYNAMIC_SHARED(float, staged);
   const AttentionLayout& l = p.layout;
   const int d_len = static_cast<int>(l.head_dim);
@@ -874,13 +874,13 @@ std::size_t key_pass_shared_floats(std::int64_t head_dim) {
 
 template <class T, class TOut, int kDims>
 __global__ void backward_keys_kernel(AttentionBackwardProblem p, std::int64_t key_rows) {
-  __shared__ std::int64_t key_token[kKeyTile];  // -1: no key of this sequence
-  __shared__ std::int64_t key_rank[kKeyTile];
-  __shared__ std::int64_t row_token[kQueryTile];
-  __shared__ std::int64_t row_visible[kQueryTile];
-  __shared__ float row_lse[kQueryTile];
-  __shared__ float row_delta[kQueryTile];
-  __shared__ unsigned long long slot;
+  GOLDEN_SHARED(std::int64_t[kKeyTile], key_token);  // -1: no key of this sequence
+  GOLDEN_SHARED(std::int64_t[kKeyTile], key_rank);
+  GOLDEN_SHARED(std::int64_t[kQueryTile], row_token);
+  GOLDEN_SHARED(std::int64_t[kQueryTile], row_visible);
+  GOLDEN_SHARED(float[kQueryTile], row_lse);
+  GOLDEN_SHARED(float[kQueryTile], row_delta);
+  GOLDEN_SHARED(unsigned long long, slot);
   GOLDEN_DYNAMIC_SHARED(float, staged);
   const AttentionLayout& l = p.layout;
   const int d_len = static_cast<int>(l.head_dim);

@@ -40,6 +40,24 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t shared
 #endif
 }
 
+// The type T itself, so that an array type can be one macro argument.
+template <class T>
+using TypeOf = T;
+
+// A static shared variable of type T (an array: GOLDEN_SHARED(float[64], x)).
+// The emulation fills it with NaN bytes before every block, as it does the
+// dynamic shared memory, so that a block that reads what it never wrote sees
+// garbage there as it would on a GPU (plain statics keep the previous
+// block's values).
+#if defined(GOLDEN_GPU_EMULATION)
+#define GOLDEN_SHARED(T, name)                                     \
+  static ::golden::gpu::TypeOf<T> name;                            \
+  [[maybe_unused]] static const bool name##_poisoned_per_block =   \
+      ::golden::gpu_emulation::poison_per_block(&name, sizeof(name))
+#else
+#define GOLDEN_SHARED(T, name) __shared__ ::golden::gpu::TypeOf<T> name
+#endif
+
 // The block's dynamic shared memory (the launch's shared_bytes) as T[].
 #if defined(GOLDEN_GPU_EMULATION)
 #define GOLDEN_DYNAMIC_SHARED(T, name) T* const name = static_cast<T*>(::golden::gpu_emulation::dynamic_shared())

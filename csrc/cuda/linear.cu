@@ -25,8 +25,8 @@ static_assert(kLinearKBlock % kTileK == 0, "a shared-memory stage never straddle
 // so neighbouring threads write neighbouring columns.
 template <class T, class TOut>
 __global__ void contraction_kernel(core::LinearContraction<T> c, TOut* out, const T* bias) {
-  __shared__ float a_tile[kTileK][kTileRows];
-  __shared__ float b_tile[kTileK][kTileCols];
+  GOLDEN_SHARED(float[kTileK][kTileRows], a_tile);
+  GOLDEN_SHARED(float[kTileK][kTileCols], b_tile);
   const int tx = static_cast<int>(threadIdx.x) % kThreadsPerSide;
   const int ty = static_cast<int>(threadIdx.x) / kThreadsPerSide;
   const std::int64_t row0 = static_cast<std::int64_t>(blockIdx.y) * kTileRows;

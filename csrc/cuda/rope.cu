@@ -25,8 +25,8 @@ __global__ void inverse_frequencies_kernel(float* inv_freq, std::int64_t head_di
 
 template <class T, class TOut>
 __global__ void rotate_token_kernel(RopeProblem p) {
-  __shared__ float c[kRopeFrequencyChunk];
-  __shared__ float s[kRopeFrequencyChunk];
+  GOLDEN_SHARED(float[kRopeFrequencyChunk], c);
+  GOLDEN_SHARED(float[kRopeFrequencyChunk], s);
   const std::int64_t t = blockIdx.x;
   const std::int64_t half = p.head_dim / 2;
   const int k = static_cast<int>(threadIdx.x % kRopeFrequencyChunk);

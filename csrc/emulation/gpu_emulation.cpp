@@ -274,7 +274,25 @@ std::size_t shared_limit(const void* kernel) {
   return it == shared_limits().end() ? kDefaultSharedLimit : it->second;
 }
 
+// The static shared variables seen so far (GOLDEN_SHARED registers each on
+// its first use, from inside a launch, so under the launch mutex).
+struct SharedVariable {
+  void* address;
+  std::size_t bytes;
+};
+
+std::vector<SharedVariable>& static_shared() {
+  static std::vector<SharedVariable> variables;
+  return variables;
+}
+
 }  // namespace
+
+bool poison_per_block(void* address, std::size_t bytes) {
+  static_shared().push_back({address, bytes});
+  std::memset(address, 0xFF, bytes);
+  return true;
+}
 
 void run_grid(const void* kernel, dim3 grid, dim3 block_dim, std::size_t shared_bytes,
               const std::function<void()>& body) {
@@ -314,6 +332,7 @@ void run_grid(const void* kernel, dim3 grid, dim3 block_dim, std::size_t shared_
                     static_cast<unsigned>(b / (std::uint64_t{grid.x} * grid.y)));
     // Shared memory starts as NaN bytes, as no kernel may rely on its contents.
     block.shared.assign(shared_bytes, 0xFF);
+    for (const SharedVariable& variable : static_shared()) std::memset(variable.address, 0xFF, variable.bytes);
     if (!run_block(block, reverse)) {
       fail_launch(cudaErrorLaunchFailure, "a thread block deadlocked (its threads wait at barriers none can pass)");
       break;

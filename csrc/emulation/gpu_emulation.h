@@ -9,10 +9,10 @@
 // against the CPU backend, under the sanitizers (out-of-bounds global or
 // shared accesses), and with the threads of each phase run in reverse order
 // (GOLDEN_GPU_EMULATION_SCHEDULE=reverse) so that a missing barrier changes
-// results. What it cannot check: timing, the device compilers' code (register
-// limits such as __launch_bounds__ included), warps that run in lockstep, and
-// reads of static __shared__ variables a block never wrote (they keep the
-// previous block's values).
+// results. Shared memory, dynamic and static (GOLDEN_SHARED), starts every
+// block as NaN bytes, so that reading what the block never wrote shows. What
+// it cannot check: timing, the device compilers' code (register limits such
+// as __launch_bounds__ included), and warps that run in lockstep.
 #pragma once
 
 #include <cstddef>
@@ -24,9 +24,9 @@
 #define __device__
 #define __host__
 #define __launch_bounds__(...)
-// Static storage is shared by the fibers of the block that is running, and
-// only one block runs at a time.
-#define __shared__ static
+// Static shared variables are declared with GOLDEN_SHARED (gpu_runtime.h),
+// which the emulation resets before every block.
+#define __shared__ static_assert(false, "declare static shared memory with GOLDEN_SHARED(T, name)");
 
 struct dim3 {
   unsigned x = 1, y = 1, z = 1;
@@ -81,6 +81,10 @@ void run_grid(const void* kernel, dim3 grid, dim3 block, std::size_t shared_byte
 
 // This block's dynamic shared memory (shared_bytes of the launch).
 void* dynamic_shared();
+
+// Fills the static shared variable at [address, address + bytes) with NaN
+// bytes now and before every later block (GOLDEN_SHARED); returns true.
+bool poison_per_block(void* address, std::size_t bytes);
 
 // Lane `source` of this thread's warp's `bits`, once every running lane of the
 // warp has offered its own.

@@ -18,6 +18,8 @@ namespace golden::gpu_emulation {
 //   "partial_warp_shuffle": lane i's __shfl_xor_sync(i, 16) for 40 threads
 //     (threads 40..63 of the second warp do not exist: their value is -1)
 //   "fresh_device_memory": the bits of a fresh cudaMallocAsync int
+//   "static_shared_per_block": two blocks of one thread, each reading a
+//     static shared int (GOLDEN_SHARED) before writing 7 to it: [value read by block]
 std::vector<int> run_self_check(const std::string& name);
 
 }  // namespace golden::gpu_emulation
