@@ -76,6 +76,37 @@ def both(fn, *tensors):
     return fn("cpu", *tensors), fn(GPU, *(on_gpu(t) for t in tensors))
 
 
+def every_value(dtype: torch.dtype) -> torch.Tensor:
+    """Every bit pattern of a 16-bit type (NaNs, infinities, subnormals), or
+    random fp32 values with the special ones."""
+    if dtype == torch.float32:
+        special = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), float("nan"), 1e-40, -1e-40, 88.7, -104.0])
+        return torch.cat([special, 30 * torch.randn(40000, generator=torch.Generator().manual_seed(17))])
+    return torch.arange(-32768, 32768, dtype=torch.int16).view(dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("offset", [0, 1], ids=["aligned", "offset"])
+def test_silu_swiglu_every_value(dtype, offset):
+    """silu and swiglu, forward and backward, of every input value: on the GPU
+    16-bit inputs look their silu values up in a table built on the device,
+    and aligned arrays go in packs of 16 bytes (the last one partial here);
+    arrays starting one element in take the one-element kernels."""
+    values = every_value(dtype)
+    gen = torch.Generator().manual_seed(18)
+    grad, up = (torch.randn(values.numel(), generator=gen).to(dtype) for _ in range(2))
+    padded = [torch.cat([t[:1], t, t[:3]]) for t in (grad, values, up)]  # 3 more: a partial pack
+
+    def run(backend, g, x, u):
+        g, x, u = (t[offset:] for t in (g, x, u))
+        silu, swiglu = gk.get_op("silu", backend), gk.get_op("swiglu", backend)
+        return (silu.forward(x), silu.forward_fp32(x), silu.backward(g, x),
+                swiglu.forward(x, u), swiglu.forward_fp32(x, u), *swiglu.backward(g, x, u))
+
+    want, got = both(run, *padded)
+    assert_same_outputs(got, want, f"silu / swiglu, every {dtype} value")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
 def test_silu_swiglu_at_qwen3_intermediate_size(dtype):

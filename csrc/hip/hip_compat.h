@@ -9,6 +9,7 @@
 #define cudaSuccess hipSuccess
 #define cudaStream_t hipStream_t
 #define cudaGetErrorString hipGetErrorString
+#define cudaGetDevice hipGetDevice
 #define cudaGetDeviceCount hipGetDeviceCount
 #define cudaGetLastError hipGetLastError
 #define cudaMallocAsync hipMallocAsync
