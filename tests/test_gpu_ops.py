@@ -141,6 +141,23 @@ def test_rope_at_qwen3_head_shape(dtype):
     assert_same_outputs(got, want, "rope backward")
 
 
+@pytest.mark.parametrize("heads, head_dim", [(5, 128), (37, 128), (70, 6)])
+def test_rope_head_counts_across_load_groups(heads, head_dim):
+    """A GPU thread loads 8 of its heads' pairs at a time, 4 heads apart: head
+    counts that leave its last group partial, span several groups, or come
+    with fewer frequencies than a chunk."""
+    gen = torch.Generator().manual_seed(19)
+    x, grad = (torch.randn(2, 9, heads, head_dim, generator=gen).to(torch.bfloat16) for _ in range(2))
+    positions = torch.randint(0, 1 << 20, (2, 9), generator=gen)
+
+    def run(backend, t, g, p):
+        op = gk.get_op("rope", backend)
+        return op.forward(t, p), op.forward_fp32(t, p), op.backward(g, p)
+
+    want, got = both(run, x, grad, positions)
+    assert_same_outputs(got, want, f"rope, {heads} heads of {head_dim}")
+
+
 @pytest.mark.skipif(EMULATED, reason="a 151936-block launch is too slow to emulate; the small cases run emulated")
 @pytest.mark.slow
 def test_embedding_at_qwen3_table_size():

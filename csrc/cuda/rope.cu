@@ -1,9 +1,9 @@
 // RoPE on the GPU: one thread block per token. For each chunk of
 // kRopeFrequencyChunk frequencies the block's threads compute the cos/sin
 // (core::rope_cos_sin, one frequency each) into shared memory, then rotate
-// every (head, frequency) pair of the chunk (core::rope_rotate_head with
-// n = 1), each thread keeping one frequency across heads. Numerics:
-// csrc/core/ops/rope.h, the same calls as the CPU's.
+// every (head, frequency) pair of the chunk (core::rope_first_half and
+// rope_second_half, rope_rotate_head's steps), each thread keeping one
+// frequency across heads. Numerics: csrc/core/ops/rope.h, the CPU's calls.
 #include "../core/ops/rope.h"
 #include "gpu_runtime.h"
 #include "kernels.h"
@@ -17,6 +17,10 @@ static_assert(kThreads % kRopeFrequencyChunk == 0, "each thread keeps one freque
 // t % kRopeFrequencyChunk of heads t / kRopeFrequencyChunk, + kHeadsPerPass, ...
 // (no index division per pair).
 constexpr int kHeadsPerPass = kThreads / kRopeFrequencyChunk;
+// A thread loads the pairs of this many of its heads before it rotates and
+// stores them, so that their loads are in flight together (one pair at a time,
+// each waiting on memory, left bf16 and fp32 equally slow on an H200, stop 19).
+constexpr int kHeadsInFlight = 8;
 
 __global__ void inverse_frequencies_kernel(float* inv_freq, std::int64_t head_dim, float theta) {
   const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -41,8 +45,26 @@ __global__ void rotate_token_kernel(RopeProblem p) {
     }
     __syncthreads();
     if (k < n) {
-      for (std::int64_t h = threadIdx.x / kRopeFrequencyChunk; h < p.heads; h += kHeadsPerPass) {
-        core::rope_rotate_head(x + h * p.head_dim, out + h * p.head_dim, half, first + k, 1, c + k, s + k);
+      const std::int64_t i = first + k;
+      const std::int64_t first_head = threadIdx.x / kRopeFrequencyChunk;
+      for (std::int64_t h0 = first_head; h0 < p.heads; h0 += kHeadsPerPass * kHeadsInFlight) {
+        float x1[kHeadsInFlight];
+        float x2[kHeadsInFlight];
+        for (int j = 0; j < kHeadsInFlight; ++j) {
+          const std::int64_t h = h0 + j * kHeadsPerPass;
+          if (h < p.heads) {
+            x1[j] = core::to_float(x[h * p.head_dim + i]);
+            x2[j] = core::to_float(x[h * p.head_dim + half + i]);
+          }
+        }
+        for (int j = 0; j < kHeadsInFlight; ++j) {
+          const std::int64_t h = h0 + j * kHeadsPerPass;
+          if (h < p.heads) {
+            out[h * p.head_dim + i] = core::from_float<TOut>(core::rope_first_half(x1[j], x2[j], c[k], s[k]));
+            out[h * p.head_dim + half + i] =
+                core::from_float<TOut>(core::rope_second_half(x1[j], x2[j], c[k], s[k]));
+          }
+        }
       }
     }
     __syncthreads();
