@@ -136,45 +136,35 @@ __device__ void swiglu_backward_element(T g, T gate, T up, TOut& dgate, TOut& du
   dup = core::from_float<TOut>(core::swiglu_dup_from_silu(gf, v.silu, a));
 }
 
+// out[k] = element(in[k]...) for each element k of one pack.
+template <int N, class TOut, class Element, class... Packs>
+__device__ Pack<TOut, N> map_pack(Element&& element, const Packs&... in) {
+  Pack<TOut, N> out;
+  for (int k = 0; k < N; ++k) out.v[k] = element(in.v[k]...);
+  return out;
+}
+
+// out[i] = element(in[i]...) for i < count, in packs of N elements.
+template <int N, class TOut, class Element, class... T>
+__device__ void map_packs(TOut* out, std::int64_t count, Element&& element, const T*... in) {
+  for_each_pack<N>(
+      count, [&](std::int64_t i) { store_pack<N>(out + i, map_pack<N, TOut>(element, load_pack<N>(in + i)...)); },
+      [&](std::int64_t i) { out[i] = element(in[i]...); });
+}
+
 template <class T, class TOut, int N>
 __global__ void silu_forward_kernel(const T* x, TOut* y, std::int64_t count) {
-  for_each_pack<N>(
-      count,
-      [&](std::int64_t i) {
-        const Pack<T, N> a = load_pack<N>(x + i);
-        Pack<TOut, N> out;
-        for (int k = 0; k < N; ++k) out.v[k] = silu_forward_element<T, TOut>(a.v[k]);
-        store_pack<N>(y + i, out);
-      },
-      [&](std::int64_t i) { y[i] = silu_forward_element<T, TOut>(x[i]); });
+  map_packs<N>(y, count, [](T a) { return silu_forward_element<T, TOut>(a); }, x);
 }
 
 template <class T, class TOut, int N>
 __global__ void silu_backward_kernel(const T* g, const T* x, TOut* dx, std::int64_t count) {
-  for_each_pack<N>(
-      count,
-      [&](std::int64_t i) {
-        const Pack<T, N> gp = load_pack<N>(g + i);
-        const Pack<T, N> xp = load_pack<N>(x + i);
-        Pack<TOut, N> out;
-        for (int k = 0; k < N; ++k) out.v[k] = silu_backward_element<T, TOut>(gp.v[k], xp.v[k]);
-        store_pack<N>(dx + i, out);
-      },
-      [&](std::int64_t i) { dx[i] = silu_backward_element<T, TOut>(g[i], x[i]); });
+  map_packs<N>(dx, count, [](T a, T b) { return silu_backward_element<T, TOut>(a, b); }, g, x);
 }
 
 template <class T, class TOut, int N>
 __global__ void swiglu_forward_kernel(const T* gate, const T* up, TOut* y, std::int64_t count) {
-  for_each_pack<N>(
-      count,
-      [&](std::int64_t i) {
-        const Pack<T, N> a = load_pack<N>(gate + i);
-        const Pack<T, N> b = load_pack<N>(up + i);
-        Pack<TOut, N> out;
-        for (int k = 0; k < N; ++k) out.v[k] = swiglu_forward_element<T, TOut>(a.v[k], b.v[k]);
-        store_pack<N>(y + i, out);
-      },
-      [&](std::int64_t i) { y[i] = swiglu_forward_element<T, TOut>(gate[i], up[i]); });
+  map_packs<N>(y, count, [](T a, T b) { return swiglu_forward_element<T, TOut>(a, b); }, gate, up);
 }
 
 template <class T, class TOut, int N>
