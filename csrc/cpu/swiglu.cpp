@@ -67,7 +67,7 @@ const SiluAndDerivative* silu_and_derivative_table() {
   return table.value;
 }
 
-// core::silu_f32 rounded to T: the whole result of silu_forward_span<T, T>.
+// core::silu_f32 rounded to T: the whole result of silu forward with T in and out.
 template <class T>
 const T* silu_result_table() {
   static const Table16<T, T> table([](float x) { return core::from_float<T>(core::silu_f32(x)); });

@@ -1,9 +1,9 @@
 // RoPE on the GPU: one thread block per token. For each chunk of
 // kRopeFrequencyChunk frequencies the block's threads compute the cos/sin
 // (core::rope_cos_sin, one frequency each) into shared memory, then rotate
-// every (head, frequency) pair of the chunk (core::rope_first_half and
-// rope_second_half, rope_rotate_head's steps), each thread keeping one
-// frequency across heads. Numerics: csrc/core/ops/rope.h, the CPU's calls.
+// every (head, frequency) pair of the chunk (core::rope_rotate_pair, the
+// step of the CPU's rope_rotate_head), each thread keeping one frequency
+// across heads. Numerics: csrc/core/ops/rope.h.
 #include "../core/ops/rope.h"
 #include "gpu_runtime.h"
 #include "kernels.h"
@@ -60,9 +60,7 @@ __global__ void rotate_token_kernel(RopeProblem p) {
         for (int j = 0; j < kHeadsInFlight; ++j) {
           const std::int64_t h = h0 + j * kHeadsPerPass;
           if (h < p.heads) {
-            out[h * p.head_dim + i] = core::from_float<TOut>(core::rope_first_half(x1[j], x2[j], c[k], s[k]));
-            out[h * p.head_dim + half + i] =
-                core::from_float<TOut>(core::rope_second_half(x1[j], x2[j], c[k], s[k]));
+            core::rope_rotate_pair(x1[j], x2[j], c[k], s[k], out[h * p.head_dim + i], out[h * p.head_dim + half + i]);
           }
         }
       }

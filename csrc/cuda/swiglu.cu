@@ -1,8 +1,8 @@
 // SiLU and SwiGLU on the GPU: a grid-stride loop over packs of 16 bytes of
 // input (4 fp32 or 8 bf16 / fp16 elements a thread, read and written with
 // vector accesses where every array is aligned to its pack, one element a
-// thread otherwise). Each element is finished by the core's *_from steps
-// (csrc/core/ops/swiglu.h) from silu_non_nan / silu_derivative_non_nan of its
+// thread otherwise). Each element is the core's *_output function
+// (csrc/core/ops/swiglu.h) of silu_non_nan / silu_derivative_non_nan of its
 // input: computed for fp32, looked up for 16-bit inputs in a table of the
 // core's values over all 65536 bit patterns (as the CPU backend does), built
 // on the device once per device and type. Elements are independent, so
@@ -112,28 +112,24 @@ __device__ void for_each_pack(std::int64_t count, PackBody&& pack, ElementBody&&
 
 template <class T, class TOut>
 __device__ TOut silu_forward_element(T x) {
-  return core::from_float<TOut>(core::silu_from_non_nan(silu_values(x).silu, core::to_float(x)));
+  return core::silu_forward_output<TOut>(silu_values(x).silu, core::to_float(x));
 }
 
 template <class T, class TOut>
 __device__ TOut silu_backward_element(T g, T x) {
-  return core::from_float<TOut>(
-      core::silu_backward_from_derivative(core::to_float(g), silu_values(x).derivative, core::to_float(x)));
+  return core::silu_backward_output<TOut>(core::to_float(g), silu_values(x).derivative, core::to_float(x));
 }
 
 template <class T, class TOut>
 __device__ TOut swiglu_forward_element(T gate, T up) {
-  return core::from_float<TOut>(
-      core::swiglu_from_silu(silu_values(gate).silu, core::to_float(gate), core::to_float(up)));
+  return core::swiglu_forward_output<TOut>(silu_values(gate).silu, core::to_float(gate), core::to_float(up));
 }
 
 template <class T, class TOut>
 __device__ void swiglu_backward_element(T g, T gate, T up, TOut& dgate, TOut& dup) {
   const SiluValues v = silu_values(gate);
-  const float gf = core::to_float(g);
-  const float a = core::to_float(gate);
-  dgate = core::from_float<TOut>(core::swiglu_dgate_from_derivative(gf, v.derivative, a, core::to_float(up)));
-  dup = core::from_float<TOut>(core::swiglu_dup_from_silu(gf, v.silu, a));
+  core::swiglu_backward_outputs<TOut>(core::to_float(g), v.silu, v.derivative, core::to_float(gate),
+                                      core::to_float(up), dgate, dup);
 }
 
 // out[k] = element(in[k]...) for each element k of one pack.
@@ -190,8 +186,9 @@ bool pack_aligned(const T* p) {
   return reinterpret_cast<std::uintptr_t>(p) % sizeof(Pack<T, N>) == 0;
 }
 
-// Launches kernel<N>(arrays..., count) over packs of N = kPackOf<T> elements
-// if every array is aligned to its pack, else of one element.
+// Launches `packed` (packs of kPackOf<T> elements) on (arrays..., count) if
+// every array is aligned to its pack, else `single` (one element a thread),
+// after building T's silu table on this device if it has none yet.
 template <class T, class... Arrays>
 void launch_packed(const char* what, std::int64_t count, cudaStream_t stream, void (*packed)(Arrays..., std::int64_t),
                    void (*single)(Arrays..., std::int64_t), Arrays... arrays) {

@@ -134,6 +134,13 @@ GOLDEN_INLINE float rope_second_half(float x1, float x2, float c, float s) {
   return apply_nan_policy(rope_second_half_value(x1, x2, c, s), x1, x2);
 }
 
+// One frequency pair rotated, each result rounded once to TOut.
+template <class TOut>
+GOLDEN_INLINE void rope_rotate_pair(float x1, float x2, float c, float s, TOut& out1, TOut& out2) {
+  out1 = from_float<TOut>(rope_first_half(x1, x2, c, s));
+  out2 = from_float<TOut>(rope_second_half(x1, x2, c, s));
+}
+
 // Frequencies [first, ...) of one head's two halves (x, out point at the
 // head's first element).
 template <class T, class TOut>
@@ -153,10 +160,7 @@ GOLDEN_INLINE void rope_rotate_head(const T* x, TOut* out, std::int64_t half, st
                                     std::int64_t n, const float* c, const float* s) {
   const RopeHalves<T, TOut> h(x, out, half, first);
   for (std::int64_t k = 0; k < n; ++k) {
-    const float a = to_float(h.x1[k]);
-    const float b = to_float(h.x2[k]);
-    h.out1[k] = from_float<TOut>(rope_first_half(a, b, c[k], s[k]));
-    h.out2[k] = from_float<TOut>(rope_second_half(a, b, c[k], s[k]));
+    rope_rotate_pair(to_float(h.x1[k]), to_float(h.x2[k]), c[k], s[k], h.out1[k], h.out2[k]);
   }
 }
 

@@ -117,56 +117,38 @@ GOLDEN_INLINE float swiglu_dup_from_silu(float g, float silu_gate, float gate) {
   return apply_nan_policy(swiglu_dup_product(g, silu_gate), g, gate);
 }
 
+// silu of one fp32 value, the NaN policy applied (the CPU's whole-result table).
 GOLDEN_INLINE float silu_f32(float x) { return silu_from_non_nan(silu_non_nan(x), x); }
 
-GOLDEN_INLINE float silu_backward_f32(float g, float x) {
-  return silu_backward_from_derivative(g, silu_derivative_non_nan(x), x);
+// One element of each output, rounded once to TOut, from its input's silu
+// values (silu = silu_non_nan(x), derivative = silu_derivative_non_nan(x))
+// computed or looked up elsewhere: the general pass of the *_span_from loops
+// below, and the GPU backend's elements.
+template <class TOut>
+GOLDEN_INLINE TOut silu_forward_output(float silu, float x) {
+  return from_float<TOut>(silu_from_non_nan(silu, x));
 }
 
-GOLDEN_INLINE float swiglu_f32(float gate, float up) { return swiglu_from_silu(silu_non_nan(gate), gate, up); }
-
-GOLDEN_INLINE float swiglu_dgate_f32(float g, float gate, float up) {
-  return swiglu_dgate_from_derivative(g, silu_derivative_non_nan(gate), gate, up);
+template <class TOut>
+GOLDEN_INLINE TOut silu_backward_output(float g, float derivative, float x) {
+  return from_float<TOut>(silu_backward_from_derivative(g, derivative, x));
 }
 
-GOLDEN_INLINE float swiglu_dup_f32(float g, float gate) { return swiglu_dup_from_silu(g, silu_non_nan(gate), gate); }
-
-// The element loops over a contiguous span; a GPU thread runs one iteration.
-// The CPU backend runs the *_span_from loops below instead. Branch-free
-// bodies, so the compiler vectorises them.
-template <class T, class TOut>
-GOLDEN_INLINE void silu_forward_span(const T* x, TOut* y, std::int64_t n) {
-  for (std::int64_t i = 0; i < n; ++i) y[i] = from_float<TOut>(silu_f32(to_float(x[i])));
+template <class TOut>
+GOLDEN_INLINE TOut swiglu_forward_output(float silu_gate, float gate, float up) {
+  return from_float<TOut>(swiglu_from_silu(silu_gate, gate, up));
 }
 
-template <class T, class TOut>
-GOLDEN_INLINE void silu_backward_span(const T* grad_out, const T* x, TOut* dx, std::int64_t n) {
-  for (std::int64_t i = 0; i < n; ++i) {
-    dx[i] = from_float<TOut>(silu_backward_f32(to_float(grad_out[i]), to_float(x[i])));
-  }
-}
-
-template <class T, class TOut>
-GOLDEN_INLINE void swiglu_forward_span(const T* gate, const T* up, TOut* y, std::int64_t n) {
-  for (std::int64_t i = 0; i < n; ++i) {
-    y[i] = from_float<TOut>(swiglu_f32(to_float(gate[i]), to_float(up[i])));
-  }
-}
-
-template <class T, class TOut>
-GOLDEN_INLINE void swiglu_backward_span(const T* grad_out, const T* gate, const T* up, TOut* dgate,
-                                        TOut* dup, std::int64_t n) {
-  for (std::int64_t i = 0; i < n; ++i) {
-    const float g = to_float(grad_out[i]);
-    const float a = to_float(gate[i]);
-    dgate[i] = from_float<TOut>(swiglu_dgate_f32(g, a, to_float(up[i])));
-    dup[i] = from_float<TOut>(swiglu_dup_f32(g, a));
-  }
+template <class TOut>
+GOLDEN_INLINE void swiglu_backward_outputs(float g, float silu_gate, float derivative, float gate, float up,
+                                           TOut& dgate, TOut& dup) {
+  dgate = from_float<TOut>(swiglu_dgate_from_derivative(g, derivative, gate, up));
+  dup = from_float<TOut>(swiglu_dup_from_silu(g, silu_gate, gate));
 }
 
 // The loops finished from silu_non_nan / silu_derivative_non_nan values of
 // their inputs computed elsewhere (silu[i] = silu_non_nan(to_float(x[i])),
-// derivative[i] likewise): the same bits as the loops above.
+// derivative[i] likewise): each element's bits are the *_output function's.
 //
 // Each first runs a lean pass that computes the products alone, narrows them
 // as numbers and notes whether any result was a NaN. A NaN input always makes
@@ -183,7 +165,7 @@ GOLDEN_INLINE void silu_forward_span_from(const float* silu, const T* x, TOut* y
     y[i] = from_number<TOut>(silu[i]);
   }
   if (nan_seen == 0) return;
-  for (std::int64_t i = 0; i < n; ++i) y[i] = from_float<TOut>(silu_from_non_nan(silu[i], to_float(x[i])));
+  for (std::int64_t i = 0; i < n; ++i) y[i] = silu_forward_output<TOut>(silu[i], to_float(x[i]));
 }
 
 template <class T, class TOut>
@@ -197,7 +179,7 @@ GOLDEN_INLINE void swiglu_forward_span_from(const float* silu_gate, const T* gat
   }
   if (nan_seen == 0) return;
   for (std::int64_t i = 0; i < n; ++i) {
-    y[i] = from_float<TOut>(swiglu_from_silu(silu_gate[i], to_float(gate[i]), to_float(up[i])));
+    y[i] = swiglu_forward_output<TOut>(silu_gate[i], to_float(gate[i]), to_float(up[i]));
   }
 }
 
@@ -212,7 +194,7 @@ GOLDEN_INLINE void silu_backward_span_from(const float* derivative, const T* gra
   }
   if (nan_seen == 0) return;
   for (std::int64_t i = 0; i < n; ++i) {
-    dx[i] = from_float<TOut>(silu_backward_from_derivative(to_float(grad_out[i]), derivative[i], to_float(x[i])));
+    dx[i] = silu_backward_output<TOut>(to_float(grad_out[i]), derivative[i], to_float(x[i]));
   }
 }
 
@@ -230,10 +212,8 @@ GOLDEN_INLINE void swiglu_backward_span_from(const float* silu_gate, const float
   }
   if (nan_seen == 0) return;
   for (std::int64_t i = 0; i < n; ++i) {
-    const float g = to_float(grad_out[i]);
-    const float a = to_float(gate[i]);
-    dgate[i] = from_float<TOut>(swiglu_dgate_from_derivative(g, derivative[i], a, to_float(up[i])));
-    dup[i] = from_float<TOut>(swiglu_dup_from_silu(g, silu_gate[i], a));
+    swiglu_backward_outputs<TOut>(to_float(grad_out[i]), silu_gate[i], derivative[i], to_float(gate[i]),
+                                  to_float(up[i]), dgate[i], dup[i]);
   }
 }
 
