@@ -551,46 +551,62 @@ void with_width(int width, Body&& body) {
 
 // The lane tiles below are forced inline: shared out of line by the forward and
 // the backward, they cost the fp32 prefill ~4% at S 8192.
-// dots[c][lane] = the fma chain over d from +0 of lanes_t[d][lane] * rows[c][d],
-// for rows [c0, c0 + kCols) (row_stride apart) and the lanes of vectors
-// [v0, v0 + kRV): the core's block dots, rows in lanes (the forward's queries
-// against key rows) or keys in lanes (the backward's key block against q, dO).
-template <int kRV, int kCols>
+// The fma chain over d from +0 of lanes_t[d][lane] * rows[c][d], for rows
+// [c0, c0 + kCols) (row_stride apart) and the lanes of vectors [v0, v0 + kRV),
+// handed to store(c, v, dots) row by row in order: the core's block dots, rows
+// in lanes (the forward's queries against key rows) or keys in lanes (the
+// backward's key block against q, dO).
+template <int kRV, int kCols, class Store>
 [[gnu::always_inline]] inline void lane_dots_tile(const float* lanes_t, std::int64_t d_len, const float* rows,
-                                                  std::int64_t row_stride, int v0, std::int64_t c0,
-                                                  float (*dots)[kTaskRows]) {
+                                                  std::int64_t row_stride, int v0, std::int64_t c0, Store& store) {
   Vec dot[kCols][kRV];
   for (int c = 0; c < kCols; ++c) {
     for (int v = 0; v < kRV; ++v) dot[c][v] = vec_zero();
   }
   lane_tile_fma<kRV, kCols>(lanes_t, v0, rows + c0 * row_stride, row_stride, 1, d_len, dot);
   for (int c = 0; c < kCols; ++c) {
-    for (int v = 0; v < kRV; ++v) vec_store(dots[c0 + c] + (v0 + v) * kVecLanes, dot[c][v]);
+    for (int v = 0; v < kRV; ++v) store(c0 + c, v0 + v, dot[c][v]);
   }
 }
 
-// lane_dots_tile for rows [0, count).
+// lane_dots_tile for rows [0, count), in row order within each lane.
+template <class Store>
 [[gnu::always_inline]] inline void lane_dots(const float* lanes_t, std::int64_t d_len, const float* rows,
-                                             std::int64_t row_stride, std::int64_t count, float (*dots)[kTaskRows]) {
+                                             std::int64_t row_stride, std::int64_t count, Store&& store) {
   for (int v0 = 0; v0 < kRowVecs; v0 += kLaneRowVecs) {
     std::int64_t c0 = 0;
     for (; c0 + kLaneCols <= count; c0 += kLaneCols) {
-      lane_dots_tile<kLaneRowVecs, kLaneCols>(lanes_t, d_len, rows, row_stride, v0, c0, dots);
+      lane_dots_tile<kLaneRowVecs, kLaneCols>(lanes_t, d_len, rows, row_stride, v0, c0, store);
     }
     with_width<kLaneCols - 1>(static_cast<int>(count - c0), [&](auto cols) {
-      lane_dots_tile<kLaneRowVecs, decltype(cols)::value>(lanes_t, d_len, rows, row_stride, v0, c0, dots);
+      lane_dots_tile<kLaneRowVecs, decltype(cols)::value>(lanes_t, d_len, rows, row_stride, v0, c0, store);
     });
   }
 }
 
+// dots[c][lane] for rows [0, count).
+[[gnu::always_inline]] inline void lane_dots(const float* lanes_t, std::int64_t d_len, const float* rows,
+                                             std::int64_t row_stride, std::int64_t count, float (*dots)[kTaskRows]) {
+  lane_dots(lanes_t, d_len, rows, row_stride, count,
+            [dots](std::int64_t c, int v, Vec dot) { vec_store(dots[c] + v * kVecLanes, dot); });
+}
+
 // scores_t[j][r] = the core's attention_block_scores of row r for key j, from
-// the transposed queries and the block's key rows (key_stride apart).
+// the transposed queries and the block's key rows (key_stride apart), and
+// block_max[r] = the core's attention_block_max of those scores. Each score
+// is scaled (vec_mul: the core's attention_score) and folded into its row's
+// max as its tile stores it; the tiles hand over keys in rank order.
 void task_scores(const float* q_t, std::int64_t d_len, float scale, const float* key_rows, std::int64_t key_stride,
-                 float (*scores_t)[kTaskRows]) {
-  lane_dots(q_t, d_len, key_rows, key_stride, kBlock, scores_t);
-  for (std::int64_t j = 0; j < kBlock; ++j) {
-    for (std::int64_t r = 0; r < kTaskRows; ++r) scores_t[j][r] = core::attention_score(scores_t[j][r], scale);
-  }
+                 float (*scores_t)[kTaskRows], float* block_max) {
+  const Vec scale_v = vec_broadcast(scale);
+  Vec max_chain[kRowVecs];
+  for (int v = 0; v < kRowVecs; ++v) max_chain[v] = vec_broadcast(-core::math_detail::inf());
+  lane_dots(q_t, d_len, key_rows, key_stride, kBlock, [&](std::int64_t j, int v, Vec dot) {
+    const Vec score = vec_mul(dot, scale_v);
+    vec_store(scores_t[j] + v * kVecLanes, score);
+    max_chain[v] = vec_select_greater(max_chain[v], score);
+  });
+  for (int v = 0; v < kRowVecs; ++v) vec_store(block_max + v * kVecLanes, max_chain[v]);
 }
 
 // acc_t[d][lane] for columns [d0, d0 + kCols) and the lanes of vectors
@@ -659,6 +675,11 @@ void task_rescale(RowForward& f, float* __restrict acc_t, std::int64_t d_len, co
     sum[r] = core::attention_rescaled(sum[r], alpha[r]);
   }
   for (std::int64_t r = 0; r < kTaskRows; ++r) f.state[r].max = new_max[r];
+  // No row's max moved (every alpha is exactly 1, as in most blocks of a long
+  // row): x * 1 is x bit for bit, a NaN included, so the pass is skipped.
+  bool every_alpha_one = true;
+  for (std::int64_t r = 0; r < kTaskRows; ++r) every_alpha_one &= alpha[r] == 1.0f;
+  if (every_alpha_one) return;
   for (std::int64_t d = 0; d < d_len; ++d) {
     for (std::int64_t r = 0; r < kTaskRows; ++r) {
       acc_t[d * kTaskRows + r] = core::attention_rescaled(acc_t[d * kTaskRows + r], alpha[r]);
@@ -666,22 +687,18 @@ void task_rescale(RowForward& f, float* __restrict acc_t, std::int64_t d_len, co
   }
 }
 
-// The core's attention_block_softmax of every task row over a whole block.
+// The core's attention_block_softmax of every task row over a whole block
+// whose max is block_max: each key's probabilities join the rows' sums as
+// they are made.
 void task_softmax(RowForward& f, float* acc_t, std::int64_t d_len, const float (*scores_t)[kTaskRows],
-                  float (*probs_t)[kTaskRows]) {
-  alignas(64) float block_max[kTaskRows];
+                  const float* block_max, float (*probs_t)[kTaskRows]) {
   alignas(64) float origin[kTaskRows];
   alignas(64) float sum[kTaskRows];
-  Vec chain[kRowVecs];
-  for (int v = 0; v < kRowVecs; ++v) chain[v] = vec_broadcast(-core::math_detail::inf());
-  for (std::int64_t j = 0; j < kBlock; ++j) {
-    for (int v = 0; v < kRowVecs; ++v) chain[v] = vec_select_greater(chain[v], vec_load(scores_t[j] + v * kVecLanes));
-  }
-  for (int v = 0; v < kRowVecs; ++v) vec_store(block_max + v * kVecLanes, chain[v]);
   task_rescale(f, acc_t, d_len, block_max, origin, sum);
-  for (std::int64_t j = 0; j < kBlock; ++j) key_probs(scores_t[j], origin, probs_t[j]);
+  Vec chain[kRowVecs];
   for (int v = 0; v < kRowVecs; ++v) chain[v] = vec_load(sum + v * kVecLanes);
   for (std::int64_t j = 0; j < kBlock; ++j) {
+    key_probs(scores_t[j], origin, probs_t[j]);
     for (int v = 0; v < kRowVecs; ++v) chain[v] = vec_add(chain[v], vec_load(probs_t[j] + v * kVecLanes));
   }
   for (int v = 0; v < kRowVecs; ++v) vec_store(sum + v * kVecLanes, chain[v]);
@@ -702,8 +719,9 @@ void fold_whole_block(RowForward& f, float* acc_t, std::int64_t d_len, float sca
                       const WholeBlock& block) {
   alignas(64) float scores_t[kBlock][kTaskRows];
   alignas(64) float probs_t[kBlock][kTaskRows];
-  task_scores(q_t, d_len, scale, block.keys, block.key_stride, scores_t);
-  task_softmax(f, acc_t, d_len, scores_t, probs_t);
+  alignas(64) float block_max[kTaskRows];
+  task_scores(q_t, d_len, scale, block.keys, block.key_stride, scores_t, block_max);
+  task_softmax(f, acc_t, d_len, scores_t, block_max, probs_t);
   lane_accumulate<false>(acc_t, d_len, probs_t, kBlock, block.values, block.value_stride, nullptr);
 }
 

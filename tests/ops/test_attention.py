@@ -128,6 +128,27 @@ def test_whole_blocks_with_nonfinite_scores_equal_reference(cpu_isa, gen):
     assert torch.isnan(out[0, 3, 150:160]).all()  # 0 / 0: every probability exp(-inf)
 
 
+def test_attention_sink_whole_blocks_equal_reference(cpu_isa, gen):
+    """An attention sink, as in trained LLMs: key 0 outscores every other key
+    for every query, so from the first block on no row's max moves and the
+    fast path skips its rescale of the accumulators (alpha == 1 exactly);
+    key 260 outscores the sink for every row, moving all maxes at once. Full
+    64-row tasks with rows in vector lanes; every CPU path gives the
+    reference's bits."""
+    s, d = 400, 32
+    q = torch.randn(1, 4, s, d, generator=gen)
+    k = torch.randn(1, 1, s, d, generator=gen)
+    v = torch.randn(1, 1, s, d, generator=gen)
+    q[..., 0] = 4.0
+    k[..., 0] = 0.0
+    k[0, 0, 0, 0] = 30.0
+    k[0, 0, 260, 0] = 40.0
+    g = torch.randn(q.shape, generator=gen)
+    for causal in (True, False):
+        got, want = everything("cpu", q, k, v, g, causal=causal), everything("reference", q, k, v, g, causal=causal)
+        assert_all_equal(got, want, f"attention sink, causal={causal}")
+
+
 def test_float16_edge_values_equal_reference(cpu_isa, gen):
     """fp16 inputs that the fast paths widen by F16C (csrc/cpu/rows.h) and
     outputs they narrow there: subnormal and signalling-NaN inputs (F16C
