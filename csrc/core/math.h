@@ -135,17 +135,21 @@ constexpr float kCosC2 = 0x1.99e80cp-16f;
 // pair (fma), so only small terms (< 0.07 of the result) carry rounding
 // errors and the final addition is the one full-size rounding.
 // e^(hi+lo) = e^hi (1 + lo) + O(2^-43), with e^hi ~ u + poly in the lo term.
-GOLDEN_INLINE_ALWAYS float exp_reduced(float hi, float lo) {
-  float q = fma_rn(kExpQ4, hi, kExpQ3);
-  q = fma_rn(q, hi, kExpQ2);
-  q = fma_rn(q, hi, kExpQ1);
-  q = fma_rn(q, hi, kExpQ0);
-  const float u = 1.0f + hi;
-  const float u_err = hi - (u - 1.0f);
-  const float h2 = hi * hi;
-  const float h2_err = fma_rn(hi, hi, -h2);
-  const float poly = fma_rn(h2, q, h2_err * q);  // hi^2 Q(hi)
-  const float small = fma_rn(lo, u + poly, u_err);
+// Lanes: ScalarLanes (every backend's float) or a CPU vector (see exp_reduce).
+template <class Lanes>
+GOLDEN_INLINE_ALWAYS typename Lanes::T exp_reduced(typename Lanes::T hi, typename Lanes::T lo) {
+  using T = typename Lanes::T;
+  T q = Lanes::fma(Lanes::splat(kExpQ4), hi, Lanes::splat(kExpQ3));
+  q = Lanes::fma(q, hi, Lanes::splat(kExpQ2));
+  q = Lanes::fma(q, hi, Lanes::splat(kExpQ1));
+  q = Lanes::fma(q, hi, Lanes::splat(kExpQ0));
+  const T one = Lanes::splat(1.0f);
+  const T u = one + hi;
+  const T u_err = hi - (u - one);
+  const T h2 = hi * hi;
+  const T h2_err = Lanes::fma(hi, hi, -h2);
+  const T poly = Lanes::fma(h2, q, h2_err * q);  // hi^2 Q(hi)
+  const T small = Lanes::fma(lo, u + poly, u_err);
   return u + (small + poly);
 }
 
@@ -281,33 +285,63 @@ GOLDEN_INLINE float cos_kernel(float hi, float lo) {
 // whole chain of dependent operations is longer than an out-of-order core
 // overlaps across iterations, two halves of it are not (same operations,
 // same bits).
+//
+// The steps are templates over the lanes they run on. ScalarLanes is one
+// float, as every backend calls them; a CPU build may pass a vector of fp32
+// lanes (csrc/cpu/simd.h: VecLanes) whose operators are the same IEEE
+// operations lane by lane and whose members do the steps ScalarLanes marks
+// in the one vector instruction that gives each lane the same bits.
+template <class T>
 struct ExpReduced {
-  float r_hi;      // x - n*ln2_hi, exact
-  float r_lo;      // -n*ln2_lo
-  std::int32_t n;  // round(x log2 e), in [-150, 128]
+  T r_hi;  // x - n*ln2_hi, exact
+  T r_lo;  // -n*ln2_lo
+  T n;     // round(x log2 e), an integer in [-150, 128]
 };
 
-GOLDEN_INLINE_ALWAYS ExpReduced exp_reduce(float x) {
-  float xc = select(x > kExpClampHi, kExpClampHi, x);
-  xc = select(xc < kExpClampLo, kExpClampLo, xc);
-  const float t = fma_rn(xc, kLog2e, kRoundMagic);
-  const float n_f = t - kRoundMagic;
-  ExpReduced out;
-  out.n = static_cast<std::int32_t>(float_bits(t) - float_bits(kRoundMagic));
-  out.r_hi = fma_rn(-n_f, kExpLn2Hi, xc);  // exact
-  out.r_lo = -n_f * kExpLn2Lo;
-  return out;
+struct ScalarLanes {
+  using T = float;
+  GOLDEN_INLINE_ALWAYS static float splat(float c) { return c; }
+  GOLDEN_INLINE_ALWAYS static float fma(float a, float b, float c) { return fma_rn(a, b, c); }
+  // x clamped to [lo, hi] as select(x > hi, hi, x), then select(x < lo, lo,
+  // x): a NaN stays. (AVX: max(lo, min(hi, x)).)
+  GOLDEN_INLINE_ALWAYS static float clamp(float x, float lo, float hi) {
+    const float below_hi = select(x > hi, hi, x);
+    return select(below_hi < lo, lo, below_hi);
+  }
+  // y * 2^n rounded once, for an integer n in [-150, 128] and y in [0.70,
+  // 1.42]: as two power-of-two factors 2^n1 * 2^(n - n1), each normal, so the
+  // first product is exact and the second the one rounding. (AVX-512: scalef.)
+  GOLDEN_INLINE_ALWAYS static float scale_pow2(float y, float n) {
+    const std::int32_t k = static_cast<std::int32_t>(n);
+    const std::int32_t k1 = k >> 1;  // k1, k - k1 in [-75, 64]
+    return (y * pow2i(k1)) * pow2i(k - k1);
+  }
+  // is_nan(x) ? quiet(x) : r, the NaN policy of exp_f32. (AVX-512: one masked or.)
+  GOLDEN_INLINE_ALWAYS static float quiet_nan_or(float x, float r) { return select(is_nan(x), quiet(x), r); }
+};
+
+template <class Lanes = ScalarLanes>
+GOLDEN_INLINE_ALWAYS ExpReduced<typename Lanes::T> exp_reduce(typename Lanes::T x) {
+  using T = typename Lanes::T;
+  const T xc = Lanes::clamp(x, kExpClampLo, kExpClampHi);
+  const T t = Lanes::fma(xc, Lanes::splat(kLog2e), Lanes::splat(kRoundMagic));
+  const T n = t - Lanes::splat(kRoundMagic);
+  const T r_hi = Lanes::fma(-n, Lanes::splat(kExpLn2Hi), xc);  // exact
+  const T r_lo = -n * Lanes::splat(kExpLn2Lo);
+  return {r_hi, r_lo, n};
 }
 
-GOLDEN_INLINE_ALWAYS float exp_from_reduced(const ExpReduced& a) {
-  const float y = exp_reduced(a.r_hi, a.r_lo);
-  const std::int32_t n1 = a.n >> 1;  // n1, n - n1 in [-75, 64]: both 2^k normal
-  return (y * pow2i(n1)) * pow2i(a.n - n1);
+template <class Lanes = ScalarLanes>
+GOLDEN_INLINE_ALWAYS typename Lanes::T exp_from_reduced(const ExpReduced<typename Lanes::T>& a) {
+  return Lanes::scale_pow2(exp_reduced<Lanes>(a.r_hi, a.r_lo), a.n);
 }
 
 // exp_f32 for a non-NaN x (any NaN in gives some NaN out): for callers that
 // apply their own NaN policy, so vector code does not pay for it twice.
-GOLDEN_INLINE_ALWAYS float exp_non_nan(float x) { return exp_from_reduced(exp_reduce(x)); }
+template <class Lanes = ScalarLanes>
+GOLDEN_INLINE_ALWAYS typename Lanes::T exp_non_nan(typename Lanes::T x) {
+  return exp_from_reduced<Lanes>(exp_reduce<Lanes>(x));
+}
 
 // sigmoid(x) and sigmoid(-x) of a non-NaN x share e = e^-|x| and 1 + e: each
 // is num / (1 + e) with num = 1 or e, so nothing cancels and e never
@@ -366,9 +400,10 @@ GOLDEN_INLINE float sigmoid_neg_non_nan(const SigmoidDenominator& s, float x) {
 // subnormal result gets one more IEEE rounding onto the subnormal grid (no
 // flush to zero), which is why its bound is a little larger.
 // Measured: 0.63 ulp (normal results), 0.77 ulp (subnormal results).
-GOLDEN_INLINE_ALWAYS float exp_f32(float x) {
-  using namespace math_detail;
-  return select(is_nan(x), quiet(x), exp_non_nan(x));
+// Lanes: see math_detail::exp_reduce.
+template <class Lanes = math_detail::ScalarLanes>
+GOLDEN_INLINE_ALWAYS typename Lanes::T exp_f32(typename Lanes::T x) {
+  return Lanes::quiet_nan_or(x, math_detail::exp_non_nan<Lanes>(x));
 }
 
 // Natural log. x = 2^e * m with m in [sqrt(2)/2, sqrt(2)) (subnormals are

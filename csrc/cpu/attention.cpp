@@ -648,10 +648,14 @@ template <bool kMasked>
   }
 }
 
-// One key's probabilities for the task's rows, in a function of its own where
-// the compiler vectorises the exps (lanes are independent: the core's bits).
-void key_probs(const float* __restrict scores, const float* __restrict origin, float* __restrict probs) {
-  for (std::int64_t r = 0; r < kTaskRows; ++r) probs[r] = core::attention_block_prob(scores[r], origin[r]);
+// One key's probabilities for the task's rows: the core's attention_block_prob
+// on vectors of rows (VecLanes: each lane's bits are the scalar core's).
+void key_probs(const float* scores, const float* origin, float* probs) {
+  for (int v = 0; v < kRowVecs; ++v) {
+    const Vec prob = core::attention_block_prob<VecLanes>(vec_load(scores + v * kVecLanes),
+                                                          vec_load(origin + v * kVecLanes));
+    vec_store(probs + v * kVecLanes, prob);
+  }
 }
 
 // The core's attention_rescale_to for every task row, its steps in loops over

@@ -95,9 +95,9 @@ void look_up(const Value* table, const T* x, Value* values, std::int64_t n) {
 void sigmoid_exps(const float* x, float* e, std::int64_t n) {
   float r_hi[kChunk];
   float r_lo[kChunk];
-  std::int32_t k[kChunk];
+  float k[kChunk];
   for (std::int64_t i = 0; i < n; ++i) {
-    const core::math_detail::ExpReduced a =
+    const core::math_detail::ExpReduced<float> a =
         core::math_detail::exp_reduce(core::math_detail::sigmoid_exp_argument(x[i]));
     r_hi[i] = a.r_hi;
     r_lo[i] = a.r_lo;

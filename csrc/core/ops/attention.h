@@ -290,7 +290,11 @@ GOLDEN_INLINE float attention_block_rescale(AttentionRowState& st, float* acc, s
 }
 
 // One probability of a block: p = exp(s - origin).
-GOLDEN_INLINE float attention_block_prob(float score, float origin) { return exp_f32(score - origin); }
+// Lanes: see math_detail::exp_reduce (CPU kernels pass vectors of rows).
+template <class Lanes = math_detail::ScalarLanes>
+GOLDEN_INLINE typename Lanes::T attention_block_prob(typename Lanes::T score, typename Lanes::T origin) {
+  return exp_f32<Lanes>(score - origin);
+}
 
 // p for the whole block (kAttentionKeyBlock floats; lanes are independent, so a
 // vectorised loop gives the same bits).
