@@ -960,6 +960,19 @@ std::int64_t dq_key_block(RowForward& f, std::int64_t r, std::int64_t row_count,
 }
 
 #if defined(__AVX2__)
+// One key's dS for a full task's rows in lanes, in place of their dP: the
+// core's score (vec_mul: attention_score), probability (VecLanes) and score
+// gradient on vectors of rows.
+void key_score_grads(const RowGrads& g, const float* dots, float* dps) {
+  const Vec scale = vec_broadcast(g.scale);
+  for (int v = 0; v < kRowVecs; ++v) {
+    const Vec score = vec_mul(vec_load(dots + v * kVecLanes), scale);
+    const Vec p = core::attention_probability<VecLanes>(score, vec_load(g.lse + v * kVecLanes));
+    const Vec ds = core::attention_score_grad(p, vec_load(dps + v * kVecLanes), vec_load(g.delta + v * kVecLanes));
+    vec_store(dps + v * kVecLanes, ds);
+  }
+}
+
 // Pass 1's dq of a full task's rows over the key blocks they all see whole,
 // rows in lanes as in the forward: per block the scores and dP (lane_dots
 // against the key and value rows), dS, then dq_t += dS k with dq_t[d][r] the
@@ -983,12 +996,7 @@ template <class T>
     alignas(64) float ds_t[kBlock][kTaskRows];  // dP, then dS
     lane_dots(q_t, g.d_len, block.keys, block.key_stride, kBlock, dots_t);
     lane_dots(grad_t, g.d_len, block.values, block.value_stride, kBlock, ds_t);
-    for (std::int64_t j = 0; j < kBlock; ++j) {
-      for (std::int64_t r = 0; r < kTaskRows; ++r) {
-        const float p = probability_of_dot(dots_t[j][r], g.scale, g.lse[r]);
-        ds_t[j][r] = core::attention_score_grad(p, ds_t[j][r], g.delta[r]);
-      }
-    }
+    for (std::int64_t j = 0; j < kBlock; ++j) key_score_grads(g, dots_t[j], ds_t[j]);
     lane_accumulate<false>(dq_t, g.d_len, ds_t, kBlock, block.keys, block.key_stride, nullptr);
   });
   lanes_to_rows(dq_t, g.d_len, f.acc);

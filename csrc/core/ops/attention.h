@@ -359,12 +359,16 @@ GOLDEN_INLINE float attention_delta(const float* grad_out, const float* out,
 }
 
 // P = exp(s - lse), recomputed from the score's exact forward bits.
-GOLDEN_INLINE float attention_probability(float score, float lse) {
-  return exp_f32(score - lse);
+// Lanes: see math_detail::exp_reduce (CPU kernels pass vectors of rows).
+template <class Lanes = math_detail::ScalarLanes>
+GOLDEN_INLINE typename Lanes::T attention_probability(typename Lanes::T score, typename Lanes::T lse) {
+  return exp_f32<Lanes>(score - lse);
 }
 
 // dS = P * (dP - Di), dP = dot(dO, v) (an fma chain over d like the score).
-GOLDEN_INLINE float attention_score_grad(float p, float dp, float delta) {
+// T: float, or a CPU vector of rows (its operators are IEEE's lane by lane).
+template <class T>
+GOLDEN_INLINE T attention_score_grad(T p, T dp, T delta) {
   return p * (dp - delta);
 }
 
