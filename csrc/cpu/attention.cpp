@@ -594,7 +594,7 @@ template <class Store>
 // scores_t[j][r] = the core's attention_block_scores of row r for key j, from
 // the transposed queries and the block's key rows (key_stride apart), and
 // block_max[r] = the core's attention_block_max of those scores. Each score
-// is scaled (vec_mul: the core's attention_score) and folded into its row's
+// is scaled (the core's attention_score on the tile's vector) and folded into its row's
 // max as its tile stores it; the tiles hand over keys in rank order.
 void task_scores(const float* q_t, std::int64_t d_len, float scale, const float* key_rows, std::int64_t key_stride,
                  float (*scores_t)[kTaskRows], float* block_max) {
@@ -602,7 +602,7 @@ void task_scores(const float* q_t, std::int64_t d_len, float scale, const float*
   Vec max_chain[kRowVecs];
   for (int v = 0; v < kRowVecs; ++v) max_chain[v] = vec_broadcast(-core::math_detail::inf());
   lane_dots(q_t, d_len, key_rows, key_stride, kBlock, [&](std::int64_t j, int v, Vec dot) {
-    const Vec score = vec_mul(dot, scale_v);
+    const Vec score = core::attention_score(dot, scale_v);
     vec_store(scores_t[j] + v * kVecLanes, score);
     max_chain[v] = vec_select_greater(max_chain[v], score);
   });
@@ -961,12 +961,12 @@ std::int64_t dq_key_block(RowForward& f, std::int64_t r, std::int64_t row_count,
 
 #if defined(__AVX2__)
 // One key's dS for a full task's rows in lanes, in place of their dP: the
-// core's score (vec_mul: attention_score), probability (VecLanes) and score
+// core's score, probability (VecLanes) and score
 // gradient on vectors of rows.
 void key_score_grads(const RowGrads& g, const float* dots, float* dps) {
   const Vec scale = vec_broadcast(g.scale);
   for (int v = 0; v < kRowVecs; ++v) {
-    const Vec score = vec_mul(vec_load(dots + v * kVecLanes), scale);
+    const Vec score = core::attention_score(vec_load(dots + v * kVecLanes), scale);
     const Vec p = core::attention_probability<VecLanes>(score, vec_load(g.lse + v * kVecLanes));
     const Vec ds = core::attention_score_grad(p, vec_load(dps + v * kVecLanes), vec_load(g.delta + v * kVecLanes));
     vec_store(dps + v * kVecLanes, ds);

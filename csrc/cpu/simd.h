@@ -1,5 +1,5 @@
 // A minimal SIMD vocabulary for the per-instruction-set kernel files: a vector
-// of independent fp32 lanes with load, store, broadcast, add, multiply, fma (one
+// of independent fp32 lanes with load, store, broadcast, add, fma (one
 // rounding per lane, exactly core::fma_rn) and the core's select-greater max,
 // for AVX-512, AVX2+FMA or plain scalar loops; the vector builds add an fma
 // confined to a vector's first n lanes (vec_fma_in: the other lanes keep their
@@ -64,7 +64,6 @@ inline Vec vec_load(const float* p) { return _mm512_loadu_ps(p); }
 inline void vec_store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
 inline Vec vec_broadcast(float s) { return _mm512_set1_ps(s); }
 inline Vec vec_add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
-inline Vec vec_mul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
 inline Vec vec_fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
 // b where b > a, else a: the core's select(b > a, b, a) (a NaN b never wins).
 // (max_ps(b, a) is that; the all-lanes mask form avoids GCC 12's false
@@ -112,7 +111,6 @@ inline void vec_store(float* p, Vec v) {
 }
 inline Vec vec_broadcast(float s) { return Vec{_mm256_set1_ps(s), _mm256_set1_ps(s)}; }
 inline Vec vec_add(Vec a, Vec b) { return Vec{_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)}; }
-inline Vec vec_mul(Vec a, Vec b) { return Vec{_mm256_mul_ps(a.lo, b.lo), _mm256_mul_ps(a.hi, b.hi)}; }
 inline Vec vec_fma(Vec a, Vec b, Vec c) {
   return Vec{_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)};
 }
@@ -130,7 +128,7 @@ inline Vec vec_fma_in(LaneMask m, Vec a, Vec b, Vec c) {
 }
 inline Vec operator+(Vec a, Vec b) { return vec_add(a, b); }
 inline Vec operator-(Vec a, Vec b) { return Vec{_mm256_sub_ps(a.lo, b.lo), _mm256_sub_ps(a.hi, b.hi)}; }
-inline Vec operator*(Vec a, Vec b) { return vec_mul(a, b); }
+inline Vec operator*(Vec a, Vec b) { return Vec{_mm256_mul_ps(a.lo, b.lo), _mm256_mul_ps(a.hi, b.hi)}; }
 inline Vec operator-(Vec a) { return Vec{-a.lo, -a.hi}; }
 
 // The core's exp steps on 16 lanes: Avx2Lanes's on each half.
@@ -154,7 +152,6 @@ inline Vec vec_load(const float* p) { return _mm256_loadu_ps(p); }
 inline void vec_store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
 inline Vec vec_broadcast(float s) { return _mm256_set1_ps(s); }
 inline Vec vec_add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
-inline Vec vec_mul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
 inline Vec vec_fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
 inline Vec vec_select_greater(Vec a, Vec b) { return _mm256_max_ps(b, a); }
 using LaneMask = __m256;  // all-ones lanes
@@ -179,10 +176,6 @@ inline void vec_store(float* p, Vec v) {
 inline Vec vec_broadcast(float s) { return Vec{{s, s, s, s}}; }
 inline Vec vec_add(Vec a, Vec b) {
   for (int j = 0; j < kVecLanes; ++j) a.lane[j] = a.lane[j] + b.lane[j];
-  return a;
-}
-inline Vec vec_mul(Vec a, Vec b) {
-  for (int j = 0; j < kVecLanes; ++j) a.lane[j] = a.lane[j] * b.lane[j];
   return a;
 }
 inline Vec vec_fma(Vec a, Vec b, Vec c) {

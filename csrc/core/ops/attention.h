@@ -191,7 +191,11 @@ GOLDEN_INLINE void attention_block_dots(const float* x, std::int64_t head_dim, M
 }
 
 // A score from its dot: one rounded multiply.
-GOLDEN_INLINE float attention_score(float dot, float scale) { return dot * scale; }
+// T: float, or a CPU vector of rows (its operators are IEEE's lane by lane).
+template <class T>
+GOLDEN_INLINE T attention_score(T dot, T scale) {
+  return dot * scale;
+}
 
 GOLDEN_INLINE void attention_block_scale(float* scores, float scale) {
   for (int j = 0; j < kAttentionKeyBlock; ++j) scores[j] = attention_score(scores[j], scale);
